@@ -1,0 +1,125 @@
+"""gradxform: optimizers as composable, pure gradient transforms, in JAX.
+
+Every public name has one documented import path, ``gradxform.<name>``
+(``import gradxform as gx``); the namespaces ``gx.tree`` (tree arithmetic),
+``gx.hyperparams`` and ``gx.torch_compat`` (torch.optim presets) are modules.
+"""
+
+from gradxform import hyperparams, torch_compat, tree
+from gradxform.base import (
+    EmptyState,
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    Schedule,
+    apply_updates,
+    chain,
+    divide,
+    identity,
+    with_extra_args,
+)
+from gradxform.base import DivideState
+from gradxform.hyperparams import HyperparamState, get_hyperparams, set_hyperparams
+from gradxform.optimizers import (
+    adagrad,
+    adam,
+    adamw,
+    amsgrad,
+    nadam,
+    rmsprop,
+    sgd,
+    sgd_velocity,
+)
+from gradxform.transforms.clipping import (
+    ClipByGlobalNormState,
+    ClipState,
+    clip,
+    clip_by_global_norm,
+)
+from gradxform.transforms.moments import (
+    AccumulateSquaresState,
+    BiasCorrectState,
+    EmaFirstMomentState,
+    EmaSecondMomentState,
+    RunningMaxState,
+    SqrtWithEpsState,
+    accumulate_squares,
+    bias_correct,
+    ema_first_moment,
+    ema_second_moment,
+    nesterov_first_moment,
+    running_max,
+    scale_by_adam,
+    scale_by_nadam,
+    scale_by_rms,
+    scale_by_sum_of_squares,
+    sqrt_with_eps,
+)
+from gradxform.transforms.momentum import ScaleByMomentumState, scale_by_momentum
+from gradxform.transforms.scaling import (
+    AddDecayedWeightsState,
+    ScaleByLearningRateState,
+    ScaleState,
+    add_decayed_weights,
+    scale,
+    scale_by_learning_rate,
+    scale_by_schedule,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccumulateSquaresState",
+    "AddDecayedWeightsState",
+    "BiasCorrectState",
+    "ClipByGlobalNormState",
+    "ClipState",
+    "DivideState",
+    "EmaFirstMomentState",
+    "EmaSecondMomentState",
+    "EmptyState",
+    "GradientTransformation",
+    "GradientTransformationExtraArgs",
+    "HyperparamState",
+    "RunningMaxState",
+    "Schedule",
+    "ScaleByLearningRateState",
+    "ScaleByMomentumState",
+    "ScaleState",
+    "SqrtWithEpsState",
+    "accumulate_squares",
+    "adagrad",
+    "adam",
+    "adamw",
+    "add_decayed_weights",
+    "amsgrad",
+    "apply_updates",
+    "bias_correct",
+    "chain",
+    "clip",
+    "clip_by_global_norm",
+    "divide",
+    "ema_first_moment",
+    "ema_second_moment",
+    "get_hyperparams",
+    "hyperparams",
+    "identity",
+    "nadam",
+    "nesterov_first_moment",
+    "rmsprop",
+    "running_max",
+    "scale",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "scale_by_momentum",
+    "scale_by_nadam",
+    "scale_by_rms",
+    "scale_by_schedule",
+    "scale_by_sum_of_squares",
+    "set_hyperparams",
+    "sgd",
+    "sgd_velocity",
+    "sqrt_with_eps",
+    "torch_compat",
+    "tree",
+    "with_extra_args",
+]

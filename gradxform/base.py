@@ -1,0 +1,172 @@
+"""The gradxform contract: what a transform is, and how transforms combine.
+
+A gradient transformation is a pair of pure functions::
+
+    state = tx.init(params)
+    updates, state = tx.update(updates, state, params, **extra_args)
+
+gradxform does not define its own protocol: every transform it builds IS an
+``optax.GradientTransformationExtraArgs`` (a subclass of
+``optax.GradientTransformation``). So gradxform transforms drop into
+``optax.chain``, flax and equinox training loops, and optax transforms drop
+into :func:`chain`.
+
+Invariants every gradxform transform keeps:
+
+* ``update`` never changes the structure, shapes or dtypes of the state, so a
+  jitted step compiles once;
+* every numeric hyperparameter lives in the state (see
+  :mod:`gradxform.hyperparams`), so changing it does not recompile;
+* only :func:`gradxform.scale_by_learning_rate` flips the sign: every
+  ``scale_by_*`` transform returns a direction to *descend* along;
+* arguments are validated when the transform is built, never inside ``update``;
+* extra keyword arguments (``value``, ``grad``, ``value_fn``, ...) are accepted
+  by every transform and forwarded by :func:`chain` to the transforms that
+  take them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gradxform import tree
+
+GradientTransformation = optax.GradientTransformation
+GradientTransformationExtraArgs = optax.GradientTransformationExtraArgs
+EmptyState = optax.EmptyState
+Params = Any
+Updates = Any
+OptState = Any
+Schedule = Callable[[jax.Array], jax.Array]
+
+__all__ = [
+    "EmptyState",
+    "GradientTransformation",
+    "GradientTransformationExtraArgs",
+    "Schedule",
+    "apply_updates",
+    "chain",
+    "divide",
+    "identity",
+    "with_extra_args",
+]
+
+
+def with_extra_args(tx: GradientTransformation) -> GradientTransformationExtraArgs:
+    """Returns ``tx`` as a transform whose ``update`` accepts extra keyword arguments.
+
+    A plain ``optax.GradientTransformation`` does not take ``value=``, ``grad=``
+    and the like; the wrapper drops them. Transforms that already take them are
+    returned unchanged.
+    """
+    if isinstance(tx, GradientTransformationExtraArgs):
+        return tx
+    if not isinstance(tx, GradientTransformation):
+        raise TypeError(
+            "expected a GradientTransformation (a gradxform or optax transform); "
+            f"got {type(tx).__name__}"
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        return tx.update(updates, state, params)
+
+    return GradientTransformationExtraArgs(tx.init, update_fn)
+
+
+def identity() -> GradientTransformationExtraArgs:
+    """The transform that returns its updates unchanged (state: ``EmptyState``)."""
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return updates, state
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArgs:
+    """Applies transforms one after the other; the state is the tuple of their states.
+
+    Accepts gradxform and optax transforms alike. Extra keyword arguments given
+    to ``update`` reach every transform that accepts them.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.chain(gx.clip_by_global_norm(1.0), gx.scale_by_learning_rate(0.1))
+        >>> updates, _ = tx.update({"w": jnp.array([3.0, 4.0])}, tx.init({"w": jnp.zeros(2)}))
+        >>> updates["w"]
+        Array([-0.06, -0.08], dtype=float32)
+    """
+    if not transforms:
+        raise ValueError("chain: transforms must name at least one transform; got none")
+    parts = tuple(with_extra_args(tx) for tx in transforms)
+
+    def init_fn(params):
+        return tuple(tx.init(params) for tx in parts)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if not isinstance(state, tuple) or len(state) != len(parts):
+            raise ValueError(
+                f"chain: state must be a tuple of {len(parts)} states, as returned by "
+                f"init; got {type(state).__name__}"
+            )
+        new_state = []
+        for tx, tx_state in zip(parts, state):
+            updates, tx_state = tx.update(updates, tx_state, params, **extra_args)
+            new_state.append(tx_state)
+        return updates, tuple(new_state)
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class DivideState(NamedTuple):
+    """State of :func:`divide`: the states of its two branches."""
+
+    numerator: OptState
+    denominator: OptState
+
+
+def divide(
+    numerator: GradientTransformation, denominator: GradientTransformation
+) -> GradientTransformationExtraArgs:
+    """Feeds the same updates to two transforms and returns ``numerator / denominator``.
+
+    This is how adaptive methods are composed: Adam's direction is
+    ``divide(chain(ema_first_moment(b1), bias_correct(b1)),
+    chain(ema_second_moment(b2), bias_correct(b2), sqrt_with_eps(eps)))``.
+    Where the denominator is exactly zero the result is zero: a coordinate
+    that has never seen a gradient does not move (AdaGrad with ``eps=0``).
+    """
+    num_tx, den_tx = with_extra_args(numerator), with_extra_args(denominator)
+
+    def init_fn(params):
+        return DivideState(num_tx.init(params), den_tx.init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        num, num_state = num_tx.update(updates, state.numerator, params, **extra_args)
+        den, den_state = den_tx.update(updates, state.denominator, params, **extra_args)
+        tree.check_structure(num, den, "numerator output", "denominator output")
+        out = jax.tree.map(tree.safe_divide, num, den)
+        return out, DivideState(num_state, den_state)
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """Returns ``params + updates``, each leaf keeping the dtype of its parameter.
+
+    Raises:
+        ValueError: naming the first path where the two trees differ.
+    """
+    tree.check_structure(params, updates, "params", "updates")
+    return jax.tree.map(
+        lambda p, u: jnp.asarray(p + u).astype(jnp.asarray(p).dtype), params, updates
+    )

@@ -1,0 +1,1 @@
+"""Transform families; every public name is documented at ``gradxform.<name>``."""

@@ -1,0 +1,140 @@
+"""Tree arithmetic: the few pytree operations update functions are written in.
+
+Every function maps leaf-wise over pytrees of arrays, so an update function
+reads like its equation: ``tree.ema(decay, complement, moment, updates)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "add",
+    "cast",
+    "check_structure",
+    "ema",
+    "full_like",
+    "global_norm",
+    "real_dtype",
+    "safe_divide",
+    "scale",
+    "squared_magnitude",
+    "zeros_like",
+]
+
+
+def real_dtype(dtype) -> np.dtype:
+    """The real dtype of a (possibly complex) dtype: complex64 -> float32."""
+    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.inexact) else np.dtype(dtype)
+
+
+def squared_magnitude(x: jax.Array) -> jax.Array:
+    """``|x|**2`` elementwise, real-valued for complex ``x``."""
+    if jnp.iscomplexobj(x):
+        return (x.conj() * x).real
+    return x * x
+
+
+def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
+    """``num / den``, and 0 where ``den == 0`` (a coordinate that never saw a gradient)."""
+    safe_den = jnp.where(den == 0, jnp.ones_like(den), den)
+    return jnp.where(den == 0, jnp.zeros_like(num), num / safe_den)
+
+
+def zeros_like(params: Any, dtype=None, real: bool = False) -> Any:
+    """Zeros shaped like ``params``; ``dtype`` overrides, ``real`` drops complex parts."""
+    return full_like(params, 0, dtype=dtype, real=real)
+
+
+def full_like(params: Any, value, dtype=None, real: bool = False) -> Any:
+    """``value`` broadcast to every leaf of ``params`` (see :func:`zeros_like`)."""
+
+    def leaf(p):
+        leaf_dtype = dtype if dtype is not None else jnp.asarray(p).dtype
+        if real:
+            leaf_dtype = real_dtype(leaf_dtype)
+        return jnp.full(jnp.shape(p), value, dtype=leaf_dtype)
+
+    return jax.tree.map(leaf, params)
+
+
+def cast(tree: Any, like: Any) -> Any:
+    """Casts each leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
+    return jax.tree.map(lambda x, y: x.astype(y.dtype), tree, like)
+
+
+def scale(factor: jax.Array, tree: Any) -> Any:
+    """``factor * tree``, the scalar cast to each leaf's real dtype first."""
+    return jax.tree.map(lambda x: x * factor.astype(real_dtype(x.dtype)), tree)
+
+
+def add(a: Any, b: Any) -> Any:
+    """``a + b`` leaf-wise."""
+    return jax.tree.map(jnp.add, a, b)
+
+
+def ema(decay: jax.Array, complement: jax.Array, moment: Any, sample: Any) -> Any:
+    """``complement * sample + decay * moment`` in each moment's dtype.
+
+    ``complement`` is ``1 - decay`` computed by the caller to full precision
+    (see :meth:`gradxform.hyperparams.Values.complement`).
+    """
+
+    def leaf(m, x):
+        dt = m.dtype
+        return (complement.astype(dt) * x.astype(dt) + decay.astype(dt) * m).astype(dt)
+
+    return jax.tree.map(leaf, moment, sample)
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """The l2 norm of all leaves together (complex leaves by magnitude)."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros([])
+    return jnp.sqrt(sum(jnp.sum(squared_magnitude(x)) for x in leaves))
+
+
+def _paths(tree: Any) -> list[str]:
+    leaves_with_path, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [jax.tree_util.keystr(path) for path, _ in leaves_with_path]
+
+
+def check_structure(reference: Any, other: Any, reference_name: str, other_name: str) -> None:
+    """Raises ``ValueError`` naming the first path where two pytrees differ.
+
+    Runs in Python at trace time, so the error appears when a jitted step is
+    first traced, with the offending path in the message.
+    """
+    ref_def = jax.tree.structure(reference)
+    other_def = jax.tree.structure(other)
+    if ref_def == other_def:
+        return
+    ref_paths, other_paths = _paths(reference), _paths(other)
+    for i, (a, b) in enumerate(zip(ref_paths, other_paths)):
+        if a != b:
+            raise ValueError(
+                f"{other_name} and {reference_name} have different tree structures: "
+                f"leaf {i} is at {b or '<root>'} in {other_name} but at {a or '<root>'} "
+                f"in {reference_name}"
+            )
+    if len(ref_paths) != len(other_paths):
+        longer, name = (
+            (ref_paths, reference_name)
+            if len(ref_paths) > len(other_paths)
+            else (other_paths, other_name)
+        )
+        first_extra = longer[min(len(ref_paths), len(other_paths))]
+        raise ValueError(
+            f"{other_name} and {reference_name} have different tree structures: "
+            f"{other_name} has {len(other_paths)} leaves and {reference_name} has "
+            f"{len(ref_paths)}; the first path only in {name} is {first_extra or '<root>'}"
+        )
+    raise ValueError(
+        f"{other_name} and {reference_name} have the same leaf paths but different "
+        f"container types: {other_name} is {other_def}, {reference_name} is {ref_def}"
+    )
