@@ -7,6 +7,7 @@ Every public name has one documented import path, ``gradxform.<name>``
 
 from gradxform import hyperparams, torch_compat, tree
 from gradxform.base import (
+    DivideState,
     EmptyState,
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -17,7 +18,6 @@ from gradxform.base import (
     identity,
     with_extra_args,
 )
-from gradxform.base import DivideState
 from gradxform.hyperparams import HyperparamState, get_hyperparams, set_hyperparams
 from gradxform.optimizers import (
     adagrad,

@@ -66,7 +66,9 @@ def mlp(params: dict, x: jax.Array) -> jax.Array:
 
 def cross_entropy(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
     logits = mlp(params, x)
-    return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, y[:, None], -1)[:, 0])
+    return jnp.mean(
+        jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, y[:, None], -1)[:, 0]
+    )
 
 
 def accuracy(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -80,7 +82,9 @@ def make_train(tx: gx.GradientTransformation, data: Digits, steps: int, batch_si
     def step(carry, key):
         params, state = carry
         idx = jax.random.choice(key, n, (batch_size,), replace=False)
-        loss, grads = jax.value_and_grad(cross_entropy)(params, data.x_train[idx], data.y_train[idx])
+        loss, grads = jax.value_and_grad(cross_entropy)(
+            params, data.x_train[idx], data.y_train[idx]
+        )
         updates, state = tx.update(grads, state, params)
         return (gx.apply_updates(params, updates), state), loss
 

@@ -23,7 +23,8 @@ when optax or torch compute it in Python (:meth:`Values.complement`).
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -114,7 +114,9 @@ def adam(
     amsgrad: bool = False,
 ) -> GradientTransformationExtraArgs:
     """``torch.optim.Adam``: L2 ``weight_decay`` added to the gradient; AMSGrad as torch."""
-    return chain(*_l2(weight_decay), _adam_direction(betas, eps, amsgrad), scale_by_learning_rate(lr))
+    return chain(
+        *_l2(weight_decay), _adam_direction(betas, eps, amsgrad), scale_by_learning_rate(lr)
+    )
 
 
 def adamw(

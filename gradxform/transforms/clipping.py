@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradxform import tree
 from gradxform.base import GradientTransformationExtraArgs, Schedule
-from gradxform.hyperparams import HyperparamState, Hyperparams, check_nonnegative
+from gradxform.hyperparams import Hyperparams, HyperparamState, check_nonnegative
 
 __all__ = ["ClipByGlobalNormState", "ClipState", "clip", "clip_by_global_norm"]
 

@@ -28,8 +28,8 @@ from gradxform.base import (
     identity,
 )
 from gradxform.hyperparams import (
-    HyperparamState,
     Hyperparams,
+    HyperparamState,
     check_decay,
     check_nonnegative,
 )
@@ -146,7 +146,9 @@ class AccumulateSquaresState(NamedTuple):
     sum_of_squares: Any
 
 
-def accumulate_squares(initial_value: float = 0.0, *, dtype=None) -> GradientTransformationExtraArgs:
+def accumulate_squares(
+    initial_value: float = 0.0, *, dtype=None
+) -> GradientTransformationExtraArgs:
     """``h <- h + |g|^2``, output ``h``: AdaGrad's accumulator."""
     check_nonnegative("initial_value", initial_value)
 
@@ -329,7 +331,9 @@ def scale_by_sum_of_squares(
         divide(identity(), chain(accumulate_squares(initial), sqrt_with_eps(...)))
     """
     root = sqrt_with_eps(0.0, eps_root=eps) if eps_in_sqrt else sqrt_with_eps(eps)
-    return divide(identity(), chain(accumulate_squares(initial_accumulator_value, dtype=dtype), root))
+    return divide(
+        identity(), chain(accumulate_squares(initial_accumulator_value, dtype=dtype), root)
+    )
 
 
 def scale_by_adam(

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradxform import tree
 from gradxform.base import GradientTransformationExtraArgs, Schedule
-from gradxform.hyperparams import HyperparamState, Hyperparams, check_decay
+from gradxform.hyperparams import Hyperparams, HyperparamState, check_decay
 
 __all__ = ["ScaleByMomentumState", "scale_by_momentum"]
 

@@ -7,8 +7,8 @@ from typing import NamedTuple
 from gradxform import tree
 from gradxform.base import GradientTransformationExtraArgs, Schedule
 from gradxform.hyperparams import (
-    HyperparamState,
     Hyperparams,
+    HyperparamState,
     check_nonnegative,
 )
 
@@ -81,9 +81,7 @@ def scale_by_learning_rate(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         values, hyper = hp.step(state.hyperparams)
-        return tree.scale(sign * values["learning_rate"], updates), ScaleByLearningRateState(
-            hyper
-        )
+        return tree.scale(sign * values["learning_rate"], updates), ScaleByLearningRateState(hyper)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
