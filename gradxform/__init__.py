@@ -1,11 +1,13 @@
 """gradxform: optimizers as composable, pure gradient transforms, in JAX.
 
 Every public name has one documented import path, ``gradxform.<name>``
-(``import gradxform as gx``); the namespaces ``gx.tree`` (tree arithmetic),
-``gx.hyperparams`` and ``gx.torch_compat`` (torch.optim presets) are modules.
+(``import gradxform as gx``); the namespaces ``gx.schedules``, ``gx.tree``
+(tree arithmetic), ``gx.hyperparams`` and ``gx.torch_compat`` (torch.optim
+presets) are modules, and their names are used through them
+(``gx.schedules.cosine_decay``).
 """
 
-from gradxform import hyperparams, torch_compat, tree
+from gradxform import hyperparams, schedules, torch_compat, tree
 from gradxform.base import (
     DivideState,
     EmptyState,
@@ -115,6 +117,7 @@ __all__ = [
     "scale_by_rms",
     "scale_by_schedule",
     "scale_by_sum_of_squares",
+    "schedules",
     "set_hyperparams",
     "sgd",
     "sgd_velocity",

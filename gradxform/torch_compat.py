@@ -23,6 +23,7 @@ AdamW              ``adamw(..., weight_decay=      default decay 1e-2 (optax: 1e
 
 from __future__ import annotations
 
+from gradxform import schedules
 from gradxform.base import GradientTransformationExtraArgs, chain, divide
 from gradxform.hyperparams import check_nonnegative
 from gradxform.transforms.moments import (
@@ -71,7 +72,7 @@ def adagrad(
     ``x -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(h) + eps)``."""
     check_nonnegative("lr", lr)
     check_nonnegative("lr_decay", lr_decay)
-    learning_rate = (lambda count: lr / (1 + count * lr_decay)) if lr_decay else lr
+    learning_rate = schedules.inverse_time_decay(lr, lr_decay) if lr_decay else lr
     return chain(
         *_l2(weight_decay),
         scale_by_sum_of_squares(initial_accumulator_value, eps, eps_in_sqrt=False),

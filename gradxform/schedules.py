@@ -1,0 +1,462 @@
+"""Learning-rate (and any hyperparameter) schedules: pure functions of the step count.
+
+A schedule maps ``count``, the number of updates taken so far, to a value:
+``count = 0`` is the first update, so ``schedule(0)`` is the value the first
+update uses (this is optax's convention, and torch's ``lr_scheduler`` value
+before its first ``step()``). Every gradxform hyperparameter accepts a schedule
+(``gx.adam(gx.schedules.cosine_decay(1e-3, 10_000))``) and stores its current
+value in the optimizer state.
+
+Every schedule here
+
+* takes an integer ``count`` (Python int, NumPy or JAX integer, traced or
+  concrete, scalar or array) and returns float32 (float64 while
+  ``jax_enable_x64`` is on, so float64 training keeps full precision) without
+  overflow for any count up to ``2**31 - 1``: integer arithmetic is only ever
+  divided, never multiplied or incremented;
+* is accurate to a few float32 ulps of the exact value: powers are taken as
+  ``exp(x * log(rate))`` with the logarithm computed in double precision when
+  the schedule is built, and cosines near their zeros through the half-angle
+  ``sin**2`` form, so there is no cancellation at the end of a decay;
+* validates its arguments when built, raising ``ValueError`` that names the
+  argument.
+
+Module functions: :func:`constant`, :func:`step_decay`,
+:func:`piecewise_constant`, :func:`exponential_decay`,
+:func:`inverse_time_decay`, :func:`cosine_decay`, :func:`linear_decay`,
+:func:`polynomial_decay`, :func:`inverse_sqrt_decay`, :func:`warmup`,
+:func:`join`, and :func:`evaluate` to tabulate a schedule for plotting.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Schedule = Callable[[jax.Array], jax.Array]
+
+__all__ = [
+    "Schedule",
+    "constant",
+    "cosine_decay",
+    "evaluate",
+    "exponential_decay",
+    "inverse_sqrt_decay",
+    "inverse_time_decay",
+    "join",
+    "linear_decay",
+    "piecewise_constant",
+    "polynomial_decay",
+    "step_decay",
+    "warmup",
+]
+
+
+def _dtype():
+    """float32, or float64 while ``jax_enable_x64`` is on (JAX's default float)."""
+    return jnp.result_type(float)
+
+
+# --- argument checks ----------------------------------------------------------------
+
+
+def _real(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value!r}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0; got {value!r}")
+    if nonnegative and not value >= 0:
+        raise ValueError(f"{name} must be >= 0; got {value!r}")
+    return value
+
+
+def _steps(name: str, value, *, positive: bool = True) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer number of steps; got {value!r}")
+    value = int(value)
+    if value < (1 if positive else 0) or value > np.iinfo(np.int32).max:
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be {bound} and fit in int32; got {value!r}")
+    return value
+
+
+def _increasing(name: str, boundaries: Sequence[int]) -> list[int]:
+    out = [_steps(f"{name}[{i}]", b, positive=False) for i, b in enumerate(boundaries)]
+    for i in range(1, len(out)):
+        if out[i] <= out[i - 1]:
+            raise ValueError(
+                f"{name} must be strictly increasing; got {out[i - 1]} then {out[i]} at "
+                f"positions {i - 1} and {i}"
+            )
+    return out
+
+
+# --- count handling -----------------------------------------------------------------
+
+
+def _count(count) -> jax.Array:
+    """The count as a non-negative integer array (its own integer dtype)."""
+    c = jnp.asarray(count)
+    if not jnp.issubdtype(c.dtype, jnp.integer):
+        raise TypeError(f"count must be an integer step count; got dtype {c.dtype}")
+    return jnp.maximum(c, 0)
+
+
+def _since(count, begin: int) -> jax.Array:
+    """``max(count - begin, 0)``, never overflowing (both are non-negative)."""
+    c = _count(count)
+    return jnp.maximum(c - jnp.asarray(begin, c.dtype), 0) if begin else c
+
+
+def _float(c: jax.Array) -> jax.Array:
+    return c.astype(_dtype())
+
+
+def _real_array(x: float) -> jax.Array:
+    return jnp.asarray(x, _dtype())
+
+
+def _cos_half_squared(done: jax.Array, total) -> jax.Array:
+    """``(1 + cos(pi * done / total)) / 2`` for ``0 <= done <= total``, without cancellation.
+
+    Equals ``cos(pi d / 2T)**2``, computed as ``sin(pi (T - d) / 2T)**2`` in the
+    second half where the cosine is small.
+    """
+    total = jnp.asarray(total, _dtype())
+    done = done.astype(_dtype())
+    first = jnp.cos(jnp.pi * done / (2 * total)) ** 2
+    second = jnp.sin(jnp.pi * (total - done) / (2 * total)) ** 2
+    return jnp.where(2 * done <= total, first, second)
+
+
+# --- schedules ----------------------------------------------------------------------
+
+
+def constant(value: float) -> Schedule:
+    """``value`` at every step."""
+    v = _real("value", value)
+
+    def schedule(count):
+        return jnp.full(jnp.shape(_count(count)), v, _dtype())
+
+    return schedule
+
+
+def step_decay(init_value: float, decay_factor: float, step_size: int) -> Schedule:
+    """``init_value * decay_factor ** (count // step_size)``: torch's ``StepLR``.
+
+    Step 0 uses ``init_value``; the value first changes at ``count = step_size``.
+    """
+    v = _real("init_value", init_value)
+    log_factor = math.log(_real("decay_factor", decay_factor, positive=True))
+    k = _steps("step_size", step_size)
+
+    def schedule(count):
+        n = _count(count) // k
+        return _real_array(v) * jnp.exp(_float(n) * _real_array(log_factor))
+
+    return schedule
+
+
+def piecewise_constant(
+    init_value: float, boundaries: Sequence[int], scales: Sequence[float]
+) -> Schedule:
+    """``init_value`` times every ``scales[i]`` whose ``boundaries[i] <= count``.
+
+    torch's ``MultiStepLR(milestones, gamma)`` is
+    ``piecewise_constant(lr, milestones, [gamma] * len(milestones))``; optax's
+    ``piecewise_constant_schedule(v, {b: s})`` is the same with its dict. The
+    value at ``count = boundaries[i]`` is already scaled. Each plateau is the
+    product computed once in double precision.
+    """
+    v = _real("init_value", init_value)
+    bounds = _increasing("boundaries", boundaries)
+    factors = [_real(f"scales[{i}]", s) for i, s in enumerate(scales)]
+    if len(factors) != len(bounds):
+        raise ValueError(
+            f"scales must have one entry per boundary; got {len(factors)} scales for "
+            f"{len(bounds)} boundaries"
+        )
+    levels = [v]
+    for s in factors:
+        levels.append(levels[-1] * s)
+    levels_f64 = np.asarray(levels, np.float64)
+    bounds_arr = np.asarray(bounds, np.int64)
+
+    def schedule(count):
+        c = _count(count)
+        index = sum((c >= int(b)).astype(jnp.int32) for b in bounds_arr) if len(bounds) else 0
+        return jnp.asarray(levels_f64, _dtype())[index]
+
+    return schedule
+
+
+def exponential_decay(
+    init_value: float,
+    decay_rate: float | None = None,
+    transition_steps: int = 1,
+    *,
+    k: float | None = None,
+    transition_begin: int = 0,
+    staircase: bool = False,
+    end_value: float | None = None,
+) -> Schedule:
+    """Exponential decay, in either of the lecture's forms.
+
+    * ``decay_rate`` form: ``init_value * decay_rate ** (t / transition_steps)``
+      (optax's ``exponential_decay``; torch's ``ExponentialLR(gamma)`` is
+      ``exponential_decay(lr, gamma)``);
+    * ``k`` form: ``init_value * exp(-k * t / transition_steps)``, the lecture's
+      ``alpha0 * exp(-k t)``;
+
+    with ``t = max(count - transition_begin, 0)``, floored to whole multiples of
+    ``transition_steps`` when ``staircase``. ``end_value`` bounds the value
+    (below for decay, above for growth). Step 0 uses ``init_value``.
+    """
+    v = _real("init_value", init_value)
+    if (decay_rate is None) == (k is None):
+        raise ValueError("exponential_decay: give exactly one of decay_rate and k")
+    if decay_rate is not None:
+        log_rate = math.log(_real("decay_rate", decay_rate, positive=True))
+    else:
+        log_rate = -_real("k", k)
+    steps = _steps("transition_steps", transition_steps)
+    begin = _steps("transition_begin", transition_begin, positive=False)
+    end = None if end_value is None else _real("end_value", end_value)
+
+    def schedule(count):
+        p = _since(count, begin)
+        x = _float(p // steps) if staircase else _float(p) / steps
+        value = _real_array(v) * jnp.exp(x * _real_array(log_rate))
+        if end is not None:
+            value = jnp.maximum(value, end) if log_rate < 0 else jnp.minimum(value, end)
+        return value
+
+    return schedule
+
+
+def inverse_time_decay(
+    init_value: float, k: float, transition_steps: int = 1, *, staircase: bool = False
+) -> Schedule:
+    """The lecture's 1/t decay: ``init_value / (1 + k * t / transition_steps)``.
+
+    ``t = count`` (floored to multiples of ``transition_steps`` when
+    ``staircase``). Step 0 uses ``init_value``. torch's Adagrad ``lr_decay`` is
+    ``inverse_time_decay(lr, lr_decay)``.
+    """
+    v = _real("init_value", init_value)
+    kk = _real("k", k, nonnegative=True)
+    steps = _steps("transition_steps", transition_steps)
+
+    def schedule(count):
+        c = _count(count)
+        x = _float(c // steps) if staircase else _float(c) / steps
+        return _real_array(v) / (1 + _real_array(kk) * x)
+
+    return schedule
+
+
+def cosine_decay(
+    init_value: float,
+    decay_steps: int,
+    alpha: float = 0.0,
+    *,
+    exponent: float = 1.0,
+    warm_restarts: bool = False,
+    period_mult: int = 1,
+) -> Schedule:
+    """Cosine decay from ``init_value`` to the floor ``alpha * init_value``.
+
+    ``value = init_value * ((1 - alpha) * c**exponent + alpha)`` with
+    ``c = (1 + cos(pi * t / decay_steps)) / 2``, the lecture's
+    ``alpha_t = alpha_0 (1 + cos(t pi / T)) / 2`` when ``alpha = 0``.
+
+    Without restarts ``t = min(count, decay_steps)``: the value stays at the
+    floor after ``decay_steps`` (optax's ``cosine_decay_schedule``; torch's
+    ``CosineAnnealingLR(T_max, eta_min)`` for ``count <= T_max`` with
+    ``alpha = eta_min / lr``). With ``warm_restarts`` the decay starts again
+    from ``init_value`` after each period, the ``i``-th period lasting
+    ``decay_steps * period_mult**i`` steps (SGDR; torch's
+    ``CosineAnnealingWarmRestarts(T_0, T_mult, eta_min)``). Step 0 uses
+    ``init_value``.
+    """
+    v = _real("init_value", init_value)
+    T = _steps("decay_steps", decay_steps)
+    a = _real("alpha", alpha)
+    if not 0 <= a <= 1:
+        raise ValueError(f"alpha must lie in [0, 1]; got {alpha!r}")
+    p = _real("exponent", exponent, positive=True)
+    if (
+        not isinstance(period_mult, numbers.Integral)
+        or isinstance(period_mult, bool)
+        or period_mult < 1
+    ):
+        raise ValueError(f"period_mult must be an integer >= 1; got {period_mult!r}")
+    m = int(period_mult)
+
+    def position(count):
+        """(steps done in the current period, length of the period)."""
+        c = _count(count)
+        if not warm_restarts:
+            return jnp.minimum(c, T), jnp.asarray(T, _dtype())
+        if m == 1:
+            return c % T, jnp.asarray(T, _dtype())
+        # period n starts at T (m**n - 1) / (m - 1); float32 is exact enough and cannot overflow
+        cf = _float(c)
+        n = jnp.floor(jnp.log1p(cf * (m - 1) / T) / math.log(m))
+        start = lambda n: T * (jnp.power(_real_array(m), n) - 1) / (m - 1)  # noqa: E731
+        n = jnp.where(cf < start(n), n - 1, jnp.where(cf >= start(n + 1), n + 1, n))
+        return cf - start(n), T * jnp.power(_real_array(m), n)
+
+    def schedule(count):
+        done, total = position(count)
+        c = _cos_half_squared(done, total)
+        if p != 1.0:
+            c = c**p
+        return _real_array(v) * ((1 - _real_array(a)) * c + _real_array(a))
+
+    return schedule
+
+
+def polynomial_decay(
+    init_value: float,
+    end_value: float,
+    power: float,
+    transition_steps: int,
+    transition_begin: int = 0,
+) -> Schedule:
+    """``(init_value - end_value) * (1 - t / transition_steps) ** power + end_value``.
+
+    ``t = min(max(count - transition_begin, 0), transition_steps)``: constant
+    at ``init_value`` before ``transition_begin``, at ``end_value`` after the
+    decay (optax's ``polynomial_schedule``; torch's ``PolynomialLR(total_iters,
+    power)`` with ``end_value = 0``). Step 0 uses ``init_value``.
+    """
+    v0 = _real("init_value", init_value)
+    v1 = _real("end_value", end_value)
+    pw = _real("power", power, positive=True)
+    T = _steps("transition_steps", transition_steps)
+    begin = _steps("transition_begin", transition_begin, positive=False)
+
+    def schedule(count):
+        done = jnp.minimum(_since(count, begin), T)
+        # v0 * r**p + v1 * (1 - r**p): two same-signed terms, no cancellation; both
+        # weights come from exact integers (T - done, done), not from 1 - float.
+        remaining, frac = _float(T - done) / T, _float(done) / T
+        if pw == 1.0:
+            w0, w1 = remaining, frac
+        else:
+            w0, w1 = remaining**pw, -jnp.expm1(pw * jnp.log1p(-frac))
+        return _real_array(v0) * w0 + _real_array(v1) * w1
+
+    return schedule
+
+
+def linear_decay(
+    init_value: float, end_value: float, transition_steps: int, transition_begin: int = 0
+) -> Schedule:
+    """Linear interpolation from ``init_value`` to ``end_value`` over ``transition_steps``.
+
+    The lecture's ``alpha_t = alpha_0 (1 - t / T)`` is ``linear_decay(alpha_0, 0, T)``;
+    torch's ``LinearLR(start_factor, end_factor, total_iters)`` is
+    ``linear_decay(lr * start_factor, lr * end_factor, total_iters)``.
+    :func:`polynomial_decay` with ``power=1``.
+    """
+    return polynomial_decay(init_value, end_value, 1.0, transition_steps, transition_begin)
+
+
+def inverse_sqrt_decay(peak_value: float, warmup_steps: int = 0) -> Schedule:
+    """The lecture's ``alpha_0 / sqrt(t)``, with the Transformer's linear warmup.
+
+    With ``s = count + 1`` (so that step 0 is finite):
+    ``peak_value * min(s / warmup_steps, sqrt(warmup_steps / s))``, rising
+    linearly to ``peak_value`` at ``s = warmup_steps`` then decaying as
+    ``1/sqrt(s)``; with ``warmup_steps = 0``, ``peak_value / sqrt(s)``.
+    "Attention is all you need" uses ``peak_value = d_model**-0.5 *
+    warmup_steps**-0.5``.
+    """
+    v = _real("peak_value", peak_value)
+    W = _steps("warmup_steps", warmup_steps, positive=False)
+
+    def schedule(count):
+        s = _float(_count(count)) + 1  # float: no int32 overflow at the top count
+        if W == 0:
+            return _real_array(v) * jax.lax.rsqrt(s)
+        return _real_array(v) * jnp.minimum(s / W, jnp.sqrt(W / s))
+
+    return schedule
+
+
+def warmup(
+    peak_value: float, warmup_steps: int, init_value: float = 0.0, *, shape: str = "linear"
+) -> Schedule:
+    """Warmup from ``init_value`` at step 0 to ``peak_value`` at ``count = warmup_steps``.
+
+    ``shape="linear"``: ``init + (peak - init) * f``; ``shape="cosine"``:
+    ``init + (peak - init) * (1 - cos(pi f)) / 2``; ``f = min(count, W) / W``.
+    Constant at ``peak_value`` afterwards, so :func:`join` with a decay that
+    starts at ``peak_value`` is continuous.
+    """
+    v1 = _real("peak_value", peak_value)
+    v0 = _real("init_value", init_value)
+    W = _steps("warmup_steps", warmup_steps)
+    if shape not in ("linear", "cosine"):
+        raise ValueError(f"shape must be 'linear' or 'cosine'; got {shape!r}")
+
+    def schedule(count):
+        done = jnp.minimum(_count(count), W)
+        if shape == "linear":
+            w0, w1 = _float(W - done) / W, _float(done) / W
+        else:  # (1 + cos(pi f)) / 2 and (1 - cos(pi f)) / 2, each without cancellation
+            w0, w1 = _cos_half_squared(done, W), _cos_half_squared(W - done, W)
+        return _real_array(v0) * w0 + _real_array(v1) * w1
+
+    return schedule
+
+
+def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
+    """Runs ``schedules[0]`` until ``boundaries[0]``, then ``schedules[1]``, ...
+
+    Schedule ``i`` is called with ``count - boundaries[i - 1]``, so each starts
+    at its own step 0 (optax's ``join_schedules``; torch's ``SequentialLR``).
+    The result is continuous at a boundary when the schedule that ends there
+    reaches the value the next one starts with (:func:`warmup` then a decay
+    from the same peak).
+    """
+    parts = list(schedules)
+    if not parts or not all(callable(s) for s in parts):
+        raise ValueError("schedules must be a non-empty sequence of schedules")
+    bounds = _increasing("boundaries", boundaries)
+    if len(bounds) != len(parts) - 1:
+        raise ValueError(
+            f"boundaries must have one entry fewer than schedules; got {len(bounds)} "
+            f"boundaries for {len(parts)} schedules"
+        )
+
+    def schedule(count):
+        c = _count(count)
+        value = jnp.asarray(parts[0](c), _dtype())
+        for b, part in zip(bounds, parts[1:]):
+            value = jnp.where(c >= b, jnp.asarray(part(_since(c, b)), _dtype()), value)
+        return value
+
+    return schedule
+
+
+def evaluate(schedule: Schedule, num_steps: int, start: int = 0) -> np.ndarray:
+    """``schedule`` at counts ``start, ..., start + num_steps - 1``, as a NumPy array.
+
+    One jitted, vectorised call: the helper for plots and tables.
+    """
+    n = _steps("num_steps", num_steps)
+    s = _steps("start", start, positive=False)
+    counts = jnp.arange(n, dtype=jnp.int32) + s
+    return np.asarray(jax.jit(jax.vmap(schedule))(counts))

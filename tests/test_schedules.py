@@ -1,0 +1,338 @@
+"""Schedules against closed-form NumPy (float64), optax, and recorded torch.optim.lr_scheduler."""
+
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gradxform as gx
+from tests.reference.torch_configs import BASE_LR, TORCH_SCHEDULES
+
+S = gx.schedules
+TOP = 2**31 - 1
+
+
+# --- closed-form references, float64 --------------------------------------------------
+
+
+def ref_cosine(v, T, a, t, p=1.0):
+    t = min(t, T)
+    return v * ((1 - a) * (0.5 * (1 + math.cos(math.pi * t / T))) ** p + a)
+
+
+def ref_sgdr(v, T0, mult, a, t):
+    start, T = 0, T0
+    while t >= start + T:
+        start, T = start + T, T * mult
+    return v * ((1 - a) * 0.5 * (1 + math.cos(math.pi * (t - start) / T)) + a)
+
+
+def ref_poly(v0, v1, p, T, begin, t):
+    d = min(max(t - begin, 0), T)
+    return (v0 - v1) * (1 - d / T) ** p + v1
+
+
+CASES = {
+    # name: (schedule, reference(t), interesting counts)
+    "constant": (S.constant(0.3), lambda t: 0.3, [0, 1, 10**6, TOP]),
+    "step_decay": (
+        S.step_decay(0.1, 0.5, 30),
+        lambda t: 0.1 * 0.5 ** (t // 30),
+        [0, 29, 30, 31, 59, 60, 61, 300],
+    ),
+    "piecewise_constant": (
+        S.piecewise_constant(0.1, [100, 250], [0.5, 0.1]),
+        lambda t: 0.1 * (0.5 if t >= 100 else 1) * (0.1 if t >= 250 else 1),
+        [0, 99, 100, 101, 249, 250, 251, 10**6, TOP],
+    ),
+    "exponential_rate": (
+        S.exponential_decay(0.1, 0.9, 7, transition_begin=20),
+        lambda t: 0.1 * 0.9 ** (max(t - 20, 0) / 7),
+        [0, 19, 20, 21, 27, 100, 500],
+    ),
+    "exponential_k": (
+        S.exponential_decay(2.0, k=0.01),
+        lambda t: 2.0 * math.exp(-0.01 * t),
+        [0, 1, 100, 1000],
+    ),
+    "exponential_staircase_floor": (
+        S.exponential_decay(0.1, 0.5, 50, staircase=True, end_value=1e-3),
+        lambda t: max(0.1 * 0.5 ** (t // 50), 1e-3),
+        [0, 49, 50, 51, 99, 100, 300, 350, 10**6, TOP],
+    ),
+    "inverse_time": (
+        S.inverse_time_decay(0.1, 0.05),
+        lambda t: 0.1 / (1 + 0.05 * t),
+        [0, 1, 20, 10**4, TOP],
+    ),
+    "inverse_time_staircase": (
+        S.inverse_time_decay(0.1, 0.5, 10, staircase=True),
+        lambda t: 0.1 / (1 + 0.5 * (t // 10)),
+        [0, 9, 10, 11, 100],
+    ),
+    "cosine": (
+        S.cosine_decay(0.1, 500),
+        lambda t: ref_cosine(0.1, 500, 0.0, t),
+        [0, 1, 250, 499, 500, 501, 10**6, TOP],
+    ),
+    "cosine_floor_exponent": (
+        S.cosine_decay(0.1, 500, 0.05, exponent=2.0),
+        lambda t: ref_cosine(0.1, 500, 0.05, t, 2.0),
+        [0, 1, 333, 499, 500, 501, TOP],
+    ),
+    "cosine_restarts": (
+        S.cosine_decay(1.0, 50, 0.01, warm_restarts=True),
+        lambda t: ref_sgdr(1.0, 50, 1, 0.01, t),
+        [0, 49, 50, 51, 99, 100, 1000, 10**6 + 7],
+    ),
+    "cosine_restarts_mult3": (
+        S.cosine_decay(1.0, 10, 0.0, warm_restarts=True, period_mult=3),
+        lambda t: ref_sgdr(1.0, 10, 3, 0.0, t),
+        [0, 9, 10, 11, 39, 40, 41, 129, 130, 131, 1209, 1210, 5000],
+    ),
+    "linear": (
+        S.linear_decay(0.1, 0.01, 300, 50),
+        lambda t: ref_poly(0.1, 0.01, 1, 300, 50, t),
+        [0, 49, 50, 51, 200, 349, 350, 351, TOP],
+    ),
+    "linear_up": (
+        S.linear_decay(0.01, 0.1, 20),
+        lambda t: ref_poly(0.01, 0.1, 1, 20, 0, t),
+        [0, 1, 19, 20, 21],
+    ),
+    "polynomial": (
+        S.polynomial_decay(0.1, 0.01, 3.0, 300),
+        lambda t: ref_poly(0.1, 0.01, 3, 300, 0, t),
+        [0, 1, 150, 299, 300, 301, TOP],
+    ),
+    "inverse_sqrt": (
+        S.inverse_sqrt_decay(1.0),
+        lambda t: 1 / math.sqrt(t + 1),
+        [0, 1, 3, 10**4, TOP],
+    ),
+    "inverse_sqrt_warmup": (
+        S.inverse_sqrt_decay(1e-3, 4000),
+        lambda t: 1e-3 * min((t + 1) / 4000, math.sqrt(4000 / (t + 1))),
+        [0, 1, 3998, 3999, 4000, 10**5, TOP],
+    ),
+    "warmup_linear": (
+        S.warmup(0.1, 100, 0.01),
+        lambda t: 0.01 + 0.09 * min(t, 100) / 100,
+        [0, 1, 99, 100, 101, TOP],
+    ),
+    "warmup_cosine": (
+        S.warmup(0.1, 100, shape="cosine"),
+        lambda t: 0.1 * (1 - math.cos(math.pi * min(t, 100) / 100)) / 2,
+        [0, 1, 50, 99, 100, 101, TOP],
+    ),
+    "join_warmup_cosine": (
+        S.join([S.warmup(0.1, 50), S.cosine_decay(0.1, 400, 0.01)], [50]),
+        lambda t: 0.1 * t / 50 if t < 50 else ref_cosine(0.1, 400, 0.01, t - 50),
+        [0, 49, 50, 51, 449, 450, 451, TOP],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_closed_form(name):
+    schedule, reference, counts = CASES[name]
+    jitted = jax.jit(schedule)
+    for t in counts:
+        want = reference(t)
+        for got in (schedule(t), jitted(jnp.int32(t))):  # concrete and traced
+            assert got.dtype == jnp.float32, (name, t)
+            np.testing.assert_allclose(
+                float(got), want, rtol=1e-6, atol=1e-30, err_msg=f"{name} at {t}"
+            )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_concrete_traced_and_vectorised_agree(name):
+    schedule = CASES[name][0]
+    counts = np.array([0, 1, 7, 49, 50, 51, 333, 10**6, TOP], np.int32)
+    batched = np.asarray(jax.jit(schedule)(jnp.asarray(counts)))
+    # XLA rounds differently when it constant-folds a concrete count, runs ops one by one
+    # (eager) or fuses them: agreement is to a few float32 ulps, inside the 1e-6 bar.
+    for c, b in zip(counts, batched):
+        np.testing.assert_array_max_ulp(np.float32(jax.jit(lambda c=int(c): schedule(c))()), b, 8)
+        np.testing.assert_array_max_ulp(np.float32(schedule(np.int64(c))), b, maxulp=8)
+
+
+OPTAX = {
+    "exponential": (
+        S.exponential_decay(0.1, 0.9, 7, transition_begin=20),
+        optax.exponential_decay(0.1, 7, 0.9, transition_begin=20),
+    ),
+    "exponential_staircase": (
+        S.exponential_decay(0.1, 0.5, 50, staircase=True, end_value=1e-3),
+        optax.exponential_decay(0.1, 50, 0.5, staircase=True, end_value=1e-3),
+    ),
+    "cosine": (
+        S.cosine_decay(0.1, 500, 0.05, exponent=2.0),
+        optax.cosine_decay_schedule(0.1, 500, 0.05, exponent=2.0),
+    ),
+    "linear": (S.linear_decay(0.1, 0.01, 300, 50), optax.linear_schedule(0.1, 0.01, 300, 50)),
+    "polynomial": (
+        S.polynomial_decay(0.1, 0.01, 3.0, 300, 50),
+        optax.polynomial_schedule(0.1, 0.01, 3.0, 300, 50),
+    ),
+    "piecewise_constant": (
+        S.piecewise_constant(0.1, [100, 300], [0.5, 0.1]),
+        optax.piecewise_constant_schedule(0.1, {100: 0.5, 300: 0.1}),
+    ),
+    "constant": (S.constant(0.1), optax.constant_schedule(0.1)),
+    "join_warmup_cosine": (
+        S.join([S.warmup(0.1, 50), S.cosine_decay(0.1, 400, 0.01)], [50]),
+        optax.warmup_cosine_decay_schedule(0.0, 0.1, 50, 450, 0.001),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTAX))
+def test_matches_optax(name):
+    """Within 5e-6: optax raises the float32-rounded rate (its exponential drifts by ~4e-6
+    over 1,000 steps) and cancels in 1 + cos near the end of a cosine; the closed-form
+    tests above pin gradxform to 1e-6 of the exact value."""
+    ours, theirs = OPTAX[name]
+    counts = jnp.arange(1000)
+    want = np.asarray(jax.vmap(theirs)(counts))
+    np.testing.assert_allclose(S.evaluate(ours, 1000), want, rtol=5e-6, atol=1e-30)
+
+
+TORCH = np.load(pathlib.Path(__file__).parent / "reference" / "torch_schedules.npz")
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_SCHEDULES))
+def test_matches_recorded_torch_lr_scheduler(name):
+    steps, _, make = TORCH_SCHEDULES[name]
+    ours = S.evaluate(make(S, BASE_LR), steps)
+    np.testing.assert_allclose(ours, TORCH[name], rtol=1e-6, atol=0, err_msg=name)
+
+
+def test_matches_live_torch_when_available():
+    pytest.importorskip("torch")
+    from tests.reference.record_torch import torch_learning_rates
+
+    for name in ("CosineAnnealingWarmRestarts", "SequentialLR"):
+        steps, _, make = TORCH_SCHEDULES[name]
+        np.testing.assert_allclose(
+            S.evaluate(make(S, BASE_LR), steps), torch_learning_rates(name), rtol=1e-6
+        )
+
+
+# --- properties -----------------------------------------------------------------------
+
+DECAYS = {
+    "step_decay": (S.step_decay(1.0, 0.7, 13), 0.0),
+    "exponential": (S.exponential_decay(1.0, 0.97, 3, end_value=0.2), 0.2),
+    "inverse_time": (S.inverse_time_decay(1.0, 0.1), 0.0),
+    "cosine": (S.cosine_decay(1.0, 300, 0.1, exponent=1.5), 0.1),
+    "polynomial": (S.polynomial_decay(1.0, 0.05, 0.5, 300, 10), 0.05),
+    "inverse_sqrt": (S.inverse_sqrt_decay(1.0), 0.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECAYS))
+def test_decay_never_rises_and_respects_its_floor(name):
+    schedule, floor = DECAYS[name]
+    values = S.evaluate(schedule, 1000)
+    assert np.all(np.diff(values) <= 0), name
+    assert np.all(values >= np.float32(floor)), name
+    assert values[0] == np.float32(1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    peak=st.floats(1e-5, 10.0),
+    warmup_steps=st.integers(1, 500),
+    decay_steps=st.integers(1, 5000),
+    alpha=st.floats(0.0, 1.0),
+    count=st.integers(0, TOP),
+)
+def test_warmup_cosine_join_is_continuous_bounded_and_never_overflows(
+    peak, warmup_steps, decay_steps, alpha, count
+):
+    schedule = S.join(
+        [S.warmup(peak, warmup_steps), S.cosine_decay(peak, decay_steps, alpha)], [warmup_steps]
+    )
+    at, before = float(schedule(warmup_steps)), float(schedule(warmup_steps - 1))
+    assert at == pytest.approx(peak, rel=1e-6)
+    # no jump: the last step into the boundary is one warmup increment (plus float32 rounding)
+    assert abs(at - before) <= peak / warmup_steps + 4e-7 * peak
+    value = float(schedule(count))
+    assert math.isfinite(value) and -1e-12 <= value <= peak * (1 + 1e-6)
+
+
+def test_float32_for_every_integer_dtype():
+    schedule = S.cosine_decay(0.1, 100)
+    for count in (3, np.int8(3), np.uint16(3), np.int64(3), jnp.int32(3)):
+        assert schedule(count).dtype == jnp.float32
+    with pytest.raises(TypeError, match="count must be an integer"):
+        schedule(3.0)
+
+
+def test_schedule_drives_any_hyperparameter_without_recompiling():
+    tx = gx.sgd(S.cosine_decay(0.1, 10), momentum=S.warmup(0.9, 5, 0.5))
+    params = jnp.ones(3)
+    step = jax.jit(tx.update)
+    state = tx.init(params)
+    for t in range(7):
+        _, state = step(jnp.ones(3), state, params)
+        values = gx.get_hyperparams(state)
+        np.testing.assert_allclose(values["learning_rate"], ref_cosine(0.1, 10, 0, t), rtol=1e-6)
+        np.testing.assert_allclose(values["momentum"], 0.5 + 0.4 * min(t, 5) / 5, rtol=1e-6)
+    assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize(
+    "build, argument",
+    [
+        (lambda: S.step_decay(0.1, 0.5, 0), "step_size"),
+        (lambda: S.step_decay(0.1, 0.0, 10), "decay_factor"),
+        (lambda: S.exponential_decay(0.1, -0.5), "decay_rate"),
+        (lambda: S.exponential_decay(0.1, 0.5, -3), "transition_steps"),
+        (lambda: S.exponential_decay(0.1, 0.5, transition_begin=-1), "transition_begin"),
+        (lambda: S.piecewise_constant(0.1, [10, 10], [0.5, 0.5]), "boundaries"),
+        (lambda: S.piecewise_constant(0.1, [10, 5], [0.5, 0.5]), "boundaries"),
+        (lambda: S.piecewise_constant(0.1, [10], [0.5, 0.5]), "scales"),
+        (lambda: S.inverse_time_decay(0.1, -1.0), "k"),
+        (lambda: S.cosine_decay(0.1, 0), "decay_steps"),
+        (lambda: S.cosine_decay(0.1, 10, alpha=1.5), "alpha"),
+        (lambda: S.cosine_decay(0.1, 10, warm_restarts=True, period_mult=0), "period_mult"),
+        (lambda: S.polynomial_decay(0.1, 0.0, 0.0, 10), "power"),
+        (lambda: S.warmup(0.1, 0), "warmup_steps"),
+        (lambda: S.warmup(0.1, 10, shape="cubic"), "shape"),
+        (lambda: S.inverse_sqrt_decay(0.1, -5), "warmup_steps"),
+        (lambda: S.join([S.constant(1.0), S.constant(2.0)], [5, 6]), "boundaries"),
+        (lambda: S.constant(float("inf")), "value"),
+    ],
+)
+def test_invalid_arguments_raise_naming_them(build, argument):
+    with pytest.raises(ValueError, match=rf"^{argument}"):
+        build()
+
+
+def test_exponential_needs_exactly_one_form():
+    with pytest.raises(ValueError, match="exactly one of decay_rate and k"):
+        S.exponential_decay(0.1)
+    with pytest.raises(ValueError, match="exactly one of decay_rate and k"):
+        S.exponential_decay(0.1, 0.5, k=0.1)
+
+
+def test_evaluate_tabulates():
+    np.testing.assert_allclose(
+        S.evaluate(S.step_decay(1.0, 0.5, 2), 5, start=1), [1, 0.5, 0.5, 0.25, 0.25]
+    )
+
+
+def test_float64_while_x64_is_on():
+    with jax.enable_x64(True):
+        value = S.exponential_decay(0.1, 0.99)(300)
+        assert value.dtype == jnp.float64
+        np.testing.assert_allclose(float(value), 0.1 * 0.99**300, rtol=1e-14)
