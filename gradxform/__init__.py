@@ -31,6 +31,22 @@ from gradxform.optimizers import (
     sgd,
     sgd_velocity,
 )
+from gradxform.second_order.aliases import bfgs, lbfgs, newton, newton_cg
+from gradxform.second_order.directions import (
+    ScaleByBfgsState,
+    ScaleByLbfgsState,
+    ScaleByNewtonState,
+    scale_by_bfgs,
+    scale_by_lbfgs,
+    scale_by_newton,
+    scale_by_newton_cg,
+)
+from gradxform.second_order.linesearch import (
+    ScaleByLinesearchState,
+    scale_by_backtracking_linesearch,
+    scale_by_zoom_linesearch,
+)
+from gradxform.second_order.minimize import History, Solution, Status, minimize
 from gradxform.transforms.clipping import (
     ClipByGlobalNormState,
     ClipState,
@@ -70,6 +86,24 @@ from gradxform.transforms.scaling import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "History",
+    "ScaleByBfgsState",
+    "ScaleByLbfgsState",
+    "ScaleByLinesearchState",
+    "ScaleByNewtonState",
+    "Solution",
+    "Status",
+    "bfgs",
+    "lbfgs",
+    "minimize",
+    "newton",
+    "newton_cg",
+    "scale_by_backtracking_linesearch",
+    "scale_by_bfgs",
+    "scale_by_lbfgs",
+    "scale_by_newton",
+    "scale_by_newton_cg",
+    "scale_by_zoom_linesearch",
     "AccumulateSquaresState",
     "AddDecayedWeightsState",
     "BiasCorrectState",
