@@ -196,11 +196,12 @@ def _flat(tree):
 
 
 class ScaleByLbfgsState(NamedTuple):
-    """State of :func:`scale_by_lbfgs`: the memory and the previous params and gradient."""
+    """State of :func:`scale_by_lbfgs`: the memory and the previous params and gradient
+    (flat; not named ``params``/``grad``, which the line search's state owns)."""
 
     memory: LbfgsMemory
-    params: jax.Array
-    grad: jax.Array
+    previous_params: jax.Array
+    previous_grad: jax.Array
 
 
 def scale_by_lbfgs(
@@ -227,7 +228,7 @@ def scale_by_lbfgs(
         g, unravel = _flat(updates)
         x, _ = _flat(params)
         # at the first call s = 0, which lbfgs_update rejects: no pair is stored
-        memory = lbfgs_update(state.memory, x - state.params, g - state.grad)
+        memory = lbfgs_update(state.memory, x - state.previous_params, g - state.previous_grad)
         direction = lbfgs_two_loop(memory, g, scale_initial)
         return unravel(direction), ScaleByLbfgsState(memory, x, g)
 
@@ -238,8 +239,8 @@ class ScaleByBfgsState(NamedTuple):
     """State of :func:`scale_by_bfgs`: the dense inverse Hessian, previous params and gradient."""
 
     inverse_hessian: jax.Array
-    params: jax.Array
-    grad: jax.Array
+    previous_params: jax.Array
+    previous_grad: jax.Array
     count: jax.Array
 
 
@@ -262,7 +263,10 @@ def scale_by_bfgs() -> GradientTransformationExtraArgs:
         H = jnp.where(
             state.count > 0,
             bfgs_inverse_update(
-                state.inverse_hessian, x - state.params, g - state.grad, state.count == 1
+                state.inverse_hessian,
+                x - state.previous_params,
+                g - state.previous_grad,
+                state.count == 1,
             ),
             state.inverse_hessian,
         )

@@ -1,0 +1,283 @@
+"""Second-order methods against dense linear algebra, textbook formulas and scipy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.optimize
+
+import gradxform as gx
+from gradxform.second_order import directions as dirs
+from gradxform.second_order.linesearch import zoom_search
+
+METHODS = ["lbfgs", "bfgs", "newton", "newton-cg"]
+
+
+@pytest.fixture(autouse=True)
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def rosenbrock(x):
+    return jnp.sum(100 * (x[1::2] - x[::2] ** 2) ** 2 + (1 - x[::2]) ** 2)
+
+
+RNG = np.random.default_rng(0)
+Q = np.linalg.qr(RNG.normal(size=(6, 6)))[0]
+A = Q @ np.diag([1.0, 2.0, 5.0, 10.0, 50.0, 100.0]) @ Q.T  # SPD, condition number 100
+B = RNG.normal(size=6)
+
+
+def quadratic(x):
+    return 0.5 * x @ (jnp.asarray(A) @ x) - jnp.asarray(B) @ x
+
+
+def test_newton_solves_a_strongly_convex_quadratic_in_one_step():
+    sol = gx.minimize(quadratic, jnp.zeros(6), method="newton", tol=1e-10)
+    assert sol.success and int(sol.iterations) == 1
+    np.testing.assert_allclose(sol.params, np.linalg.solve(A, B), rtol=1e-10)
+
+
+def test_bfgs_with_exact_line_search_ends_a_quadratic_in_at_most_n_steps():
+    sol = gx.minimize(quadratic, jnp.ones(6), method="bfgs", tol=1e-9, c1=1e-10, c2=1e-8)
+    assert sol.success and int(sol.iterations) <= 6
+    np.testing.assert_allclose(sol.params, np.linalg.solve(A, B), rtol=1e-7)
+
+
+def dense_lbfgs_inverse(pairs, gamma, n):
+    """N&W eq. 7.19: H = V^T H V + rho s s^T, applied oldest pair first, from gamma I."""
+    H = gamma * np.eye(n)
+    for s, y in pairs:
+        rho = 1 / (y @ s)
+        V = np.eye(n) - rho * np.outer(y, s)
+        H = V.T @ H @ V + rho * np.outer(s, s)
+    return H
+
+
+@pytest.mark.parametrize("num_pairs", [1, 3, 7])  # 7 > memory 4: the ring buffer wraps
+def test_lbfgs_two_loop_equals_the_dense_matrix_it_represents(num_pairs):
+    n, m = 5, 4
+    memory = dirs.lbfgs_init(n, m, jnp.float64)
+    pairs = []
+    for _ in range(num_pairs):
+        s = RNG.normal(size=n)
+        y = A[:5, :5] @ s + 0.1 * RNG.normal(size=n)  # y.s > 0
+        memory = dirs.lbfgs_update(memory, jnp.asarray(s), jnp.asarray(y))
+        pairs.append((s, y))
+    kept = pairs[-m:]
+    s_new, y_new = kept[-1]
+    H = dense_lbfgs_inverse(kept, (s_new @ y_new) / (y_new @ y_new), n)
+    g = RNG.normal(size=n)
+    np.testing.assert_allclose(dirs.lbfgs_two_loop(memory, jnp.asarray(g)), H @ g, rtol=1e-10)
+
+
+def test_bfgs_update_equals_the_textbook_product_form():
+    n = 5
+    H = np.eye(n) + 0.1 * np.diag(np.arange(n))
+    s = RNG.normal(size=n)
+    y = A[:5, :5] @ s
+    rho = 1 / (y @ s)
+    V = np.eye(n) - rho * np.outer(s, y)
+    want = V @ H @ V.T + rho * np.outer(s, s)
+    got = dirs.bfgs_inverse_update(jnp.asarray(H), jnp.asarray(s), jnp.asarray(y), jnp.array(False))
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # and the update makes H satisfy the secant equation H y = s
+    np.testing.assert_allclose(got @ y, s, rtol=1e-10)
+
+
+def test_zoom_search_meets_strong_wolfe_on_a_hard_1d_function():
+    # phi(t) = f(x + t d) with many wiggles; the search must bracket and zoom
+    def f(x):
+        return jnp.sum(-x + 0.1 * jnp.sin(20 * x) + 0.5 * x**2)
+
+    vg = jax.value_and_grad(f)
+    x = jnp.zeros(1)
+    f0, g0 = vg(x)
+    d = -g0
+    for c2 in (0.9, 0.1, 0.01):
+        res = zoom_search(vg, x, d, f0, g0, c1=1e-4, c2=c2, max_steps=40)
+        assert bool(res.wolfe)
+        ft, gt = vg(x + res.step * d)
+        assert ft <= f0 + 1e-4 * res.step * (g0 @ d)
+        assert abs(gt @ d) <= c2 * abs(g0 @ d)
+
+
+@pytest.mark.parametrize("alias", ["lbfgs", "bfgs", "newton"])
+def test_training_loop_alias_takes_strong_wolfe_steps_and_converges(alias):
+    opt = getattr(gx, alias)()
+    params = {"a": jnp.array([-1.2, 1.0]), "b": jnp.array([-1.2, 1.0])}
+
+    def f(p):
+        return rosenbrock(p["a"]) + rosenbrock(p["b"])
+
+    state = opt.init(params)
+    value_and_grad = optax.value_and_grad_from_state(f)
+    step = jax.jit(lambda p, s: _step(opt, f, value_and_grad, p, s))
+    for _ in range(60):
+        value, grad = value_and_grad(params, state=state)
+        new_params, state, u = step(params, state)
+        new_value, new_grad = jax.value_and_grad(f)(new_params)
+        slope = _dot(grad, u)
+        assert float(new_value) <= float(value) + 1e-4 * float(slope) + 1e-15  # Armijo
+        assert abs(float(_dot(new_grad, u))) <= 0.9 * abs(float(slope)) + 1e-15  # curvature
+        params = new_params
+        if float(optax.tree.norm(new_grad)) < 1e-8:
+            break
+    np.testing.assert_allclose(jax.flatten_util.ravel_pytree(params)[0], np.ones(4), atol=1e-6)
+
+
+def _dot(a, b):
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _step(opt, f, value_and_grad, params, state):
+    value, grad = value_and_grad(params, state=state)
+    updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=f)
+    return gx.apply_updates(params, updates), state, updates
+
+
+def logistic(x):
+    """L2-regularised logistic regression on a small fixed data set (20 x 5)."""
+    rng = np.random.default_rng(3)
+    X = jnp.asarray(rng.normal(size=(20, 5)))
+    y = jnp.asarray((rng.normal(size=20) > 0).astype(float))
+    z = X @ x[:5] + x[5]
+    return jnp.mean(jnp.logaddexp(0, z) - y * z) + 1e-3 * jnp.sum(x**2)
+
+
+PROBLEMS = {
+    "rosenbrock_2d": (rosenbrock, np.array([-1.2, 1.0])),
+    "rosenbrock_10": (rosenbrock, np.tile([-1.2, 1.0], 5)),
+    "quadratic_6": (quadratic, np.ones(6)),
+    "logistic_6": (logistic, np.zeros(6)),
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+def test_matches_scipy(problem, method):
+    fun, x0 = PROBLEMS[problem]
+    ref = scipy.optimize.minimize(
+        lambda x: float(fun(jnp.asarray(x))),
+        x0,
+        jac=lambda x: np.asarray(jax.grad(fun)(jnp.asarray(x))),
+        method="BFGS",
+        tol=1e-12,
+    )
+    sol = gx.minimize(fun, jnp.asarray(x0), method=method, tol=1e-9, maxiter=1000)
+    assert sol.success, sol.message
+    np.testing.assert_allclose(sol.params, ref.x, atol=1e-6)
+    np.testing.assert_allclose(sol.value, ref.fun, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("start", [[0.0, 0.0], [0.0, 1e-9], [1e-3, 0.0]])
+def test_newton_leaves_saddles_and_maxima_for_a_true_minimum(start):
+    # f has a saddle at (0, 0), minima at (0, +-sqrt(2)) and (+-1, ...): every start sits on or
+    # next to the saddle, where plain Newton (which solves grad = 0) would stay
+    def f(p):
+        x, y = p
+        return x**4 / 4 - x**2 / 2 - y**2 + y**4 / 4
+
+    sol = gx.minimize(f, jnp.asarray(start), method="newton", tol=1e-10)
+    assert sol.success, sol.message
+    eig = np.linalg.eigvalsh(np.asarray(jax.hessian(f)(sol.params)))
+    assert eig.min() > 0
+    assert float(sol.value) < float(f(jnp.asarray(start)))
+
+
+def test_newton_leaves_a_maximum():
+    def f(x):
+        return -jnp.sum(x**2) + jnp.sum(x**2) ** 2  # maximum at 0, minima on the sphere |x|^2 = 1/2
+
+    sol = gx.minimize(f, jnp.zeros(3), method="newton")
+    assert sol.success
+    np.testing.assert_allclose(jnp.sum(sol.params**2), 0.5, rtol=1e-8)
+
+
+def test_pytree_params_and_vmap_over_starting_points():
+    def f(p):
+        return rosenbrock(p["x"]) + jnp.sum((p["w"] - 2.0) ** 2)
+
+    starts = {"x": jnp.array([[-1.2, 1.0], [0.5, 0.5], [2.0, 3.0]]), "w": jnp.zeros((3, 2, 2))}
+    batched = jax.vmap(lambda p: gx.minimize(f, p, tol=1e-10))(starts)
+    assert batched.status.shape == (3,) and bool(jnp.all(batched.success))
+    for i in range(3):
+        single = gx.minimize(f, jax.tree.map(lambda a: a[i], starts), tol=1e-10)
+        np.testing.assert_allclose(batched.params["x"][i], single.params["x"], rtol=1e-10)
+    np.testing.assert_allclose(batched.params["w"], 2.0, rtol=1e-8)
+    assert batched.message == [gx.second_order.minimize.MESSAGES[gx.Status.SUCCESS]] * 3
+
+
+def test_nan_objective_is_a_status_not_a_hang():
+    sol = gx.minimize(lambda x: jnp.sum(x) * jnp.nan, jnp.ones(2))
+    assert int(sol.status) == gx.Status.NONFINITE and int(sol.iterations) == 0
+    # NaN away from the start: the line search steps back, and the solve still succeeds
+    sol = gx.minimize(lambda x: jnp.sum(x - jnp.log(x)), jnp.full(3, 5.0), tol=1e-10)
+    assert sol.success
+    np.testing.assert_allclose(sol.params, 1.0, rtol=1e-8)
+
+
+def test_maxiter_is_a_status_and_history_is_recorded():
+    sol = gx.minimize(rosenbrock, jnp.array([-1.2, 1.0]), maxiter=5, history=True)
+    assert int(sol.status) == gx.Status.MAXITER and int(sol.iterations) == 5
+    assert "maximum number of iterations" in sol.message
+    values = np.asarray(sol.history.value)
+    assert values.shape == (6,) and np.all(np.diff(values) < 0)
+    np.testing.assert_allclose(values[-1], sol.value)
+    sol0 = gx.minimize(rosenbrock, jnp.array([-1.2, 1.0]), maxiter=0)
+    assert int(sol0.status) == gx.Status.MAXITER and int(sol0.num_fun_evals) == 1
+
+
+def test_tol_is_honoured():
+    loose = gx.minimize(rosenbrock, jnp.array([-1.2, 1.0]), tol=1e-2)
+    tight = gx.minimize(rosenbrock, jnp.array([-1.2, 1.0]), tol=1e-10)
+    g0 = float(jnp.linalg.norm(jax.grad(rosenbrock)(jnp.array([-1.2, 1.0]))))
+    assert loose.success and tight.success
+    assert float(loose.grad_norm) <= 1e-2 * g0
+    assert float(tight.grad_norm) <= 1e-10 * g0
+    assert int(loose.iterations) < int(tight.iterations)
+
+
+def test_float32_converges():
+    with jax.enable_x64(False):
+        sol = gx.minimize(rosenbrock, jnp.tile(jnp.array([-1.2, 1.0], jnp.float32), 5), tol=1e-6)
+        assert sol.success and sol.params.dtype == jnp.float32
+        np.testing.assert_allclose(sol.params, 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: gx.minimize(lambda x: x, jnp.ones(2)), ValueError, "fun must return a real scalar"),
+        (lambda: gx.minimize(jnp.sum, jnp.arange(3)), TypeError, "x0 must hold real floating"),
+        (lambda: gx.minimize(jnp.sum, jnp.ones(2), memory_size=0), ValueError, "memory_size"),
+        (lambda: gx.minimize(jnp.sum, jnp.ones(2), tol=-1.0), ValueError, "tol must be"),
+        (lambda: gx.minimize(jnp.sum, jnp.ones(2), maxiter=-1), ValueError, "maxiter"),
+        (lambda: gx.minimize(jnp.sum, jnp.ones(2), method="cg"), ValueError, "method must be"),
+        (lambda: gx.minimize(jnp.sum, {}), ValueError, "x0 must hold at least one"),
+        (lambda: gx.lbfgs(0), ValueError, "memory_size"),
+        (lambda: gx.scale_by_zoom_linesearch(c1=0.5, c2=0.4), ValueError, "c2 must lie"),
+    ],
+)
+def test_bad_input_is_a_clear_error(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_linesearch_transform_needs_value_fn():
+    opt = gx.lbfgs()
+    params = jnp.ones(2)
+    with pytest.raises(ValueError, match="value_fn"):
+        opt.update(params, opt.init(params), params)
+
+
+def test_newton_cg_step_meets_the_truncation_rule():
+    """Truncated CG stops once |A d + g| <= min(0.5, sqrt|g|) |g| (N&W Alg. 7.1)."""
+    tx = gx.chain(gx.scale_by_newton_cg(10), gx.scale_by_learning_rate(1.0))
+    for x in (jnp.zeros(6), jnp.asarray(np.linalg.solve(A, B)) + 1e-3):
+        g = jax.grad(quadratic)(x)
+        u, _ = tx.update(g, tx.init(x), x, value_fn=quadratic)
+        gnorm = float(jnp.linalg.norm(g))
+        assert float(jnp.linalg.norm(A @ u + g)) <= min(0.5, gnorm**0.5) * gnorm
