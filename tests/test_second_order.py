@@ -204,7 +204,7 @@ def test_pytree_params_and_vmap_over_starting_points():
     batched = jax.vmap(lambda p: gx.minimize(f, p, tol=1e-10))(starts)
     assert batched.status.shape == (3,) and bool(jnp.all(batched.success))
     for i in range(3):
-        single = gx.minimize(f, jax.tree.map(lambda a: a[i], starts), tol=1e-10)
+        single = gx.minimize(f, jax.tree.map(lambda a, i=i: a[i], starts), tol=1e-10)
         np.testing.assert_allclose(batched.params["x"][i], single.params["x"], rtol=1e-10)
     np.testing.assert_allclose(batched.params["w"], 2.0, rtol=1e-8)
     assert batched.message == [gx.second_order.minimize.MESSAGES[gx.Status.SUCCESS]] * 3
@@ -250,7 +250,11 @@ def test_float32_converges():
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda: gx.minimize(lambda x: x, jnp.ones(2)), ValueError, "fun must return a real scalar"),
+        (
+            lambda: gx.minimize(lambda x: x, jnp.ones(2)),
+            ValueError,
+            "fun must return a real scalar",
+        ),
         (lambda: gx.minimize(jnp.sum, jnp.arange(3)), TypeError, "x0 must hold real floating"),
         (lambda: gx.minimize(jnp.sum, jnp.ones(2), memory_size=0), ValueError, "memory_size"),
         (lambda: gx.minimize(jnp.sum, jnp.ones(2), tol=-1.0), ValueError, "tol must be"),

@@ -42,7 +42,8 @@ def lbfgs(
 def bfgs(*, max_linesearch_steps: int = 30) -> GradientTransformationExtraArgs:
     """BFGS: ``x <- x - t H g`` with the dense inverse Hessian updated in O(n^2).
 
-    Composition: ``chain(scale_by_bfgs(), scale_by_learning_rate(1.0), scale_by_zoom_linesearch())``.
+    Composition: ``chain(scale_by_bfgs(), scale_by_learning_rate(1.0),
+    scale_by_zoom_linesearch())``.
     """
     return chain(
         scale_by_bfgs(), scale_by_learning_rate(1.0), scale_by_zoom_linesearch(max_linesearch_steps)
@@ -52,7 +53,8 @@ def bfgs(*, max_linesearch_steps: int = 30) -> GradientTransformationExtraArgs:
 def newton(*, max_linesearch_steps: int = 30) -> GradientTransformationExtraArgs:
     """Newton's method ``x <- x - t H^-1 g`` (exact Hessian, modified to descend at saddles).
 
-    Composition: ``chain(scale_by_newton(), scale_by_learning_rate(1.0), scale_by_zoom_linesearch())``.
+    Composition: ``chain(scale_by_newton(), scale_by_learning_rate(1.0),
+    scale_by_zoom_linesearch())``.
     """
     return chain(
         scale_by_newton(),

@@ -261,12 +261,12 @@ def scale_by_bfgs() -> GradientTransformationExtraArgs:
         g, unravel = _flat(updates)
         x, _ = _flat(params)
         H = jnp.where(
-            state.count > 0,
+            state.count > 0,  # H_0 = I, as in gx.minimize
             bfgs_inverse_update(
                 state.inverse_hessian,
                 x - state.previous_params,
                 g - state.previous_grad,
-                state.count == 1,
+                jnp.array(False),
             ),
             state.inverse_hessian,
         )

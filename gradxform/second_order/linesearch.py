@@ -113,11 +113,11 @@ def zoom_search(
 
     Finds ``t`` with ``f(x + t d) <= f(x) + c1 t g.d`` and
     ``|grad(x + t d).d| <= c2 |g.d|``. Trial steps inside a bracket come from
-    safeguarded cubic interpolation; bracketing doubles the step. A
+    safeguarded cubic interpolation; bracketing grows the step tenfold. A
     non-finite value or derivative counts as "too far". After ``max_steps``
     evaluations without a Wolfe point the best decreasing point is returned
     with ``wolfe=False``. Where the decrease Armijo asks for,
-    ``c1 t |g.d|``, is below ``f``'s rounding error (``100 eps |f(x)|``), a
+    ``c1 t |g.d|``, is below ``max(1e-6, 100 eps) |f(x)|`` (optax and Hager & Zhang use 1e-6), a
     step meeting the curvature condition with ``f`` within that error of
     ``f(x)`` is accepted too (in the spirit of Hager & Zhang's approximate
     Wolfe conditions), so solves can reach tight gradient tolerances.
@@ -129,7 +129,7 @@ def zoom_search(
     dtype = x.dtype
     slope0 = jnp.vdot(grad, direction)
     zero = jnp.zeros([], dtype)
-    approx_rtol = 100 * jnp.finfo(dtype).eps
+    approx_rtol = jnp.maximum(1e-6, 100 * jnp.finfo(dtype).eps)
 
     def phi(t):
         f, g = value_and_grad(x + t * direction)
@@ -184,7 +184,7 @@ def zoom_search(
         b_d_lo, b_d_hi = jnp.where(too_far, s.d_prev, d), jnp.where(too_far, d, s.d_prev)
         b_g_lo = jnp.where(too_far, s.g_prev, g)
         start_zoom = (~accept) & (too_far | (d >= 0))
-        grow = jnp.minimum(2 * t, max_step_size)
+        grow = jnp.minimum(10 * t, max_step_size)
 
         # zoom phase (Alg. 3.6)
         z_hi_is_t = ~armijo | (f >= s.f_lo)

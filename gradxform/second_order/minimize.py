@@ -50,7 +50,10 @@ MESSAGES = {
 
 
 class History(NamedTuple):
-    """Per-iteration value and gradient norm; entry ``k`` is after ``k`` iterations, NaN after the end."""
+    """Per-iteration value and gradient norm.
+
+    Entry ``k`` is after ``k`` iterations; entries after the last iteration are NaN.
+    """
 
     value: jax.Array
     grad_norm: jax.Array
@@ -101,6 +104,7 @@ class _Loop(NamedTuple):
     k: jax.Array
     x: jax.Array
     f: jax.Array
+    f_prev: jax.Array
     g: jax.Array
     status: jax.Array
     nfev: jax.Array
@@ -254,6 +258,7 @@ def _compiled(fun, treedef, leaf_spec, config):
             k=jnp.zeros([], jnp.int32),
             x=x0,
             f=f0,
+            f_prev=jnp.asarray(jnp.inf, f0.dtype),
             g=g0,
             status=jnp.where(finite0, _RUNNING, Status.NONFINITE).astype(jnp.int32),
             nfev=jnp.ones([], jnp.int32),
@@ -274,6 +279,10 @@ def _compiled(fun, treedef, leaf_spec, config):
             else:
                 fresh = jnp.array(method == "bfgs") & (s.k == 0)
             t0 = jnp.where(fresh, jnp.minimum(1, 1 / jnp.linalg.norm(s.g)), 1)
+            if method == "bfgs":
+                # scipy's guess: the step a quadratic model fitted to the last decrease predicts
+                guess = 1.01 * 2 * (s.f_prev - s.f) / -slope
+                t0 = jnp.where(jnp.isfinite(guess) & (guess > 0), jnp.minimum(t0, guess), t0)
             ls = zoom_search(
                 value_and_grad,
                 s.x,
@@ -291,7 +300,9 @@ def _compiled(fun, treedef, leaf_spec, config):
             if method == "lbfgs":
                 model = dirs.lbfgs_update(s.model, sdiff, ydiff)
             elif method == "bfgs":
-                model = dirs.bfgs_inverse_update(s.model, sdiff, ydiff, s.k == 0)
+                # H_0 = I, not rescaled (as scipy): on ill-conditioned problems the
+                # s.y / y.y scaling shrinks every low-curvature direction for many steps
+                model = dirs.bfgs_inverse_update(s.model, sdiff, ydiff, jnp.array(False))
             else:
                 model = s.model
             ok = ls.decreased & finite
@@ -303,6 +314,7 @@ def _compiled(fun, treedef, leaf_spec, config):
                 k=s.k + 1,
                 x=keep(x_new, s.x),
                 f=keep(ls.value, s.f),
+                f_prev=keep(s.f, s.f_prev),
                 g=keep(ls.grad, s.g),
                 status=status.astype(jnp.int32),
                 nfev=s.nfev + ls.num_evals,

@@ -1,0 +1,345 @@
+"""gradxform's second-order solvers side by side with scipy, optax and optimistix.
+
+For each problem and precision, every solver starts from the same point and
+runs to ``|grad f| <= 1e-6 max(1, |grad f(x0)|)`` (2-norm). Reported per
+solver: whether the final gradient meets that target (measured here, not the
+solver's own verdict), gradient evaluations counted by instrumenting the
+objective (a callback inside the JAX objective; a wrapper around scipy's),
+iterations, compile time (first call minus a warm call) and the median warm
+run time. Writes ``benchmarks/results/second_order.{json,md}``.
+
+    python benchmarks/second_order.py            # the standard table (a few minutes on 2 cores)
+    python benchmarks/second_order.py --quick    # small problems only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+
+jax.config.update("jax_enable_x64", True)
+
+import gradxform as gx  # noqa: E402
+
+TOL = 1e-6
+
+
+# --- problems -----------------------------------------------------------------------
+
+
+def rosenbrock(x):
+    return jnp.sum(100 * (x[1::2] - x[::2] ** 2) ** 2 + (1 - x[::2]) ** 2)
+
+
+def make_quadratic(n, condition=1e4, seed=0):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    eig = np.logspace(0, np.log10(condition), n)
+    a = (q * eig) @ q.T
+    b = rng.normal(size=n)
+
+    def quadratic(x):
+        return 0.5 * x @ (jnp.asarray(a, x.dtype) @ x) - jnp.asarray(b, x.dtype) @ x
+
+    return quadratic
+
+
+def make_logistic_digits(l2=1e-3):
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    X = data.data / 16.0
+    Y = np.eye(10)[data.target]
+
+    def logistic(w):
+        W, c = w[:640].reshape(64, 10), w[640:]
+        logits = jnp.asarray(X, w.dtype) @ W + c
+        return jnp.mean(
+            jax.nn.logsumexp(logits, axis=1) - jnp.sum(logits * jnp.asarray(Y, w.dtype), axis=1)
+        ) + l2 * jnp.sum(w**2)
+
+    return logistic
+
+
+def problems(quick: bool):
+    table = {
+        "rosenbrock_2d": (rosenbrock, np.array([-1.2, 1.0])),
+        "ext_rosenbrock_100": (rosenbrock, np.tile([-1.2, 1.0], 50)),
+        "quadratic_100_cond1e4": (make_quadratic(100), np.zeros(100)),
+        "logistic_digits_650": (make_logistic_digits(), np.zeros(650)),
+    }
+    if not quick:
+        table["ext_rosenbrock_10000"] = (rosenbrock, np.tile([-1.2, 1.0], 5000))
+        table["quadratic_1000_cond1e4"] = (make_quadratic(1000), np.zeros(1000))
+        table["ext_rosenbrock_100000"] = (rosenbrock, np.tile([-1.2, 1.0], 50000))
+    return table
+
+
+# --- instrumentation ----------------------------------------------------------------
+
+
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, *_):
+        self.n += 1
+
+
+def counted(fun, counter):
+    def f(x):
+        jax.debug.callback(counter, x[0])
+        return fun(x)
+
+    return f
+
+
+def timed(run, repeats=3):
+    start = time.perf_counter()
+    jax.block_until_ready(run())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        times.append(time.perf_counter() - start)
+    warm = statistics.median(times)
+    return max(first - warm, 0.0), warm
+
+
+# --- solvers ------------------------------------------------------------------------
+
+
+def gx_solver(method):
+    def solve(fun, x0, maxiter):
+        return gx.minimize(fun, x0, method=method, tol=TOL, maxiter=maxiter)
+
+    def run(fun, x0, maxiter):
+        if method in ("newton", "newton-cg"):
+            # a callback inside f would also fire inside Hessian(-vector) products:
+            # count value_and_grad calls as the solver reports them (marked * in the table)
+            sol = solve(fun, x0, maxiter)
+            evals = f"{int(sol.num_grad_evals)}*"
+        else:
+            counter = Counter()
+            sol = solve(counted(fun, counter), x0, maxiter)
+            evals = counter.n
+        compile_s, run_s = timed(lambda: solve(fun, x0, maxiter).params)
+        return np.asarray(sol.params), evals, int(sol.iterations), compile_s, run_s
+
+    return run
+
+
+def optax_lbfgs(fun, x0, maxiter):
+    import optax
+
+    def solve(f, x0):
+        opt = optax.lbfgs()
+        value_and_grad = optax.value_and_grad_from_state(f)
+        g0 = jnp.linalg.norm(jax.grad(f)(x0))
+        target = TOL * jnp.maximum(1.0, g0)
+
+        def step(carry):
+            x, state, k = carry
+            value, grad = value_and_grad(x, state=state)
+            updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
+            return optax.apply_updates(x, updates), state, k + 1
+
+        def cond(carry):
+            _, state, k = carry
+            grad = optax.tree.get(state, "grad")
+            return (k == 0) | ((k < maxiter) & (optax.tree.norm(grad) > target))
+
+        x, _, k = jax.lax.while_loop(cond, step, (x0, opt.init(x0), 0))
+        return x, k
+
+    counter = Counter()
+    x, k = jax.jit(lambda x0: solve(counted(fun, counter), x0))(x0)
+    jitted = jax.jit(lambda x0: solve(fun, x0)[0])
+    compile_s, run_s = timed(lambda: jitted(x0))
+    # the loop's first step evaluates f at x0 once more than gx (no value in state yet)
+    return np.asarray(x), counter.n, int(k), compile_s, run_s
+
+
+def optimistix_solver(name):
+    def run(fun, x0, maxiter):
+        import optimistix as optx
+
+        solver = getattr(optx, name)(rtol=1e-10, atol=1e-10)
+
+        def solve(f, x0):
+            sol = optx.minimise(lambda y, _: f(y), solver, x0, max_steps=maxiter, throw=False)
+            return sol.value, sol.stats["num_steps"]
+
+        counter = Counter()
+        x, k = jax.jit(lambda x0: solve(counted(fun, counter), x0))(x0)
+        jitted = jax.jit(lambda x0: solve(fun, x0)[0])
+        compile_s, run_s = timed(lambda: jitted(x0))
+        return np.asarray(x), counter.n, int(k), compile_s, run_s
+
+    return run
+
+
+def scipy_solver(method):
+    def run(fun, x0, maxiter):
+        x0 = np.asarray(x0)
+        dtype = x0.dtype
+        value_and_grad = jax.jit(jax.value_and_grad(fun))
+        hess = jax.jit(jax.hessian(fun))
+        hvp = jax.jit(lambda x, v: jax.jvp(jax.grad(fun), (x,), (v,))[1])
+        counter = Counter()
+
+        def fg(x):
+            counter()
+            f, g = value_and_grad(jnp.asarray(x, dtype))
+            return float(f), np.asarray(g, np.float64)
+
+        g0 = np.linalg.norm(fg(x0)[1])
+        counter.n = 0
+        target = TOL * max(1.0, g0)
+        n = x0.size
+        kwargs = {"jac": True, "method": method}
+        if method == "L-BFGS-B":
+            kwargs["options"] = {"gtol": target / np.sqrt(n), "ftol": 0.0, "maxiter": maxiter}
+        elif method == "BFGS":
+            kwargs["options"] = {"gtol": target, "norm": 2, "maxiter": maxiter}
+        elif method == "Newton-CG":
+            kwargs["hessp"] = lambda x, v: np.asarray(
+                hvp(jnp.asarray(x, dtype), jnp.asarray(v, dtype)), np.float64
+            )
+            kwargs["options"] = {"xtol": 1e-14, "maxiter": maxiter}
+        elif method == "trust-exact":
+            kwargs["hess"] = lambda x: np.asarray(hess(jnp.asarray(x, dtype)), np.float64)
+            kwargs["options"] = {"gtol": target, "maxiter": maxiter}
+
+        def solve():
+            return scipy.optimize.minimize(fg, x0.astype(np.float64), **kwargs)
+
+        res = solve()
+        evals = counter.n
+        start = time.perf_counter()
+        solve()
+        run_s = time.perf_counter() - start
+        return res.x.astype(dtype), evals, int(res.nit), 0.0, run_s
+
+    return run
+
+
+def solvers(n: int):
+    table = {
+        "gx lbfgs": gx_solver("lbfgs"),
+        "gx newton-cg": gx_solver("newton-cg"),
+        "optax lbfgs": optax_lbfgs,
+        "scipy L-BFGS-B": scipy_solver("L-BFGS-B"),
+        "scipy Newton-CG": scipy_solver("Newton-CG"),
+    }
+    if n <= 1000:
+        table["gx bfgs"] = gx_solver("bfgs")
+        table["scipy BFGS"] = scipy_solver("BFGS")
+    if n <= 650:
+        table["gx newton"] = gx_solver("newton")
+        table["scipy trust-exact"] = scipy_solver("trust-exact")
+    try:
+        import optimistix  # noqa: F401
+
+        if n <= 1000:
+            table["optimistix BFGS"] = optimistix_solver("BFGS")
+        table["optimistix LBFGS"] = optimistix_solver("LBFGS")
+    except ImportError:
+        pass
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument("--maxiter", type=int, default=2000)
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "results"
+    )
+    args = parser.parse_args()
+    rows = []
+    for pname, (fun, x0_np) in problems(args.quick).items():
+        for dtype in args.dtypes.split(","):
+            x0 = jnp.asarray(x0_np, dtype)
+            g0 = float(jnp.linalg.norm(jax.grad(fun)(jnp.asarray(x0_np))))
+            target = TOL * max(1.0, g0)
+            for sname, run in solvers(x0.size).items():
+                try:
+                    x, evals, iters, compile_s, run_s = run(fun, x0, args.maxiter)
+                    gnorm = float(jnp.linalg.norm(jax.grad(fun)(jnp.asarray(x, jnp.float64))))
+                    hess_pd = None
+                    if x0.size <= 650 and ("newton" in sname.lower() or "trust" in sname):
+                        hess_pd = bool(
+                            np.linalg.eigvalsh(
+                                np.asarray(jax.hessian(fun)(jnp.asarray(x, jnp.float64)))
+                            ).min()
+                            > 0
+                        )
+                    row = dict(
+                        problem=pname,
+                        n=int(x0.size),
+                        dtype=dtype,
+                        solver=sname,
+                        converged=bool(gnorm <= target * (10 if dtype == "float32" else 1)),
+                        grad_norm=gnorm,
+                        target=target,
+                        grad_evals=evals,
+                        iterations=iters,
+                        compile_s=compile_s,
+                        run_s=run_s,
+                        hessian_pd=hess_pd,
+                        value=float(fun(jnp.asarray(x, jnp.float64))),
+                    )
+                except Exception as err:  # a solver that crashes is a row, not the end of the table
+                    row = dict(
+                        problem=pname,
+                        n=int(x0.size),
+                        dtype=dtype,
+                        solver=sname,
+                        error=repr(err)[:200],
+                    )
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    machine = f"{platform.machine()}, {jax.devices()[0].device_kind}, jax {jax.__version__}, scipy {scipy.__version__}"
+    lines = [
+        "# Second-order solvers side by side",
+        "",
+        f"Machine: {machine}. Target: |grad| <= {TOL} max(1, |grad(x0)|) (float32: 10x that, checked in float64).",
+        "Gradient evaluations are counted by instrumenting the objective (a callback inside the "
+        "JAX objective, a wrapper around scipy's); * marks gx Newton rows, where a callback would "
+        "also fire inside Hessian products, so the solver's own count of value_and_grad calls is shown.",
+        "",
+        "| problem | n | dtype | solver | converged | grad evals | iterations | compile s | run s | Hessian PD |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(
+                f"| {r['problem']} | {r['n']} | {r['dtype']} | {r['solver']} | error: {r['error'][:60]} | | | | | |"
+            )
+            continue
+        pd = "" if r["hessian_pd"] is None else ("yes" if r["hessian_pd"] else "NO")
+        lines.append(
+            f"| {r['problem']} | {r['n']} | {r['dtype']} | {r['solver']} | {'yes' if r['converged'] else 'NO'} | "
+            f"{r['grad_evals']} | {r['iterations']} | {r['compile_s']:.2f} | {r['run_s']:.4f} | {pd} |"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "second_order_quick" if args.quick else "second_order"
+    (args.out / f"{name}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
