@@ -274,6 +274,13 @@ def main() -> None:
             x0 = jnp.asarray(x0_np, dtype)
             g0 = float(jnp.linalg.norm(jax.grad(fun)(jnp.asarray(x0_np))))
             target = TOL * max(1.0, g0)
+            floor = 0.0
+            if dtype == "float32":
+                # the gradient norm float32 itself computes at the (float64) solution: no
+                # float32 solver can be asked for less; the target becomes max(10 x, 10 floor)
+                exact = gx.minimize(fun, jnp.asarray(x0_np), tol=1e-12, maxiter=20000).params
+                floor = float(jnp.linalg.norm(jax.grad(fun)(exact.astype(jnp.float32))))
+                target = max(10 * target, 10 * floor)
             for sname, run in solvers(x0.size).items():
                 try:
                     x, evals, iters, compile_s, run_s = run(fun, x0, args.maxiter)
@@ -291,7 +298,7 @@ def main() -> None:
                         n=int(x0.size),
                         dtype=dtype,
                         solver=sname,
-                        converged=bool(gnorm <= target * (10 if dtype == "float32" else 1)),
+                        converged=bool(gnorm <= target),
                         grad_norm=gnorm,
                         target=target,
                         grad_evals=evals,
@@ -315,7 +322,9 @@ def main() -> None:
     lines = [
         "# Second-order solvers side by side",
         "",
-        f"Machine: {machine}. Target: |grad| <= {TOL} max(1, |grad(x0)|) (float32: 10x that, checked in float64).",
+        f"Machine: {machine}. Target: |grad| <= {TOL} max(1, |grad(x0)|), measured in float64 at the "
+        "returned point; in float32 the target is 10x that, or 10x the gradient norm float32 "
+        "computes at the exact solution where that is larger (the float32 floor).",
         "Gradient evaluations are counted by instrumenting the objective (a callback inside the "
         "JAX objective, a wrapper around scipy's); * marks gx Newton rows, where a callback would "
         "also fire inside Hessian products, so the solver's own count of value_and_grad calls is shown.",

@@ -136,23 +136,37 @@ def bfgs_inverse_update(H: jax.Array, s: jax.Array, y: jax.Array, first: jax.Arr
 def newton_direction(hessian: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """A descent direction from the exact Hessian, safe at saddles and maxima.
 
-    With ``H = V diag(lam) V^T``: ``d = -V diag(1 / max(|lam|, delta)) V^T g``
-    (the absolute-value modification, so negative-curvature components move
-    downhill), plus, when ``lam_min < -delta``, the unit eigenvector of
-    ``lam_min`` signed to descend, so the step leaves a saddle or maximum even
-    where the gradient vanishes. ``delta = sqrt(eps) max(1, max |lam|)``.
-    Returns ``(d, lam_min, negative)`` with ``negative = lam_min < -delta``.
-    Where ``H`` is positive definite this is the Newton step ``-H^-1 g``.
+    First a Cholesky factorisation: where ``H`` is positive definite (with
+    every pivot above ``delta``) this is the Newton step ``-H^-1 g``.
+    Otherwise, with ``H = V diag(lam) V^T``:
+    ``d = -V diag(1 / max(|lam|, delta)) V^T g`` (the absolute-value
+    modification, so negative-curvature components move downhill), plus, when
+    ``lam_min < -delta``, the unit eigenvector of ``lam_min`` signed to
+    descend, so the step leaves a saddle or maximum even where the gradient
+    vanishes. ``delta = sqrt(eps) max(1, max |H_ij|)``.
+    Returns ``(d, lam_min, negative)`` with ``negative = lam_min < -delta``
+    (``lam_min`` is the smallest squared Cholesky pivot when ``H`` is positive
+    definite, a lower bound's stand-in that is positive exactly then).
     """
-    lam, V = jnp.linalg.eigh(hessian)
     eps = jnp.finfo(g.dtype).eps
-    delta = jnp.sqrt(eps) * jnp.maximum(1, jnp.max(jnp.abs(lam)))
-    coeffs = V.T @ g
-    d = -V @ (coeffs / jnp.maximum(jnp.abs(lam), delta))
-    g_min = coeffs[0]
-    escape = -jnp.where(g_min > 0, 1, -1) * V[:, 0]
-    negative = lam[0] < -delta
-    return jnp.where(negative, d + escape, d), lam[0], negative
+    delta = jnp.sqrt(eps) * jnp.maximum(1, jnp.max(jnp.abs(hessian)))
+    chol = jnp.linalg.cholesky(hessian)
+    pivots = jnp.diagonal(chol)
+    positive = jnp.all(jnp.isfinite(chol)) & jnp.all(pivots**2 > delta)
+
+    def newton_step(_):
+        d = -jax.scipy.linalg.cho_solve((chol, True), g)
+        return d, jnp.min(pivots**2), jnp.array(False)
+
+    def modified_step(_):
+        lam, V = jnp.linalg.eigh(hessian)
+        coeffs = V.T @ g
+        d = -V @ (coeffs / jnp.maximum(jnp.abs(lam), delta))
+        escape = -jnp.where(coeffs[0] > 0, 1, -1) * V[:, 0]
+        negative = lam[0] < -delta
+        return jnp.where(negative, d + escape, d), lam[0], negative
+
+    return jax.lax.cond(positive, newton_step, modified_step, None)
 
 
 def newton_cg_direction(hvp, g: jax.Array, max_steps: int) -> tuple[jax.Array, jax.Array]:
