@@ -7,7 +7,7 @@ presets) are modules, and their names are used through them
 (``gx.schedules.cosine_decay``).
 """
 
-from gradxform import hyperparams, schedules, torch_compat, tree
+from gradxform import hessian, hyperparams, schedules, torch_compat, tree
 from gradxform.base import (
     DivideState,
     EmptyState,
@@ -137,6 +137,7 @@ __all__ = [
     "ema_first_moment",
     "ema_second_moment",
     "get_hyperparams",
+    "hessian",
     "hyperparams",
     "identity",
     "nadam",

@@ -1,0 +1,66 @@
+"""Hessian analysis: HVPs, certified eigenvalues, trace, spectral density, critical points.
+
+A namespace module: every name is used as ``gx.hessian.<name>``.
+
+* operators: :func:`hvp`, :func:`linearized_hvp`, :func:`hessian_matrix`,
+  :func:`eigh`, :func:`flat_operator`, :func:`restrict` (one block of the
+  params), :func:`batch_mean` (mini-batch averaged objective);
+* :func:`lanczos`, :func:`eigenpairs`, :func:`hessian_eigenpairs`: extreme
+  eigenpairs with residual certificates;
+* :func:`trace` (Hutch++, Hutchinson), :func:`diagonal`,
+  :func:`spectral_density` (stochastic Lanczos quadrature);
+* :func:`classify_critical_point`.
+"""
+
+from gradxform.hessian.critical import CriticalPoint, classify_critical_point
+from gradxform.hessian.estimators import (
+    DiagonalEstimate,
+    SpectralDensity,
+    TraceEstimate,
+    diagonal,
+    spectral_density,
+    trace,
+)
+from gradxform.hessian.lanczos import (
+    Eigenpairs,
+    LanczosResult,
+    eigenpairs,
+    hessian_eigenpairs,
+    lanczos,
+    ritz_pairs,
+)
+from gradxform.hessian.operators import (
+    FlatOperator,
+    batch_mean,
+    eigh,
+    flat_operator,
+    hessian_matrix,
+    hvp,
+    linearized_hvp,
+    restrict,
+)
+
+__all__ = [
+    "CriticalPoint",
+    "DiagonalEstimate",
+    "Eigenpairs",
+    "FlatOperator",
+    "LanczosResult",
+    "SpectralDensity",
+    "TraceEstimate",
+    "batch_mean",
+    "classify_critical_point",
+    "diagonal",
+    "eigenpairs",
+    "eigh",
+    "flat_operator",
+    "hessian_eigenpairs",
+    "hessian_matrix",
+    "hvp",
+    "lanczos",
+    "linearized_hvp",
+    "restrict",
+    "ritz_pairs",
+    "spectral_density",
+    "trace",
+]

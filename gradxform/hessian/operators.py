@@ -1,0 +1,137 @@
+"""Hessian-vector products and dense Hessians of ``f(params) -> scalar``, on pytrees.
+
+Every function takes the objective as a closure ``f(params)`` and works on any
+pytree of float arrays. The spectral tools in :mod:`gradxform.hessian` flatten
+the pytree once and work with :class:`FlatOperator`, a matrix-free ``matvec``
+on flat vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+__all__ = [
+    "FlatOperator",
+    "batch_mean",
+    "eigh",
+    "flat_operator",
+    "hessian_matrix",
+    "hvp",
+    "linearized_hvp",
+    "restrict",
+]
+
+
+def _check_objective(f, params):
+    if not callable(f):
+        raise TypeError(f"f must be a callable f(params) -> scalar; got {f!r}")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise TypeError(
+                f"params must hold real floating-point arrays; the leaf at "
+                f"{jax.tree_util.keystr(path) or '<root>'} has dtype {jnp.result_type(leaf)}"
+            )
+    if not jax.tree.leaves(params):
+        raise ValueError("params must hold at least one array; got an empty pytree")
+    out = jax.eval_shape(f, params)
+    if getattr(out, "shape", None) != ():
+        raise ValueError(f"f must return a scalar; got shape {getattr(out, 'shape', type(out))}")
+
+
+def hvp(f: Callable[[Any], jax.Array], params: Any, v: Any) -> Any:
+    """``H v``, the Hessian of ``f`` at ``params`` times ``v`` (forward-over-reverse).
+
+    ``v`` is shaped like ``params``; the result too. Costs about two gradient
+    evaluations.
+    """
+    return jax.jvp(jax.grad(f), (params,), (v,))[1]
+
+
+def linearized_hvp(f: Callable[[Any], jax.Array], params: Any) -> Callable[[Any], Any]:
+    """``v -> H v`` at a fixed point, linearising ``grad f`` once and reusing it.
+
+    Use it for many products at one point (Lanczos, trace estimation): the
+    forward pass and the residuals of ``grad f`` are computed once.
+    """
+    _, matvec = jax.linearize(jax.grad(f), params)
+    return matvec
+
+
+def hessian_matrix(f: Callable[[Any], jax.Array], params: Any) -> jax.Array:
+    """The dense ``(n, n)`` Hessian over the flattened params (``ravel_pytree`` order)."""
+    flat, unravel = ravel_pytree(params)
+    return jax.hessian(lambda x: f(unravel(x)))(flat)
+
+
+def eigh(f: Callable[[Any], jax.Array], params: Any) -> tuple[jax.Array, jax.Array]:
+    """Eigenvalues (ascending) and eigenvectors (columns) of the dense Hessian."""
+    return jnp.linalg.eigh(hessian_matrix(f, params))
+
+
+class FlatOperator(NamedTuple):
+    """A symmetric linear operator on flat vectors.
+
+    Attributes:
+        matvec: ``v -> H v`` on ``(n,)`` arrays of ``dtype``.
+        size: ``n``.
+        dtype: the dtype of the vectors.
+        unravel: maps a flat vector back to the params' pytree.
+    """
+
+    matvec: Callable[[jax.Array], jax.Array]
+    size: int
+    dtype: Any
+    unravel: Callable[[jax.Array], Any]
+
+
+def flat_operator(f: Callable[[Any], jax.Array], params: Any) -> FlatOperator:
+    """The Hessian of ``f`` at ``params`` as a :class:`FlatOperator` (linearised once)."""
+    _check_objective(f, params)
+    flat, unravel = ravel_pytree(params)
+    grad_flat = jax.grad(lambda x: f(unravel(x)))
+    _, matvec = jax.linearize(grad_flat, flat)
+    return FlatOperator(matvec, int(flat.size), flat.dtype, unravel)
+
+
+def restrict(f: Callable[[Any], jax.Array], params: Any, select: Callable[[str], bool]):
+    """The objective as a function of a block of the params only (e.g. one layer).
+
+    ``select(path)`` gets each leaf's path as a string (``"['layer1']['w']"``)
+    and says whether it belongs to the block. Returns ``(f_block, block)``:
+    ``block`` is a dict path -> leaf, and ``f_block(block)`` evaluates ``f``
+    with those leaves replaced, so every tool here applies to the block's
+    Hessian ``H_bb``.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    keys = [jax.tree_util.keystr(path) for path, _ in leaves]
+    chosen = [i for i, k in enumerate(keys) if select(k)]
+    if not chosen:
+        raise ValueError(f"select chose no leaf; the paths are {keys}")
+    block = {keys[i]: leaves[i][1] for i in chosen}
+
+    def f_block(sub):
+        values = [leaf for _, leaf in leaves]
+        for i in chosen:
+            values[i] = sub[keys[i]]
+        return f(jax.tree.unflatten(treedef, values))
+
+    return f_block, block
+
+
+def batch_mean(loss: Callable[[Any, Any], jax.Array], batches: Any) -> Callable[[Any], jax.Array]:
+    """``params -> mean_b loss(params, batches[b])`` over the leading axis of ``batches``.
+
+    Its Hessian-vector product is the mini-batch average of the per-batch
+    products, computed one batch at a time (``lax.map``), so memory does not
+    grow with the number of batches.
+    """
+
+    def f(params):
+        return jnp.mean(jax.lax.map(lambda batch: loss(params, batch), batches))
+
+    return f

@@ -1,0 +1,297 @@
+"""Hessian tools against dense linear algebra, known spectra and finite differences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradxform as gx
+
+H = gx.hessian
+
+
+@pytest.fixture(autouse=True)
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def known_operator(eigenvalues, seed=0):
+    """A FlatOperator with a prescribed spectrum, and its dense matrix."""
+    n = len(eigenvalues)
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(n, n)))
+    A = (q * np.asarray(eigenvalues)) @ q.T
+    A = 0.5 * (A + A.T)
+    Aj = jnp.asarray(A)
+    return H.FlatOperator(lambda v: Aj @ v, n, jnp.float64, lambda v: v), A
+
+
+def mlp_loss(params):
+    x = jnp.linspace(-1.0, 1.0, 30)[:, None] * jnp.array([[1.0, -0.5, 2.0]])
+    y = jnp.sin(2 * x[:, :1])
+    h = jnp.tanh(x @ params["w1"] + params["b1"])
+    return jnp.mean((h @ params["w2"] + params["b2"] - y) ** 2)
+
+
+def mlp_params(seed=0, width=12):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    return {
+        "w1": 0.8 * jax.random.normal(k1, (3, width)),
+        "b1": jnp.zeros(width),
+        "w2": 0.5 * jax.random.normal(k2, (width, 1)),
+        "b2": jnp.zeros(1),
+    }
+
+
+def test_hvp_matches_dense_hessian_and_finite_differences():
+    params = mlp_params()
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    v = jax.random.normal(jax.random.PRNGKey(3), flat.shape)
+    dense = H.hessian_matrix(mlp_loss, params)
+    np.testing.assert_allclose(dense, dense.T, atol=1e-12)
+    want = dense @ v
+    got = jax.flatten_util.ravel_pytree(H.hvp(mlp_loss, params, unravel(v)))[0]
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    lin = H.linearized_hvp(mlp_loss, params)
+    np.testing.assert_allclose(jax.flatten_util.ravel_pytree(lin(unravel(v)))[0], want, rtol=1e-10, atol=1e-12)
+    g = lambda x: jax.flatten_util.ravel_pytree(jax.grad(mlp_loss)(unravel(x)))[0]  # noqa: E731
+    fd = (g(flat + 1e-6 * v) - g(flat - 1e-6 * v)) / 2e-6
+    np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-8)
+    lam, vecs = H.eigh(mlp_loss, params)
+    np.testing.assert_allclose(lam, np.linalg.eigvalsh(np.asarray(dense)), rtol=1e-10, atol=1e-12)
+
+
+def test_lanczos_relation_and_orthonormality():
+    op, A = known_operator(np.linspace(-3, 10, 40))
+    m = 15
+    res = H.lanczos(op.matvec, jnp.ones(40), m)
+    Q = np.asarray(res.basis)
+    np.testing.assert_allclose(Q @ Q.T, np.eye(m), atol=1e-12)
+    T = np.diag(res.alpha) + np.diag(res.beta[:-1], 1) + np.diag(res.beta[:-1], -1)
+    # A Q^T = Q^T T + beta_m q_{m+1} e_m^T: the last column carries the remainder
+    remainder = A @ Q.T - Q.T @ T
+    np.testing.assert_allclose(remainder[:, :-1], 0, atol=1e-10)
+    np.testing.assert_allclose(np.linalg.norm(remainder[:, -1]), res.beta[-1], rtol=1e-10)
+
+
+@pytest.mark.parametrize("which", ["top", "bottom", "both"])
+def test_eigenpairs_match_eigvalsh_with_valid_certificates(which):
+    spectrum = np.concatenate([[-5.0, -4.0, -3.5], np.linspace(-1, 1, 200), [6.0, 8.0, 12.0]])
+    op, A = known_operator(spectrum)
+    pairs = H.eigenpairs(op, k=3, which=which, tol=1e-10, max_matvecs=120)
+    lam = np.linalg.eigvalsh(A)
+    want = {"top": lam[::-1][:3], "bottom": lam[:3], "both": np.concatenate([lam[:3], lam[::-1][:3]])}[which]
+    assert bool(pairs.converged.all())
+    np.testing.assert_allclose(pairs.values, want, rtol=1e-9)
+    assert int(pairs.num_matvecs) < 120  # stopped once converged
+    for value, vector, residual in zip(pairs.values, pairs.vectors, pairs.residuals):
+        true_residual = np.linalg.norm(A @ vector - value * vector)
+        np.testing.assert_allclose(true_residual, residual, rtol=1e-3, atol=1e-12)
+        assert np.min(np.abs(lam - value)) <= residual + 1e-12  # the certificate holds
+
+
+def test_unconverged_pairs_are_flagged_not_hidden():
+    op, A = known_operator(np.linspace(0, 1, 300) ** 0.5)  # no gaps at the top
+    pairs = H.eigenpairs(op, k=5, which="top", tol=1e-12, max_matvecs=10)
+    assert int(pairs.num_matvecs) == 10
+    assert not bool(pairs.converged.all())
+    lam = np.linalg.eigvalsh(A)
+    for value, residual in zip(pairs.values, pairs.residuals):
+        assert np.min(np.abs(lam - value)) <= residual + 1e-12
+
+
+def test_breakdown_at_an_invariant_subspace_is_exact():
+    op, A = known_operator([1.0] * 10 + [5.0] * 10)  # two distinct eigenvalues: Krylov space of dim 2
+    pairs = H.eigenpairs(op, k=1, which="both", max_matvecs=20)
+    np.testing.assert_allclose(pairs.values, [1.0, 5.0], rtol=1e-12)
+    assert int(pairs.num_matvecs) == 2
+
+
+def test_float64_accumulation_for_float32_products():
+    spectrum = np.concatenate([np.linspace(0, 1, 100), [3.0, 4.0]])
+    _, A = known_operator(spectrum)
+    A32 = jnp.asarray(A, jnp.float32)
+    op = H.FlatOperator(lambda v: A32 @ v, 102, jnp.float32, lambda v: v)
+    pairs = H.eigenpairs(op, k=2, which="top", float64_accumulation=True, tol=1e-6)
+    np.testing.assert_allclose(pairs.values, [4.0, 3.0], rtol=1e-6)
+
+
+def test_mlp_extremes_match_dense_at_an_indefinite_point():
+    params = mlp_params(width=12)
+    lam = np.linalg.eigvalsh(np.asarray(H.hessian_matrix(mlp_loss, params)))
+    assert lam[0] < 0 < lam[-1]
+    pairs = H.hessian_eigenpairs(mlp_loss, params, k=2, which="both", tol=1e-9, max_matvecs=61)
+    want = np.concatenate([lam[:2], lam[::-1][:2]])
+    ok = np.asarray(pairs.converged)
+    np.testing.assert_allclose(np.asarray(pairs.values)[ok], want[ok], rtol=1e-8, atol=1e-10)
+    assert ok.sum() >= 2
+
+
+def power_law_operator(n=300, seed=1):
+    return known_operator(1.0 / np.arange(1, n + 1) ** 2, seed)
+
+
+def test_hutch_plus_plus_beats_hutchinson_on_decaying_spectra():
+    op, A = power_law_operator()
+    exact = np.trace(A)
+    errors = {"hutch++": [], "hutchinson": []}
+    for seed in range(5):
+        for method in errors:
+            est = H.trace(op, num_matvecs=60, method=method, key=jax.random.PRNGKey(seed))
+            errors[method].append(abs(float(est.estimate) - exact) / exact)
+            assert abs(float(est.estimate) - exact) <= 5 * float(est.stderr) + 1e-6 * exact
+    assert np.mean(errors["hutch++"]) < 0.01  # the bar: within 1% at 60 products
+    assert np.mean(errors["hutch++"]) < np.mean(errors["hutchinson"]) / 3
+
+
+def test_hutch_plus_plus_is_exact_when_the_sketch_spans_everything():
+    op, A = known_operator(np.arange(1.0, 11.0))
+    est = H.trace(op, num_matvecs=33)
+    np.testing.assert_allclose(est.estimate, np.trace(A), rtol=1e-10)
+
+
+def test_diagonal_estimate_within_its_error():
+    op, A = known_operator(np.linspace(1, 2, 50))
+    est = H.diagonal(op, num_matvecs=400)
+    z = np.abs(np.asarray(est.estimate) - np.diag(A)) / np.asarray(est.stderr)
+    assert np.mean(z) < 2 and np.max(z) < 6
+
+
+def wasserstein1(nodes, weights, eigenvalues):
+    grid = np.sort(np.concatenate([nodes, eigenvalues]))
+    cdf_a = np.array([np.sum(weights[nodes <= x]) for x in grid])
+    cdf_b = np.array([np.mean(eigenvalues <= x) for x in grid])
+    return np.sum(np.abs(cdf_a - cdf_b)[:-1] * np.diff(grid))
+
+
+def test_spectral_density_close_to_dense_spectrum_in_wasserstein_distance():
+    spectrum = np.concatenate([np.random.default_rng(2).normal(0, 0.3, 250), [3.0, 4.0, 6.0]])
+    op, A = known_operator(spectrum)
+    sd = H.spectral_density(op, num_probes=8, steps=40)
+    lam = np.linalg.eigvalsh(A)
+    assert abs(float(np.sum(sd.weights)) - 1) < 1e-10
+    w1 = wasserstein1(np.asarray(sd.nodes), np.asarray(sd.weights), lam)
+    assert w1 < 0.01 * (lam[-1] - lam[0])
+    integral = np.trapezoid(np.asarray(sd.density), np.asarray(sd.grid))
+    assert abs(integral - 1) < 1e-3
+
+
+TWO_D = {
+    "bowl": (lambda p: p[0] ** 2 + 3 * p[1] ** 2, [0.0, 0.0], "minimum"),
+    "cap": (lambda p: -(p[0] ** 2) - 3 * p[1] ** 2, [0.0, 0.0], "maximum"),
+    "saddle": (lambda p: p[0] ** 2 - p[1] ** 2, [0.0, 0.0], "saddle"),
+    "monkey_saddle": (lambda p: p[0] ** 3 - 3 * p[0] * p[1] ** 2, [0.0, 0.0], "degenerate"),
+    "quartic_bowl": (lambda p: p[0] ** 4 + p[1] ** 4, [0.0, 0.0], "degenerate"),
+    "rosenbrock_min": (lambda p: (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2, [1.0, 1.0], "minimum"),
+    "slope": (lambda p: p[0] + p[1] ** 2, [0.0, 0.0], "not_critical"),
+}
+
+
+def himmelblau(p):
+    return (p[0] ** 2 + p[1] - 11) ** 2 + (p[0] + p[1] ** 2 - 7) ** 2
+
+
+HIMMELBLAU = {  # its nine critical points, refined below by Newton on the gradient
+    "min1": ([3.0, 2.0], "minimum"),
+    "min2": ([-2.805118, 3.131312], "minimum"),
+    "min3": ([-3.779310, -3.283186], "minimum"),
+    "min4": ([3.584428, -1.848126], "minimum"),
+    "max": ([-0.270845, -0.923039], "maximum"),
+    "saddle1": ([0.086678, 2.884255], "saddle"),
+    "saddle2": ([-3.073026, -0.081353], "saddle"),
+    "saddle3": ([3.385154, 0.073852], "saddle"),
+    "saddle4": ([-0.127961, -1.953715], "saddle"),
+}
+
+
+def refine(f, x):
+    """Newton's method on grad f = 0 (it converges to the nearby critical point of any kind)."""
+    x = jnp.asarray(x)
+    for _ in range(20):
+        x = x - jnp.linalg.solve(jax.hessian(f)(x), jax.grad(f)(x))
+    return x
+
+
+@pytest.mark.parametrize("method", ["dense", "lanczos"])
+def test_classification_of_standard_critical_points(method):
+    for name, (f, x, want) in TWO_D.items():
+        got = H.classify_critical_point(f, jnp.asarray(x), method=method)
+        assert got.verdict == want, (name, got)
+    for name, (x, want) in HIMMELBLAU.items():
+        got = H.classify_critical_point(himmelblau, refine(himmelblau, x), method=method)
+        assert got.verdict == want, (name, got)
+        assert got.morse_index == {"minimum": 0, "saddle": 1, "maximum": 2}[want]
+
+
+def test_tiny_negative_eigenvalues_do_not_make_a_saddle():
+    # a minimum with a flat direction whose computed curvature is -1e-12: degenerate, not saddle
+    def f(p):
+        return p[0] ** 2 + 2 * p[1] ** 2 - 0.5e-12 * p[2] ** 2
+
+    got = H.classify_critical_point(f, jnp.zeros(3))
+    assert got.verdict == "degenerate" and got.morse_index == 0
+
+
+def test_dense_and_matrix_free_agree_on_nd_quadratics():
+    for signature, want in [((5.0, 3.0, 1.0, 0.5), "minimum"), ((5.0, -3.0, 1.0, 0.5), "saddle"), ((-1.0, -2.0, -3.0, -4.0), "maximum")]:
+        op_matrix = known_operator(np.repeat(signature, 5), seed=4)[1]
+        A = jnp.asarray(op_matrix)
+
+        def f(x, A=A):
+            return 0.5 * x @ A @ x
+
+        dense = H.classify_critical_point(f, jnp.zeros(20), method="dense")
+        free = H.classify_critical_point(f, jnp.zeros(20), method="lanczos")
+        assert dense.verdict == free.verdict == want
+        np.testing.assert_allclose([free.lambda_min, free.lambda_max], [dense.lambda_min, dense.lambda_max], rtol=1e-8)
+        if want in ("minimum", "maximum"):
+            assert free.miss_probability < 1e-6
+
+
+def test_trained_mlp_is_not_a_saddle_and_random_point_is_not_critical():
+    params = mlp_params(width=6)
+    sol = gx.minimize(mlp_loss, params, tol=1e-10, maxiter=3000)
+    trained = H.classify_critical_point(mlp_loss, sol.params, grad_tol=1e-4)
+    assert trained.verdict in ("minimum", "degenerate")
+    assert H.classify_critical_point(mlp_loss, params).verdict == "not_critical"
+
+
+def test_block_hessian_is_the_submatrix():
+    params = mlp_params(width=4)
+    f_block, block = H.restrict(mlp_loss, params, lambda path: "w2" in path or "b2" in path)
+    sub = np.asarray(H.hessian_matrix(f_block, block))
+    full = np.asarray(H.hessian_matrix(mlp_loss, params))
+    flat_keys = jax.flatten_util.ravel_pytree(jax.tree_util.tree_map_with_path(lambda p, x: jnp.full(x.shape, hash(jax.tree_util.keystr(p)) % 1000, jnp.float64), params))[0]
+    mask = np.isin(np.asarray(flat_keys), [hash("['w2']") % 1000, hash("['b2']") % 1000])
+    np.testing.assert_allclose(sub, full[np.ix_(mask, mask)], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="select chose no leaf"):
+        H.restrict(mlp_loss, params, lambda path: False)
+
+
+def test_batch_mean_hvp_is_the_average_of_per_batch_hvps():
+    X = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 3))  # 4 batches of 8
+
+    def loss(w, batch):
+        return jnp.mean(jnp.log1p(jnp.exp(batch @ w)))
+
+    w = jnp.array([0.3, -0.2, 0.1])
+    v = jnp.array([1.0, 2.0, -1.0])
+    averaged = H.hvp(H.batch_mean(loss, X), w, v)
+    per_batch = np.mean([np.asarray(H.hvp(lambda w, b=b: loss(w, b), w, v)) for b in X], axis=0)
+    np.testing.assert_allclose(averaged, per_batch, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: H.hessian_eigenpairs(lambda x: x, jnp.ones(3)), ValueError, "f must return a scalar"),
+        (lambda: H.hessian_eigenpairs(jnp.sum, jnp.arange(3)), TypeError, "real floating"),
+        (lambda: H.hessian_eigenpairs(jnp.sum, jnp.ones(3), which="middle"), ValueError, "which must be"),
+        (lambda: H.hessian_eigenpairs(jnp.sum, jnp.ones(3), k=0), ValueError, "k must be"),
+        (lambda: H.trace(jnp.sum, jnp.ones(3), method="exact"), ValueError, "method must be"),
+        (lambda: H.classify_critical_point(jnp.sum, jnp.ones(3), method="qr"), ValueError, "method must be"),
+    ],
+)
+def test_bad_input_is_a_clear_error(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
