@@ -86,7 +86,10 @@ class DiagonalEstimate(NamedTuple):
 
 
 def diagonal(f, params=None, *, num_matvecs: int = 60, key=None) -> DiagonalEstimate:
-    """Estimates ``diag H`` as the mean of ``z * (H z)`` over Rademacher ``z`` (Bekas et al., 2007)."""
+    """Estimates ``diag H`` as the mean of ``z * (H z)`` over Rademacher ``z``.
+
+    The estimator of Bekas, Kokiopoulou & Saad (2007).
+    """
     op = _as_operator(f, params)
     if not isinstance(num_matvecs, int) or num_matvecs < 2:
         raise ValueError(f"num_matvecs must be an integer >= 2; got {num_matvecs!r}")

@@ -111,6 +111,7 @@ class _Loop(NamedTuple):
     nhev: jax.Array
     nhvp: jax.Array
     model: Any
+    fresh: jax.Array  # the curvature model holds no pairs yet (start, or after a reset)
     hist_f: jax.Array
     hist_g: jax.Array
 
@@ -265,6 +266,7 @@ def _compiled(fun, treedef, leaf_spec, config):
             nhev=jnp.zeros([], jnp.int32),
             nhvp=jnp.zeros([], jnp.int32),
             model=init_model(x0),
+            fresh=jnp.array(True),
             hist_f=nan.at[0].set(f0) if keep_history else nan,
             hist_g=nan.at[0].set(gnorm0) if keep_history else nan,
         )
@@ -274,15 +276,14 @@ def _compiled(fun, treedef, leaf_spec, config):
             descent = slope < 0
             d = jnp.where(descent | (method == "newton"), d, -s.g)
             # with no curvature pairs yet (H = I) the first trial step is min(1, 1/|g|)
-            if method == "lbfgs":
-                fresh = s.model.count == 0
-            else:
-                fresh = jnp.array(method == "bfgs") & (s.k == 0)
+            quasi_newton = method in ("lbfgs", "bfgs")
+            fresh = (s.model.count == 0) if method == "lbfgs" else s.fresh & quasi_newton
             t0 = jnp.where(fresh, jnp.minimum(1, 1 / jnp.linalg.norm(s.g)), 1)
             if method == "bfgs":
                 # scipy's guess: the step a quadratic model fitted to the last decrease predicts
                 guess = 1.01 * 2 * (s.f_prev - s.f) / -slope
-                t0 = jnp.where(jnp.isfinite(guess) & (guess > 0), jnp.minimum(t0, guess), t0)
+                use = jnp.isfinite(guess) & (guess > 0) & ~fresh
+                t0 = jnp.where(use, jnp.minimum(t0, guess), t0)
             ls = zoom_search(
                 value_and_grad,
                 s.x,
@@ -306,11 +307,19 @@ def _compiled(fun, treedef, leaf_spec, config):
             else:
                 model = s.model
             ok = ls.decreased & finite
+            # a failed search with a curvature model: forget the model and retry from
+            # steepest descent (as scipy retries); only a failure from there is final
+            retry = ~ok & finite & ~fresh & quasi_newton
             status = jnp.where(
-                ok, _RUNNING, jnp.where(finite, Status.LINESEARCH_FAILED, Status.NONFINITE)
+                ok | retry,
+                _RUNNING,
+                jnp.where(finite, Status.LINESEARCH_FAILED, Status.NONFINITE),
             )
             keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+            model = jax.tree.map(keep, model, s.model)
+            model = jax.tree.map(lambda a, b: jnp.where(retry, a, b), init_model(s.x), model)
             return s._replace(
+                fresh=retry | (fresh & ~ok),
                 k=s.k + 1,
                 x=keep(x_new, s.x),
                 f=keep(ls.value, s.f),
@@ -318,7 +327,7 @@ def _compiled(fun, treedef, leaf_spec, config):
                 g=keep(ls.grad, s.g),
                 status=status.astype(jnp.int32),
                 nfev=s.nfev + ls.num_evals,
-                model=jax.tree.map(keep, model, s.model),
+                model=model,
             )
 
         def body(s: _Loop):
