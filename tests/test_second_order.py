@@ -172,10 +172,11 @@ def test_matches_scipy(problem, method):
     np.testing.assert_allclose(sol.value, ref.fun, rtol=1e-10, atol=1e-14)
 
 
-@pytest.mark.parametrize("start", [[0.0, 0.0], [0.0, 1e-9], [1e-3, 0.0]])
+@pytest.mark.parametrize("start", [[0.0, 0.0], [0.0, 1e-9], [1.0, 0.0], [0.0, 2**0.5], [1e-3, 0.0]])
 def test_newton_leaves_saddles_and_maxima_for_a_true_minimum(start):
-    # f has a saddle at (0, 0), minima at (0, +-sqrt(2)) and (+-1, ...): every start sits on or
-    # next to the saddle, where plain Newton (which solves grad = 0) would stay
+    # f has a maximum at (0, 0), saddles at (+-1, 0) and (0, +-sqrt(2)), minima at
+    # (+-1, +-sqrt(2)): every start sits on or next to a maximum or saddle, where plain
+    # Newton (which solves grad = 0) would stay
     def f(p):
         x, y = p
         return x**4 / 4 - x**2 / 2 - y**2 + y**4 / 4

@@ -117,7 +117,8 @@ def zoom_search(
     non-finite value or derivative counts as "too far". After ``max_steps``
     evaluations without a Wolfe point the best decreasing point is returned
     with ``wolfe=False``. Where the decrease Armijo asks for,
-    ``c1 t |g.d|``, is below ``max(1e-6, sqrt(eps)) |f(x)|`` (optax and Hager & Zhang use 1e-6; float32 objectives are often noisier), a
+    ``c1 t |g.d|``, is below ``max(1e-6, sqrt(eps)) |f(x)|`` (optax and Hager &
+    Zhang use 1e-6; float32 objectives are often noisier), a
     step meeting the curvature condition with ``f`` within that error of
     ``f(x)`` is accepted too (in the spirit of Hager & Zhang's approximate
     Wolfe conditions), so solves can reach tight gradient tolerances.
