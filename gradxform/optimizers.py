@@ -232,11 +232,14 @@ def adamw(
     eps_root: float | Schedule = 0.0,
     mu_dtype=None,
     nu_dtype=None,
+    mask=None,
 ) -> GradientTransformationExtraArgs:
     """Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
 
     ``x <- x - lr * (m_hat / (sqrt(v_hat + eps_root) + eps) + weight_decay * x)``.
-    Default ``weight_decay`` is optax's 1e-4 (torch's is 1e-2).
+    Default ``weight_decay`` is optax's 1e-4 (torch's is 1e-2); ``mask`` (a
+    pytree of bools or a function of the params) limits the decay to some
+    leaves, as in :func:`gradxform.add_decayed_weights`.
 
     Composition: ``chain(scale_by_adam(...), add_decayed_weights(weight_decay),
     scale_by_learning_rate(lr))``.
@@ -244,7 +247,7 @@ def adamw(
     check_nonnegative("weight_decay", weight_decay)
     return chain(
         scale_by_adam(b1, b2, eps, eps_root=eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
-        add_decayed_weights(weight_decay),
+        add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
 

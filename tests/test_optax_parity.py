@@ -46,6 +46,10 @@ ROWS = {
         lambda: gx.adamw(0.01, weight_decay=0.1),
         lambda: optax.adamw(0.01, weight_decay=0.1),
     ),
+    "adamw_masked": (
+        lambda: gx.adamw(0.01, weight_decay=0.1, mask=lambda p: {k: p[k].ndim == 2 for k in p}),
+        lambda: optax.adamw(0.01, weight_decay=0.1, mask=lambda p: {k: p[k].ndim == 2 for k in p}),
+    ),
     "amsgrad": (lambda: gx.amsgrad(0.01), lambda: optax.amsgrad(0.01)),
     "nadam": (lambda: gx.nadam(0.01), lambda: optax.nadam(0.01)),
     "adam_scheduled_lr": (

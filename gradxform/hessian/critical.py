@@ -125,7 +125,7 @@ def classify_critical_point(
     grad_norm = float(jnp.linalg.norm(ravel_pytree(jax.grad(f)(params))[0]))
     use_dense = method == "dense" or (method == "auto" and n <= dense_limit)
     if use_dense:
-        H = jax.hessian(lambda x: f(unravel(x)))(flat)
+        H = jax.jit(jax.hessian(lambda x: f(unravel(x))))(flat)
         lam = np.asarray(jnp.linalg.eigvalsh(H), np.float64)
         scale = max(1.0, float(np.max(np.abs(lam))))
         tol = curvature_tol if curvature_tol is not None else np.sqrt(eps) * scale

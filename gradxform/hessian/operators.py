@@ -65,7 +65,7 @@ def linearized_hvp(f: Callable[[Any], jax.Array], params: Any) -> Callable[[Any]
 def hessian_matrix(f: Callable[[Any], jax.Array], params: Any) -> jax.Array:
     """The dense ``(n, n)`` Hessian over the flattened params (``ravel_pytree`` order)."""
     flat, unravel = ravel_pytree(params)
-    return jax.hessian(lambda x: f(unravel(x)))(flat)
+    return jax.jit(jax.hessian(lambda x: f(unravel(x))))(flat)
 
 
 def eigh(f: Callable[[Any], jax.Array], params: Any) -> tuple[jax.Array, jax.Array]:

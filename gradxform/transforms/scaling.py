@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
+
 from gradxform import tree
 from gradxform.base import GradientTransformationExtraArgs, Schedule
 from gradxform.hyperparams import (
@@ -92,14 +95,23 @@ class AddDecayedWeightsState(NamedTuple):
     hyperparams: HyperparamState
 
 
-def add_decayed_weights(weight_decay: float | Schedule = 0.0) -> GradientTransformationExtraArgs:
-    """``u <- u + weight_decay * params``.
+def add_decayed_weights(
+    weight_decay: float | Schedule = 0.0, mask=None
+) -> GradientTransformationExtraArgs:
+    """``u <- u + weight_decay * params`` (only where ``mask`` is True, if given).
 
     Before the moments (``chain(add_decayed_weights(wd), adam...)``) this is L2
     regularisation, torch's ``weight_decay``; after them it is decoupled weight
     decay, as in :func:`gradxform.adamw`.
+
+    Args:
+        weight_decay: a number >= 0 or a schedule.
+        mask: None (decay every leaf), a pytree of bools shaped like the params,
+            or a function ``params -> such a pytree`` (e.g. to spare biases).
     """
     check_nonnegative("weight_decay", weight_decay)
+    if mask is not None and not callable(mask) and not jax.tree.leaves(mask):
+        raise ValueError("mask must be a pytree of bools, a function params -> mask, or None")
     hp = Hyperparams(weight_decay=weight_decay)
 
     def init_fn(params):
@@ -113,6 +125,17 @@ def add_decayed_weights(weight_decay: float | Schedule = 0.0) -> GradientTransfo
         values, hyper = hp.step(state.hyperparams)
         decayed = tree.scale(values["weight_decay"], params)
         out = tree.cast(tree.add(updates, decayed), updates)
+        if mask is not None:
+            flags = mask(params) if callable(mask) else mask
+            tree.check_structure(params, flags, "params", "mask")
+            out = jax.tree.map(
+                lambda keep, o, u: (
+                    (o if keep else u) if isinstance(keep, bool) else jnp.where(keep, o, u)
+                ),
+                flags,
+                out,
+                updates,
+            )
         return out, AddDecayedWeightsState(hyper)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
