@@ -241,6 +241,19 @@ def test_tol_is_honoured():
     assert int(loose.iterations) < int(tight.iterations)
 
 
+def test_stagnation_at_float32_resolution_is_a_status_not_maxiter():
+    with jax.enable_x64(False):
+        # tol far below what float32 can resolve on an ill-conditioned quadratic
+        x0 = jnp.ones(6, jnp.float32)
+        for method in METHODS:
+            sol = gx.minimize(quadratic, x0, method=method, tol=1e-12, maxiter=1000)
+            # at the resolution limit: stalled, or no decreasing point left for the line search
+            allowed = (gx.Status.SUCCESS, gx.Status.STALLED, gx.Status.LINESEARCH_FAILED)
+            assert int(sol.status) in allowed, (method, sol.message)
+            assert int(sol.iterations) < 1000
+            np.testing.assert_allclose(sol.params, np.linalg.solve(A, B), rtol=1e-3, atol=1e-4)
+
+
 def test_float32_converges():
     with jax.enable_x64(False):
         sol = gx.minimize(rosenbrock, jnp.tile(jnp.array([-1.2, 1.0], jnp.float32), 5), tol=1e-6)

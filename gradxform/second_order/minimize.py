@@ -35,6 +35,7 @@ class Status(enum.IntEnum):
     MAXITER = 1
     LINESEARCH_FAILED = 2
     NONFINITE = 3
+    STALLED = 4
 
 
 _RUNNING = -1
@@ -46,6 +47,11 @@ MESSAGES = {
         "(the direction is not a descent direction, or f is at its floating-point resolution)"
     ),
     Status.NONFINITE: "failed: the objective or its gradient is not finite (NaN or inf)",
+    Status.STALLED: (
+        "stopped: neither the best objective value nor the best gradient norm improved in 25 "
+        "iterations (5 for Newton's methods); the iterate is at the floating-point resolution "
+        "of f and its gradient (tol is below what this precision can resolve)"
+    ),
 }
 
 
@@ -112,6 +118,9 @@ class _Loop(NamedTuple):
     nhvp: jax.Array
     model: Any
     fresh: jax.Array  # the curvature model holds no pairs yet (start, or after a reset)
+    stall: jax.Array  # consecutive iterations without a new best value or gradient norm
+    f_best: jax.Array
+    g_best: jax.Array
     hist_f: jax.Array
     hist_g: jax.Array
 
@@ -215,6 +224,7 @@ def minimize(
 def _compiled(fun, treedef, leaf_spec, config):
     """The jitted solver for one objective, tree layout and configuration (cached)."""
     method, tol, maxiter, memory_size, c1, c2, ls_steps, cg_steps, keep_history = config
+    stall_limit = 25 if method in ("lbfgs", "bfgs") else 5
     example = jax.tree.unflatten(treedef, [jnp.zeros(s, d) for s, d in leaf_spec])
     _, unravel = ravel_pytree(example)
 
@@ -267,6 +277,9 @@ def _compiled(fun, treedef, leaf_spec, config):
             nhvp=jnp.zeros([], jnp.int32),
             model=init_model(x0),
             fresh=jnp.array(True),
+            stall=jnp.zeros([], jnp.int32),
+            f_best=f0,
+            g_best=gnorm0,
             hist_f=nan.at[0].set(f0) if keep_history else nan,
             hist_g=nan.at[0].set(gnorm0) if keep_history else nan,
         )
@@ -310,15 +323,21 @@ def _compiled(fun, treedef, leaf_spec, config):
             # a failed search with a curvature model: forget the model and retry from
             # steepest descent (as scipy retries); only a failure from there is final
             retry = ~ok & finite & ~fresh & quasi_newton
+            gnorm_new = jnp.linalg.norm(ls.grad)
+            progress = ~ok | (ls.value < s.f_best) | (gnorm_new < 0.99 * s.g_best)
+            stall = jnp.where(progress, 0, s.stall + 1)
             status = jnp.where(
                 ok | retry,
-                _RUNNING,
+                jnp.where(stall >= stall_limit, Status.STALLED, _RUNNING),
                 jnp.where(finite, Status.LINESEARCH_FAILED, Status.NONFINITE),
             )
             keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
             model = jax.tree.map(keep, model, s.model)
             model = jax.tree.map(lambda a, b: jnp.where(retry, a, b), init_model(s.x), model)
             return s._replace(
+                stall=stall,
+                f_best=jnp.where(ok, jnp.minimum(s.f_best, ls.value), s.f_best),
+                g_best=jnp.where(ok, jnp.minimum(s.g_best, gnorm_new), s.g_best),
                 fresh=retry | (fresh & ~ok),
                 k=s.k + 1,
                 x=keep(x_new, s.x),
