@@ -5,8 +5,9 @@ flattened once at the boundary); each iteration takes a direction from
 :mod:`gradxform.second_order.directions` and a strong-Wolfe step from
 :func:`gradxform.second_order.linesearch.zoom_search`. Works under ``vmap``
 over starting points. Never hangs (every loop is bounded) and never returns
-NaN silently: a non-finite value, a failed line search or ``maxiter`` is a
-status in the returned :class:`Solution`.
+NaN silently: a non-finite value, a failed line search, ``maxiter`` or
+stagnation at floating-point resolution is a status in the returned
+:class:`Solution`.
 """
 
 from __future__ import annotations
