@@ -23,7 +23,6 @@ when optax or torch compute it in Python (:meth:`Values.complement`).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -230,6 +229,3 @@ def set_hyperparams(opt_state, **values) -> Any:
         return node._replace(values=new_values, residuals=new_residuals)
 
     return jax.tree.map(replace, opt_state, is_leaf=_is_hyperparam_state)
-
-
-Schedule = Callable[[jax.Array], jax.Array]

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-Schedule = Callable[[jax.Array], jax.Array]
+from gradxform.base import Schedule
 
 __all__ = [
     "Schedule",
