@@ -244,9 +244,14 @@ def test_tol_is_honoured():
 def test_stagnation_at_float32_resolution_is_a_status_not_maxiter():
     with jax.enable_x64(False):
         # tol far below what float32 can resolve on an ill-conditioned quadratic
+        A32, B32 = jnp.asarray(A, jnp.float32), jnp.asarray(B, jnp.float32)
+
+        def quadratic32(x):
+            return 0.5 * x @ (A32 @ x) - B32 @ x
+
         x0 = jnp.ones(6, jnp.float32)
         for method in METHODS:
-            sol = gx.minimize(quadratic, x0, method=method, tol=1e-12, maxiter=1000)
+            sol = gx.minimize(quadratic32, x0, method=method, tol=1e-12, maxiter=1000)
             # at the resolution limit: stalled, or no decreasing point left for the line search
             allowed = (gx.Status.SUCCESS, gx.Status.STALLED, gx.Status.LINESEARCH_FAILED)
             assert int(sol.status) in allowed, (method, sol.message)
