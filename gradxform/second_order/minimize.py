@@ -142,12 +142,6 @@ def _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2):
                 f"{jax.tree_util.keystr(path) or '<root>'} has dtype {dtype} "
                 "(convert it, e.g. x0 = jnp.asarray(x0, jnp.float32))"
             )
-    out = jax.eval_shape(fun, x0)
-    if not (hasattr(out, "shape") and out.shape == () and jnp.issubdtype(out.dtype, jnp.floating)):
-        raise ValueError(
-            "fun must return a real scalar; got "
-            f"{getattr(out, 'shape', type(out))} {getattr(out, 'dtype', '')}".rstrip()
-        )
     if not (isinstance(tol, (int, float)) and tol >= 0 and np.isfinite(tol)):
         raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
     if not (isinstance(maxiter, int) and maxiter >= 0):
@@ -202,8 +196,9 @@ def minimize(
         [1.0, 1.0]
     """
     _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2)
-    flat, unravel = ravel_pytree(x0)
-    n = flat.size
+    leaves, treedef = jax.tree.flatten(x0)
+    leaf_spec = tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves)
+    n = sum(int(np.prod(shape)) for shape, _ in leaf_spec)
     config = (
         method,
         float(tol),
@@ -215,10 +210,16 @@ def minimize(
         int(max_cg_steps or n),
         bool(history),
     )
-    leaf_spec = tuple((jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(x0))
-    solve = _compiled(fun, jax.tree.structure(x0), leaf_spec, config)
-    out = solve(flat)
-    return out._replace(params=unravel(out.params))
+    return _compiled(fun, treedef, leaf_spec, config)(x0)
+
+
+def _check_scalar_objective(fun, example):
+    out = jax.eval_shape(fun, example)
+    if not (hasattr(out, "shape") and out.shape == () and jnp.issubdtype(out.dtype, jnp.floating)):
+        raise ValueError(
+            "fun must return a real scalar; got "
+            f"{getattr(out, 'shape', type(out))} {getattr(out, 'dtype', '')}".rstrip()
+        )
 
 
 @functools.lru_cache(maxsize=64)
@@ -226,8 +227,9 @@ def _compiled(fun, treedef, leaf_spec, config):
     """The jitted solver for one objective, tree layout and configuration (cached)."""
     method, tol, maxiter, memory_size, c1, c2, ls_steps, cg_steps, keep_history = config
     stall_limit = 25 if method in ("lbfgs", "bfgs") else 5
-    example = jax.tree.unflatten(treedef, [jnp.zeros(s, d) for s, d in leaf_spec])
-    _, unravel = ravel_pytree(example)
+    example = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaf_spec])
+    _check_scalar_objective(fun, example)  # once per objective and layout, before any jit
+    unravel = ravel_pytree(jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), example))[1]
 
     def f_flat(v):
         return fun(unravel(v))
@@ -258,6 +260,11 @@ def _compiled(fun, treedef, leaf_spec, config):
 
         d, used = dirs.newton_cg_direction(hvp, s.g, cg_steps)
         return d, jnp.array(True), zero, used
+
+    def solve_tree(x0_tree):
+        x0, _ = ravel_pytree(x0_tree)
+        out = solve(x0)
+        return out._replace(params=unravel(out.params))
 
     def solve(x0):
         f0, g0 = value_and_grad(x0)
@@ -386,4 +393,4 @@ def _compiled(fun, treedef, leaf_spec, config):
             history=History(s.hist_f, s.hist_g) if keep_history else None,
         )
 
-    return jax.jit(solve)
+    return jax.jit(solve_tree)
