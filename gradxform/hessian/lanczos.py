@@ -156,16 +156,15 @@ class Eigenpairs(NamedTuple):
     invariant: jax.Array
 
 
-def _select(theta, residual, real, k, which):
+def _requested(result: LanczosResult, k: int, which: str):
+    """The requested Ritz values, their T-eigenvectors, residuals, and the spectral scale."""
+    theta, S, residual, real = ritz_pairs(result)
     count = jnp.sum(real)
-    asc = jnp.arange(theta.shape[0])
-    if which == "bottom":
-        idx = asc[:k]
-    elif which == "top":
-        idx = count - 1 - asc[:k]
-    else:
-        idx = jnp.concatenate([asc[:k], count - 1 - asc[:k]])
-    return jnp.clip(idx, 0, jnp.maximum(count - 1, 0))
+    ascending = jnp.arange(k)
+    bottom, top = ascending, count - 1 - ascending
+    idx = {"bottom": bottom, "top": top, "both": jnp.concatenate([bottom, top])}[which]
+    idx = jnp.clip(idx, 0, jnp.maximum(count - 1, 0))
+    return theta[idx], S[:, idx], residual[idx], jnp.nanmax(jnp.abs(theta))
 
 
 def eigenpairs(
@@ -209,7 +208,6 @@ def eigenpairs(
     work = jnp.float64 if float64_accumulation else operator.dtype
     steps = min(max_matvecs, operator.size)
     k = min(k, operator.size)
-    wanted = k * (2 if which == "both" else 1)
     if tol is None:
         tol = float(jnp.sqrt(jnp.finfo(work).eps))
     if not tol > 0:
@@ -217,27 +215,18 @@ def eigenpairs(
     key = jax.random.PRNGKey(0) if key is None else key
     v0 = jax.random.normal(key, (operator.size,), operator.dtype)
 
-    def requested(result):
-        theta, _, residual, real = ritz_pairs(result)
-        idx = _select(theta, residual, real, k, which)[:wanted]
-        scale = jnp.nanmax(jnp.abs(theta))
-        return theta[idx], residual[idx], scale, idx
-
     def converged_all(result):
-        enough = result.size >= min(k, steps)
-        _, residual, scale, _ = requested(result)
-        return enough & jnp.all(residual <= tol * scale)
+        _, _, residual, scale = _requested(result, k, which)
+        return (result.size >= min(k, steps)) & jnp.all(residual <= tol * scale)
 
     result = lanczos(operator.matvec, v0, steps, stop=converged_all, dtype=work)
-    theta, S, residual, real = ritz_pairs(result)
-    idx = _select(theta, residual, real, k, which)[:wanted]
-    scale = jnp.nanmax(jnp.abs(theta))
-    vectors_flat = (S[:, idx].T @ result.basis).astype(operator.dtype)
+    values, S, residuals, scale = _requested(result, k, which)
+    vectors_flat = (S.T @ result.basis).astype(operator.dtype)
     return Eigenpairs(
-        values=theta[idx],
+        values=values,
         vectors=jax.vmap(operator.unravel)(vectors_flat),
-        residuals=residual[idx],
-        converged=residual[idx] <= tol * scale,
+        residuals=residuals,
+        converged=residuals <= tol * scale,
         tol=tol * scale,
         num_matvecs=result.size,
         invariant=jnp.take(result.beta, jnp.maximum(result.size - 1, 0)) == 0,
