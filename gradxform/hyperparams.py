@@ -35,11 +35,17 @@ __all__ = [
     "Values",
     "check_decay",
     "check_nonnegative",
+    "increment_count",
     "get_hyperparams",
     "set_hyperparams",
 ]
 
 _INT32_MAX = np.iinfo(np.int32).max
+
+
+def increment_count(count: jax.Array) -> jax.Array:
+    """``count + 1``, saturating at ``2**31 - 1`` instead of overflowing (int32 counts)."""
+    return jnp.where(count < _INT32_MAX, count + 1, count)
 
 
 class HyperparamState(NamedTuple):
@@ -157,7 +163,7 @@ class Hyperparams:
                 dtype = state.values[name].dtype
                 values[name] = jnp.asarray(spec(state.count), dtype)
                 residuals[name] = jnp.zeros([], dtype)
-        count = jnp.where(state.count < _INT32_MAX, state.count + 1, state.count)
+        count = increment_count(state.count)
         return Values(values, residuals), HyperparamState(count, values, residuals)
 
 

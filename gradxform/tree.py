@@ -15,6 +15,7 @@ import numpy as np
 __all__ = [
     "add",
     "cast",
+    "check_real_floating",
     "check_structure",
     "ema",
     "full_like",
@@ -138,3 +139,20 @@ def check_structure(reference: Any, other: Any, reference_name: str, other_name:
         f"{other_name} and {reference_name} have the same leaf paths but different "
         f"container types: {other_name} is {other_def}, {reference_name} is {ref_def}"
     )
+
+
+def check_real_floating(tree: Any, name: str) -> None:
+    """Raises unless ``tree`` holds at least one array and every leaf is real floating point.
+
+    The error names the argument and the path of the first offending leaf.
+    """
+    if not jax.tree.leaves(tree):
+        raise ValueError(f"{name} must hold at least one array; got an empty pytree")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{name} must hold real floating-point arrays; the leaf at "
+                f"{jax.tree_util.keystr(path) or '<root>'} has dtype {dtype} "
+                "(convert it, e.g. jnp.asarray(leaf, jnp.float32))"
+            )

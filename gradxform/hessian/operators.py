@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from gradxform import tree
+
 __all__ = [
     "FlatOperator",
     "batch_mean",
@@ -30,14 +32,7 @@ __all__ = [
 def _check_objective(f, params):
     if not callable(f):
         raise TypeError(f"f must be a callable f(params) -> scalar; got {f!r}")
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            raise TypeError(
-                f"params must hold real floating-point arrays; the leaf at "
-                f"{jax.tree_util.keystr(path) or '<root>'} has dtype {jnp.result_type(leaf)}"
-            )
-    if not jax.tree.leaves(params):
-        raise ValueError("params must hold at least one array; got an empty pytree")
+    tree.check_real_floating(params, "params")
     out = jax.eval_shape(f, params)
     if getattr(out, "shape", None) != ():
         raise ValueError(f"f must return a scalar; got shape {getattr(out, 'shape', type(out))}")

@@ -205,10 +205,6 @@ def newton_cg_direction(hvp, g: jax.Array, max_steps: int) -> tuple[jax.Array, j
 # --- transforms -------------------------------------------------------------------------
 
 
-def _flat(tree):
-    return ravel_pytree(tree)
-
-
 class ScaleByLbfgsState(NamedTuple):
     """State of :func:`scale_by_lbfgs`: the memory and the previous params and gradient
     (flat; not named ``params``/``grad``, which the line search's state owns)."""
@@ -230,7 +226,7 @@ def scale_by_lbfgs(
         raise ValueError(f"memory_size must be an integer >= 1; got {memory_size!r}")
 
     def init_fn(params):
-        flat, _ = _flat(params)
+        flat, _ = ravel_pytree(params)
         return ScaleByLbfgsState(
             lbfgs_init(flat.size, memory_size, flat.dtype), flat, jnp.zeros_like(flat)
         )
@@ -239,8 +235,8 @@ def scale_by_lbfgs(
         del extra
         if params is None:
             raise ValueError("scale_by_lbfgs: update needs params")
-        g, unravel = _flat(updates)
-        x, _ = _flat(params)
+        g, unravel = ravel_pytree(updates)
+        x, _ = ravel_pytree(params)
         # at the first call s = 0, which lbfgs_update rejects: no pair is stored
         memory = lbfgs_update(state.memory, x - state.previous_params, g - state.previous_grad)
         direction = lbfgs_two_loop(memory, g, scale_initial)
@@ -262,7 +258,7 @@ def scale_by_bfgs() -> GradientTransformationExtraArgs:
     """``u <- H g`` with ``H`` the BFGS inverse Hessian, updated in O(n^2) per step."""
 
     def init_fn(params):
-        flat, _ = _flat(params)
+        flat, _ = ravel_pytree(params)
         n = flat.size
         return ScaleByBfgsState(
             jnp.eye(n, dtype=flat.dtype), flat, jnp.zeros_like(flat), jnp.zeros([], jnp.int32)
@@ -272,8 +268,8 @@ def scale_by_bfgs() -> GradientTransformationExtraArgs:
         del extra
         if params is None:
             raise ValueError("scale_by_bfgs: update needs params")
-        g, unravel = _flat(updates)
-        x, _ = _flat(params)
+        g, unravel = ravel_pytree(updates)
+        x, _ = ravel_pytree(params)
         H = jnp.where(
             state.count > 0,  # H_0 = I, as in gx.minimize
             bfgs_inverse_update(
@@ -312,14 +308,14 @@ def scale_by_newton() -> GradientTransformationExtraArgs:
     """
 
     def init_fn(params):
-        flat, _ = _flat(params)
+        flat, _ = ravel_pytree(params)
         return ScaleByNewtonState(jnp.zeros([], flat.dtype))
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra):
         del extra
         _needs_value_fn("scale_by_newton", value_fn, params)
-        g, unravel = _flat(updates)
-        x, unravel_x = _flat(params)
+        g, unravel = ravel_pytree(updates)
+        x, unravel_x = ravel_pytree(params)
         H = jax.hessian(lambda v: value_fn(unravel_x(v)))(x)
         d, lam_min, _ = newton_direction(H, g)
         return unravel(-d), ScaleByNewtonState(lam_min)
@@ -338,8 +334,8 @@ def scale_by_newton_cg(max_cg_steps: int = 50) -> GradientTransformationExtraArg
     def update_fn(updates, state, params=None, *, value_fn=None, **extra):
         del extra
         _needs_value_fn("scale_by_newton_cg", value_fn, params)
-        g, unravel = _flat(updates)
-        x, unravel_x = _flat(params)
+        g, unravel = ravel_pytree(updates)
+        x, unravel_x = ravel_pytree(params)
         grad_flat = jax.grad(lambda v: value_fn(unravel_x(v)))
 
         def hvp(v):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from gradxform import tree
 from gradxform.second_order import directions as dirs
 from gradxform.second_order.linesearch import zoom_search
 
@@ -131,17 +132,7 @@ def _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2):
         raise TypeError(f"fun must be a callable fun(params) -> scalar; got {fun!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    leaves = jax.tree.leaves(x0)
-    if not leaves:
-        raise ValueError("x0 must hold at least one array; got an empty pytree")
-    for path, leaf in jax.tree_util.tree_flatten_with_path(x0)[0]:
-        dtype = jnp.result_type(leaf)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(
-                f"x0 must hold real floating-point arrays; the leaf at "
-                f"{jax.tree_util.keystr(path) or '<root>'} has dtype {dtype} "
-                "(convert it, e.g. x0 = jnp.asarray(x0, jnp.float32))"
-            )
+    tree.check_real_floating(x0, "x0")
     if not (isinstance(tol, (int, float)) and tol >= 0 and np.isfinite(tol)):
         raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
     if not (isinstance(maxiter, int) and maxiter >= 0):

@@ -32,6 +32,7 @@ from gradxform.hyperparams import (
     HyperparamState,
     check_decay,
     check_nonnegative,
+    increment_count,
 )
 
 __all__ = [
@@ -220,7 +221,7 @@ def nesterov_first_moment(
         b, gain = values[name], values.complement(name)
         mu = tree.ema(b, gain, state.mu, updates)
         t = hyper.count
-        next_t = jnp.where(t < jnp.iinfo(jnp.int32).max, t + 1, t)
+        next_t = increment_count(t)
         now, ahead = 1 - b**t, 1 - b**next_t
 
         def leaf(m, g):
