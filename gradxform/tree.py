@@ -52,12 +52,18 @@ def zeros_like(params: Any, dtype=None, real: bool = False) -> Any:
 
 
 def full_like(params: Any, value, dtype=None, real: bool = False) -> Any:
-    """``value`` broadcast to every leaf of ``params`` (see :func:`zeros_like`)."""
+    """``value`` broadcast to every leaf of ``params`` (see :func:`zeros_like`).
+
+    Each leaf of the result has the sharding of its parameter, so optimizer
+    state built from sharded parameters is sharded the same way.
+    """
 
     def leaf(p):
         leaf_dtype = dtype if dtype is not None else jnp.asarray(p).dtype
         if real:
             leaf_dtype = real_dtype(leaf_dtype)
+        if isinstance(p, jax.Array):  # keeps the leaf's sharding (and device)
+            return jnp.full_like(p, value, dtype=leaf_dtype)
         return jnp.full(jnp.shape(p), value, dtype=leaf_dtype)
 
     return jax.tree.map(leaf, params)
