@@ -2,12 +2,12 @@
 
 Every public name has one documented import path, ``gradxform.<name>``
 (``import gradxform as gx``); the namespaces ``gx.schedules``, ``gx.tree``
-(tree arithmetic), ``gx.hyperparams`` and ``gx.torch_compat`` (torch.optim
-presets) are modules, and their names are used through them
+(tree arithmetic), ``gx.hyperparams``, ``gx.checkpoint`` (save / restore) and
+``gx.torch_compat`` (torch.optim presets) are modules, and their names are used through them
 (``gx.schedules.cosine_decay``).
 """
 
-from gradxform import hessian, hyperparams, schedules, torch_compat, tree
+from gradxform import checkpoint, hessian, hyperparams, schedules, torch_compat, tree
 from gradxform.base import (
     DivideState,
     EmptyState,
@@ -53,6 +53,11 @@ from gradxform.transforms.clipping import (
     clip,
     clip_by_global_norm,
 )
+from gradxform.transforms.finite import (
+    ApplyIfFiniteState,
+    NonFiniteUpdatesError,
+    apply_if_finite,
+)
 from gradxform.transforms.moments import (
     AccumulateSquaresState,
     BiasCorrectState,
@@ -86,6 +91,9 @@ from gradxform.transforms.scaling import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApplyIfFiniteState",
+    "NonFiniteUpdatesError",
+    "apply_if_finite",
     "History",
     "ScaleByBfgsState",
     "ScaleByLbfgsState",
@@ -137,6 +145,7 @@ __all__ = [
     "ema_first_moment",
     "ema_second_moment",
     "get_hyperparams",
+    "checkpoint",
     "hessian",
     "hyperparams",
     "identity",

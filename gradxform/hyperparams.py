@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradxform import tree
+
 __all__ = [
     "HyperparamState",
     "Hyperparams",
@@ -88,6 +90,28 @@ def _check_type(name: str, value) -> None:
     )
 
 
+def _check_schedule(name: str, schedule) -> None:
+    """Evaluates a schedule at step 0 when the transform is built: a real, finite scalar."""
+    try:
+        value = jax.eval_shape(schedule, jax.ShapeDtypeStruct((), jnp.int32))
+    except Exception as error:  # the schedule's own error, with the argument named
+        raise TypeError(
+            f"{name}: the schedule failed when called with a scalar int32 step count: {error}"
+        ) from error
+    if (
+        getattr(value, "shape", None) != ()
+        or not jnp.issubdtype(value.dtype, jnp.number)
+        or (jnp.issubdtype(value.dtype, jnp.complexfloating))
+    ):
+        raise TypeError(
+            f"{name}: a schedule must return a real scalar; it returned "
+            f"{getattr(value, 'shape', value)} {getattr(value, 'dtype', '')}".rstrip()
+        )
+    first = np.asarray(schedule(jnp.zeros([], jnp.int32)))
+    if not np.isfinite(first):
+        raise ValueError(f"{name}: the schedule returned {first} at step 0; it must be finite")
+
+
 def check_nonnegative(name: str, value) -> None:
     """Raises ``ValueError`` naming ``name`` unless ``value >= 0`` (schedules pass)."""
     _check_type(name, value)
@@ -139,9 +163,12 @@ class Hyperparams:
     def __init__(self, **specs: Any):
         for name, value in specs.items():
             _check_type(name, value)
+            if callable(value):
+                _check_schedule(name, value)
         self.specs = specs
 
     def init(self, params) -> HyperparamState:
+        tree.check_params(params)
         dtype = _storage_dtype(params)
         values, residuals = {}, {}
         for name, spec in self.specs.items():

@@ -111,8 +111,15 @@ def _paths(tree: Any) -> list[str]:
     return [jax.tree_util.keystr(path) for path, _ in leaves_with_path]
 
 
-def check_structure(reference: Any, other: Any, reference_name: str, other_name: str) -> None:
+def check_structure(
+    reference: Any, other: Any, reference_name: str, other_name: str, *, leaves: bool = True
+) -> None:
     """Raises ``ValueError`` naming the first path where two pytrees differ.
+
+    With ``leaves`` (the default) the leaves of ``other`` must also be arrays
+    with the shapes of ``reference``'s (``TypeError`` / ``ValueError`` naming
+    the path); ``leaves=False`` compares the structures only (e.g. a mask of
+    Python booleans).
 
     Runs in Python at trace time, so the error appears when a jitted step is
     first traced, with the offending path in the message.
@@ -120,6 +127,8 @@ def check_structure(reference: Any, other: Any, reference_name: str, other_name:
     ref_def = jax.tree.structure(reference)
     other_def = jax.tree.structure(other)
     if ref_def == other_def:
+        if leaves:
+            _check_leaves_match(reference, other, reference_name, other_name)
         return
     ref_paths, other_paths = _paths(reference), _paths(other)
     for i, (a, b) in enumerate(zip(ref_paths, other_paths)):
@@ -145,6 +154,44 @@ def check_structure(reference: Any, other: Any, reference_name: str, other_name:
         f"{other_name} and {reference_name} have the same leaf paths but different "
         f"container types: {other_name} is {other_def}, {reference_name} is {ref_def}"
     )
+
+
+def _check_leaves_match(reference: Any, other: Any, reference_name: str, other_name: str) -> None:
+    paths_and_refs = jax.tree_util.tree_flatten_with_path(reference)[0]
+    for (path, ref), leaf in zip(paths_and_refs, jax.tree.leaves(other)):
+        where = jax.tree_util.keystr(path) or "<root>"
+        if not hasattr(leaf, "shape"):
+            raise TypeError(
+                f"{other_name} must hold arrays; the leaf at {where} is a "
+                f"{type(leaf).__name__} (wrap it, e.g. jnp.asarray(leaf))"
+            )
+        if hasattr(ref, "shape") and ref.shape != leaf.shape:
+            raise ValueError(
+                f"{other_name} and {reference_name} differ in shape at {where}: "
+                f"{tuple(leaf.shape)} in {other_name}, {tuple(ref.shape)} in {reference_name}"
+            )
+
+
+def check_params(tree: Any, name: str = "params") -> None:
+    """Raises ``TypeError`` naming the path of the first leaf that cannot be optimized.
+
+    Leaves must be arrays (``jax.Array`` or ``numpy.ndarray``) of a floating or
+    complex dtype: integer and boolean arrays have no gradient step, and a
+    Python scalar would come back from ``update`` as a new array, so it is
+    refused with the fix in the message.
+    """
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        where = jax.tree_util.keystr(path) or "<root>"
+        if not isinstance(leaf, (jax.Array, np.ndarray)):
+            raise TypeError(
+                f"{name} must hold arrays; the leaf at {where} is a {type(leaf).__name__} "
+                f"(wrap it, e.g. jnp.asarray({leaf!r}, jnp.float32))"
+            )
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            raise TypeError(
+                f"{name} must hold floating-point or complex arrays; the leaf at {where} "
+                f"has dtype {leaf.dtype} (convert it, e.g. jnp.asarray(leaf, jnp.float32))"
+            )
 
 
 def check_real_floating(tree: Any, name: str) -> None:

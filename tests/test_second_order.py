@@ -56,23 +56,6 @@ def dense_lbfgs_inverse(pairs, gamma, n):
     return H
 
 
-@pytest.mark.parametrize("num_pairs", [1, 3, 7])  # 7 > memory 4: the ring buffer wraps
-def test_lbfgs_two_loop_equals_the_dense_matrix_it_represents(num_pairs):
-    n, m = 5, 4
-    memory = dirs.lbfgs_init(n, m, jnp.float64)
-    pairs = []
-    for _ in range(num_pairs):
-        s = RNG.normal(size=n)
-        y = A[:5, :5] @ s + 0.1 * RNG.normal(size=n)  # y.s > 0
-        memory = dirs.lbfgs_update(memory, jnp.asarray(s), jnp.asarray(y))
-        pairs.append((s, y))
-    kept = pairs[-m:]
-    s_new, y_new = kept[-1]
-    H = dense_lbfgs_inverse(kept, (s_new @ y_new) / (y_new @ y_new), n)
-    g = RNG.normal(size=n)
-    np.testing.assert_allclose(dirs.lbfgs_two_loop(memory, jnp.asarray(g)), H @ g, rtol=1e-10)
-
-
 def test_bfgs_update_equals_the_textbook_product_form():
     n = 5
     H = np.eye(n) + 0.1 * np.diag(np.arange(n))
@@ -227,8 +210,6 @@ def test_maxiter_is_a_status_and_history_is_recorded():
     values = np.asarray(sol.history.value)
     assert values.shape == (6,) and np.all(np.diff(values) < 0)
     np.testing.assert_allclose(values[-1], sol.value)
-    sol0 = gx.minimize(rosenbrock, jnp.array([-1.2, 1.0]), maxiter=0)
-    assert int(sol0.status) == gx.Status.MAXITER and int(sol0.num_fun_evals) == 1
 
 
 def test_tol_is_honoured():
@@ -278,6 +259,9 @@ def test_float32_converges():
         (lambda: gx.minimize(jnp.sum, jnp.ones(2), memory_size=0), ValueError, "memory_size"),
         (lambda: gx.minimize(jnp.sum, jnp.ones(2), tol=-1.0), ValueError, "tol must be"),
         (lambda: gx.minimize(jnp.sum, jnp.ones(2), maxiter=-1), ValueError, "maxiter"),
+        (lambda: gx.minimize(jnp.sum, jnp.ones(2), maxiter=0), ValueError, "maxiter must be"),
+        (lambda: gx.minimize(jnp.sum, jnp.ones(2), tol=0.0), ValueError, "tol must be"),
+        (lambda: gx.minimize(jnp.sum, jnp.ones(2), tol=float("nan")), ValueError, "tol must"),
         (lambda: gx.minimize(jnp.sum, jnp.ones(2), method="cg"), ValueError, "method must be"),
         (lambda: gx.minimize(jnp.sum, {}), ValueError, "x0 must hold at least one"),
         (lambda: gx.lbfgs(0), ValueError, "memory_size"),

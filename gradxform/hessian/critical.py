@@ -41,7 +41,9 @@ class CriticalPoint(NamedTuple):
     """The verdict and the evidence behind it.
 
     Attributes:
-        verdict: ``"minimum"``, ``"maximum"``, ``"saddle"``, ``"degenerate"`` or ``"not_critical"``.
+        verdict: ``"minimum"``, ``"maximum"``, ``"saddle"``, ``"degenerate"``,
+            ``"not_critical"``, or ``"not_finite"`` when the gradient or the
+            curvature came out NaN or infinite (no other verdict is then given).
         grad_norm: ``|grad f|``.
         lambda_min, lambda_max: the extreme eigenvalues (Ritz values on the
             matrix-free path).
@@ -73,6 +75,8 @@ class CriticalPoint(NamedTuple):
 
 
 def _verdict(grad_norm, grad_tol, lo, lo_res, hi, hi_res, tol):
+    if not np.all(np.isfinite([grad_norm, lo, lo_res, hi, hi_res])):
+        return "not_finite"
     if grad_norm > grad_tol:
         return "not_critical"
     negative = lo + lo_res < -tol

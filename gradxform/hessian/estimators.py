@@ -21,11 +21,21 @@ __all__ = [
 
 
 class TraceEstimate(NamedTuple):
-    """``estimate`` of ``tr H`` and its ``stderr`` (standard error of the stochastic part)."""
+    """``estimate`` of ``tr H`` and its ``stderr`` (standard error of the stochastic part).
+
+    ``finite`` is False when a Hessian-vector product came out NaN or infinite:
+    the estimate is then meaningless and says so instead of being a silent NaN.
+    """
 
     estimate: jax.Array
     stderr: jax.Array
     num_matvecs: int
+    finite: jax.Array
+
+
+def _trace_estimate(estimate, stderr, num_matvecs):
+    finite = jnp.isfinite(estimate) & jnp.isfinite(stderr)
+    return TraceEstimate(estimate, stderr, num_matvecs, finite)
 
 
 def _rademacher(key, shape, dtype):
@@ -60,7 +70,7 @@ def trace(
     if method == "hutchinson":
         Z = _rademacher(key, (op.size, num_matvecs), op.dtype)
         samples = jnp.sum(Z * batched(Z), axis=0)
-        return TraceEstimate(
+        return _trace_estimate(
             jnp.mean(samples), jnp.std(samples, ddof=1) / jnp.sqrt(num_matvecs), num_matvecs
         )
     third = num_matvecs // 3
@@ -72,7 +82,7 @@ def trace(
     G = _rademacher(k2, (op.size, rest), op.dtype)
     G = G - Q @ (Q.T @ G)
     samples = jnp.sum(G * batched(G), axis=0)
-    return TraceEstimate(
+    return _trace_estimate(
         exact + jnp.mean(samples), jnp.std(samples, ddof=1) / jnp.sqrt(rest), num_matvecs
     )
 

@@ -145,6 +145,8 @@ class Eigenpairs(NamedTuple):
         invariant: True if the Krylov space became invariant ("breakdown"):
             the Ritz values are then exact eigenvalues, and with a random
             start every distinct eigenvalue is among them (almost surely).
+        finite: False when a Hessian-vector product came out NaN or infinite;
+            no pair then counts as converged.
     """
 
     values: jax.Array
@@ -154,6 +156,7 @@ class Eigenpairs(NamedTuple):
     tol: jax.Array
     num_matvecs: jax.Array
     invariant: jax.Array
+    finite: jax.Array
 
 
 def _requested(result: LanczosResult, k: int, which: str):
@@ -230,6 +233,7 @@ def eigenpairs(
         tol=tol * scale,
         num_matvecs=result.size,
         invariant=jnp.take(result.beta, jnp.maximum(result.size - 1, 0)) == 0,
+        finite=jnp.all(jnp.isfinite(values)) & jnp.all(jnp.isfinite(residuals)),
     )
 
 

@@ -133,10 +133,10 @@ def _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2):
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     tree.check_real_floating(x0, "x0")
-    if not (isinstance(tol, (int, float)) and tol >= 0 and np.isfinite(tol)):
-        raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
-    if not (isinstance(maxiter, int) and maxiter >= 0):
-        raise ValueError(f"maxiter must be an integer >= 0; got {maxiter!r}")
+    if not (isinstance(tol, (int, float)) and tol > 0 and np.isfinite(tol)):
+        raise ValueError(f"tol must be a finite number > 0; got {tol!r}")
+    if not (isinstance(maxiter, int) and not isinstance(maxiter, bool) and maxiter >= 1):
+        raise ValueError(f"maxiter must be an integer >= 1; got {maxiter!r}")
     if not (isinstance(memory_size, int) and memory_size >= 1):
         raise ValueError(f"memory_size must be an integer >= 1; got {memory_size!r}")
     if not 0 < c1 < c2 < 1:
@@ -171,8 +171,8 @@ def minimize(
             Hessian, O(n^2) per iteration), ``"newton"`` (exact Hessian,
             eigenvalue-modified), ``"newton-cg"`` (truncated CG with
             Hessian-vector products, at most ``max_cg_steps``, default ``n``).
-        tol: relative gradient tolerance (>= 0).
-        maxiter: iteration limit (>= 0).
+        tol: relative gradient tolerance (> 0).
+        maxiter: iteration limit (>= 1).
         c1, c2: strong-Wolfe constants of the line search (``0 < c1 < c2 < 1``).
         max_linesearch_steps: evaluations per line search.
         history: also return the value and gradient norm at every iteration.

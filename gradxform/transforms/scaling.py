@@ -127,7 +127,7 @@ def add_decayed_weights(
         out = tree.cast(tree.add(updates, decayed), updates)
         if mask is not None:
             flags = mask(params) if callable(mask) else mask
-            tree.check_structure(params, flags, "params", "mask")
+            tree.check_structure(params, flags, "params", "mask", leaves=False)
             out = jax.tree.map(
                 lambda keep, o, u: (
                     (o if keep else u) if isinstance(keep, bool) else jnp.where(keep, o, u)
