@@ -69,11 +69,15 @@ def mlp(params: dict, x: jax.Array) -> jax.Array:
     return x @ layers[-1]["w"] + layers[-1]["b"]
 
 
-def cross_entropy(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
-    logits = mlp(params, x)
+def softmax_cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean cross-entropy of integer labels ``y`` under ``softmax(logits)``."""
     return jnp.mean(
         jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, y[:, None], -1)[:, 0]
     )
+
+
+def cross_entropy(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+    return softmax_cross_entropy(mlp(params, x), y)
 
 
 def accuracy(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:

@@ -28,11 +28,19 @@ def test_table_lists_every_optimizer(rows):
 
 def test_cli_end_to_end_writes_valid_figures(tmp_path, capsys):
     out = tmp_path / "figures"
-    assert demo.main(["demo", "--steps", "30", "--optimizers", "sgd,adam,lbfgs",
-                      "--out", str(out)]) == 0
+    assert (
+        demo.main(["demo", "--steps", "30", "--optimizers", "sgd,adam,lbfgs", "--out", str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out
-    for label in ("SGD", "Adam", "L-BFGS (full batch)", "top-5 eigenvalues", "trace (Hutch++)",
-                  "verdict"):
+    for label in (
+        "SGD",
+        "Adam",
+        "L-BFGS (full batch)",
+        "top-5 eigenvalues",
+        "trace (Hutch++)",
+        "verdict",
+    ):
         assert label in printed
     import matplotlib.image
 
@@ -46,19 +54,18 @@ def test_cli_end_to_end_writes_valid_figures(tmp_path, capsys):
 
 def test_hessian_report_agrees_with_the_dense_hessian(rows):
     import jax
-    import jax.numpy as jnp
 
     adam = next(r for r in rows if r["name"] == "adam")
     data = demo.load_digits()
     report = demo.analyse_hessian(adam["params"], data)
     flat, unravel = jax.flatten_util.ravel_pytree(adam["params"])
-    dense = jax.jit(jax.hessian(lambda x: demo.cross_entropy(unravel(x), data.x_train,
-                                                             data.y_train)))(flat)
+    dense = jax.jit(
+        jax.hessian(lambda x: demo.cross_entropy(unravel(x), data.x_train, data.y_train))
+    )(flat)
     top = np.sort(np.linalg.eigvalsh(np.asarray(dense, np.float64)))[::-1][:5]
     converged = report["top_converged"]
     np.testing.assert_allclose(report["top_eigenvalues"][converged], top[converged], rtol=2e-3)
-    np.testing.assert_allclose(report["trace"], np.trace(np.asarray(dense, np.float64)),
-                               rtol=0.05)
+    np.testing.assert_allclose(report["trace"], np.trace(np.asarray(dense, np.float64)), rtol=0.05)
 
 
 def test_cli_rejects_bad_arguments():
