@@ -1,14 +1,12 @@
 """gradxform inside a flax (nnx) training loop: an MLP on scikit-learn's digits.
 
-    python examples/flax_mlp.py [--steps 300]
+    python examples/flax_mlp.py
 
 ``nnx.Optimizer`` takes any optax ``GradientTransformation``; every gradxform
 optimizer is one, so it drops in where ``optax.adam`` would go.
 """
 
 from __future__ import annotations
-
-import argparse
 
 import jax.numpy as jnp
 import numpy as np
@@ -55,10 +53,8 @@ def main(steps: int = 300, batch_size: int = 128, seed: int = 0) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
-    result = main(parser.parse_args().steps)
+    result = main()
     print(
-        f"final minibatch loss {result['losses'][-1]:.4f}, "
+        f"flax nnx + gx.adamw: final minibatch loss {result['losses'][-1]:.4f}, "
         f"test accuracy {result['test_accuracy']:.3f}"
     )
