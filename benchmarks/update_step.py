@@ -177,6 +177,7 @@ def main() -> None:
         "--optimizers", nargs="*", choices=list(OPTIMIZERS), default=list(OPTIMIZERS)
     )
     parser.add_argument("--no-torch", action="store_true", help="skip torch.optim")
+    parser.add_argument("--tag", default="", help="suffix for the output file names")
     parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "results"
     )
@@ -259,7 +260,7 @@ def write(args, machine, rows):
     )
     table = header + "\n".join(format_row(r) for r in rows) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"update_step_{args.device}"
+    stem = f"update_step_{args.device}{'_' + args.tag if args.tag else ''}"
     (args.out / f"{stem}.json").write_text(
         json.dumps({"machine": machine, "jax": jax.__version__, "rows": rows}, indent=1)
     )
