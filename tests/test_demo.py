@@ -52,22 +52,6 @@ def test_cli_end_to_end_writes_valid_figures(tmp_path, capsys):
         assert pixels[..., :3].std() > 0.05, name  # not a blank canvas
 
 
-def test_hessian_report_agrees_with_the_dense_hessian(rows):
-    import jax
-
-    adam = next(r for r in rows if r["name"] == "adam")
-    data = demo.load_digits()
-    report = demo.analyse_hessian(adam["params"], data)
-    flat, unravel = jax.flatten_util.ravel_pytree(adam["params"])
-    dense = jax.jit(
-        jax.hessian(lambda x: demo.cross_entropy(unravel(x), data.x_train, data.y_train))
-    )(flat)
-    top = np.sort(np.linalg.eigvalsh(np.asarray(dense, np.float64)))[::-1][:5]
-    converged = report["top_converged"]
-    np.testing.assert_allclose(report["top_eigenvalues"][converged], top[converged], rtol=2e-3)
-    np.testing.assert_allclose(report["trace"], np.trace(np.asarray(dense, np.float64)), rtol=0.05)
-
-
 def test_cli_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         demo.main(["demo", "--steps", "0"])

@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from gradxform.hessian.lanczos import eigenpairs
-from gradxform.hessian.operators import _check_objective, flat_operator
+from gradxform.hessian.lanczos import hessian_eigenpairs
+from gradxform.hessian.operators import _check_objective, hessian_matrix
 
 __all__ = ["CriticalPoint", "classify_critical_point"]
 
@@ -123,13 +123,13 @@ def classify_critical_point(
         raise ValueError(f"method must be 'auto', 'dense' or 'lanczos'; got {method!r}")
     if not grad_tol >= 0:
         raise ValueError(f"grad_tol must be >= 0; got {grad_tol!r}")
-    flat, unravel = ravel_pytree(params)
+    flat, _ = ravel_pytree(params)
     n = flat.size
     eps = float(jnp.finfo(flat.dtype).eps)
     grad_norm = float(jnp.linalg.norm(ravel_pytree(jax.grad(f)(params))[0]))
     use_dense = method == "dense" or (method == "auto" and n <= dense_limit)
     if use_dense:
-        H = jax.jit(jax.hessian(lambda x: f(unravel(x))))(flat)
+        H = hessian_matrix(f, params)
         lam = np.asarray(jnp.linalg.eigvalsh(H), np.float64)
         scale = max(1.0, float(np.max(np.abs(lam))))
         tol = curvature_tol if curvature_tol is not None else np.sqrt(eps) * scale
@@ -138,8 +138,7 @@ def classify_critical_point(
         smallest = float(np.min(np.abs(lam)))
         used, miss = 0, 0.0
     else:
-        op = flat_operator(f, params)
-        pairs = eigenpairs(op, min(k, n), "both", max_matvecs=max_matvecs, key=key)
+        pairs = hessian_eigenpairs(f, params, min(k, n), "both", max_matvecs=max_matvecs, key=key)
         kk = pairs.values.shape[0] // 2
         bottom, top = np.asarray(pairs.values[:kk]), np.asarray(pairs.values[kk:])
         b_res, t_res = np.asarray(pairs.residuals[:kk]), np.asarray(pairs.residuals[kk:])

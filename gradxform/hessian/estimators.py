@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -42,6 +43,26 @@ def _rademacher(key, shape, dtype):
     return jax.random.rademacher(key, shape, dtype)
 
 
+def _dispatch(impl, f, params, key, **options):
+    """``impl(operator, key, **options)`` for a :class:`FlatOperator` or the Hessian of ``f``.
+
+    For a hashable ``f`` the whole estimate is one jitted computation, compiled
+    once per (f, parameter shapes, options) and reused at every new point.
+    """
+    if isinstance(f, FlatOperator):
+        return impl(f, key, **options)
+    try:
+        hash(f)
+    except TypeError:  # an unhashable callable: no compile cache
+        return impl(flat_operator(f, params), key, **options)
+    return _compiled(impl, f, params, key, tuple(sorted(options.items())))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 4))
+def _compiled(impl, f, params, key, options):
+    return impl(flat_operator(f, params), key, **dict(options))
+
+
 def _as_operator(f_or_operator, params):
     if isinstance(f_or_operator, FlatOperator):
         return f_or_operator
@@ -60,12 +81,15 @@ def trace(
     ``"hutchinson"`` averages ``z^T H z`` over Rademacher ``z``. The products
     are batched (``vmap``), not looped in Python.
     """
-    op = _as_operator(f, params)
     if method not in ("hutch++", "hutchinson"):
         raise ValueError(f"method must be 'hutch++' or 'hutchinson'; got {method!r}")
     if not isinstance(num_matvecs, int) or num_matvecs < (3 if method == "hutch++" else 2):
         raise ValueError(f"num_matvecs must be an integer >= 3 (hutch++) or 2; got {num_matvecs!r}")
     key = jax.random.PRNGKey(0) if key is None else key
+    return _dispatch(_trace, f, params, key, num_matvecs=num_matvecs, method=method)
+
+
+def _trace(op, key, *, num_matvecs, method):
     batched = jax.vmap(op.matvec, in_axes=1, out_axes=1)
     if method == "hutchinson":
         Z = _rademacher(key, (op.size, num_matvecs), op.dtype)
@@ -147,12 +171,24 @@ def spectral_density(
     first components of the Ritz vectors the weights. Uses
     ``num_probes * steps`` products.
     """
-    op = _as_operator(f, params)
     for name, value in (("num_probes", num_probes), ("steps", steps), ("grid_size", grid_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
-    steps = min(steps, op.size)
     key = jax.random.PRNGKey(0) if key is None else key
+    return _dispatch(
+        _spectral_density,
+        f,
+        params,
+        key,
+        num_probes=num_probes,
+        steps=steps,
+        grid_size=grid_size,
+        kernel_width=kernel_width,
+    )
+
+
+def _spectral_density(op, key, *, num_probes, steps, grid_size, kernel_width):
+    steps = min(steps, op.size)
     probes = _rademacher(key, (num_probes, op.size), op.dtype)
 
     def quadrature(v0):

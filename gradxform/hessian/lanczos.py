@@ -10,10 +10,12 @@ residual of a true eigenvalue.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradxform.hessian.operators import FlatOperator, flat_operator
 
@@ -212,7 +214,7 @@ def eigenpairs(
     steps = min(max_matvecs, operator.size)
     k = min(k, operator.size)
     if tol is None:
-        tol = float(jnp.sqrt(jnp.finfo(work).eps))
+        tol = float(np.sqrt(np.finfo(work).eps))
     if not tol > 0:
         raise ValueError(f"tol must be > 0; got {tol!r}")
     key = jax.random.PRNGKey(0) if key is None else key
@@ -247,4 +249,22 @@ def hessian_eigenpairs(f, params, k: int = 1, which: str = "top", **options) -> 
         >>> [round(float(v), 4) for v in pairs.values], bool(pairs.converged.all())
         ([1.0, 2.0, 5.0, 4.0], True)
     """
-    return eigenpairs(flat_operator(f, params), k, which, **options)
+    unknown = set(options) - {"tol", "max_matvecs", "key", "float64_accumulation"}
+    if unknown:
+        raise TypeError(f"hessian_eigenpairs got unknown options {sorted(unknown)}")
+    key = options.pop("key", None)
+    key = jax.random.PRNGKey(0) if key is None else key
+    try:
+        hash(f)
+    except TypeError:  # an unhashable callable: no compile cache
+        return eigenpairs(flat_operator(f, params), k, which, key=key, **options)
+    return _cached_hessian_eigenpairs(f, params, key, k, which, **options)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("f", "k", "which", "tol", "max_matvecs", "float64_accumulation")
+)
+def _cached_hessian_eigenpairs(f, params, key, k, which, **options):
+    # one compiled loop per (f, shapes, options): calling again at a new point,
+    # as a notebook or a training loop does, reuses it
+    return eigenpairs(flat_operator(f, params), k, which, key=key, **options)

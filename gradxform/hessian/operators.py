@@ -8,6 +8,7 @@ on flat vectors.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -59,8 +60,17 @@ def linearized_hvp(f: Callable[[Any], jax.Array], params: Any) -> Callable[[Any]
 
 def hessian_matrix(f: Callable[[Any], jax.Array], params: Any) -> jax.Array:
     """The dense ``(n, n)`` Hessian over the flattened params (``ravel_pytree`` order)."""
+    try:
+        hash(f)
+    except TypeError:  # an unhashable callable: no compile cache
+        return _dense_hessian.__wrapped__(f, params)
+    return _dense_hessian(f, params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _dense_hessian(f, params):
     flat, unravel = ravel_pytree(params)
-    return jax.jit(jax.hessian(lambda x: f(unravel(x))))(flat)
+    return jax.hessian(lambda x: f(unravel(x)))(flat)
 
 
 def eigh(f: Callable[[Any], jax.Array], params: Any) -> tuple[jax.Array, jax.Array]:
