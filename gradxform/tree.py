@@ -41,9 +41,13 @@ def squared_magnitude(x: jax.Array) -> jax.Array:
 
 
 def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
-    """``num / den``, and 0 where ``den == 0`` (a coordinate that never saw a gradient)."""
-    safe_den = jnp.where(den == 0, jnp.ones_like(den), den)
-    return jnp.where(den == 0, jnp.zeros_like(num), num / safe_den)
+    """``num / den``, and 0 where ``den == 0`` (a coordinate that never saw a gradient).
+
+    Computed as ``num / where(den == 0, inf, den)``: one select per leaf, and
+    derivatives stay finite where ``den == 0`` (the selected ``inf`` is a
+    constant). A finite ``num`` over a zero ``den`` gives a zero of ``num``'s sign.
+    """
+    return num / jnp.where(den == 0, jnp.asarray(jnp.inf, den.dtype), den)
 
 
 def zeros_like(params: Any, dtype=None, real: bool = False) -> Any:
