@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from gradxform.hessian.lanczos import lanczos, ritz_pairs
-from gradxform.hessian.operators import FlatOperator, flat_operator
+from gradxform.hessian.operators import FlatOperator, flat_operator, on_hessian
 
 __all__ = [
     "DiagonalEstimate",
@@ -43,26 +42,6 @@ def _rademacher(key, shape, dtype):
     return jax.random.rademacher(key, shape, dtype)
 
 
-def _dispatch(impl, f, params, key, **options):
-    """``impl(operator, key, **options)`` for a :class:`FlatOperator` or the Hessian of ``f``.
-
-    For a hashable ``f`` the whole estimate is one jitted computation, compiled
-    once per (f, parameter shapes, options) and reused at every new point.
-    """
-    if isinstance(f, FlatOperator):
-        return impl(f, key, **options)
-    try:
-        hash(f)
-    except TypeError:  # an unhashable callable: no compile cache
-        return impl(flat_operator(f, params), key, **options)
-    return _compiled(impl, f, params, key, tuple(sorted(options.items())))
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 4))
-def _compiled(impl, f, params, key, options):
-    return impl(flat_operator(f, params), key, **dict(options))
-
-
 def _as_operator(f_or_operator, params):
     if isinstance(f_or_operator, FlatOperator):
         return f_or_operator
@@ -86,7 +65,7 @@ def trace(
     if not isinstance(num_matvecs, int) or num_matvecs < (3 if method == "hutch++" else 2):
         raise ValueError(f"num_matvecs must be an integer >= 3 (hutch++) or 2; got {num_matvecs!r}")
     key = jax.random.PRNGKey(0) if key is None else key
-    return _dispatch(_trace, f, params, key, num_matvecs=num_matvecs, method=method)
+    return on_hessian(_trace, f, params, key, num_matvecs=num_matvecs, method=method)
 
 
 def _trace(op, key, *, num_matvecs, method):
@@ -175,7 +154,7 @@ def spectral_density(
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
     key = jax.random.PRNGKey(0) if key is None else key
-    return _dispatch(
+    return on_hessian(
         _spectral_density,
         f,
         params,

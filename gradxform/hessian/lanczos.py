@@ -10,14 +10,13 @@ residual of a true eigenvalue.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform.hessian.operators import FlatOperator, flat_operator
+from gradxform.hessian.operators import FlatOperator, on_hessian
 
 __all__ = [
     "Eigenpairs",
@@ -254,17 +253,8 @@ def hessian_eigenpairs(f, params, k: int = 1, which: str = "top", **options) -> 
         raise TypeError(f"hessian_eigenpairs got unknown options {sorted(unknown)}")
     key = options.pop("key", None)
     key = jax.random.PRNGKey(0) if key is None else key
-    try:
-        hash(f)
-    except TypeError:  # an unhashable callable: no compile cache
-        return eigenpairs(flat_operator(f, params), k, which, key=key, **options)
-    return _cached_hessian_eigenpairs(f, params, key, k, which, **options)
+    return on_hessian(_eigenpairs_of_operator, f, params, key, k=k, which=which, **options)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("f", "k", "which", "tol", "max_matvecs", "float64_accumulation")
-)
-def _cached_hessian_eigenpairs(f, params, key, k, which, **options):
-    # one compiled loop per (f, shapes, options): calling again at a new point,
-    # as a notebook or a training loop does, reuses it
-    return eigenpairs(flat_operator(f, params), k, which, key=key, **options)
+def _eigenpairs_of_operator(operator, key, **options):
+    return eigenpairs(operator, key=key, **options)

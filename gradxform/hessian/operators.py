@@ -60,9 +60,7 @@ def linearized_hvp(f: Callable[[Any], jax.Array], params: Any) -> Callable[[Any]
 
 def hessian_matrix(f: Callable[[Any], jax.Array], params: Any) -> jax.Array:
     """The dense ``(n, n)`` Hessian over the flattened params (``ravel_pytree`` order)."""
-    try:
-        hash(f)
-    except TypeError:  # an unhashable callable: no compile cache
+    if not _hashable(f):  # no compile cache for an unhashable callable
         return _dense_hessian.__wrapped__(f, params)
     return _dense_hessian(f, params)
 
@@ -71,6 +69,34 @@ def hessian_matrix(f: Callable[[Any], jax.Array], params: Any) -> jax.Array:
 def _dense_hessian(f, params):
     flat, unravel = ravel_pytree(params)
     return jax.hessian(lambda x: f(unravel(x)))(flat)
+
+
+def _hashable(f) -> bool:
+    try:
+        hash(f)
+    except TypeError:
+        return False
+    return True
+
+
+def on_hessian(impl, f, params, key, **options):
+    """``impl(operator, key, **options)`` for a :class:`FlatOperator` or the Hessian of ``f``.
+
+    ``impl`` is a module-level function of the spectral tools. For a hashable
+    ``f`` the whole computation is one jitted function, compiled once per
+    (f, parameter shapes, options) and reused at every new point: a notebook or
+    a training loop that asks again at new params does not recompile.
+    """
+    if isinstance(f, FlatOperator):
+        return impl(f, key, **options)
+    if not _hashable(f):  # no compile cache for an unhashable callable
+        return impl(flat_operator(f, params), key, **options)
+    return _on_hessian_compiled(impl, f, params, key, tuple(sorted(options.items())))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 4))
+def _on_hessian_compiled(impl, f, params, key, options):
+    return impl(flat_operator(f, params), key, **dict(options))
 
 
 def eigh(f: Callable[[Any], jax.Array], params: Any) -> tuple[jax.Array, jax.Array]:
