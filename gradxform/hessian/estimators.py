@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from gradxform.hessian.lanczos import lanczos, ritz_pairs
-from gradxform.hessian.operators import FlatOperator, flat_operator, on_hessian
+from gradxform.hessian.operators import on_hessian
 
 __all__ = [
     "DiagonalEstimate",
@@ -40,12 +40,6 @@ def _trace_estimate(estimate, stderr, num_matvecs):
 
 def _rademacher(key, shape, dtype):
     return jax.random.rademacher(key, shape, dtype)
-
-
-def _as_operator(f_or_operator, params):
-    if isinstance(f_or_operator, FlatOperator):
-        return f_or_operator
-    return flat_operator(f_or_operator, params)
 
 
 def trace(
@@ -103,10 +97,13 @@ def diagonal(f, params=None, *, num_matvecs: int = 60, key=None) -> DiagonalEsti
 
     The estimator of Bekas, Kokiopoulou & Saad (2007).
     """
-    op = _as_operator(f, params)
     if not isinstance(num_matvecs, int) or num_matvecs < 2:
         raise ValueError(f"num_matvecs must be an integer >= 2; got {num_matvecs!r}")
     key = jax.random.PRNGKey(0) if key is None else key
+    return on_hessian(_diagonal, f, params, key, num_matvecs=num_matvecs)
+
+
+def _diagonal(op, key, *, num_matvecs):
     Z = _rademacher(key, (op.size, num_matvecs), op.dtype)
     samples = Z * jax.vmap(op.matvec, in_axes=1, out_axes=1)(Z)
     estimate = jnp.mean(samples, axis=1)
