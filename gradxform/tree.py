@@ -206,7 +206,7 @@ def check_real_floating(tree: Any, name: str) -> None:
     if not jax.tree.leaves(tree):
         raise ValueError(f"{name} must hold at least one array; got an empty pytree")
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        dtype = jnp.result_type(leaf)
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(
                 f"{name} must hold real floating-point arrays; the leaf at "

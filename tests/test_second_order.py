@@ -40,6 +40,36 @@ def test_newton_solves_a_strongly_convex_quadratic_in_one_step():
     np.testing.assert_allclose(sol.params, np.linalg.solve(A, B), rtol=1e-10)
 
 
+@pytest.mark.parametrize(
+    "spectrum",
+    [
+        [1.0, 2.0, 5.0, 10.0, 50.0, 100.0],
+        [-3.0, -0.5, 1.0, 2.0, 4.0, 8.0],
+        [0.0, 1e-12, 1, 2, 3, 4],
+    ],
+    ids=["positive-definite", "indefinite", "singular"],
+)
+def test_newton_direction_matches_its_dense_definition(spectrum):
+    lam = np.asarray(spectrum)
+    H = Q @ np.diag(lam) @ Q.T
+    H = (H + H.T) / 2
+    d, lam_min, negative = dirs.newton_direction(jnp.asarray(H), jnp.asarray(B))
+    if lam.min() > 0:  # the Cholesky path: the exact Newton step
+        np.testing.assert_allclose(d, -np.linalg.solve(H, B), rtol=1e-10)
+        assert not negative and float(lam_min) > 0
+        return
+    w, V = np.linalg.eigh(H)
+    delta = np.sqrt(np.finfo(np.float64).eps) * max(1.0, np.abs(w).max())
+    coeffs = V.T @ B
+    expected = -V @ (coeffs / np.maximum(np.abs(w), delta))
+    if w[0] < -delta:  # plus the unit eigenvector of lam_min, signed downhill
+        expected = expected - np.sign(coeffs[0]) * V[:, 0]
+    np.testing.assert_allclose(d, expected, rtol=1e-8, atol=1e-8)
+    assert bool(negative) == (w[0] < -delta)
+    np.testing.assert_allclose(float(lam_min), w[0], atol=1e-12)
+    assert float(jnp.vdot(d, jnp.asarray(B))) < 0  # a descent direction
+
+
 def test_bfgs_with_exact_line_search_ends_a_quadratic_in_at_most_n_steps():
     sol = gx.minimize(quadratic, jnp.ones(6), method="bfgs", tol=1e-9, c1=1e-10, c2=1e-8)
     assert sol.success and int(sol.iterations) <= 6

@@ -188,7 +188,9 @@ def minimize(
     """
     _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2)
     leaves, treedef = jax.tree.flatten(x0)
-    leaf_spec = tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves)
+    leaf_spec = tuple(
+        (jnp.shape(x), x.dtype if hasattr(x, "dtype") else jnp.result_type(x)) for x in leaves
+    )
     n = sum(int(np.prod(shape)) for shape, _ in leaf_spec)
     config = (
         method,
