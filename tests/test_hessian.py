@@ -278,6 +278,23 @@ def test_dense_and_matrix_free_agree_on_nd_quadratics():
             assert free.miss_probability < 1e-6
 
 
+def test_matrix_free_budget_too_small_is_unresolved_not_degenerate():
+    # a minimum whose smallest curvature, 1e-4, is far above the tolerance (1.5e-8):
+    # 4 products cannot certify it, which is "unresolved", not "degenerate"
+    spectrum = np.r_[1e-4, np.linspace(1e-3, 1.0, 19)]
+    A = jnp.asarray(known_operator(spectrum, seed=5)[1])
+
+    def f(x):
+        return 0.5 * x @ A @ x
+
+    short = H.classify_critical_point(f, jnp.zeros(20), method="lanczos", max_matvecs=4)
+    assert short.verdict == "unresolved" and short.residual_min > short.curvature_tol
+    dense = H.classify_critical_point(f, jnp.zeros(20), method="dense")
+    free = H.classify_critical_point(f, jnp.zeros(20), method="lanczos")
+    assert dense.verdict == free.verdict == "minimum"
+    np.testing.assert_allclose(free.lambda_min, 1e-4, rtol=1e-8)
+
+
 def test_trained_mlp_is_not_a_saddle_and_random_point_is_not_critical():
     params = mlp_params(width=6)
     sol = gx.minimize(mlp_loss, params, tol=1e-10, maxiter=3000)

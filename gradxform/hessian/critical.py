@@ -11,7 +11,11 @@ eigenvalues near zero have no reliable sign (at trained networks many sit in
 * ``maximum``: negative curvature is certified and ``theta_max + residual < -tol``;
 * ``minimum``: ``theta_min - residual > tol``;
 * ``degenerate``: none of these: some curvature is within ``tol`` of zero and
-  its sign cannot be resolved.
+  its sign cannot be resolved;
+* ``unresolved`` (matrix-free path only): none of these, and an extreme Ritz
+  pair is still unconverged (residual above ``tol``) when the product budget
+  is spent: the sign is undecided for lack of products, not shown to be near
+  zero. A larger ``max_matvecs`` (or the dense path) decides it.
 
 The dense path (``n <= dense_limit``) has zero residuals. The matrix-free path
 (Lanczos) also reports ``miss_probability``: Lanczos from a random start
@@ -42,8 +46,9 @@ class CriticalPoint(NamedTuple):
 
     Attributes:
         verdict: ``"minimum"``, ``"maximum"``, ``"saddle"``, ``"degenerate"``,
-            ``"not_critical"``, or ``"not_finite"`` when the gradient or the
-            curvature came out NaN or infinite (no other verdict is then given).
+            ``"unresolved"`` (matrix-free budget spent before the sign was
+            decided), ``"not_critical"``, or ``"not_finite"`` when the gradient or
+            the curvature came out NaN or infinite (no other verdict is then given).
         grad_norm: ``|grad f|``.
         lambda_min, lambda_max: the extreme eigenvalues (Ritz values on the
             matrix-free path).
@@ -87,6 +92,8 @@ def _verdict(grad_norm, grad_tol, lo, lo_res, hi, hi_res, tol):
         return "maximum"
     if lo - lo_res > tol:
         return "minimum"
+    if max(lo_res, hi_res) > tol:  # only on the matrix-free path: the budget ran out
+        return "unresolved"
     return "degenerate"
 
 
@@ -99,7 +106,7 @@ def classify_critical_point(
     method: str = "auto",
     dense_limit: int = 2000,
     k: int = 5,
-    max_matvecs: int = 80,
+    max_matvecs: int = 400,
     key=None,
 ) -> CriticalPoint:
     """Classifies ``params`` as a critical point of ``f`` (see the module docstring).
@@ -111,6 +118,9 @@ def classify_critical_point(
         method: ``"dense"`` (``eigvalsh`` of the full Hessian), ``"lanczos"``
             (matrix-free, ``k`` pairs at each end), or ``"auto"`` (dense up to
             ``dense_limit`` parameters).
+        max_matvecs: the matrix-free product budget; Lanczos stops as soon as
+            all ``2k`` pairs have converged, so easy points use far fewer (near-zero
+            bottom ends of trained networks can take a few hundred).
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
