@@ -277,6 +277,46 @@ def test_float32_converges():
         np.testing.assert_allclose(sol.params, 1.0, atol=1e-3)
 
 
+def test_float64_accumulation_keeps_float32_params_and_solves():
+    # extended Rosenbrock from its symmetric start: scipy BFGS keeps its model in float64
+    # around the float32 objective; with the same arrangement gx BFGS needs about as many
+    # evaluations as the 2-D problem (<= 60), and it ends at the minimizer (1, ..., 1)
+    x0 = jnp.tile(jnp.array([-1.2, 1.0], jnp.float32), 50)
+    for method in ("bfgs", "lbfgs"):
+        sol = gx.minimize(rosenbrock, x0, method=method, tol=1e-5, float64_accumulation=True)
+        assert sol.success and sol.params.dtype == jnp.float32, (method, sol.message)
+        assert int(sol.num_grad_evals) <= 60, (method, int(sol.num_grad_evals))
+        np.testing.assert_allclose(sol.params, 1.0, atol=1e-3)
+    with jax.enable_x64(False), pytest.raises(ValueError, match="float64_accumulation"):
+        gx.minimize(rosenbrock, x0, method="bfgs", float64_accumulation=True)
+
+
+def test_first_overshoot_is_interpolated_not_halved():
+    # a quadratic along the line, the first trial 50x past the minimizer t* = 1:
+    # the cubic through (0, f0, f0') and the overshoot is the quadratic itself
+    def value_and_grad(x):
+        return 0.5 * jnp.sum(x**2), x
+
+    x, d = jnp.array([1.0, -2.0]), jnp.array([-1.0, 2.0])
+    f0, g0 = value_and_grad(x)
+    for interpolate, most in ((True, 2), (False, 10)):
+        ls = zoom_search(
+            value_and_grad,
+            x,
+            d,
+            f0,
+            g0,
+            initial_step=50.0,
+            interpolate_first_overshoot=interpolate,
+        )
+        assert bool(ls.wolfe) and int(ls.num_evals) <= most
+        if interpolate:
+            np.testing.assert_allclose(ls.step, 1.0, rtol=1e-12)
+            assert int(ls.num_evals) < int(
+                zoom_search(value_and_grad, x, d, f0, g0, initial_step=50.0).num_evals
+            )
+
+
 @pytest.mark.parametrize(
     "call, error, match",
     [

@@ -62,8 +62,12 @@ def _cubic_minimizer(a, fa, da, b, fb, db):
     return jnp.where(disc >= 0, t, jnp.nan)
 
 
-def _safeguarded(lo, hi, candidate):
-    """``candidate`` if it lies in the middle 80% of [lo, hi], else the midpoint."""
+def _safeguarded(lo, hi, candidate, trust_near_ends=False):
+    """``candidate`` if it lies in the middle 80% of [lo, hi], else the midpoint.
+
+    With ``trust_near_ends`` the candidate is only kept 1% of the width away
+    from the ends instead (see ``interpolate_first_overshoot`` of :func:`zoom_search`).
+    """
     left, right = jnp.minimum(lo, hi), jnp.maximum(lo, hi)
     width = right - left
     ok = (
@@ -71,7 +75,9 @@ def _safeguarded(lo, hi, candidate):
         & (candidate >= left + 0.1 * width)
         & (candidate <= right - 0.1 * width)
     )
-    return jnp.where(ok, candidate, 0.5 * (lo + hi))
+    clamped = jnp.clip(candidate, left + 0.01 * width, right - 0.01 * width)
+    near_end = trust_near_ends & jnp.isfinite(candidate)
+    return jnp.where(ok, candidate, jnp.where(near_end, clamped, 0.5 * (lo + hi)))
 
 
 class _Zoom(NamedTuple):
@@ -108,6 +114,7 @@ def zoom_search(
     c2: float = 0.9,
     max_steps: int = 30,
     max_step_size: float = 1e10,
+    interpolate_first_overshoot=False,
 ) -> LineSearchResult:
     """Strong-Wolfe line search: bracketing (N&W Alg. 3.5), then zoom (Alg. 3.6).
 
@@ -126,6 +133,12 @@ def zoom_search(
     Args:
         value_and_grad: ``x -> (f(x), grad f(x))`` on flat vectors.
         x, direction, value, grad: the start, the direction, ``f(x)`` and ``grad f(x)``.
+        interpolate_first_overshoot: (bool, may be traced) when the very first
+            trial overshoots (no decrease), take the cubic's minimizer even near
+            0 (1% of the bracket from either end) rather than halving towards it:
+            for a first steepest-descent step of unknown scale, which can be
+            orders of magnitude too long, the interpolant is the right scale
+            (as MINPACK's ``dcstep`` does). Later trials keep the 10%-or-halve rule.
     """
     dtype = x.dtype
     slope0 = jnp.vdot(grad, direction)
@@ -209,7 +222,8 @@ def zoom_search(
         # a non-finite end of the bracket has no usable derivative: bisect towards it
         cubic = _cubic_minimizer(lo, f_lo, d_lo, hi, f_hi, d_hi)
         cubic = jnp.where(jnp.isfinite(f_hi) & jnp.isfinite(d_hi), cubic, jnp.nan)
-        next_t = jnp.where(zooming_next, _safeguarded(lo, hi, cubic), grow)
+        first_overshoot = interpolate_first_overshoot & (s.i == 0) & ~armijo
+        next_t = jnp.where(zooming_next, _safeguarded(lo, hi, cubic, first_overshoot), grow)
         return _Zoom(
             i=s.i + 1,
             zooming=zooming_next,

@@ -41,6 +41,7 @@ class Status(enum.IntEnum):
 
 
 _RUNNING = -1
+FIRST_OVERSHOOT = {"lbfgs": False, "bfgs": True, "newton": False, "newton-cg": False}
 MESSAGES = {
     Status.SUCCESS: "converged: gradient norm <= tol * max(1, |g0|)",
     Status.MAXITER: "stopped: maximum number of iterations reached",
@@ -156,6 +157,7 @@ def minimize(
     max_linesearch_steps: int = 30,
     max_cg_steps: int | None = None,
     history: bool = False,
+    float64_accumulation: bool = False,
 ) -> Solution:
     """Minimizes ``fun(params) -> scalar`` from ``x0`` (any pytree of float arrays).
 
@@ -176,6 +178,13 @@ def minimize(
         c1, c2: strong-Wolfe constants of the line search (``0 < c1 < c2 < 1``).
         max_linesearch_steps: evaluations per line search.
         history: also return the value and gradient norm at every iteration.
+        float64_accumulation: keep the quasi-Newton curvature model (the BFGS
+            inverse Hessian, the L-BFGS pairs) and its products in float64 while
+            the objective runs in ``x0``'s dtype (needs ``jax_enable_x64``). This
+            is scipy's arrangement, which keeps its whole state in float64: with
+            float32 objectives it stops rounding errors in the O(n^2) model from
+            steering the iterates (e.g. extended Rosenbrock from its symmetric
+            start: 42 evaluations instead of 215).
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
@@ -187,6 +196,11 @@ def minimize(
         [1.0, 1.0]
     """
     _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2)
+    if float64_accumulation and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "float64_accumulation=True needs jax_enable_x64 "
+            "(jax.config.update('jax_enable_x64', True))"
+        )
     leaves, treedef = jax.tree.flatten(x0)
     leaf_spec = tuple(
         (jnp.shape(x), x.dtype if hasattr(x, "dtype") else jnp.result_type(x)) for x in leaves
@@ -202,6 +216,7 @@ def minimize(
         int(max_linesearch_steps),
         int(max_cg_steps or n),
         bool(history),
+        bool(float64_accumulation),
     )
     return _compiled(fun, treedef, leaf_spec, config)(x0)
 
@@ -218,7 +233,7 @@ def _check_scalar_objective(fun, example):
 @functools.lru_cache(maxsize=64)
 def _compiled(fun, treedef, leaf_spec, config):
     """The jitted solver for one objective, tree layout and configuration (cached)."""
-    method, tol, maxiter, memory_size, c1, c2, ls_steps, cg_steps, keep_history = config
+    method, tol, maxiter, memory_size, c1, c2, ls_steps, cg_steps, keep_history, wide = config
     stall_limit = 25 if method in ("lbfgs", "bfgs") else 5
     example = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaf_spec])
     _check_scalar_objective(fun, example)  # once per objective and layout, before any jit
@@ -230,7 +245,7 @@ def _compiled(fun, treedef, leaf_spec, config):
     value_and_grad = jax.value_and_grad(f_flat)
 
     def init_model(x):
-        n, dtype = x.size, x.dtype
+        n, dtype = x.size, (jnp.float64 if wide else x.dtype)
         if method == "lbfgs":
             return dirs.lbfgs_init(n, memory_size, dtype)
         if method == "bfgs":
@@ -241,9 +256,11 @@ def _compiled(fun, treedef, leaf_spec, config):
         """(d, stationary-point test passes, Hessian evals, HVPs)."""
         zero = jnp.zeros([], jnp.int32)
         if method == "lbfgs":
-            return -dirs.lbfgs_two_loop(s.model, s.g), jnp.array(True), zero, zero
+            d = -dirs.lbfgs_two_loop(s.model, s.g.astype(s.model.s.dtype))
+            return d.astype(s.g.dtype), jnp.array(True), zero, zero
         if method == "bfgs":
-            return -(s.model @ s.g), jnp.array(True), zero, zero
+            d = -(s.model @ s.g.astype(s.model.dtype))
+            return d.astype(s.g.dtype), jnp.array(True), zero, zero
         if method == "newton":
             d, _, negative = dirs.newton_direction(jax.hessian(f_flat)(s.x), s.g)
             return d, ~negative, jnp.ones([], jnp.int32), zero
@@ -308,10 +325,15 @@ def _compiled(fun, treedef, leaf_spec, config):
                 c1=c1,
                 c2=c2,
                 max_steps=ls_steps,
+                interpolate_first_overshoot=fresh & FIRST_OVERSHOOT[method],
             )
             x_new = s.x + ls.step * d
             finite = jnp.isfinite(ls.value) & jnp.all(jnp.isfinite(ls.grad))
             sdiff, ydiff = ls.step * d, ls.grad - s.g
+            if wide:
+                # s from the iterates actually taken, rounded as they are
+                sdiff = x_new.astype(jnp.float64) - s.x.astype(jnp.float64)
+                ydiff = ls.grad.astype(jnp.float64) - s.g.astype(jnp.float64)
             if method == "lbfgs":
                 model = dirs.lbfgs_update(s.model, sdiff, ydiff)
             elif method == "bfgs":
