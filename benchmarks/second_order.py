@@ -331,7 +331,8 @@ def bar_lines(rows):
                     f"{solver}: >= 10x faster than {SCIPY_PEER[solver]} (n <= 100)",
                     key,
                     f"{r['run_s'] * 1e3:.2f} ms",
-                    f"{peer['run_s'] * 1e3:.2f} ms ({ratio:.1f}x)",
+                    f"{peer['run_s'] * 1e3:.2f} ms ({ratio:.1f}x)"
+                    + ("" if peer["converged"] else "; scipy stopped unconverged"),
                     ratio >= 10,
                 )
     return out

@@ -335,6 +335,11 @@ def test_first_overshoot_is_interpolated_not_halved():
         (lambda: gx.minimize(jnp.sum, jnp.ones(2), method="cg"), ValueError, "method must be"),
         (lambda: gx.minimize(jnp.sum, {}), ValueError, "x0 must hold at least one"),
         (lambda: gx.lbfgs(0), ValueError, "memory_size"),
+        (
+            lambda: gx.minimize(jnp.sum, jnp.ones(2), max_linesearch_steps=0),
+            ValueError,
+            "max_linesearch_steps must be",
+        ),
         (lambda: gx.scale_by_zoom_linesearch(c1=0.5, c2=0.4), ValueError, "c2 must lie"),
     ],
 )

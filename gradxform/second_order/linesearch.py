@@ -140,6 +140,8 @@ def zoom_search(
             orders of magnitude too long, the interpolant is the right scale
             (as MINPACK's ``dcstep`` does). Later trials keep the 10%-or-halve rule.
     """
+    if not (isinstance(max_steps, int) and max_steps >= 1):
+        raise ValueError(f"max_steps must be an integer >= 1; got {max_steps!r}")
     dtype = x.dtype
     slope0 = jnp.vdot(grad, direction)
     zero = jnp.zeros([], dtype)

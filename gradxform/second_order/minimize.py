@@ -128,7 +128,7 @@ class _Loop(NamedTuple):
     hist_g: jax.Array
 
 
-def _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2):
+def _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2, max_linesearch_steps):
     if not callable(fun):
         raise TypeError(f"fun must be a callable fun(params) -> scalar; got {fun!r}")
     if method not in METHODS:
@@ -142,6 +142,10 @@ def _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2):
         raise ValueError(f"memory_size must be an integer >= 1; got {memory_size!r}")
     if not 0 < c1 < c2 < 1:
         raise ValueError(f"c1 and c2 must satisfy 0 < c1 < c2 < 1; got c1={c1!r}, c2={c2!r}")
+    if not (isinstance(max_linesearch_steps, int) and max_linesearch_steps >= 1):
+        raise ValueError(
+            f"max_linesearch_steps must be an integer >= 1; got {max_linesearch_steps!r}"
+        )
 
 
 def minimize(
@@ -195,7 +199,7 @@ def minimize(
         >>> [round(float(v), 4) for v in (sol.params["x"], sol.params["y"])]
         [1.0, 1.0]
     """
-    _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2)
+    _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2, max_linesearch_steps)
     if float64_accumulation and not jax.config.jax_enable_x64:
         raise ValueError(
             "float64_accumulation=True needs jax_enable_x64 "
