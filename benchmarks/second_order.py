@@ -5,8 +5,9 @@ runs to ``|grad f| <= 1e-6 max(1, |grad f(x0)|)`` (2-norm). Reported per
 solver: whether the final gradient meets that target (measured here, not the
 solver's own verdict), gradient evaluations counted by instrumenting the
 objective (a callback inside the JAX objective; a wrapper around scipy's),
-iterations, compile time (first call minus a warm call) and the median warm
-run time. Writes ``benchmarks/results/second_order.{json,md}``.
+iterations, compile time (first call minus a warm call) and the warm run time:
+the median over 7 rounds, each running every solver of the problem in turn (the
+box's speed drifts; interleaving gives every solver the same conditions). Writes ``benchmarks/results/second_order.{json,md}``.
 
     python benchmarks/second_order.py            # the standard table (a few minutes on 2 cores)
     python benchmarks/second_order.py --quick    # small problems only
@@ -103,19 +104,43 @@ def counted(fun, counter):
     return f
 
 
-def timed(run, min_repeats=5, min_seconds=0.3):
-    """(compile seconds, median warm seconds): the first call minus a warm one, then warm
-    calls repeated until there are ``min_repeats`` and they took ``min_seconds``."""
+class Timing:
+    """A compiled solve, timed later in rounds interleaved with the other solvers of the same
+    problem, so that every solver sees the same machine state (a shared 2-core box drifts by
+    tens of percent over a minute)."""
+
+    def __init__(self, call, first_seconds):
+        self.call, self.first, self.samples = call, first_seconds, []
+
+    @property
+    def run_s(self):
+        return statistics.median(self.samples)
+
+    @property
+    def compile_s(self):
+        return 0.0 if self.first is None else max(self.first - self.run_s, 0.0)
+
+
+def deferred(call, compiled=True):
+    """``call`` is run once now (its first call: compile + run) and timed later."""
     start = time.perf_counter()
-    jax.block_until_ready(run())
-    first = time.perf_counter() - start
-    times = []
-    while len(times) < min_repeats or sum(times) < min_seconds:
-        start = time.perf_counter()
-        jax.block_until_ready(run())
-        times.append(time.perf_counter() - start)
-    warm = statistics.median(times)
-    return max(first - warm, 0.0), warm
+    jax.block_until_ready(call())
+    return Timing(call, time.perf_counter() - start if compiled else None)
+
+
+def interleave(timings, rounds=7, round_seconds=0.02):
+    """Each round runs every solver for >= ``round_seconds`` (>= 1 call), one after another;
+    a round's mean per call is one sample; the reported time is the median over rounds."""
+    for _ in range(rounds):
+        for t in timings:
+            calls, start = 0, time.perf_counter()
+            while True:
+                jax.block_until_ready(t.call())
+                calls += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= round_seconds:
+                    break
+            t.samples.append(elapsed / calls)
 
 
 # --- solvers ------------------------------------------------------------------------
@@ -135,8 +160,8 @@ def gx_solver(method, **options):
             counter = Counter()
             sol = solve(counted(fun, counter), x0, maxiter)
             evals = counter.n
-        compile_s, run_s = timed(lambda: solve(fun, x0, maxiter).params)
-        return np.asarray(sol.params), evals, int(sol.iterations), compile_s, run_s
+        timing = deferred(lambda: solve(fun, x0, maxiter).params)
+        return np.asarray(sol.params), evals, int(sol.iterations), timing
 
     return run
 
@@ -167,9 +192,9 @@ def optax_lbfgs(fun, x0, maxiter):
     counter = Counter()
     x, k = jax.jit(lambda x0: solve(counted(fun, counter), x0))(x0)
     jitted = jax.jit(lambda x0: solve(fun, x0)[0])
-    compile_s, run_s = timed(lambda: jitted(x0))
+    timing = deferred(lambda: jitted(x0))
     # the loop's first step evaluates f at x0 once more than gx (no value in state yet)
-    return np.asarray(x), counter.n, int(k), compile_s, run_s
+    return np.asarray(x), counter.n, int(k), timing
 
 
 def optimistix_solver(name):
@@ -185,8 +210,8 @@ def optimistix_solver(name):
         counter = Counter()
         x, k = jax.jit(lambda x0: solve(counted(fun, counter), x0))(x0)
         jitted = jax.jit(lambda x0: solve(fun, x0)[0])
-        compile_s, run_s = timed(lambda: jitted(x0))
-        return np.asarray(x), counter.n, int(k), compile_s, run_s
+        timing = deferred(lambda: jitted(x0))
+        return np.asarray(x), counter.n, int(k), timing
 
     return run
 
@@ -228,8 +253,8 @@ def scipy_solver(method):
 
         res = solve()
         evals = counter.n
-        _, run_s = timed(solve)  # every jitted piece is compiled by now
-        return res.x.astype(dtype), evals, int(res.nit), 0.0, run_s
+        timing = deferred(solve, compiled=False)  # its jitted pieces are compiled by now
+        return res.x.astype(dtype), evals, int(res.nit), timing
 
     return run
 
@@ -368,11 +393,12 @@ def main() -> None:
                 exact = gx.minimize(fun, jnp.asarray(x0_np), tol=1e-12, maxiter=20000).params
                 floor = float(jnp.linalg.norm(jax.grad(fun)(exact.astype(jnp.float32))))
                 target = max(10 * target, 10 * floor)
+            pending, first_row = [], len(rows)
             for sname, run in solvers(x0.size, dtype).items():
                 if wanted_solvers and sname not in wanted_solvers:
                     continue
                 try:
-                    x, evals, iters, compile_s, run_s = run(fun, x0, args.maxiter)
+                    x, evals, iters, timing = run(fun, x0, args.maxiter)
                     gnorm = float(jnp.linalg.norm(jax.grad(fun)(jnp.asarray(x, jnp.float64))))
                     hess_pd = None
                     if x0.size <= 650 and ("newton" in sname.lower() or "trust" in sname):
@@ -392,11 +418,10 @@ def main() -> None:
                         target=target,
                         grad_evals=evals,
                         iterations=iters,
-                        compile_s=compile_s,
-                        run_s=run_s,
                         hessian_pd=hess_pd,
                         value=float(fun(jnp.asarray(x, jnp.float64))),
                     )
+                    pending.append((row, timing))
                 except Exception as err:  # a solver that crashes is a row, not the end of the table
                     row = dict(
                         problem=pname,
@@ -406,6 +431,10 @@ def main() -> None:
                         error=repr(err)[:200],
                     )
                 rows.append(row)
+            interleave([timing for _, timing in pending])
+            for row, timing in pending:
+                row.update(compile_s=timing.compile_s, run_s=timing.run_s)
+            for row in rows[first_row:]:
                 print(json.dumps(row), flush=True)
     machine = f"{platform.machine()}, {jax.devices()[0].device_kind}, jax {jax.__version__}, scipy {scipy.__version__}"
     lines = [

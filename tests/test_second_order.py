@@ -40,6 +40,16 @@ def test_newton_solves_a_strongly_convex_quadratic_in_one_step():
     np.testing.assert_allclose(sol.params, np.linalg.solve(A, B), rtol=1e-10)
 
 
+def test_dense_hessian_equals_jax_hessian_and_finite_differences():
+    x = jnp.asarray(RNG.normal(size=6))
+    got = dirs.dense_hessian(rosenbrock, x)
+    np.testing.assert_allclose(got, jax.hessian(rosenbrock)(x).T, rtol=1e-14, atol=1e-12)
+    h = 1e-6  # central differences of the gradient, column by column
+    grad = jax.grad(rosenbrock)
+    fd = np.stack([(grad(x + h * e) - grad(x - h * e)) / (2 * h) for e in np.eye(6)], axis=1)
+    np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "spectrum",
     [

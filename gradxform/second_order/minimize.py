@@ -248,6 +248,9 @@ def _compiled(fun, treedef, leaf_spec, config):
 
     value_and_grad = jax.value_and_grad(f_flat)
 
+    def hessian(x):
+        return dirs.dense_hessian(f_flat, x)
+
     def init_model(x):
         n, dtype = x.size, (jnp.float64 if wide else x.dtype)
         if method == "lbfgs":
@@ -266,7 +269,9 @@ def _compiled(fun, treedef, leaf_spec, config):
             d = -(s.model @ s.g.astype(s.model.dtype))
             return d.astype(s.g.dtype), jnp.array(True), zero, zero
         if method == "newton":
-            d, _, negative = dirs.newton_direction(jax.hessian(f_flat)(s.x), s.g)
+            d, _, negative = dirs.newton_direction(
+                hessian(s.x), s.g, recompute=lambda: hessian(s.x)
+            )
             return d, ~negative, jnp.ones([], jnp.int32), zero
 
         def hvp(v):
