@@ -327,8 +327,9 @@ def scale_by_newton() -> GradientTransformationExtraArgs:
     """``u <- -d`` with ``d`` the modified Newton direction of :func:`newton_direction`.
 
     The exact Hessian comes from :func:`dense_hessian` (forward-over-reverse,
-    as ``jax.hessian``) of the extra argument ``value_fn`` on the flattened params. The output is a direction to descend
-    along (``H^-1 g`` where ``H`` is positive definite).
+    as ``jax.hessian``) of the extra argument ``value_fn`` on the flattened
+    params. The output is a direction to descend along (``H^-1 g`` where ``H``
+    is positive definite).
     """
 
     def init_fn(params):

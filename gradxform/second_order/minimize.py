@@ -41,7 +41,6 @@ class Status(enum.IntEnum):
 
 
 _RUNNING = -1
-FIRST_OVERSHOOT = {"lbfgs": False, "bfgs": True, "newton": False, "newton-cg": False}
 MESSAGES = {
     Status.SUCCESS: "converged: gradient norm <= tol * max(1, |g0|)",
     Status.MAXITER: "stopped: maximum number of iterations reached",
@@ -334,7 +333,8 @@ def _compiled(fun, treedef, leaf_spec, config):
                 c1=c1,
                 c2=c2,
                 max_steps=ls_steps,
-                interpolate_first_overshoot=fresh & FIRST_OVERSHOOT[method],
+                # BFGS only: measured, the rule moves L-BFGS off its bar (see zoom_search)
+                interpolate_first_overshoot=fresh & (method == "bfgs"),
             )
             x_new = s.x + ls.step * d
             finite = jnp.isfinite(ls.value) & jnp.all(jnp.isfinite(ls.grad))
