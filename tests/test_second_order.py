@@ -1,5 +1,7 @@
 """Second-order methods against dense linear algebra, textbook formulas and scipy."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ import scipy.optimize
 
 import gradxform as gx
 from gradxform.second_order import directions as dirs
+from gradxform.second_order._packed import packed_while_loop
 from gradxform.second_order.linesearch import zoom_search
 
 METHODS = ["lbfgs", "bfgs", "newton", "newton-cg"]
@@ -241,6 +244,34 @@ def test_nan_objective_is_a_status_not_a_hang():
     sol = gx.minimize(lambda x: jnp.sum(x - jnp.log(x)), jnp.full(3, 5.0), tol=1e-10)
     assert sol.success
     np.testing.assert_allclose(sol.params, 1.0, rtol=1e-8)
+
+
+def test_nan_start_counts_no_hessian_for_newton():
+    sol = gx.minimize(lambda x: jnp.sum(x**2) * jnp.nan, jnp.ones(3), method="newton")
+    assert int(sol.status) == gx.Status.NONFINITE
+    assert (int(sol.iterations), int(sol.num_hess_evals)) == (0, 0)
+
+
+def test_packed_while_loop_equals_lax_while_loop():
+    """Mixed scalar dtypes, arrays and a NamedTuple carry, also under vmap."""
+
+    def run(loop, x):
+        def body(c):
+            k, (t, flag, v), w = c
+            t = 0.5 * t + jnp.sum(v) * 1e-3
+            return k + 1, (t, flag ^ (k % 3 == 0), jnp.sin(v) + t), w.astype(jnp.float32) * 1.5
+
+        init = (jnp.int32(0), (x, jnp.array(False), jnp.arange(4.0) + x), jnp.ones(2, jnp.float32))
+        return loop(lambda c: (c[0] < 7) & (c[1][0] > -1), body, init)
+
+    for x in (0.3, jnp.array([0.3, -2.0, 5.0])):
+        batch = jax.vmap if jnp.ndim(x) else (lambda f: f)
+        ours = batch(functools.partial(run, packed_while_loop))(x)
+        ref = batch(functools.partial(run, jax.lax.while_loop))(x)
+        assert jax.tree.structure(ours) == jax.tree.structure(ref)
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
 
 
 def test_maxiter_is_a_status_and_history_is_recorded():

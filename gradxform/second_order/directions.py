@@ -177,9 +177,13 @@ def newton_direction(
     diagonal_scale = jnp.maximum(1, jnp.max(jnp.abs(jnp.diagonal(hessian))))
     positive = jnp.all(pivots**2 > jnp.sqrt(eps) * diagonal_scale)  # False for NaN
 
+    # solved on both paths (NaN where the factorisation failed), so the factor never
+    # crosses into the conditional, which would copy it into another layout
+    newton = -jax.scipy.linalg.cho_solve((chol, True), g)
+    smallest_pivot = jnp.min(pivots**2)
+
     def newton_step(_):
-        d = -jax.scipy.linalg.cho_solve((chol, True), g)
-        return d, jnp.min(pivots**2), jnp.array(False)
+        return newton, smallest_pivot, jnp.array(False)
 
     def modified_step(_):
         lam, V = jnp.linalg.eigh(hessian if recompute is None else recompute())

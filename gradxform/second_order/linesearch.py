@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from gradxform.base import GradientTransformationExtraArgs
+from gradxform.second_order._packed import packed_while_loop
 
 __all__ = [
     "LineSearchResult",
@@ -248,7 +249,7 @@ def zoom_search(
             wolfe=accept,
         )
 
-    out = jax.lax.while_loop(cond, body, init)
+    out = packed_while_loop(cond, body, body(init))
     return LineSearchResult(
         step=out.best_t,
         value=out.best_f,

@@ -23,6 +23,7 @@ from jax.flatten_util import ravel_pytree
 
 from gradxform import tree
 from gradxform.second_order import directions as dirs
+from gradxform.second_order._packed import packed_while_loop
 from gradxform.second_order.linesearch import zoom_search
 
 __all__ = ["History", "Solution", "Status", "minimize"]
@@ -119,6 +120,7 @@ class _Loop(NamedTuple):
     nhev: jax.Array
     nhvp: jax.Array
     model: Any
+    d: jax.Array  # the direction at x (computed when x is accepted)
     fresh: jax.Array  # the curvature model holds no pairs yet (start, or after a reset)
     stall: jax.Array  # consecutive iterations without a new best value or gradient norm
     f_best: jax.Array
@@ -302,6 +304,7 @@ def _compiled(fun, treedef, leaf_spec, config):
             nhev=jnp.zeros([], jnp.int32),
             nhvp=jnp.zeros([], jnp.int32),
             model=init_model(x0),
+            d=jnp.zeros_like(x0),
             fresh=jnp.array(True),
             stall=jnp.zeros([], jnp.int32),
             f_best=f0,
@@ -381,19 +384,29 @@ def _compiled(fun, treedef, leaf_spec, config):
                 model=model,
             )
 
-        def body(s: _Loop):
+        def advance(s: _Loop):
+            """The direction at the accepted iterate and the stopping tests there.
+
+            Computed once per iterate, at the end of the iteration that reached it (and
+            for x0 before the loop), so the loop body is one straight line: step along
+            the carried direction, then advance; no conditional around the step."""
+            running = s.status == _RUNNING
             d, stationary_ok, nhev, nhvp = direction(s)
-            s = s._replace(nhev=s.nhev + nhev, nhvp=s.nhvp + nhvp)
             converged = (jnp.linalg.norm(s.g) <= gtol) & stationary_ok
-            out_of_iterations = s.k >= maxiter
-            s = s._replace(
-                status=jnp.where(
-                    converged,
-                    Status.SUCCESS,
-                    jnp.where(out_of_iterations, Status.MAXITER, _RUNNING),
-                ).astype(jnp.int32)
+            status = jnp.where(
+                converged,
+                Status.SUCCESS,
+                jnp.where(s.k >= maxiter, Status.MAXITER, _RUNNING),
             )
-            s = jax.lax.cond(s.status == _RUNNING, step, lambda s, d: s, s, d)
+            return s._replace(
+                d=d,
+                nhev=s.nhev + jnp.where(running, nhev, 0),
+                nhvp=s.nhvp + jnp.where(running, nhvp, 0),
+                status=jnp.where(running, status, s.status).astype(jnp.int32),
+            )
+
+        def body(s: _Loop):
+            s = step(s, s.d)
             if keep_history:
                 moved = s.status == _RUNNING
                 gn = jnp.linalg.norm(s.g)
@@ -401,9 +414,9 @@ def _compiled(fun, treedef, leaf_spec, config):
                     hist_f=jnp.where(moved, s.hist_f.at[s.k].set(s.f), s.hist_f),
                     hist_g=jnp.where(moved, s.hist_g.at[s.k].set(gn), s.hist_g),
                 )
-            return s
+            return advance(s)
 
-        s = jax.lax.while_loop(lambda s: s.status == _RUNNING, body, init)
+        s = packed_while_loop(lambda s: s.status == _RUNNING, body, advance(init))
         return Solution(
             params=s.x,
             value=s.f,
