@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -29,6 +30,7 @@ from gradxform.second_order.linesearch import zoom_search
 __all__ = ["History", "Solution", "Status", "minimize"]
 
 METHODS = ("lbfgs", "bfgs", "newton", "newton-cg")
+_FLOAT_DTYPES = frozenset(np.dtype(t) for t in ("float16", "bfloat16", "float32", "float64"))
 
 
 class Status(enum.IntEnum):
@@ -134,7 +136,9 @@ def _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2, max_linesearch
         raise TypeError(f"fun must be a callable fun(params) -> scalar; got {fun!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    tree.check_real_floating(x0, "x0")
+    leaves = jax.tree.leaves(x0)
+    if not (leaves and all(getattr(leaf, "dtype", None) in _FLOAT_DTYPES for leaf in leaves)):
+        tree.check_real_floating(x0, "x0")  # the slow path, which names the offending leaf
     if not (isinstance(tol, (int, float)) and tol > 0 and np.isfinite(tol)):
         raise ValueError(f"tol must be a finite number > 0; got {tol!r}")
     if not (isinstance(maxiter, int) and not isinstance(maxiter, bool) and maxiter >= 1):
@@ -210,7 +214,7 @@ def minimize(
     leaf_spec = tuple(
         (jnp.shape(x), x.dtype if hasattr(x, "dtype") else jnp.result_type(x)) for x in leaves
     )
-    n = sum(int(np.prod(shape)) for shape, _ in leaf_spec)
+    n = sum(math.prod(shape) for shape, _ in leaf_spec)
     config = (
         method,
         float(tol),
