@@ -8,6 +8,14 @@ over starting points. Never hangs (every loop is bounded) and never returns
 NaN silently: a non-finite value, a failed line search, ``maxiter`` or
 stagnation at floating-point resolution is a status in the returned
 :class:`Solution`.
+
+The loop is shaped for XLA:CPU, where small solves are bound by how many
+kernels the runtime dispatches rather than by arithmetic: the direction at an
+iterate is computed when the iterate is accepted and carried, so the body is
+straight-line code (step, then the next direction and the stopping tests)
+with no conditional around it; the line search's first trial runs before its
+loop, which usually has nothing left to do; and both loops carry their
+scalars stacked per dtype (:func:`~gradxform.second_order._packed.packed_while_loop`).
 """
 
 from __future__ import annotations
