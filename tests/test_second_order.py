@@ -1,6 +1,7 @@
 """Second-order methods against dense linear algebra, textbook formulas and scipy."""
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -255,14 +256,21 @@ def test_nan_start_counts_no_hessian_for_newton():
 def test_packed_while_loop_equals_lax_while_loop():
     """Mixed scalar dtypes, arrays and a NamedTuple carry, also under vmap."""
 
+    class State(NamedTuple):
+        t: jax.Array
+        flag: jax.Array
+        v: jax.Array
+
     def run(loop, x):
         def body(c):
-            k, (t, flag, v), w = c
-            t = 0.5 * t + jnp.sum(v) * 1e-3
-            return k + 1, (t, flag ^ (k % 3 == 0), jnp.sin(v) + t), w.astype(jnp.float32) * 1.5
+            k, s, w = c
+            t = 0.5 * s.t + jnp.sum(s.v) * 1e-3
+            state = State(t, s.flag ^ (k % 3 == 0), jnp.sin(s.v) + t)
+            return k + 1, state, w.astype(jnp.float32) * 1.5
 
-        init = (jnp.int32(0), (x, jnp.array(False), jnp.arange(4.0) + x), jnp.ones(2, jnp.float32))
-        return loop(lambda c: (c[0] < 7) & (c[1][0] > -1), body, init)
+        state = State(x, jnp.array(False), jnp.arange(4.0) + x)
+        init = (jnp.int32(0), state, jnp.ones(2, jnp.float32))
+        return loop(lambda c: (c[0] < 7) & (c[1].t > -1), body, init)
 
     for x in (0.3, jnp.array([0.3, -2.0, 5.0])):
         batch = jax.vmap if jnp.ndim(x) else (lambda f: f)

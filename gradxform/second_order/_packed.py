@@ -1,11 +1,14 @@
 """``while_loop`` with the scalar part of the carry packed into one array per dtype.
 
-XLA:CPU runs each loop-carried scalar as its own kernel (a fusion or a copy per
-scalar, each dispatched by the runtime, concurrently when any buffer exceeds
-512 bytes); solver loops carry a dozen or more scalars (step sizes, bracket
-ends, counters, flags). Stacking the scalars of each dtype at the end of the
-body lets XLA produce them with one kernel, and the unpacking slices fuse into
-their consumers. Same semantics as :func:`jax.lax.while_loop`.
+XLA:CPU runs each loop-carried scalar as its own small kernel (a fusion or a
+copy per scalar, each dispatched by the runtime, through its thread pool when
+the loop also carries a buffer over 512 bytes); solver loops carry a dozen or
+more scalars (step sizes, bracket ends, counters, flags). Stacked per dtype,
+they are one buffer each to carry and copy, and XLA fuses many of their
+updates into the stacking kernel. Measured on the 2-core development CPU,
+``minimize`` with packed loops against the same code with plain ones: 1-37%
+faster per solve on the n=100 problems of ``benchmarks/second_order.py``,
+identical iterates. Same semantics as :func:`jax.lax.while_loop`.
 """
 
 from __future__ import annotations
@@ -14,16 +17,11 @@ import jax
 import jax.numpy as jnp
 
 
-def _split(carry):
-    leaves, treedef = jax.tree.flatten(carry)
-    leaves = [jnp.asarray(leaf) for leaf in leaves]
-    scalar_dtypes = sorted({leaf.dtype.name for leaf in leaves if leaf.ndim == 0})
-    return leaves, treedef, scalar_dtypes
-
-
 def packed_while_loop(cond_fun, body_fun, init):
     """:func:`jax.lax.while_loop` that carries scalars stacked by dtype."""
-    leaves, treedef, dtypes = _split(init)
+    leaves, treedef = jax.tree.flatten(init)
+    leaves = [jnp.asarray(leaf) for leaf in leaves]
+    dtypes = sorted({leaf.dtype.name for leaf in leaves if leaf.ndim == 0})
     slots = []  # for each leaf: (dtype name, index in its stack) or None (kept as is)
     counts = dict.fromkeys(dtypes, 0)
     for leaf in leaves:
