@@ -203,10 +203,17 @@ def check_real_floating(tree: Any, name: str) -> None:
 
     The error names the argument and the path of the first offending leaf.
     """
-    if not jax.tree.leaves(tree):
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
         raise ValueError(f"{name} must hold at least one array; got an empty pytree")
+
+    def dtype_of(leaf):
+        return leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
+
+    if all(jnp.issubdtype(dtype_of(leaf), jnp.floating) for leaf in leaves):
+        return  # the key paths, which cost more than the check, only name an offending leaf
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
+        dtype = dtype_of(leaf)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(
                 f"{name} must hold real floating-point arrays; the leaf at "
