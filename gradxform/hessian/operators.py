@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from gradxform import tree
+from gradxform.second_order.directions import dense_hessian
 
 __all__ = [
     "FlatOperator",
@@ -68,7 +69,7 @@ def hessian_matrix(f: Callable[[Any], jax.Array], params: Any) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=0)
 def _dense_hessian(f, params):
     flat, unravel = ravel_pytree(params)
-    return jax.hessian(lambda x: f(unravel(x)))(flat)
+    return dense_hessian(lambda x: f(unravel(x)), flat)
 
 
 def _hashable(f) -> bool:
