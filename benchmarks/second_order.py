@@ -7,7 +7,8 @@ solver's own verdict), gradient evaluations counted by instrumenting the
 objective (a callback inside the JAX objective; a wrapper around scipy's),
 iterations, compile time (first call minus a warm call) and the warm run time:
 the median over 7 rounds, each running every solver of the problem in turn (the
-box's speed drifts; interleaving gives every solver the same conditions). Writes ``benchmarks/results/second_order.{json,md}``.
+box's speed drifts; interleaving gives every solver the same conditions). Writes
+``benchmarks/results/second_order.{json,md}``.
 
     python benchmarks/second_order.py            # the standard table (a few minutes on 2 cores)
     python benchmarks/second_order.py --quick    # small problems only
