@@ -23,6 +23,10 @@ Invariants every gradxform transform keeps:
 * extra keyword arguments (``value``, ``grad``, ``value_fn``, ...) are accepted
   by every transform and forwarded by :func:`chain` to the transforms that
   take them.
+
+The types (:class:`GradientTransformation`, :class:`GradientTransformationExtraArgs`,
+:class:`EmptyState`) are optax's; :data:`Schedule` is the type of a schedule,
+a function from the step count to a value (see :mod:`gradxform.schedules`).
 """
 
 from __future__ import annotations
@@ -63,6 +67,23 @@ def with_extra_args(tx: GradientTransformation) -> GradientTransformationExtraAr
     A plain ``optax.GradientTransformation`` does not take ``value=``, ``grad=``
     and the like; the wrapper drops them. Transforms that already take them are
     returned unchanged.
+
+    Args:
+        tx: a gradxform or optax transform.
+
+    Returns:
+        ``tx`` itself if it is a ``GradientTransformationExtraArgs``, else the
+        same ``init`` with an ``update`` that ignores extra keyword arguments.
+
+    Raises:
+        TypeError: if ``tx`` is not a ``GradientTransformation``.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp, optax
+        >>> tx = gx.with_extra_args(optax.scale(2.0))
+        >>> updates, _ = tx.update(jnp.ones(2), tx.init(jnp.ones(2)), value=1.0)
+        >>> updates.tolist()
+        [2.0, 2.0]
     """
     if isinstance(tx, GradientTransformationExtraArgs):
         return tx
@@ -80,7 +101,14 @@ def with_extra_args(tx: GradientTransformation) -> GradientTransformationExtraAr
 
 
 def identity() -> GradientTransformationExtraArgs:
-    """The transform that returns its updates unchanged (state: ``EmptyState``)."""
+    r"""The transform that returns its updates unchanged: :math:`u \mapsto u`.
+
+    The unit of :func:`chain`, and the numerator of AdaGrad and RMSProp
+    (``divide(identity(), ...)``).
+
+    Returns:
+        A ``GradientTransformationExtraArgs`` whose state is ``EmptyState()``.
+    """
 
     def init_fn(params):
         del params
@@ -96,8 +124,22 @@ def identity() -> GradientTransformationExtraArgs:
 def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArgs:
     """Applies transforms one after the other; the state is the tuple of their states.
 
-    Accepts gradxform and optax transforms alike. Extra keyword arguments given
-    to ``update`` reach every transform that accepts them.
+    ``chain(a, b, c)`` maps updates ``u`` to :math:`c(b(a(u)))`, each transform
+    updating its own state. Accepts gradxform and optax transforms alike. Extra
+    keyword arguments given to ``update`` reach every transform that accepts
+    them (optax transforms that take none are wrapped by :func:`with_extra_args`).
+    ``chain`` is associative, with :func:`identity` as its unit.
+
+    Args:
+        *transforms: one or more transforms, applied in the order given.
+
+    Returns:
+        A ``GradientTransformationExtraArgs`` whose state is the tuple of the
+        transforms' states, in order.
+
+    Raises:
+        ValueError: if no transform is given (when built), or if ``update`` gets
+            a state that is not a tuple of that many states.
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
@@ -129,7 +171,12 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
 
 
 class DivideState(NamedTuple):
-    """State of :func:`divide`: the states of its two branches."""
+    """State of :func:`divide`: the states of its two branches.
+
+    Attributes:
+        numerator: the state of the numerator transform.
+        denominator: the state of the denominator transform.
+    """
 
     numerator: OptState
     denominator: OptState
@@ -138,13 +185,33 @@ class DivideState(NamedTuple):
 def divide(
     numerator: GradientTransformation, denominator: GradientTransformation
 ) -> GradientTransformationExtraArgs:
-    """Feeds the same updates to two transforms and returns ``numerator / denominator``.
+    r"""Feeds the same updates to two transforms and returns ``numerator / denominator``.
 
-    This is how adaptive methods are composed: Adam's direction is
-    ``divide(chain(ema_first_moment(b1), bias_correct(b1)),
+    :math:`u \mapsto n(u) / d(u)` leaf-wise, where :math:`n` and :math:`d` are
+    the two transforms. This is how adaptive methods are composed: Adam's
+    direction is ``divide(chain(ema_first_moment(b1), bias_correct(b1)),
     chain(ema_second_moment(b2), bias_correct(b2), sqrt_with_eps(eps)))``.
     Where the denominator is exactly zero the result is zero: a coordinate
     that has never seen a gradient does not move (AdaGrad with ``eps=0``).
+
+    Args:
+        numerator: the transform whose output is divided.
+        denominator: the transform whose output divides; its output must have
+            the numerator's tree structure.
+
+    Returns:
+        A ``GradientTransformationExtraArgs`` with state :class:`DivideState`.
+
+    Raises:
+        ValueError: when ``update`` is traced, naming the first path where the
+            two outputs' structures differ.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.divide(gx.identity(), gx.scale(2.0))
+        >>> updates, _ = tx.update(jnp.array([1.0, -3.0]), tx.init(jnp.zeros(2)))
+        >>> updates.tolist()
+        [0.5, 0.5]
     """
     num_tx, den_tx = with_extra_args(numerator), with_extra_args(denominator)
 
@@ -162,10 +229,28 @@ def divide(
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
-    """Returns ``params + updates``, each leaf keeping the dtype of its parameter.
+    r"""Returns ``params + updates``, each leaf keeping the dtype of its parameter.
+
+    :math:`x \leftarrow x + u`: updates are already signed (the learning-rate
+    step :func:`gradxform.scale_by_learning_rate` flips the sign), so this is
+    the same call for every optimizer.
+
+    Args:
+        params: a pytree of arrays.
+        updates: a pytree of the same structure and shapes (as ``update`` returns).
+
+    Returns:
+        The pytree ``params + updates``, each leaf cast to its parameter's dtype.
 
     Raises:
         ValueError: naming the first path where the two trees differ.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> x = {"w": jnp.array([1.0, 2.0], jnp.bfloat16)}
+        >>> new = gx.apply_updates(x, {"w": jnp.array([0.5, -0.5])})
+        >>> new["w"].dtype, new["w"].tolist()
+        (dtype(bfloat16), [1.5, 1.5])
     """
     tree.check_structure(params, updates, "params", "updates")
     return jax.tree.map(

@@ -2,6 +2,19 @@
 
 Every function maps leaf-wise over pytrees of arrays, so an update function
 reads like its equation: ``tree.ema(decay, complement, moment, updates)``.
+Scalars are cast to each leaf's (real) dtype, so a float32 hyperparameter
+never promotes a bfloat16 moment. The checks (:func:`check_structure`,
+:func:`check_real_floating`) run in Python at trace time and name the path of
+the first offending leaf.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from gradxform import tree
+    >>> m = {"w": jnp.zeros(2), "b": jnp.ones(())}
+    >>> g = {"w": jnp.array([1.0, -1.0]), "b": jnp.zeros(())}
+    >>> new = tree.ema(jnp.asarray(0.5), jnp.asarray(0.5), m, g)
+    >>> new["w"].tolist(), new["b"].tolist()
+    ([0.5, -0.5], 0.5)
 """
 
 from __future__ import annotations
@@ -29,12 +42,27 @@ __all__ = [
 
 
 def real_dtype(dtype) -> np.dtype:
-    """The real dtype of a (possibly complex) dtype: complex64 -> float32."""
+    """The real dtype of a (possibly complex) dtype: complex64 -> float32.
+
+    Args:
+        dtype: any NumPy or JAX dtype (or something ``numpy.dtype`` accepts).
+
+    Returns:
+        The dtype of the real part for inexact dtypes (``float32`` for
+        ``complex64``, the dtype itself for real floats); other dtypes unchanged.
+    """
     return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.inexact) else np.dtype(dtype)
 
 
 def squared_magnitude(x: jax.Array) -> jax.Array:
-    """``|x|**2`` elementwise, real-valued for complex ``x``."""
+    """:math:`|x|^2` elementwise, real-valued for complex ``x``.
+
+    Args:
+        x: an array.
+
+    Returns:
+        ``x * x`` for real ``x``; ``(conj(x) * x).real`` for complex ``x``.
+    """
     if jnp.iscomplexobj(x):
         return (x.conj() * x).real
     return x * x
@@ -46,12 +74,29 @@ def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
     Computed as ``num / where(den == 0, inf, den)``: one select per leaf, and
     derivatives stay finite where ``den == 0`` (the selected ``inf`` is a
     constant). A finite ``num`` over a zero ``den`` gives a zero of ``num``'s sign.
+
+    Args:
+        num: the numerator array.
+        den: the denominator, broadcastable against ``num``.
+
+    Returns:
+        ``num / den`` with zeros where ``den == 0``.
     """
     return num / jnp.where(den == 0, jnp.asarray(jnp.inf, den.dtype), den)
 
 
 def zeros_like(params: Any, dtype=None, real: bool = False) -> Any:
-    """Zeros shaped like ``params``; ``dtype`` overrides, ``real`` drops complex parts."""
+    """Zeros shaped like ``params``; ``dtype`` overrides, ``real`` drops complex parts.
+
+    Args:
+        params: a pytree of arrays.
+        dtype: the dtype of every leaf (default: each parameter's dtype).
+        real: use the real dtype of each leaf's dtype (for second moments of
+            complex parameters).
+
+    Returns:
+        A pytree of zeros with the structure, shapes and sharding of ``params``.
+    """
     return full_like(params, 0, dtype=dtype, real=real)
 
 
@@ -60,6 +105,15 @@ def full_like(params: Any, value, dtype=None, real: bool = False) -> Any:
 
     Each leaf of the result has the sharding of its parameter, so optimizer
     state built from sharded parameters is sharded the same way.
+
+    Args:
+        params: a pytree of arrays.
+        value: the fill value (a scalar).
+        dtype: the dtype of every leaf (default: each parameter's dtype).
+        real: use the real dtype of each leaf's dtype.
+
+    Returns:
+        A pytree shaped like ``params`` filled with ``value``.
     """
 
     def leaf(p):
@@ -74,25 +128,59 @@ def full_like(params: Any, value, dtype=None, real: bool = False) -> Any:
 
 
 def cast(tree: Any, like: Any) -> Any:
-    """Casts each leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
+    """Casts each leaf of ``tree`` to the dtype of the matching leaf of ``like``.
+
+    Args:
+        tree: a pytree of arrays.
+        like: a pytree of the same structure whose leaves have the target dtypes.
+
+    Returns:
+        ``tree`` with every leaf cast to its counterpart's dtype.
+    """
     return jax.tree.map(lambda x, y: x.astype(y.dtype), tree, like)
 
 
 def scale(factor: jax.Array, tree: Any) -> Any:
-    """``factor * tree``, the scalar cast to each leaf's real dtype first."""
+    """``factor * tree``, the scalar cast to each leaf's real dtype first.
+
+    Args:
+        factor: a scalar array.
+        tree: a pytree of arrays (real or complex).
+
+    Returns:
+        The pytree ``factor * tree``; each leaf keeps its dtype.
+    """
     return jax.tree.map(lambda x: x * factor.astype(real_dtype(x.dtype)), tree)
 
 
 def add(a: Any, b: Any) -> Any:
-    """``a + b`` leaf-wise."""
+    """``a + b`` leaf-wise.
+
+    Args:
+        a: a pytree of arrays.
+        b: a pytree of the same structure.
+
+    Returns:
+        The leaf-wise sum.
+    """
     return jax.tree.map(jnp.add, a, b)
 
 
 def ema(decay: jax.Array, complement: jax.Array, moment: Any, sample: Any) -> Any:
-    """``complement * sample + decay * moment`` in each moment's dtype.
+    r"""The exponential moving average :math:`(1 - \beta)\, x + \beta\, m`, in each moment's dtype.
 
-    ``complement`` is ``1 - decay`` computed by the caller to full precision
-    (see :meth:`gradxform.hyperparams.Values.complement`).
+    ``complement`` is :math:`1 - \beta` computed by the caller to full
+    precision (a float32 ``1 - decay`` computed from a float32 ``decay`` would
+    lose its low bits), passed separately from ``decay``.
+
+    Args:
+        decay: :math:`\beta`, a scalar array.
+        complement: :math:`1 - \beta`, a scalar array.
+        moment: the pytree :math:`m` of current averages.
+        sample: the pytree :math:`x` of new samples, shaped like ``moment``.
+
+    Returns:
+        ``complement * sample + decay * moment``, each leaf in its moment's dtype.
     """
 
     def leaf(m, x):
@@ -103,7 +191,14 @@ def ema(decay: jax.Array, complement: jax.Array, moment: Any, sample: Any) -> An
 
 
 def global_norm(tree: Any) -> jax.Array:
-    """The l2 norm of all leaves together (complex leaves by magnitude)."""
+    r"""The l2 norm of all leaves together: :math:`\sqrt{\sum_i |x_i|^2}`.
+
+    Args:
+        tree: a pytree of arrays (complex leaves count by magnitude).
+
+    Returns:
+        A scalar array; 0 for a tree with no leaves.
+    """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros([])
@@ -121,12 +216,24 @@ def check_structure(
     """Raises ``ValueError`` naming the first path where two pytrees differ.
 
     With ``leaves`` (the default) the leaves of ``other`` must also be arrays
-    with the shapes of ``reference``'s (``TypeError`` / ``ValueError`` naming
-    the path); ``leaves=False`` compares the structures only (e.g. a mask of
-    Python booleans).
+    with the shapes of ``reference``'s; ``leaves=False`` compares the
+    structures only (e.g. a mask of Python booleans).
 
     Runs in Python at trace time, so the error appears when a jitted step is
     first traced, with the offending path in the message.
+
+    Args:
+        reference: the pytree that defines the expected structure.
+        other: the pytree checked against it.
+        reference_name: how the message names ``reference`` (e.g. ``"params"``).
+        other_name: how the message names ``other`` (e.g. ``"updates"``).
+        leaves: also check that ``other``'s leaves are arrays of
+            ``reference``'s shapes.
+
+    Raises:
+        ValueError: naming the first differing path, or the first leaf whose
+            shape differs.
+        TypeError: naming the first leaf of ``other`` that is not an array.
     """
     ref_def = jax.tree.structure(reference)
     other_def = jax.tree.structure(other)
@@ -202,6 +309,15 @@ def check_real_floating(tree: Any, name: str) -> None:
     """Raises unless ``tree`` holds at least one array and every leaf is real floating point.
 
     The error names the argument and the path of the first offending leaf.
+
+    Args:
+        tree: the pytree to check (e.g. a solver's ``x0``).
+        name: how the message names it.
+
+    Raises:
+        ValueError: if ``tree`` has no leaves.
+        TypeError: naming the path of the first leaf whose dtype is not a real
+            floating-point dtype.
     """
     leaves = jax.tree.leaves(tree)
     if not leaves:
