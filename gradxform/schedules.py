@@ -26,6 +26,15 @@ Module functions: :func:`constant`, :func:`step_decay`,
 :func:`inverse_time_decay`, :func:`cosine_decay`, :func:`linear_decay`,
 :func:`polynomial_decay`, :func:`inverse_sqrt_decay`, :func:`warmup`,
 :func:`join`, and :func:`evaluate` to tabulate a schedule for plotting.
+In the formulas, :math:`t` is ``count`` (or the count since
+``transition_begin`` where a schedule takes one).
+
+Example:
+    >>> import gradxform as gx
+    >>> lr = gx.schedules.join(
+    ...     [gx.schedules.warmup(1e-3, 100), gx.schedules.cosine_decay(1e-3, 900)], [100]
+    ... )
+    >>> tx = gx.adam(lr)  # the state holds the value the latest update used
 """
 
 from __future__ import annotations
@@ -141,7 +150,20 @@ def _cos_half_squared(done: jax.Array, total) -> jax.Array:
 
 
 def constant(value: float) -> Schedule:
-    """``value`` at every step."""
+    """The constant schedule :math:`v(t) = v`.
+
+    Args:
+        value: the value, a real number.
+
+    Returns:
+        A schedule returning ``value`` (as float32, or float64 under x64) for
+        every count, shaped like the count.
+
+    Example:
+        >>> import gradxform as gx
+        >>> gx.schedules.evaluate(gx.schedules.constant(2.0), 3).tolist()
+        [2.0, 2.0, 2.0]
+    """
     v = _real("value", value)
 
     def schedule(count):
@@ -151,9 +173,22 @@ def constant(value: float) -> Schedule:
 
 
 def step_decay(init_value: float, decay_factor: float, step_size: int) -> Schedule:
-    """``init_value * decay_factor ** (count // step_size)``: torch's ``StepLR``.
+    r"""Step decay, :math:`v(t) = v_0\, \gamma^{\lfloor t / k \rfloor}` (torch's ``StepLR``).
 
     Step 0 uses ``init_value``; the value first changes at ``count = step_size``.
+
+    Args:
+        init_value: :math:`v_0`.
+        decay_factor: :math:`\gamma > 0`, the factor applied every ``step_size`` steps.
+        step_size: :math:`k \geq 1`, the number of steps between decays.
+
+    Returns:
+        The schedule.
+
+    Example:
+        >>> import gradxform as gx
+        >>> gx.schedules.evaluate(gx.schedules.step_decay(1.0, 0.5, 2), 5).tolist()
+        [1.0, 1.0, 0.5, 0.5, 0.25]
     """
     v = _real("init_value", init_value)
     log_factor = math.log(_real("decay_factor", decay_factor, positive=True))
@@ -169,13 +204,31 @@ def step_decay(init_value: float, decay_factor: float, step_size: int) -> Schedu
 def piecewise_constant(
     init_value: float, boundaries: Sequence[int], scales: Sequence[float]
 ) -> Schedule:
-    """``init_value`` times every ``scales[i]`` whose ``boundaries[i] <= count``.
+    r"""Piecewise constant, :math:`v(t) = v_0 \prod_{i:\, b_i \leq t} s_i`.
 
     torch's ``MultiStepLR(milestones, gamma)`` is
     ``piecewise_constant(lr, milestones, [gamma] * len(milestones))``; optax's
     ``piecewise_constant_schedule(v, {b: s})`` is the same with its dict. The
     value at ``count = boundaries[i]`` is already scaled. Each plateau is the
     product computed once in double precision.
+
+    Args:
+        init_value: :math:`v_0`, the value before the first boundary.
+        boundaries: the counts :math:`b_i` at which a scale applies: strictly
+            increasing non-negative integers.
+        scales: the factors :math:`s_i`, one per boundary.
+
+    Returns:
+        The schedule.
+
+    Raises:
+        ValueError: if the boundaries are not increasing or the lengths differ.
+
+    Example:
+        >>> import gradxform as gx
+        >>> s = gx.schedules.piecewise_constant(1.0, [2, 4], [0.5, 0.5])
+        >>> gx.schedules.evaluate(s, 5).tolist()
+        [1.0, 1.0, 0.5, 0.5, 0.25]
     """
     v = _real("init_value", init_value)
     bounds = _increasing("boundaries", boundaries)
@@ -209,17 +262,42 @@ def exponential_decay(
     staircase: bool = False,
     end_value: float | None = None,
 ) -> Schedule:
-    """Exponential decay, in either of the lecture's forms.
+    r"""Exponential decay, given by a rate per ``transition_steps`` or by a constant ``k``.
 
-    * ``decay_rate`` form: ``init_value * decay_rate ** (t / transition_steps)``
-      (optax's ``exponential_decay``; torch's ``ExponentialLR(gamma)`` is
+    * ``decay_rate`` form: :math:`v(t) = v_0\, r^{t / T}` (optax's
+      ``exponential_decay``; torch's ``ExponentialLR(gamma)`` is
       ``exponential_decay(lr, gamma)``);
-    * ``k`` form: ``init_value * exp(-k * t / transition_steps)``, the lecture's
-      ``alpha0 * exp(-k t)``;
+    * ``k`` form: :math:`v(t) = v_0\, e^{-k t / T}`;
 
-    with ``t = max(count - transition_begin, 0)``, floored to whole multiples of
-    ``transition_steps`` when ``staircase``. ``end_value`` bounds the value
-    (below for decay, above for growth). Step 0 uses ``init_value``.
+    with :math:`T` = ``transition_steps``, :math:`b` = ``transition_begin`` and
+    :math:`t = \max(\text{count} - b, 0)`, floored to whole multiples of
+    :math:`T` when ``staircase``. ``end_value`` bounds the
+    value (below for decay, above for growth). Step 0 uses ``init_value``.
+
+    Args:
+        init_value: :math:`v_0`.
+        decay_rate: :math:`r > 0`, the factor per ``transition_steps`` (give
+            this or ``k``, not both).
+        transition_steps: :math:`T \geq 1`.
+        k: the decay constant of the ``exp`` form.
+        transition_begin: steps to hold ``init_value`` before decaying.
+        staircase: decay in whole multiples of ``transition_steps``.
+        end_value: a bound the value does not pass, or None.
+
+    Returns:
+        The schedule.
+
+    Raises:
+        ValueError: unless exactly one of ``decay_rate`` and ``k`` is given.
+
+    Example:
+        >>> import gradxform as gx
+        >>> s = gx.schedules.exponential_decay(1.0, 0.5, transition_steps=2)
+        >>> [round(v, 4) for v in gx.schedules.evaluate(s, 5).tolist()]
+        [1.0, 0.7071, 0.5, 0.3536, 0.25]
+        >>> s = gx.schedules.exponential_decay(1.0, k=0.5)  # exp(-t / 2)
+        >>> [round(v, 4) for v in gx.schedules.evaluate(s, 3).tolist()]
+        [1.0, 0.6065, 0.3679]
     """
     v = _real("init_value", init_value)
     if (decay_rate is None) == (k is None):
@@ -246,11 +324,26 @@ def exponential_decay(
 def inverse_time_decay(
     init_value: float, k: float, transition_steps: int = 1, *, staircase: bool = False
 ) -> Schedule:
-    """The lecture's 1/t decay: ``init_value / (1 + k * t / transition_steps)``.
+    r"""The 1/t decay, :math:`v(t) = v_0 / (1 + k\, t / T)`.
 
-    ``t = count`` (floored to multiples of ``transition_steps`` when
-    ``staircase``). Step 0 uses ``init_value``. torch's Adagrad ``lr_decay`` is
-    ``inverse_time_decay(lr, lr_decay)``.
+    :math:`t` = ``count`` (floored to multiples of :math:`T` =
+    ``transition_steps`` when ``staircase``). Step 0 uses ``init_value``.
+    torch's Adagrad ``lr_decay`` is ``inverse_time_decay(lr, lr_decay)``.
+
+    Args:
+        init_value: :math:`v_0`.
+        k: :math:`k \geq 0`, the decay constant.
+        transition_steps: :math:`T \geq 1`.
+        staircase: decay in whole multiples of ``transition_steps``.
+
+    Returns:
+        The schedule.
+
+    Example:
+        >>> import gradxform as gx
+        >>> s = gx.schedules.inverse_time_decay(1.0, 1.0)
+        >>> [round(v, 4) for v in gx.schedules.evaluate(s, 4).tolist()]
+        [1.0, 0.5, 0.3333, 0.25]
     """
     v = _real("init_value", init_value)
     kk = _real("k", k, nonnegative=True)
@@ -273,20 +366,45 @@ def cosine_decay(
     warm_restarts: bool = False,
     period_mult: int = 1,
 ) -> Schedule:
-    """Cosine decay from ``init_value`` to the floor ``alpha * init_value``.
+    r"""Cosine decay from ``init_value`` to the floor ``alpha * init_value``.
 
-    ``value = init_value * ((1 - alpha) * c**exponent + alpha)`` with
-    ``c = (1 + cos(pi * t / decay_steps)) / 2``, the lecture's
-    ``alpha_t = alpha_0 (1 + cos(t pi / T)) / 2`` when ``alpha = 0``.
+    .. math::
 
-    Without restarts ``t = min(count, decay_steps)``: the value stays at the
+        v(t) = v_0 \left((1 - \alpha)\, c(t)^p + \alpha\right), \qquad
+        c(t) = \frac{1 + \cos(\pi t / T)}{2},
+
+    which is :math:`\tfrac12 v_0 (1 + \cos(\pi t / T))` for :math:`\alpha = 0`
+    and :math:`p = 1`.
+
+    Without restarts :math:`t = \min(\text{count}, T)`: the value stays at the
     floor after ``decay_steps`` (optax's ``cosine_decay_schedule``; torch's
     ``CosineAnnealingLR(T_max, eta_min)`` for ``count <= T_max`` with
     ``alpha = eta_min / lr``). With ``warm_restarts`` the decay starts again
     from ``init_value`` after each period, the ``i``-th period lasting
-    ``decay_steps * period_mult**i`` steps (SGDR; torch's
+    :math:`T m^i` steps (SGDR; torch's
     ``CosineAnnealingWarmRestarts(T_0, T_mult, eta_min)``). Step 0 uses
     ``init_value``.
+
+    Args:
+        init_value: :math:`v_0`.
+        decay_steps: :math:`T \geq 1`, the length of the decay (of the first
+            period with restarts).
+        alpha: :math:`\alpha \in [0, 1]`, the floor as a fraction of ``init_value``.
+        exponent: :math:`p > 0`, applied to the cosine factor.
+        warm_restarts: restart the decay at the end of each period.
+        period_mult: :math:`m \geq 1`, the growth of each period over the last.
+
+    Returns:
+        The schedule.
+
+    Example:
+        >>> import gradxform as gx
+        >>> s = gx.schedules.cosine_decay(1.0, 4)
+        >>> [round(v, 4) for v in gx.schedules.evaluate(s, 6).tolist()]
+        [1.0, 0.8536, 0.5, 0.1464, 0.0, 0.0]
+        >>> s = gx.schedules.cosine_decay(1.0, 2, warm_restarts=True, period_mult=2)
+        >>> [round(v, 4) for v in gx.schedules.evaluate(s, 7).tolist()]
+        [1.0, 0.5, 1.0, 0.8536, 0.5, 0.1464, 1.0]
     """
     v = _real("init_value", init_value)
     T = _steps("decay_steps", decay_steps)
@@ -333,12 +451,29 @@ def polynomial_decay(
     transition_steps: int,
     transition_begin: int = 0,
 ) -> Schedule:
-    """``(init_value - end_value) * (1 - t / transition_steps) ** power + end_value``.
+    r"""Polynomial decay, :math:`v(t) = (v_0 - v_1) (1 - t / T)^p + v_1`.
 
-    ``t = min(max(count - transition_begin, 0), transition_steps)``: constant
-    at ``init_value`` before ``transition_begin``, at ``end_value`` after the
-    decay (optax's ``polynomial_schedule``; torch's ``PolynomialLR(total_iters,
-    power)`` with ``end_value = 0``). Step 0 uses ``init_value``.
+    :math:`t = \min(\max(\text{count} - b, 0), T)` with :math:`b` =
+    ``transition_begin``: constant at ``init_value`` before ``transition_begin``,
+    at ``end_value`` after the decay (optax's ``polynomial_schedule``; torch's
+    ``PolynomialLR(total_iters, power)`` with ``end_value = 0``). Step 0 uses
+    ``init_value``.
+
+    Args:
+        init_value: :math:`v_0`.
+        end_value: :math:`v_1`.
+        power: :math:`p > 0`.
+        transition_steps: :math:`T \geq 1`, the length of the decay.
+        transition_begin: steps to hold ``init_value`` before decaying.
+
+    Returns:
+        The schedule.
+
+    Example:
+        >>> import gradxform as gx
+        >>> s = gx.schedules.polynomial_decay(1.0, 0.0, 2.0, 4)
+        >>> gx.schedules.evaluate(s, 6).tolist()
+        [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
     """
     v0 = _real("init_value", init_value)
     v1 = _real("end_value", end_value)
@@ -363,25 +498,56 @@ def polynomial_decay(
 def linear_decay(
     init_value: float, end_value: float, transition_steps: int, transition_begin: int = 0
 ) -> Schedule:
-    """Linear interpolation from ``init_value`` to ``end_value`` over ``transition_steps``.
+    r"""Linear decay, :math:`v(t) = v_0 + (v_1 - v_0)\, t / T` until :math:`t = T`.
 
-    The lecture's ``alpha_t = alpha_0 (1 - t / T)`` is ``linear_decay(alpha_0, 0, T)``;
-    torch's ``LinearLR(start_factor, end_factor, total_iters)`` is
-    ``linear_decay(lr * start_factor, lr * end_factor, total_iters)``.
+    :math:`v_0 (1 - t / T)` is ``linear_decay(v0, 0.0, T)``; torch's
+    ``LinearLR(start_factor, end_factor, total_iters)`` is
+    ``linear_decay(lr * start_factor, lr * end_factor, total_iters)``. This is
     :func:`polynomial_decay` with ``power=1``.
+
+    Args:
+        init_value: :math:`v_0`.
+        end_value: :math:`v_1`.
+        transition_steps: :math:`T \geq 1`, the length of the decay.
+        transition_begin: steps to hold ``init_value`` before decaying.
+
+    Returns:
+        The schedule.
+
+    Example:
+        >>> import gradxform as gx
+        >>> gx.schedules.evaluate(gx.schedules.linear_decay(1.0, 0.0, 4), 6).tolist()
+        [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
     """
     return polynomial_decay(init_value, end_value, 1.0, transition_steps, transition_begin)
 
 
 def inverse_sqrt_decay(peak_value: float, warmup_steps: int = 0) -> Schedule:
-    """The lecture's ``alpha_0 / sqrt(t)``, with the Transformer's linear warmup.
+    r"""Inverse square-root decay, :math:`v_0 / \sqrt{s}`, with the Transformer's linear warmup.
 
-    With ``s = count + 1`` (so that step 0 is finite):
-    ``peak_value * min(s / warmup_steps, sqrt(warmup_steps / s))``, rising
-    linearly to ``peak_value`` at ``s = warmup_steps`` then decaying as
-    ``1/sqrt(s)``; with ``warmup_steps = 0``, ``peak_value / sqrt(s)``.
-    "Attention is all you need" uses ``peak_value = d_model**-0.5 *
-    warmup_steps**-0.5``.
+    With :math:`s` = ``count + 1`` (so that step 0 is finite) and :math:`W` =
+    ``warmup_steps``:
+
+    .. math::
+
+        v(s) = v_0 \min\left(\frac{s}{W}, \sqrt{\frac{W}{s}}\right),
+
+    rising linearly to :math:`v_0` at :math:`s = W` then decaying as
+    :math:`1/\sqrt{s}`; with :math:`W = 0`, :math:`v_0 / \sqrt{s}`.
+    "Attention is all you need" uses :math:`v_0 = d_\text{model}^{-1/2} W^{-1/2}`.
+
+    Args:
+        peak_value: :math:`v_0`.
+        warmup_steps: :math:`W \geq 0`.
+
+    Returns:
+        The schedule.
+
+    Example:
+        >>> import gradxform as gx
+        >>> s = gx.schedules.inverse_sqrt_decay(1.0, warmup_steps=4)
+        >>> [round(v, 4) for v in gx.schedules.evaluate(s, 6).tolist()]
+        [0.25, 0.5, 0.75, 1.0, 0.8944, 0.8165]
     """
     v = _real("peak_value", peak_value)
     W = _steps("warmup_steps", warmup_steps, positive=False)
@@ -398,12 +564,27 @@ def inverse_sqrt_decay(peak_value: float, warmup_steps: int = 0) -> Schedule:
 def warmup(
     peak_value: float, warmup_steps: int, init_value: float = 0.0, *, shape: str = "linear"
 ) -> Schedule:
-    """Warmup from ``init_value`` at step 0 to ``peak_value`` at ``count = warmup_steps``.
+    r"""Warmup from ``init_value`` at step 0 to ``peak_value`` at ``count = warmup_steps``.
 
-    ``shape="linear"``: ``init + (peak - init) * f``; ``shape="cosine"``:
-    ``init + (peak - init) * (1 - cos(pi f)) / 2``; ``f = min(count, W) / W``.
-    Constant at ``peak_value`` afterwards, so :func:`join` with a decay that
-    starts at ``peak_value`` is continuous.
+    With :math:`f = \min(t, W) / W`: ``shape="linear"`` gives
+    :math:`v_0 + (v_1 - v_0) f`; ``shape="cosine"`` gives
+    :math:`v_0 + (v_1 - v_0) (1 - \cos(\pi f)) / 2`. Constant at
+    ``peak_value`` afterwards, so :func:`join` with a decay that starts at
+    ``peak_value`` is continuous.
+
+    Args:
+        peak_value: :math:`v_1`, the value from ``count = warmup_steps`` on.
+        warmup_steps: :math:`W \geq 1`.
+        init_value: :math:`v_0`, the value at step 0.
+        shape: ``"linear"`` or ``"cosine"``.
+
+    Returns:
+        The schedule.
+
+    Example:
+        >>> import gradxform as gx
+        >>> gx.schedules.evaluate(gx.schedules.warmup(1.0, 4), 6).tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     """
     v1 = _real("peak_value", peak_value)
     v0 = _real("init_value", init_value)
@@ -430,6 +611,21 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     The result is continuous at a boundary when the schedule that ends there
     reaches the value the next one starts with (:func:`warmup` then a decay
     from the same peak).
+
+    Args:
+        schedules: a non-empty sequence of schedules.
+        boundaries: the counts at which the next schedule takes over, strictly
+            increasing, one fewer than ``schedules``.
+
+    Returns:
+        The joined schedule.
+
+    Example:
+        >>> import gradxform as gx
+        >>> S = gx.schedules
+        >>> s = S.join([S.warmup(1.0, 2), S.linear_decay(1.0, 0.0, 4)], [2])
+        >>> S.evaluate(s, 7).tolist()
+        [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0]
     """
     parts = list(schedules)
     if not parts or not all(callable(s) for s in parts):
@@ -455,6 +651,19 @@ def evaluate(schedule: Schedule, num_steps: int, start: int = 0) -> np.ndarray:
     """``schedule`` at counts ``start, ..., start + num_steps - 1``, as a NumPy array.
 
     One jitted, vectorised call: the helper for plots and tables.
+
+    Args:
+        schedule: any schedule (a function of an integer count).
+        num_steps: how many counts, at least 1.
+        start: the first count.
+
+    Returns:
+        A NumPy array of ``num_steps`` values.
+
+    Example:
+        >>> import gradxform as gx
+        >>> gx.schedules.evaluate(gx.schedules.step_decay(1.0, 0.5, 10), 2, start=9).tolist()
+        [1.0, 0.5]
     """
     n = _steps("num_steps", num_steps)
     s = _steps("start", start, positive=False)
