@@ -1,5 +1,23 @@
+"""Shared fixtures and the hypothesis profiles.
+
+Hypothesis runs the ``ci`` profile when the ``CI`` environment variable is set
+(CI sets ``CI=true``): the same examples on every run (``derandomize``), no
+per-example deadline (the first example of a test pays for its compilation), and
+a failure prints the blob that reproduces it with ``@reproduce_failure``.
+Elsewhere the ``dev`` profile draws fresh examples each run. Either can be chosen
+with ``HYPOTHESIS_PROFILE=ci|dev``. Example counts stay in the tests' own
+``@settings`` (small: every new shape is a new compilation).
+"""
+
+import os
+
 import jax
 import pytest
+from hypothesis import settings
+
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture(params=["float32", "float64"])

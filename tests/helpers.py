@@ -1,12 +1,51 @@
-"""JAX side of the shared problem: run any transform along the gradient sequence."""
+"""Shared test tables and the JAX side of the shared problem.
+
+The optimizer tables are the one place tests (and tests/scripts/) name the
+optimizers they sweep: ``name -> factory``, a fresh transform per call.
+
+- ``ALIASES``: every first-order alias, once each, with its options exercised.
+- ``WRAPPED``: first-order optimizers composed with a schedule, a clip or a guard.
+- ``ELEMENTWISE``: both of the above (updates act leaf by leaf, so they shard
+  without collectives and run in any floating dtype).
+- ``SECOND_ORDER``: the transforms that need ``value``, ``grad`` and ``value_fn``.
+
+Dense references and naive loops (the slow paths that pin the fast ones down)
+live in tests/references.py.
+"""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+import gradxform as gx
 from tests.problems import STEPS, grad, make_problem
 from tests.reference.torch_configs import RECORD_EVERY
+
+ALIASES = {
+    "sgd": lambda: gx.sgd(0.1),
+    "sgd_momentum": lambda: gx.sgd(0.1, 0.9, dampening=0.1, weight_decay=1e-3),
+    "sgd_nesterov": lambda: gx.sgd(0.1, 0.9, nesterov=True),
+    "sgd_velocity": lambda: gx.sgd_velocity(0.1, 0.9),
+    "adagrad": lambda: gx.adagrad(0.1),
+    "rmsprop": lambda: gx.rmsprop(0.1, centered=True, momentum=0.9),
+    "adam": lambda: gx.adam(0.1),
+    "adamw": lambda: gx.adamw(0.1),
+    "amsgrad": lambda: gx.amsgrad(0.1),
+    "nadam": lambda: gx.nadam(0.1),
+}
+
+WRAPPED = {
+    "adam_scheduled": lambda: gx.adam(gx.schedules.cosine_decay(0.01, 50)),
+    "clipped_adam": lambda: gx.chain(gx.clip_by_global_norm(1.0), gx.adam(0.01)),
+    "apply_if_finite_adam": lambda: gx.apply_if_finite(gx.adam(0.01)),
+}
+
+ELEMENTWISE = {**ALIASES, **WRAPPED}
+
+SECOND_ORDER = {
+    "lbfgs": lambda: gx.lbfgs(),
+}
 
 
 def problem(dtype, seed: int = 0, steps: int = STEPS):
@@ -20,8 +59,6 @@ def trajectory(tx, dtype, steps: int = STEPS, every: int = RECORD_EVERY, apply=N
 
     ``apply`` is the apply_updates to use (default: gradxform's).
     """
-    import gradxform as gx
-
     apply = apply or gx.apply_updates
     params, noise = problem(dtype, steps=steps)
 

@@ -7,31 +7,19 @@ import optax
 import pytest
 
 import gradxform as gx
+from tests.helpers import ALIASES
 
 PARAMS = {"layer": {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}, "scale": jnp.array(1.5)}
 GRADS = jax.tree.map(lambda p: 0.3 * p + 0.2, PARAMS)
-
-ALL = {
-    "sgd": lambda: gx.sgd(0.1),
-    "sgd_momentum": lambda: gx.sgd(0.1, 0.9, dampening=0.1, weight_decay=1e-3),
-    "sgd_nesterov": lambda: gx.sgd(0.1, 0.9, nesterov=True),
-    "sgd_velocity": lambda: gx.sgd_velocity(0.1, 0.9),
-    "adagrad": lambda: gx.adagrad(0.1),
-    "rmsprop": lambda: gx.rmsprop(0.1, centered=True, momentum=0.9),
-    "adam": lambda: gx.adam(0.1),
-    "adamw": lambda: gx.adamw(0.1),
-    "amsgrad": lambda: gx.amsgrad(0.1),
-    "nadam": lambda: gx.nadam(0.1),
-}
 
 
 def signature(tree):
     return jax.tree.structure(tree), [(x.shape, x.dtype) for x in jax.tree.leaves(tree)]
 
 
-@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("name", sorted(ALIASES))
 def test_update_keeps_state_structure_shapes_and_dtypes(name):
-    tx = ALL[name]()
+    tx = ALIASES[name]()
     assert isinstance(tx, optax.GradientTransformationExtraArgs)
     state = tx.init(PARAMS)
     _, new_state = jax.jit(tx.update)(GRADS, state, PARAMS)
@@ -40,7 +28,7 @@ def test_update_keeps_state_structure_shapes_and_dtypes(name):
 
 @pytest.mark.parametrize("name", ["sgd_momentum", "rmsprop", "adam"])
 def test_update_under_vmap_equals_a_loop(name):
-    tx = ALL[name]()
+    tx = ALIASES[name]()
     batch = jax.tree.map(lambda g: jnp.stack([g, 2 * g, -g]), GRADS)
     params = jax.tree.map(lambda p: jnp.stack([p] * 3), PARAMS)
     states = jax.vmap(tx.init)(params)
@@ -53,7 +41,7 @@ def test_update_under_vmap_equals_a_loop(name):
 
 @pytest.mark.parametrize("name", ["sgd_momentum", "rmsprop", "adam"])
 def test_jacfwd_equals_jacrev_through_five_steps(name):
-    tx = ALL[name]()
+    tx = ALIASES[name]()
 
     def five_steps(x):
         params = {"x": x}

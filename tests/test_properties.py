@@ -2,10 +2,12 @@
 
 chain is associative with identity as its unit; scale is linear; Adam's
 direction does not change when the gradients are scaled by c > 0; the L-BFGS
-two-loop recursion equals the dense matrix it represents; Lanczos Ritz values
-lie within the dense spectrum. (Schedules staying within their bounds:
+two-loop recursion equals the dense matrix it represents and N&W's naive loop;
+Lanczos Ritz values lie within the dense spectrum. (Schedules staying within their bounds:
 tests/test_schedules.py.)
 """
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 
 import gradxform as gx
 from gradxform.second_order import directions as dirs
-from tests.test_second_order import dense_lbfgs_inverse  # the dense BFGS recursion
+from tests.references import dense_lbfgs_inverse, naive_lbfgs_two_loop
 
 N = 4
 vectors = st.lists(st.floats(-10.0, 10.0, allow_nan=False, width=32), min_size=N, max_size=N).map(
@@ -115,10 +117,13 @@ def test_lbfgs_two_loop_equals_its_dense_matrix(seed, num_pairs):
             pairs.append((s, y))
         kept = pairs[-m:]
         s_new, y_new = kept[-1]
-        H = dense_lbfgs_inverse(kept, (s_new @ y_new) / (y_new @ y_new), n)
+        gamma = (s_new @ y_new) / (y_new @ y_new)
+        H = dense_lbfgs_inverse(kept, gamma, n)
         g = rng.normal(size=n)
         got = np.asarray(dirs.lbfgs_two_loop(memory, jnp.asarray(g)))
-    np.testing.assert_allclose(got, H @ g, rtol=1e-9, atol=1e-12 * np.abs(H @ g).max())
+    atol = 1e-12 * np.abs(H @ g).max()
+    np.testing.assert_allclose(got, H @ g, rtol=1e-9, atol=atol)
+    np.testing.assert_allclose(got, naive_lbfgs_two_loop(kept, gamma, g), rtol=1e-9, atol=atol)
 
 
 SIZE = 10
@@ -143,3 +148,11 @@ def test_lanczos_ritz_values_lie_within_the_dense_spectrum(seed, spread):
     lo, hi = eigenvalues.min(), eigenvalues.max()
     slack = 1e-10 * np.abs(eigenvalues).max()
     assert np.all(theta >= lo - slack) and np.all(theta <= hi + slack)
+
+
+def test_hypothesis_profile_follows_the_ci_variable():
+    # tests/conftest.py: derandomised examples and printed blobs under CI
+    ci = settings.get_profile("ci")
+    assert ci.derandomize and ci.deadline is None and ci.print_blob
+    if os.environ.get("CI") and "HYPOTHESIS_PROFILE" not in os.environ:
+        assert settings.default.derandomize

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.test_contract import ALL
+from tests.helpers import ELEMENTWISE, SECOND_ORDER
 
 PARAMS = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.array([0.5, -0.25, 2.0])}
 
@@ -28,13 +28,7 @@ def quadratic(params):
     return 0.5 * sum(jnp.sum(p**2) for p in jax.tree.leaves(params))
 
 
-OPTIMIZERS = {
-    **ALL,  # every alias, as in the contract tests
-    "adam_scheduled": lambda: gx.adam(gx.schedules.cosine_decay(0.01, 50)),
-    "clipped_adam": lambda: gx.chain(gx.clip_by_global_norm(1.0), gx.adam(0.01)),
-    "apply_if_finite_adam": lambda: gx.apply_if_finite(gx.adam(0.01)),
-    "lbfgs": lambda: gx.lbfgs(),
-}
+OPTIMIZERS = {**ELEMENTWISE, **SECOND_ORDER}
 
 
 def make_step(tx):
@@ -218,7 +212,6 @@ TOLERANCE = {
     "float64": 1e-12,
     "complex64": 1e-5,
 }
-ELEMENTWISE = [n for n in OPTIMIZERS if n not in ("lbfgs",)]
 
 
 def dtype_run(name, dtype, steps=3):
@@ -236,7 +229,7 @@ def dtype_run(name, dtype, steps=3):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ELEMENTWISE)
+@pytest.mark.parametrize("name", list(ELEMENTWISE))
 def test_dtype_matrix(name, dtype):
     with jax.enable_x64(dtype == "float64"):
         params, state, init_dtypes = dtype_run(name, dtype)

@@ -90,16 +90,6 @@ def test_bfgs_with_exact_line_search_ends_a_quadratic_in_at_most_n_steps():
     np.testing.assert_allclose(sol.params, np.linalg.solve(A, B), rtol=1e-7)
 
 
-def dense_lbfgs_inverse(pairs, gamma, n):
-    """N&W eq. 7.19: H = V^T H V + rho s s^T, applied oldest pair first, from gamma I."""
-    H = gamma * np.eye(n)
-    for s, y in pairs:
-        rho = 1 / (y @ s)
-        V = np.eye(n) - rho * np.outer(y, s)
-        H = V.T @ H @ V + rho * np.outer(s, s)
-    return H
-
-
 def test_bfgs_update_equals_the_textbook_product_form():
     n = 5
     H = np.eye(n) + 0.1 * np.diag(np.arange(n))

@@ -2,7 +2,8 @@
 
 Started by tests/test_sharding.py in a fresh interpreter, because the device
 count is fixed when jax starts:
-``XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/scripts/sharded_run.py``.
+``XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m tests.scripts.sharded_run``
+from the repository root (it takes its optimizers from tests/helpers.py).
 
 Parameters are sharded FSDP-style (first axis over the mesh's one axis, one
 small leaf replicated). For each optimizer the report says whether every
@@ -22,20 +23,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gradxform as gx
+from tests.helpers import ALIASES, WRAPPED
 
-OPTIMIZERS = {
-    "sgd": lambda: gx.sgd(0.1),
-    "momentum": lambda: gx.sgd(0.1, 0.9),
-    "nesterov": lambda: gx.sgd(0.1, 0.9, nesterov=True),
-    "sgd_velocity": lambda: gx.sgd_velocity(0.1, 0.9),
-    "adagrad": lambda: gx.adagrad(0.1),
-    "rmsprop": lambda: gx.rmsprop(0.01, centered=True, momentum=0.9),
-    "adam": lambda: gx.adam(0.01),
-    "adamw": lambda: gx.adamw(0.01, weight_decay=0.1),
-    "amsgrad": lambda: gx.amsgrad(0.01),
-    "nadam": lambda: gx.nadam(0.01),
-    "adam_scheduled": lambda: gx.adam(gx.schedules.cosine_decay(0.01, 10)),
-}
+# every alias and a scheduled one; not the clipped or guarded rows, whose global
+# norm or finiteness check is a reduction over all shards
+OPTIMIZERS = {**ALIASES, "adam_scheduled": WRAPPED["adam_scheduled"]}
 COLLECTIVES = re.compile(r"all-gather|all-reduce|reduce-scatter|collective-permute|all-to-all")
 
 
