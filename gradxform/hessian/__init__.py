@@ -1,6 +1,8 @@
 """Hessian analysis: HVPs, certified eigenvalues, trace, spectral density, critical points.
 
-A namespace module: every name is used as ``gx.hessian.<name>``.
+A namespace module: every name is used as ``gx.hessian.<name>``. The products
+come from :mod:`gradxform.curvature` (``hvp`` and ``linearized_hvp`` are its
+functions, re-exported here); this package builds on that layer only.
 
 * operators: :func:`hvp`, :func:`linearized_hvp`, :func:`hessian_matrix`,
   :func:`eigh`, :func:`flat_operator`, :func:`restrict` (one block of the
@@ -12,6 +14,7 @@ A namespace module: every name is used as ``gx.hessian.<name>``.
 * :func:`classify_critical_point`.
 """
 
+from gradxform.curvature import hvp, linearized_hvp
 from gradxform.hessian.critical import CriticalPoint, classify_critical_point
 from gradxform.hessian.estimators import (
     DiagonalEstimate,
@@ -35,8 +38,6 @@ from gradxform.hessian.operators import (
     eigh,
     flat_operator,
     hessian_matrix,
-    hvp,
-    linearized_hvp,
     restrict,
 )
 

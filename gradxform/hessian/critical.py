@@ -1,7 +1,7 @@
 """Critical-point classification with certificates.
 
-The lecture's rule: at a critical point, all Hessian eigenvalues positive means
-a local minimum, all negative a maximum, mixed signs a saddle. Numerically,
+The second-derivative test: at a critical point, all Hessian eigenvalues
+positive means a local minimum, all negative a maximum, mixed signs a saddle. Numerically,
 eigenvalues near zero have no reliable sign (at trained networks many sit in
 ``[-1e-9, 0)``), so gradxform only reports a sign it can certify:
 
@@ -28,15 +28,18 @@ spectral width, so the verdict holds except with that probability.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from gradxform import checks
+from gradxform.curvature import check_objective
 from gradxform.hessian.lanczos import hessian_eigenpairs
-from gradxform.hessian.operators import _check_objective, hessian_matrix
+from gradxform.hessian.operators import hessian_matrix
 
 __all__ = ["CriticalPoint", "classify_critical_point"]
 
@@ -97,9 +100,55 @@ def _verdict(grad_norm, grad_tol, lo, lo_res, hi, hi_res, tol):
     return "degenerate"
 
 
+class _Extremes(NamedTuple):
+    """What one path (dense or Lanczos) found about the spectrum's ends."""
+
+    lo: float
+    lo_res: float
+    hi: float
+    hi_res: float
+    morse: int
+    smallest: float  # the smallest |eigenvalue| seen
+    tol: float
+    used: int
+    miss: float
+
+
+def _tolerance(curvature_tol, eps, values) -> float:
+    if curvature_tol is not None:
+        return curvature_tol
+    return float(np.sqrt(eps) * max(1.0, float(np.max(np.abs(values)))))
+
+
+def _dense_extremes(f, params, eps, curvature_tol) -> _Extremes:
+    lam = np.asarray(jnp.linalg.eigvalsh(hessian_matrix(f, params)), np.float64)
+    tol = _tolerance(curvature_tol, eps, lam)
+    morse = int(np.sum(lam < -tol))
+    smallest = float(np.min(np.abs(lam)))
+    return _Extremes(float(lam[0]), 0.0, float(lam[-1]), 0.0, morse, smallest, tol, 0, 0.0)
+
+
+def _lanczos_extremes(f, params, n, eps, curvature_tol, k, max_matvecs, key) -> _Extremes:
+    pairs = hessian_eigenpairs(f, params, min(k, n), "both", max_matvecs=max_matvecs, key=key)
+    kk = pairs.values.shape[0] // 2
+    bottom, top = np.asarray(pairs.values[:kk]), np.asarray(pairs.values[kk:])
+    b_res, t_res = np.asarray(pairs.residuals[:kk]), np.asarray(pairs.residuals[kk:])
+    tol = _tolerance(curvature_tol, eps, np.concatenate([bottom, top]))
+    lo, lo_res, hi, hi_res = float(bottom[0]), float(b_res[0]), float(top[0]), float(t_res[0])
+    morse = int(np.sum(bottom + b_res < -tol))
+    smallest = float(np.min(np.abs(np.concatenate([bottom, top]))))
+    used = int(pairs.num_matvecs)
+    width = max(hi - lo, np.finfo(np.float64).tiny)
+    gap = min(abs(lo), abs(hi)) / width
+    miss = float(min(1.0, 1.648 * np.sqrt(n) * np.exp(-(2 * used - 1) * np.sqrt(gap))))
+    if bool(pairs.invariant):  # an invariant Krylov space from a random start: exact
+        miss = 0.0
+    return _Extremes(lo, lo_res, hi, hi_res, morse, smallest, tol, used, miss)
+
+
 def classify_critical_point(
-    f,
-    params,
+    f: Callable[[Any], jax.Array],
+    params: Any,
     *,
     grad_tol: float = 1e-6,
     curvature_tol: float | None = None,
@@ -107,20 +156,28 @@ def classify_critical_point(
     dense_limit: int = 2000,
     k: int = 5,
     max_matvecs: int = 400,
-    key=None,
+    key: jax.Array | None = None,
 ) -> CriticalPoint:
     """Classifies ``params`` as a critical point of ``f`` (see the module docstring).
 
     Args:
+        f: the objective, ``f(params) -> scalar``.
+        params: the point, a pytree of float arrays.
         grad_tol: the gradient norm below which ``params`` counts as critical.
         curvature_tol: curvature whose magnitude is below it has no certified
             sign; default ``sqrt(eps) * max(1, max |lambda|)``.
         method: ``"dense"`` (``eigvalsh`` of the full Hessian), ``"lanczos"``
             (matrix-free, ``k`` pairs at each end), or ``"auto"`` (dense up to
             ``dense_limit`` parameters).
+        dense_limit: the largest parameter count ``"auto"`` treats densely.
+        k: Ritz pairs per end on the matrix-free path.
         max_matvecs: the matrix-free product budget; Lanczos stops as soon as
             all ``2k`` pairs have converged, so easy points use far fewer (near-zero
             bottom ends of trained networks can take a few hundred).
+        key: PRNG key for Lanczos' random start (default ``PRNGKey(0)``).
+
+    Returns:
+        A :class:`CriticalPoint`: the verdict and the evidence behind it.
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
@@ -128,57 +185,37 @@ def classify_critical_point(
         >>> gx.hessian.classify_critical_point(saddle, jnp.zeros(2)).verdict
         'saddle'
     """
-    _check_objective(f, params)
-    if method not in ("auto", "dense", "lanczos"):
-        raise ValueError(f"method must be 'auto', 'dense' or 'lanczos'; got {method!r}")
-    if not grad_tol >= 0:
-        raise ValueError(f"grad_tol must be >= 0; got {grad_tol!r}")
+    check_objective(f, params)
+    checks.choice("method", method, ("auto", "dense", "lanczos"))
+    grad_tol = checks.real("grad_tol", grad_tol, lower=0)
+    if curvature_tol is not None:
+        curvature_tol = checks.real("curvature_tol", curvature_tol, lower=0)
+    dense_limit = checks.integer("dense_limit", dense_limit, minimum=0)
+    k = checks.integer("k", k, minimum=1)
+    max_matvecs = checks.integer("max_matvecs", max_matvecs, minimum=1)
     flat, _ = ravel_pytree(params)
     n = flat.size
     eps = float(jnp.finfo(flat.dtype).eps)
     grad_norm = float(jnp.linalg.norm(ravel_pytree(jax.grad(f)(params))[0]))
     use_dense = method == "dense" or (method == "auto" and n <= dense_limit)
     if use_dense:
-        H = hessian_matrix(f, params)
-        lam = np.asarray(jnp.linalg.eigvalsh(H), np.float64)
-        scale = max(1.0, float(np.max(np.abs(lam))))
-        tol = curvature_tol if curvature_tol is not None else np.sqrt(eps) * scale
-        lo, hi, lo_res, hi_res = float(lam[0]), float(lam[-1]), 0.0, 0.0
-        morse = int(np.sum(lam < -tol))
-        smallest = float(np.min(np.abs(lam)))
-        used, miss = 0, 0.0
+        e = _dense_extremes(f, params, eps, curvature_tol)
     else:
-        pairs = hessian_eigenpairs(f, params, min(k, n), "both", max_matvecs=max_matvecs, key=key)
-        kk = pairs.values.shape[0] // 2
-        bottom, top = np.asarray(pairs.values[:kk]), np.asarray(pairs.values[kk:])
-        b_res, t_res = np.asarray(pairs.residuals[:kk]), np.asarray(pairs.residuals[kk:])
-        scale = max(1.0, float(np.max(np.abs(np.concatenate([bottom, top])))))
-        tol = curvature_tol if curvature_tol is not None else np.sqrt(eps) * scale
-        lo, lo_res, hi, hi_res = float(bottom[0]), float(b_res[0]), float(top[0]), float(t_res[0])
-        morse = int(np.sum(bottom + b_res < -tol))
-        smallest = float(np.min(np.abs(np.concatenate([bottom, top]))))
-        used = int(pairs.num_matvecs)
-        width = max(hi - lo, np.finfo(np.float64).tiny)
-        gap = min(abs(lo), abs(hi)) / width
-        miss = float(min(1.0, 1.648 * np.sqrt(n) * np.exp(-(2 * used - 1) * np.sqrt(gap))))
-        if bool(pairs.invariant):  # an invariant Krylov space from a random start: exact
-            miss = 0.0
-    verdict = _verdict(grad_norm, grad_tol, lo, lo_res, hi, hi_res, tol)
-    if verdict not in ("minimum", "maximum"):
-        miss = 0.0
-    largest = max(abs(lo), abs(hi))
+        e = _lanczos_extremes(f, params, n, eps, curvature_tol, k, max_matvecs, key)
+    verdict = _verdict(grad_norm, grad_tol, e.lo, e.lo_res, e.hi, e.hi_res, e.tol)
+    largest = max(abs(e.lo), abs(e.hi))
     return CriticalPoint(
         verdict=verdict,
         grad_norm=grad_norm,
-        lambda_min=lo,
-        lambda_max=hi,
-        residual_min=lo_res,
-        residual_max=hi_res,
-        morse_index=morse,
-        condition_number=float(largest / smallest) if smallest > 0 else float("inf"),
-        grad_tol=float(grad_tol),
-        curvature_tol=float(tol),
+        lambda_min=e.lo,
+        lambda_max=e.hi,
+        residual_min=e.lo_res,
+        residual_max=e.hi_res,
+        morse_index=e.morse,
+        condition_number=float(largest / e.smallest) if e.smallest > 0 else float("inf"),
+        grad_tol=grad_tol,
+        curvature_tol=float(e.tol),
         method="dense" if use_dense else "lanczos",
-        num_matvecs=used,
-        miss_probability=miss,
+        num_matvecs=e.used,
+        miss_probability=e.miss if verdict in ("minimum", "maximum") else 0.0,
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from gradxform import checks
 from gradxform.hessian.lanczos import lanczos, ritz_pairs
 from gradxform.hessian.operators import on_hessian
 
@@ -21,10 +22,15 @@ __all__ = [
 
 
 class TraceEstimate(NamedTuple):
-    """``estimate`` of ``tr H`` and its ``stderr`` (standard error of the stochastic part).
+    """An estimate of ``tr H`` with its standard error.
 
-    ``finite`` is False when a Hessian-vector product came out NaN or infinite:
-    the estimate is then meaningless and says so instead of being a silent NaN.
+    Attributes:
+        estimate: the estimate of ``tr H``.
+        stderr: the standard error of its stochastic part.
+        num_matvecs: Hessian-vector products used.
+        finite: False when a Hessian-vector product came out NaN or infinite:
+            the estimate is then meaningless and says so instead of being a
+            silent NaN.
     """
 
     estimate: jax.Array
@@ -42,22 +48,47 @@ def _rademacher(key, shape, dtype):
     return jax.random.rademacher(key, shape, dtype)
 
 
-def trace(
-    f, params=None, *, num_matvecs: int = 60, method: str = "hutch++", key=None
-) -> TraceEstimate:
-    """Estimates the trace of the Hessian of ``f`` at ``params`` (or of a :class:`FlatOperator`).
+_MIN_TRACE_MATVECS = {"hutch++": 3, "hutchinson": 2}
 
-    ``"hutch++"`` (Meyer, Musco, Musco & Woodruff, 2021; the default) spends a
-    third of the products on a sketch ``Q`` of the top of the spectrum, takes
-    ``tr(Q^T H Q)`` exactly, and Hutchinson's estimator on the rest: on
-    decaying spectra its error falls like ``1/m`` instead of ``1/sqrt(m)``.
-    ``"hutchinson"`` averages ``z^T H z`` over Rademacher ``z``. The products
-    are batched (``vmap``), not looped in Python.
+
+def trace(
+    f: Any,
+    params: Any = None,
+    *,
+    num_matvecs: int = 60,
+    method: str = "hutch++",
+    key: jax.Array | None = None,
+) -> TraceEstimate:
+    """Estimates ``tr H``, the trace of the Hessian of ``f`` at ``params``, from products.
+
+    ``"hutchinson"`` averages ``z^T H z`` over Rademacher ``z`` (``E[z z^T] = I``,
+    so ``E[z^T H z] = tr H``). ``"hutch++"`` (Meyer, Musco, Musco & Woodruff,
+    2021; the default) spends a third of the products on a sketch ``Q =
+    orth(H S)`` of the top of the spectrum, takes ``tr(Q^T H Q)`` exactly and
+    Hutchinson's estimator on ``(I - Q Q^T) H (I - Q Q^T)``: on decaying spectra
+    its error falls like ``1/m`` instead of ``1/sqrt(m)`` for ``m`` products.
+    The products are batched (``vmap``), not looped in Python.
+
+    Args:
+        f: the objective ``f(params) -> scalar``, or a :class:`FlatOperator`.
+        params: the point (unused for a :class:`FlatOperator`).
+        num_matvecs: products to spend, at least 3 for ``"hutch++"`` and 2 for
+            ``"hutchinson"``.
+        method: ``"hutch++"`` or ``"hutchinson"``.
+        key: PRNG key for the probes (default ``PRNGKey(0)``).
+
+    Returns:
+        A :class:`TraceEstimate`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> f = lambda p: 0.5 * jnp.sum(jnp.arange(1.0, 4.0) * p**2)  # tr H = 6
+        >>> est = gx.hessian.trace(f, jnp.zeros(3), num_matvecs=9)
+        >>> round(float(est.estimate), 4)
+        6.0
     """
-    if method not in ("hutch++", "hutchinson"):
-        raise ValueError(f"method must be 'hutch++' or 'hutchinson'; got {method!r}")
-    if not isinstance(num_matvecs, int) or num_matvecs < (3 if method == "hutch++" else 2):
-        raise ValueError(f"num_matvecs must be an integer >= 3 (hutch++) or 2; got {num_matvecs!r}")
+    checks.choice("method", method, ("hutch++", "hutchinson"))
+    num_matvecs = checks.integer("num_matvecs", num_matvecs, minimum=_MIN_TRACE_MATVECS[method])
     key = jax.random.PRNGKey(0) if key is None else key
     return on_hessian(_trace, f, params, key, num_matvecs=num_matvecs, method=method)
 
@@ -85,20 +116,43 @@ def _trace(op, key, *, num_matvecs, method):
 
 
 class DiagonalEstimate(NamedTuple):
-    """``estimate`` of ``diag H`` (shaped like the params) and its per-entry ``stderr``."""
+    """An estimate of ``diag H`` with per-entry standard errors.
+
+    Attributes:
+        estimate: the estimate of ``diag H``, shaped like the params.
+        stderr: its standard error per entry, shaped like the params.
+        num_matvecs: Hessian-vector products used.
+    """
 
     estimate: object
     stderr: object
     num_matvecs: int
 
 
-def diagonal(f, params=None, *, num_matvecs: int = 60, key=None) -> DiagonalEstimate:
+def diagonal(
+    f: Any, params: Any = None, *, num_matvecs: int = 60, key: jax.Array | None = None
+) -> DiagonalEstimate:
     """Estimates ``diag H`` as the mean of ``z * (H z)`` over Rademacher ``z``.
 
-    The estimator of Bekas, Kokiopoulou & Saad (2007).
+    The estimator of Bekas, Kokiopoulou & Saad (2007): ``E[z_i (H z)_i] = H_ii``
+    because ``E[z_i z_j] = delta_ij``.
+
+    Args:
+        f: the objective ``f(params) -> scalar``, or a :class:`FlatOperator`.
+        params: the point (unused for a :class:`FlatOperator`).
+        num_matvecs: products to spend (at least 2).
+        key: PRNG key for the probes (default ``PRNGKey(0)``).
+
+    Returns:
+        A :class:`DiagonalEstimate`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> f = lambda p: 0.5 * jnp.sum(jnp.arange(1.0, 4.0) * p**2)  # H diagonal
+        >>> gx.hessian.diagonal(f, jnp.zeros(3), num_matvecs=4).estimate
+        Array([1., 2., 3.], dtype=float32)
     """
-    if not isinstance(num_matvecs, int) or num_matvecs < 2:
-        raise ValueError(f"num_matvecs must be an integer >= 2; got {num_matvecs!r}")
+    num_matvecs = checks.integer("num_matvecs", num_matvecs, minimum=2)
     key = jax.random.PRNGKey(0) if key is None else key
     return on_hessian(_diagonal, f, params, key, num_matvecs=num_matvecs)
 
@@ -131,25 +185,49 @@ class SpectralDensity(NamedTuple):
 
 
 def spectral_density(
-    f,
-    params=None,
+    f: Any,
+    params: Any = None,
     *,
     num_probes: int = 4,
     steps: int = 30,
     grid_size: int = 500,
     kernel_width: float | None = None,
-    key=None,
+    key: jax.Array | None = None,
 ) -> SpectralDensity:
     """The Hessian's eigenvalue density by stochastic Lanczos quadrature (Lin, Saad & Yang 2016).
 
-    Each of ``num_probes`` Rademacher probes runs ``steps`` Lanczos steps
-    (fully reorthogonalised); the Ritz values are the nodes and the squared
-    first components of the Ritz vectors the weights. Uses
+    Each of ``num_probes`` Rademacher probes ``z`` runs ``steps`` Lanczos steps
+    (fully reorthogonalised); the Ritz values ``theta_j`` are the nodes and the
+    squared first components ``s_{0j}^2`` of the Ritz vectors the weights of
+    a Gauss quadrature of ``z^T g(H) z / n``, so that
+    ``(1/n) sum_i g(lambda_i) ~ sum_j w_j g(theta_j)``. Uses
     ``num_probes * steps`` products.
+
+    Args:
+        f: the objective ``f(params) -> scalar``, or a :class:`FlatOperator`.
+        params: the point (unused for a :class:`FlatOperator`).
+        num_probes: independent probes (at least 1).
+        steps: Lanczos steps per probe (at least 1; at most ``n`` are taken).
+        grid_size: points of the smoothed density's grid (at least 1).
+        kernel_width: the Gaussian kernel's standard deviation; default 1% of
+            the range of the nodes.
+        key: PRNG key for the probes (default ``PRNGKey(0)``).
+
+    Returns:
+        A :class:`SpectralDensity`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> f = lambda p: 0.5 * jnp.sum(jnp.array([1.0, 1.0, 4.0]) * p**2)
+        >>> sd = gx.hessian.spectral_density(f, jnp.zeros(3), num_probes=2, steps=3)
+        >>> round(float(sd.weights @ sd.nodes), 4)  # tr H / n = 2
+        2.0
     """
-    for name, value in (("num_probes", num_probes), ("steps", steps), ("grid_size", grid_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    num_probes = checks.integer("num_probes", num_probes, minimum=1)
+    steps = checks.integer("steps", steps, minimum=1)
+    grid_size = checks.integer("grid_size", grid_size, minimum=1)
+    if kernel_width is not None:
+        kernel_width = checks.real("kernel_width", kernel_width, lower=0, lower_open=True)
     key = jax.random.PRNGKey(0) if key is None else key
     return on_hessian(
         _spectral_density,

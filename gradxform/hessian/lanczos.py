@@ -10,12 +10,14 @@ residual of a true eigenvalue.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradxform import checks
 from gradxform.hessian.operators import FlatOperator, on_hessian
 
 __all__ = [
@@ -54,8 +56,30 @@ def _tridiagonal(alpha, beta, size):
     return T, used
 
 
-def ritz_pairs(result: LanczosResult):
-    """Ritz values (ascending, NaN where unused), their ``T``-eigenvectors and residual norms."""
+def ritz_pairs(result: LanczosResult) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """The Ritz pairs of a Lanczos run: eigenpairs of ``T`` and their residual norms.
+
+    With ``T = S diag(theta) S^T``, the Ritz vector ``y_j = Q^T s_j`` has
+    residual ``|H y_j - theta_j y_j| = |beta_m s_{mj}|`` (``m`` = steps taken),
+    and some eigenvalue of ``H`` lies within it of ``theta_j``.
+
+    Args:
+        result: a :class:`LanczosResult`.
+
+    Returns:
+        ``(theta, S, residual, real)``: the Ritz values ascending (NaN in the
+        padding beyond ``result.size``), the eigenvectors of ``T`` as columns in
+        the same order, the residual norms, and which columns are real pairs
+        rather than padding.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> A = jnp.diag(jnp.array([1.0, 2.0, 3.0]))
+        >>> result = gx.hessian.lanczos(lambda v: A @ v, jnp.ones(3), 3)
+        >>> theta, _, residual, real = gx.hessian.ritz_pairs(result)
+        >>> [round(float(t), 4) for t in theta], bool(real.all())
+        ([1.0, 2.0, 3.0], True)
+    """
     T, used = _tridiagonal(result.alpha, result.beta, result.size)
     theta, S = jnp.linalg.eigh(T)
     real = jnp.sum(jnp.where(used[:, None], S, 0) ** 2, axis=0) > 0.5
@@ -68,15 +92,20 @@ def ritz_pairs(result: LanczosResult):
 
 
 def lanczos(
-    matvec,
+    matvec: Callable[[jax.Array], jax.Array],
     v0: jax.Array,
     steps: int,
     *,
-    stop=None,
+    stop: Callable[[LanczosResult], Any] | None = None,
     check_every: int = 1,
-    dtype=None,
+    dtype: Any = None,
 ) -> LanczosResult:
     """``steps`` Lanczos steps from ``v0`` with full (twice-applied) Gram-Schmidt.
+
+    Builds orthonormal ``q_0 = v0 / |v0|, q_1, ...`` with
+    ``H Q^T = Q^T T + beta_m q_m e_m^T``, ``T`` tridiagonal with diagonal
+    ``alpha`` and off-diagonal ``beta``; each step costs one product. The loop
+    stops early at an invariant subspace (``beta`` numerically zero).
 
     Args:
         matvec: ``v -> H v`` on flat vectors (``H`` symmetric).
@@ -84,9 +113,24 @@ def lanczos(
         steps: the basis size, a Python int (it fixes the shapes).
         stop: optional ``LanczosResult -> bool`` checked every ``check_every``
             steps; the loop ends early when it returns True.
+        check_every: how many steps between calls of ``stop``.
         dtype: the dtype of the basis and of ``T`` (e.g. float64 for float32
             products: the products run in ``v0``'s dtype, the recurrences in this).
+
+    Returns:
+        A :class:`LanczosResult`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> A = jnp.diag(jnp.array([1.0, 2.0, 3.0]))
+        >>> result = gx.hessian.lanczos(lambda v: A @ v, jnp.ones(3), 3)
+        >>> int(result.size), round(float(result.alpha[0]), 4)  # alpha_0 = q_0^T A q_0
+        (3, 2.0)
     """
+    steps = checks.integer("steps", steps, minimum=1)
+    check_every = checks.integer("check_every", check_every, minimum=1)
+    if stop is not None:
+        checks.callable_arg("stop", stop, "stop(result) -> bool")
     work = jnp.dtype(dtype or v0.dtype)
     mv_dtype = v0.dtype
     n = v0.shape[0]
@@ -200,22 +244,32 @@ def eigenpairs(
         key: PRNG key for the starting vector (default ``PRNGKey(0)``).
         float64_accumulation: keep the basis and ``T`` in float64 while the
             products run in the params' dtype (needs ``jax_enable_x64``).
+
+    Returns:
+        An :class:`Eigenpairs` record; ``vectors`` are mapped back by ``operator.unravel``.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> A = jnp.diag(jnp.arange(1.0, 7.0))
+        >>> op = gx.hessian.FlatOperator(lambda v: A @ v, 6, jnp.float32, lambda v: v)
+        >>> pairs = gx.hessian.eigenpairs(op, k=1, which="top")
+        >>> round(float(pairs.values[0]), 3), bool(pairs.converged[0])
+        (6.0, True)
     """
-    if which not in ("top", "bottom", "both"):
-        raise ValueError(f"which must be 'top', 'bottom' or 'both'; got {which!r}")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1; got {k!r}")
-    if not isinstance(max_matvecs, int) or max_matvecs < 1:
-        raise ValueError(f"max_matvecs must be an integer >= 1; got {max_matvecs!r}")
-    if float64_accumulation and not jax.config.jax_enable_x64:
-        raise ValueError("float64_accumulation=True needs jax_enable_x64 (jax.enable_x64(True))")
+    checks.choice("which", which, ("top", "bottom", "both"))
+    k = checks.integer("k", k, minimum=1)
+    max_matvecs = checks.integer("max_matvecs", max_matvecs, minimum=1)
+    if (
+        checks.boolean("float64_accumulation", float64_accumulation)
+        and not jax.config.jax_enable_x64
+    ):
+        checks.fail("float64_accumulation", "False unless jax_enable_x64 is on", True)
     work = jnp.float64 if float64_accumulation else operator.dtype
     steps = min(max_matvecs, operator.size)
     k = min(k, operator.size)
     if tol is None:
         tol = float(np.sqrt(np.finfo(work).eps))
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0; got {tol!r}")
+    tol = checks.real("tol", tol, lower=0, lower_open=True)
     key = jax.random.PRNGKey(0) if key is None else key
     v0 = jax.random.normal(key, (operator.size,), operator.dtype)
 
@@ -238,8 +292,33 @@ def eigenpairs(
     )
 
 
-def hessian_eigenpairs(f, params, k: int = 1, which: str = "top", **options) -> Eigenpairs:
+def hessian_eigenpairs(
+    f: Any,
+    params: Any,
+    k: int = 1,
+    which: str = "top",
+    *,
+    tol: float | None = None,
+    max_matvecs: int = 60,
+    key: jax.Array | None = None,
+    float64_accumulation: bool = False,
+) -> Eigenpairs:
     """:func:`eigenpairs` of the Hessian of ``f`` at ``params`` (linearised once).
+
+    Args:
+        f: the objective ``f(params) -> scalar``, or a :class:`FlatOperator`.
+        params: the point, a pytree of float arrays (unused for a :class:`FlatOperator`).
+        k: pairs per end (a Python int).
+        which: ``"top"``, ``"bottom"`` or ``"both"``.
+        tol: relative residual tolerance; default ``sqrt(eps)`` of the working dtype.
+        max_matvecs: the product budget, which is also the largest basis.
+        key: PRNG key for the starting vector (default ``PRNGKey(0)``).
+        float64_accumulation: keep the basis and ``T`` in float64 while the
+            products run in the params' dtype (needs ``jax_enable_x64``).
+
+    Returns:
+        An :class:`Eigenpairs` record whose ``vectors`` are shaped like ``params``
+        with a leading axis.
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
@@ -248,9 +327,18 @@ def hessian_eigenpairs(f, params, k: int = 1, which: str = "top", **options) -> 
         >>> [round(float(v), 4) for v in pairs.values], bool(pairs.converged.all())
         ([1.0, 2.0, 5.0, 4.0], True)
     """
-    key = options.pop("key", None)
     key = jax.random.PRNGKey(0) if key is None else key
-    return on_hessian(_eigenpairs_of_operator, f, params, key, k=k, which=which, **options)
+    return on_hessian(
+        _eigenpairs_of_operator,
+        f,
+        params,
+        key,
+        k=k,
+        which=which,
+        tol=tol,
+        max_matvecs=max_matvecs,
+        float64_accumulation=float64_accumulation,
+    )
 
 
 def _eigenpairs_of_operator(operator, key, **options):

@@ -1,9 +1,10 @@
-"""Hessian-vector products and dense Hessians of ``f(params) -> scalar``, on pytrees.
+"""Hessians of ``f(params) -> scalar`` as dense matrices and as flat operators.
 
 Every function takes the objective as a closure ``f(params)`` and works on any
-pytree of float arrays. The spectral tools in :mod:`gradxform.hessian` flatten
-the pytree once and work with :class:`FlatOperator`, a matrix-free ``matvec``
-on flat vectors.
+pytree of float arrays; the products themselves come from
+:mod:`gradxform.curvature`. The spectral tools in :mod:`gradxform.hessian`
+flatten the pytree once and work with :class:`FlatOperator`, a matrix-free
+``matvec`` on flat vectors.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from gradxform import tree
-from gradxform.second_order.directions import dense_hessian
+from gradxform import checks
+from gradxform.curvature import check_objective, dense_hessian, linearized_hvp
 
 __all__ = [
     "FlatOperator",
@@ -25,42 +26,31 @@ __all__ = [
     "eigh",
     "flat_operator",
     "hessian_matrix",
-    "hvp",
-    "linearized_hvp",
     "restrict",
 ]
 
 
-def _check_objective(f, params):
-    if not callable(f):
-        raise TypeError(f"f must be a callable f(params) -> scalar; got {f!r}")
-    tree.check_real_floating(params, "params")
-    out = jax.eval_shape(f, params)
-    if getattr(out, "shape", None) != ():
-        raise ValueError(f"f must return a scalar; got shape {getattr(out, 'shape', type(out))}")
-
-
-def hvp(f: Callable[[Any], jax.Array], params: Any, v: Any) -> Any:
-    """``H v``, the Hessian of ``f`` at ``params`` times ``v`` (forward-over-reverse).
-
-    ``v`` is shaped like ``params``; the result too. Costs about two gradient
-    evaluations.
-    """
-    return jax.jvp(jax.grad(f), (params,), (v,))[1]
-
-
-def linearized_hvp(f: Callable[[Any], jax.Array], params: Any) -> Callable[[Any], Any]:
-    """``v -> H v`` at a fixed point, linearising ``grad f`` once and reusing it.
-
-    Use it for many products at one point (Lanczos, trace estimation): the
-    forward pass and the residuals of ``grad f`` are computed once.
-    """
-    _, matvec = jax.linearize(jax.grad(f), params)
-    return matvec
-
-
 def hessian_matrix(f: Callable[[Any], jax.Array], params: Any) -> jax.Array:
-    """The dense ``(n, n)`` Hessian over the flattened params (``ravel_pytree`` order)."""
+    """The dense Hessian of ``f`` at ``params`` over the flattened params.
+
+    Built from ``n`` Hessian-vector products (:func:`gradxform.curvature.dense_hessian`);
+    for a hashable ``f`` it is compiled once per ``f`` and parameter shapes.
+
+    Args:
+        f: the objective, ``f(params) -> scalar``.
+        params: the point, a pytree of float arrays with ``n`` entries in all.
+
+    Returns:
+        The ``(n, n)`` Hessian, rows and columns in ``ravel_pytree`` order.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> f = lambda p: p["a"] ** 2 * p["b"]
+        >>> gx.hessian.hessian_matrix(f, {"a": 1.0, "b": 3.0})
+        Array([[6., 2.],
+               [2., 0.]], dtype=float32)
+    """
+    check_objective(f, params)
     if not _hashable(f):  # no compile cache for an unhashable callable
         return _dense_hessian.__wrapped__(f, params)
     return _dense_hessian(f, params)
@@ -80,13 +70,23 @@ def _hashable(f) -> bool:
     return True
 
 
-def on_hessian(impl, f, params, key, **options):
+def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array, **options: Any) -> Any:
     """``impl(operator, key, **options)`` for a :class:`FlatOperator` or the Hessian of ``f``.
 
-    ``impl`` is a module-level function of the spectral tools. For a hashable
-    ``f`` the whole computation is one jitted function, compiled once per
-    (f, parameter shapes, options) and reused at every new point: a notebook or
-    a training loop that asks again at new params does not recompile.
+    The entry point the spectral tools share. For a hashable ``f`` the whole
+    computation is one jitted function, compiled once per (f, parameter
+    shapes, options) and reused at every new point: a notebook or a training
+    loop that asks again at new params does not recompile.
+
+    Args:
+        impl: a module-level function ``impl(operator, key, **options)``.
+        f: the objective ``f(params) -> scalar``, or a :class:`FlatOperator`.
+        params: the point (ignored for a :class:`FlatOperator`).
+        key: the PRNG key passed on to ``impl``.
+        **options: hashable keyword options passed on to ``impl``.
+
+    Returns:
+        What ``impl`` returns.
     """
     if isinstance(f, FlatOperator):
         return impl(f, key, **options)
@@ -101,12 +101,30 @@ def _on_hessian_compiled(impl, f, params, key, options):
 
 
 def eigh(f: Callable[[Any], jax.Array], params: Any) -> tuple[jax.Array, jax.Array]:
-    """Eigenvalues (ascending) and eigenvectors (columns) of the dense Hessian."""
+    """The full eigendecomposition ``H = V diag(lambda) V^T`` of the dense Hessian.
+
+    Args:
+        f: the objective, ``f(params) -> scalar``.
+        params: the point, a pytree of float arrays with ``n`` entries in all.
+
+    Returns:
+        ``(lambda, V)``: the ``(n,)`` eigenvalues in ascending order and the
+        ``(n, n)`` orthonormal eigenvectors as columns (``ravel_pytree`` order).
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> values, vectors = gx.hessian.eigh(lambda p: p[0] ** 2 - 3 * p[1] ** 2, jnp.zeros(2))
+        >>> values
+        Array([-6.,  2.], dtype=float32)
+    """
     return jnp.linalg.eigh(hessian_matrix(f, params))
 
 
 class FlatOperator(NamedTuple):
-    """A symmetric linear operator on flat vectors.
+    """A symmetric linear operator on flat vectors; the spectral tools accept it for ``f``.
+
+    Build one by hand to analyse any symmetric matrix-free operator, e.g. a
+    Gauss-Newton product from :mod:`gradxform.curvature`.
 
     Attributes:
         matvec: ``v -> H v`` on ``(n,)`` arrays of ``dtype``.
@@ -122,28 +140,63 @@ class FlatOperator(NamedTuple):
 
 
 def flat_operator(f: Callable[[Any], jax.Array], params: Any) -> FlatOperator:
-    """The Hessian of ``f`` at ``params`` as a :class:`FlatOperator` (linearised once)."""
-    _check_objective(f, params)
+    """The Hessian of ``f`` at ``params`` as a :class:`FlatOperator`.
+
+    ``grad f`` is linearised once at ``params``
+    (:func:`gradxform.curvature.linearized_hvp`), so each product costs
+    about one gradient.
+
+    Args:
+        f: the objective, ``f(params) -> scalar``.
+        params: the point, a pytree of float arrays.
+
+    Returns:
+        The operator ``v -> H v`` on flat vectors in ``ravel_pytree`` order.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> op = gx.hessian.flat_operator(lambda p: jnp.sum(p["w"] ** 3), {"w": jnp.ones(2)})
+        >>> op.size, op.matvec(jnp.array([1.0, 2.0]))
+        (2, Array([ 6., 12.], dtype=float32))
+    """
+    check_objective(f, params)
     flat, unravel = ravel_pytree(params)
-    grad_flat = jax.grad(lambda x: f(unravel(x)))
-    _, matvec = jax.linearize(grad_flat, flat)
+    matvec = linearized_hvp(lambda x: f(unravel(x)), flat)
     return FlatOperator(matvec, int(flat.size), flat.dtype, unravel)
 
 
-def restrict(f: Callable[[Any], jax.Array], params: Any, select: Callable[[str], bool]):
+def restrict(
+    f: Callable[[Any], jax.Array], params: Any, select: Callable[[str], bool]
+) -> tuple[Callable[[dict[str, Any]], jax.Array], dict[str, Any]]:
     """The objective as a function of a block of the params only (e.g. one layer).
 
-    ``select(path)`` gets each leaf's path as a string (``"['layer1']['w']"``)
-    and says whether it belongs to the block. Returns ``(f_block, block)``:
-    ``block`` is a dict path -> leaf, and ``f_block(block)`` evaluates ``f``
-    with those leaves replaced, so every tool here applies to the block's
-    Hessian ``H_bb``.
+    Every tool here then applies to the block's Hessian ``H_bb``, the
+    submatrix of ``H`` on the chosen leaves.
+
+    Args:
+        f: the objective, ``f(params) -> scalar``.
+        params: the point, a pytree of float arrays.
+        select: ``select(path) -> bool`` for each leaf's path as a string
+            (``"['layer1']['w']"``): whether the leaf belongs to the block.
+
+    Returns:
+        ``(f_block, block)``: ``block`` is a dict path -> leaf of the chosen
+        leaves, and ``f_block(block)`` evaluates ``f`` with those leaves
+        replaced and the others held at ``params``.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> f = lambda p: p["a"] ** 2 * p["b"]
+        >>> f_b, block = gx.hessian.restrict(f, {"a": 1.0, "b": 3.0}, lambda path: "a" in path)
+        >>> gx.hessian.hessian_matrix(f_b, block)
+        Array([[6.]], dtype=float32)
     """
+    checks.callable_arg("select", select, "select(path) -> bool")
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     keys = [jax.tree_util.keystr(path) for path, _ in leaves]
     chosen = [i for i, k in enumerate(keys) if select(k)]
     if not chosen:
-        raise ValueError(f"select chose no leaf; the paths are {keys}")
+        checks.fail("select", f"True for at least one leaf path of {keys}", "False for all")
     block = {keys[i]: leaves[i][1] for i in chosen}
 
     def f_block(sub):
@@ -156,11 +209,24 @@ def restrict(f: Callable[[Any], jax.Array], params: Any, select: Callable[[str],
 
 
 def batch_mean(loss: Callable[[Any, Any], jax.Array], batches: Any) -> Callable[[Any], jax.Array]:
-    """``params -> mean_b loss(params, batches[b])`` over the leading axis of ``batches``.
+    """``params -> (1/B) sum_b loss(params, batches[b])`` over the leading axis of ``batches``.
 
     Its Hessian-vector product is the mini-batch average of the per-batch
     products, computed one batch at a time (``lax.map``), so memory does not
-    grow with the number of batches.
+    grow with the number of batches ``B``.
+
+    Args:
+        loss: ``loss(params, batch) -> scalar``.
+        batches: a pytree whose leaves share a leading axis of ``B`` batches.
+
+    Returns:
+        The objective ``f(params) -> scalar`` for every tool here.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> f = gx.hessian.batch_mean(lambda w, b: jnp.sum(b * w**2), jnp.array([[1.0], [3.0]]))
+        >>> gx.hessian.hvp(f, jnp.array([0.5]), jnp.array([1.0]))  # (2 + 6) / 2
+        Array([4.], dtype=float32)
     """
 
     def f(params):
