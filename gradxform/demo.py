@@ -1,12 +1,14 @@
 """The main demo: one small MLP on scikit-learn's digits, trained by each optimizer.
 
 ``python -m gradxform demo`` (or the ``gradxform`` console script) trains the
-same network from the same initialisation with SGD, momentum (both of the
-lecture's formulations), Nesterov, AdaGrad, RMSProp, Adam, AdamW, AMSGrad,
-NAdam (each one jitted ``lax.scan`` over minibatch steps) and full-batch
-L-BFGS, prints a table, analyses the Hessian at the Adam solution (top
-eigenvalues with certificates, Hutch++ trace, verdict) and writes PNG figures
-(loss curves, spectrum). ``gradxform demo --help`` lists the flags.
+same network from the same initialisation with SGD, momentum (in both its
+heavy-ball form, :func:`gradxform.sgd`, and its velocity form,
+:func:`gradxform.sgd_velocity`), Nesterov, AdaGrad, RMSProp, Adam, AdamW,
+AMSGrad, NAdam (each one jitted ``lax.scan`` over minibatch steps) and
+full-batch L-BFGS, prints a table, analyses the Hessian at the Adam solution
+(top eigenvalues with certificates, Hutch++ trace, verdict) and writes PNG
+figures (loss curves, spectrum). ``gradxform demo --help`` lists the flags.
+A recorded run is in ``docs/results/demo.md``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ import gradxform as gx
 
 
 class Digits(NamedTuple):
+    """The digits data, split into a training and a test set.
+
+    Attributes:
+        x_train: ``(n_train, 64)`` float32 pixel intensities in [0, 1].
+        y_train: ``(n_train,)`` int32 labels 0-9.
+        x_test: ``(n_test, 64)`` float32 pixel intensities.
+        y_test: ``(n_test,)`` int32 labels.
+    """
+
     x_train: jax.Array
     y_train: jax.Array
     x_test: jax.Array
@@ -32,7 +43,18 @@ class Digits(NamedTuple):
 
 
 def load_digits(test_fraction: float = 0.25, seed: int = 0) -> Digits:
-    """The 1,797 8x8 digit images that ship inside scikit-learn, scaled to [0, 1]."""
+    """The 1,797 8x8 digit images that ship inside scikit-learn, scaled to [0, 1].
+
+    Args:
+        test_fraction: the share of images held out for testing.
+        seed: seeds the random split.
+
+    Returns:
+        The :class:`Digits` split, as JAX arrays.
+
+    Raises:
+        SystemExit: if scikit-learn (the ``demo`` extra) is not installed.
+    """
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as err:  # pragma: no cover - exercised only without the extra
@@ -49,7 +71,15 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> Digits:
 
 
 def init_mlp(key: jax.Array, sizes=(64, 64, 10)) -> dict:
-    """Glorot-uniform weights and zero biases for an MLP with the given layer sizes."""
+    """Glorot-uniform weights and zero biases for an MLP with the given layer sizes.
+
+    Args:
+        key: a JAX PRNG key.
+        sizes: the layer widths, input first.
+
+    Returns:
+        ``{"layer<i>": {"w": (n_in, n_out), "b": (n_out,)}}`` in float32.
+    """
     params = {}
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         key, sub = jax.random.split(key)
@@ -62,7 +92,15 @@ def init_mlp(key: jax.Array, sizes=(64, 64, 10)) -> dict:
 
 
 def mlp(params: dict, x: jax.Array) -> jax.Array:
-    """Logits of a tanh MLP."""
+    """Logits of a tanh MLP.
+
+    Args:
+        params: weights as made by :func:`init_mlp`.
+        x: ``(batch, 64)`` inputs.
+
+    Returns:
+        ``(batch, 10)`` logits (no activation after the last layer).
+    """
     layers = [params[k] for k in sorted(params)]
     for layer in layers[:-1]:
         x = jnp.tanh(x @ layer["w"] + layer["b"])
@@ -70,22 +108,62 @@ def mlp(params: dict, x: jax.Array) -> jax.Array:
 
 
 def softmax_cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
-    """Mean cross-entropy of integer labels ``y`` under ``softmax(logits)``."""
+    r"""Mean cross-entropy of integer labels ``y`` under ``softmax(logits)``.
+
+    :math:`\frac{1}{N} \sum_i \left(\log \sum_k e^{z_{ik}} - z_{i y_i}\right)`.
+
+    Args:
+        logits: ``(N, K)`` logits :math:`z`.
+        y: ``(N,)`` integer labels.
+
+    Returns:
+        A scalar.
+    """
     return jnp.mean(
         jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, y[:, None], -1)[:, 0]
     )
 
 
 def cross_entropy(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+    """The training objective: mean cross-entropy of the MLP on ``(x, y)``.
+
+    Args:
+        params: MLP weights.
+        x: inputs.
+        y: integer labels.
+
+    Returns:
+        A scalar.
+    """
     return softmax_cross_entropy(mlp(params, x), y)
 
 
 def accuracy(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+    """The fraction of ``x`` the MLP labels correctly.
+
+    Args:
+        params: MLP weights.
+        x: inputs.
+        y: integer labels.
+
+    Returns:
+        A scalar in [0, 1].
+    """
     return jnp.mean(jnp.argmax(mlp(params, x), axis=-1) == y)
 
 
 def make_train(tx: gx.GradientTransformation, data: Digits, steps: int, batch_size: int):
-    """A jitted ``(params, key) -> (params, losses)`` running ``steps`` minibatch updates."""
+    """A jitted ``(params, key) -> (params, losses)`` running ``steps`` minibatch updates.
+
+    Args:
+        tx: the optimizer.
+        data: the training data.
+        steps: the number of updates (one ``lax.scan``).
+        batch_size: examples per minibatch, drawn without replacement each step.
+
+    Returns:
+        The jitted training function; ``losses`` holds each step's minibatch loss.
+    """
     n = data.x_train.shape[0]
 
     def step(carry, key):
@@ -110,6 +188,15 @@ def make_full_batch_train(tx: gx.GradientTransformation, data: Digits, steps: in
     """Like :func:`make_train`, full batch, for line-search methods (L-BFGS).
 
     The loss recorded at each step is the full training loss before the update.
+    ``update`` receives ``value``, ``grad`` and ``value_fn``, as line searches need.
+
+    Args:
+        tx: the optimizer.
+        data: the training data.
+        steps: the number of updates.
+
+    Returns:
+        The jitted function ``(params, key) -> (params, losses)`` (``key`` unused).
     """
 
     def loss_fn(params):
@@ -147,7 +234,11 @@ OPTIMIZERS = {
 
 
 def optimizers() -> dict[str, gx.GradientTransformation]:
-    """The optimizers the demo compares, label -> transform (usual rates for this problem)."""
+    """The optimizers the demo compares, with the rates it uses for this problem.
+
+    Returns:
+        ``{label: transform}``, in the order of the table.
+    """
     return {label: make() for label, make, _ in OPTIMIZERS.values()}
 
 
@@ -168,8 +259,18 @@ def run(
 ) -> list[dict]:
     """Trains each named optimizer from the same start; returns one result row each.
 
-    Each row holds the final ``params``, the per-step ``losses``, the full
-    training loss, the test accuracy, the compile time and the run time.
+    Args:
+        steps: updates per optimizer.
+        batch_size: minibatch size (ignored by full-batch methods).
+        seed: seeds the data split, the initialisation and the minibatches.
+        names: keys of ``OPTIMIZERS`` to run (default: all).
+        progress: draw a progress bar on stderr.
+
+    Returns:
+        One dict per optimizer with ``name``, ``optimizer`` (its label),
+        ``steps``, ``train_loss`` (full training set), ``test_accuracy``,
+        ``compile_seconds``, ``run_seconds``, ``seconds`` (both), ``losses``
+        (per step) and the final ``params``.
     """
     names = list(OPTIMIZERS) if names is None else names
     data = load_digits(seed=seed)
@@ -210,7 +311,19 @@ def run(
 
 
 def analyse_hessian(params: dict, data: Digits, seed: int = 0) -> dict:
-    """Top eigenvalues, trace, spectral density and a verdict at ``params`` (full training loss)."""
+    """Top eigenvalues, trace, spectral density and a verdict at ``params`` (full training loss).
+
+    Args:
+        params: MLP weights (the point to analyse).
+        data: the data whose training loss is analysed.
+        seed: seeds the random start vectors and probes.
+
+    Returns:
+        A dict with ``num_params``, ``top_eigenvalues``, ``top_residuals``,
+        ``top_converged``, ``top_hvps``, ``trace``, ``trace_stderr``, ``density``
+        (a :class:`~gradxform.hessian.SpectralDensity`) and ``critical_point``
+        (a :class:`~gradxform.hessian.CriticalPoint`).
+    """
 
     def loss(p):
         return cross_entropy(p, data.x_train, data.y_train)
@@ -234,6 +347,14 @@ def analyse_hessian(params: dict, data: Digits, seed: int = 0) -> dict:
 
 
 def format_table(rows: list[dict]) -> str:
+    """The results table the demo prints.
+
+    Args:
+        rows: as returned by :func:`run`.
+
+    Returns:
+        The table as text: one line per optimizer.
+    """
     header = (
         f"{'optimizer':<26} {'train loss':>10} {'test acc':>9} {'steps':>6} "
         f"{'wall (s)':>9} {'ms/step':>8}"
@@ -254,6 +375,14 @@ def format_table(rows: list[dict]) -> str:
 
 
 def format_hessian(report: dict) -> str:
+    """The Hessian report the demo prints.
+
+    Args:
+        report: as returned by :func:`analyse_hessian`.
+
+    Returns:
+        The report as text.
+    """
     point = report["critical_point"]
     top = ", ".join(f"{v:.4g}" for v in report["top_eigenvalues"])
     return "\n".join(
@@ -271,7 +400,16 @@ def format_hessian(report: dict) -> str:
 
 
 def write_figures(rows: list[dict], report: dict | None, out: pathlib.Path) -> list[pathlib.Path]:
-    """Loss curves (and the Hessian spectrum when ``report``) as PNG files in ``out``."""
+    """Loss curves (and the Hessian spectrum when ``report``) as PNG files in ``out``.
+
+    Args:
+        rows: as returned by :func:`run`.
+        report: as returned by :func:`analyse_hessian`, or None for no spectrum.
+        out: the folder to write to (created if missing).
+
+    Returns:
+        The paths written.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -328,6 +466,14 @@ def write_figures(rows: list[dict], report: dict | None, out: pathlib.Path) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``gradxform`` command line: ``gradxform demo [--help]``.
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status, 0.
+    """
     parser = argparse.ArgumentParser(prog="gradxform", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
