@@ -1,10 +1,35 @@
 """gradxform: optimizers as composable, pure gradient transforms, in JAX.
 
+A transform is a pair of pure functions, ``init(params) -> state`` and
+``update(updates, state, params) -> (updates, state)``, and every transform
+gradxform builds is an ``optax.GradientTransformationExtraArgs``. The
+optimizers (:func:`sgd`, :func:`adam`, :func:`lbfgs`, ...) are chains of small
+building blocks (:func:`scale_by_momentum`, :func:`ema_first_moment`,
+:func:`bias_correct`, ...); every numeric hyperparameter lives in the state,
+where :func:`get_hyperparams` and :func:`set_hyperparams` reach it by name.
+:func:`minimize` runs Newton, Newton-CG, BFGS or L-BFGS to convergence, and
+:mod:`gradxform.hessian` reads the curvature of any objective.
+
 Every public name has one documented import path, ``gradxform.<name>``
-(``import gradxform as gx``); the namespaces ``gx.schedules``, ``gx.tree``
-(tree arithmetic), ``gx.hyperparams``, ``gx.checkpoint`` (save / restore) and
-``gx.torch_compat`` (torch.optim presets) are modules, and their names are used through them
-(``gx.schedules.cosine_decay``).
+(``import gradxform as gx``); the namespaces ``gx.schedules``, ``gx.hessian``,
+``gx.tree`` (tree arithmetic), ``gx.hyperparams``, ``gx.checkpoint`` (save /
+restore) and ``gx.torch_compat`` (torch.optim presets) are modules, and their
+names are used through them (``gx.schedules.cosine_decay``).
+
+Example:
+    >>> import gradxform as gx, jax, jax.numpy as jnp
+    >>> loss = lambda x: jnp.sum((x - 3.0) ** 2)
+    >>> tx = gx.adam(0.1)
+    >>> @jax.jit
+    ... def step(x, state):
+    ...     updates, state = tx.update(jax.grad(loss)(x), state, x)
+    ...     return gx.apply_updates(x, updates), state
+    >>> x = jnp.zeros(2)
+    >>> state = tx.init(x)
+    >>> for _ in range(200):
+    ...     x, state = step(x, state)
+    >>> [round(float(v), 2) for v in x]
+    [3.0, 3.0]
 """
 
 from gradxform import checkpoint, hessian, hyperparams, schedules, torch_compat, tree
