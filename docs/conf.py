@@ -21,6 +21,8 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sphinx.ext import autosummary  # noqa: E402
+
 import gradxform  # noqa: E402
 
 project = "gradxform"
@@ -50,14 +52,22 @@ autosummary_filename_map = {"gradxform.hessian.Eigenpairs": "gradxform.hessian.E
 autodoc_default_options = {"member-order": "bysource"}
 autodoc_typehints = "signature"
 autodoc_typehints_format = "short"
+autodoc_type_aliases = {
+    "Schedule": "gradxform.Schedule",
+    "ScalarOrSchedule": "gradxform.ScalarOrSchedule",
+}
 autodoc_preserve_defaults = True
 autodoc_inherit_docstrings = False
 add_module_names = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
-napoleon_use_ivar = True
-napoleon_attr_annotations = True
+napoleon_use_ivar = False
+napoleon_attr_annotations = False
+# A cross-reference to a function, method, module or data that has no page is an
+# error (-W); type names in signatures and fields (jax.Array, Any, ...) are not.
+nitpicky = True
+nitpick_ignore_regex = [("py:class", r".*"), ("py:obj", r".*")]
 
 # --- Markdown and notebooks ----------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
@@ -94,6 +104,128 @@ def _skip_tuple_plumbing(app, what, name, obj, skip, options):
     return skip
 
 
+def _first_sentence(doc, settings):
+    """The summary autosummary shows: the first sentence of the first paragraph.
+
+    Sphinx's own ``extract_summary`` splits at the first ". " even inside an
+    inline literal (``g . v``), which leaves an unclosed literal and a warning;
+    this one splits only outside literals and roles.
+    """
+    del settings
+    stanza = []
+    for line in doc:
+        if not line.strip():
+            if stanza:
+                break
+            continue
+        stanza.append(line.strip())
+    text = " ".join(stanza)
+    in_literal = in_role = False
+    i = 0
+    while i < len(text):
+        if text.startswith("``", i) and not in_role:
+            in_literal, i = not in_literal, i + 2
+            continue
+        if text[i] == "`" and not in_literal:
+            in_role = not in_role
+        elif text[i] == "." and not (in_literal or in_role):
+            if i + 1 == len(text) or text[i + 1].isspace():
+                if not text[: i + 1].endswith(autosummary.WELL_KNOWN_ABBREVIATIONS):
+                    return text[: i + 1]
+        i += 1
+    return text
+
+
+autosummary.extract_summary = _first_sentence
+
+
+def _public_names() -> dict[int, str]:
+    """``{id(object): qualified name}`` for every public object (its first public name)."""
+    import importlib
+
+    names = {}
+    for module_name in _NAMESPACES:
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            names.setdefault(id(getattr(module, name)), f"{module_name}.{name}")
+    return names
+
+
+_NAMESPACES = (
+    "gradxform",
+    "gradxform.hessian",
+    "gradxform.schedules",
+    "gradxform.tree",
+    "gradxform.hyperparams",
+    "gradxform.checkpoint",
+    "gradxform.torch_compat",
+    "gradxform.curvature",
+)
+
+
+def _lookup(dotted: str):
+    """The object at a dotted path, or None."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for part in parts[cut:]:
+                obj = getattr(obj, part)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _resolve_by_object(app, env, node, contnode):
+    """Resolves a Python reference that names an object by another of its paths.
+
+    A docstring in ``gradxform/optimizers.py`` writes :func:`adam`, whose page is
+    ``gradxform.adam``: the target is looked up as Python would from the
+    docstring's module (and class), and the reference goes to the page of the
+    same object. A target that exists but has no page (a private helper) is
+    shown as plain code; a target that does not exist stays an error.
+    """
+    if node.get("refdomain") != "py":
+        return None
+    target = node["reftarget"]
+    module, cls = node.get("py:module"), node.get("py:class")
+    candidates = [target]
+    if module:
+        candidates.insert(0, f"{module}.{target}")
+        if cls:
+            candidates.insert(0, f"{module}.{cls}.{target}")
+    # the module (and class) the docstring was written in, as autodoc records it
+    source = (node.source or "").rpartition("docstring of ")[2].split(".")
+    for cut in range(len(source) - 1, 0, -1):
+        candidates.append(".".join(source[:cut] + [target]))
+    # an autosummary table's summary has no docstring source: any gradxform module
+    candidates += [f"{m}.{target}" for m in sorted(sys.modules) if m.startswith("gradxform")]
+    for candidate in candidates:
+        obj = _lookup(candidate)
+        if obj is None:
+            continue
+        public = _PUBLIC.get(id(obj))
+        if public is not None and public != target:
+            domain = env.get_domain("py")
+            found = domain.resolve_xref(
+                env, node["refdoc"], app.builder, node["reftype"], public, node, contnode
+            )
+            if found is not None:
+                return found
+        return contnode  # it exists, without a page of its own
+    return None
+
+
+_PUBLIC = _public_names()
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _dollar_math_to_role)
     app.connect("autodoc-skip-member", _skip_tuple_plumbing)
+    app.connect("missing-reference", _resolve_by_object)
