@@ -14,6 +14,7 @@ outputs, never executed here.
 
 from __future__ import annotations
 
+import inspect
 import pathlib
 import re
 import sys
@@ -21,7 +22,10 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from docutils import nodes  # noqa: E402
+from docutils.statemachine import StringList  # noqa: E402
 from sphinx.ext import autosummary  # noqa: E402
+from sphinx.util.docutils import SphinxDirective  # noqa: E402
 
 import gradxform  # noqa: E402
 
@@ -225,7 +229,32 @@ def _resolve_by_object(app, env, node, contnode):
 _PUBLIC = _public_names()
 
 
+class CompositionTable(SphinxDirective):
+    """``composition-table``: each listed optimizer with the ``Composition:`` line of its docstring.
+
+    The table is built from the docstrings, so it cannot drift from them; an
+    optimizer whose docstring has no ``Composition:`` paragraph is a build error.
+    """
+
+    has_content = True
+
+    def run(self):
+        lines = [".. list-table::", "   :header-rows: 1", "   :widths: 1 3", ""]
+        lines += ["   * - optimizer", "     - composition"]
+        for name in (line.strip() for line in self.content if line.strip()):
+            doc = inspect.getdoc(_lookup(name)) or ""
+            match = re.search(r"^Composition:(.*?)(?:\n\s*\n|\Z)", doc, re.S | re.M)
+            if match is None:
+                raise self.error(f"{name}'s docstring has no 'Composition:' paragraph")
+            text = _first_sentence(match.group(1).splitlines(), None)
+            lines += [f"   * - :func:`~{name}`", f"     - {text}"]
+        container = nodes.container()
+        self.state.nested_parse(StringList(lines, self.get_source_info()[0]), 0, container)
+        return container.children
+
+
 def setup(app):
+    app.add_directive("composition-table", CompositionTable)
     app.connect("autodoc-process-docstring", _dollar_math_to_role)
     app.connect("autodoc-skip-member", _skip_tuple_plumbing)
     app.connect("missing-reference", _resolve_by_object)

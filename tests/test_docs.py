@@ -304,6 +304,7 @@ def python_blocks(path: pathlib.Path) -> list[str]:
 GUIDE_PAGES = sorted(p for p in GUIDE.glob("*.md") if python_blocks(p))
 
 
+@pytest.mark.slow  # each page compiles its own optimizers and solvers: 1-20 s a page
 @pytest.mark.parametrize("page", GUIDE_PAGES + [ROOT / "README.md"], ids=lambda p: p.name)
 def test_python_blocks_run(page):
     """The ``python`` blocks of a page run in order in one namespace (``text`` blocks don't)."""
@@ -313,6 +314,29 @@ def test_python_blocks_run(page):
             exec(compile(block, f"{page.name}[block {i}]", "exec"), namespace)
         except Exception as err:  # pragma: no cover - the message is the point
             raise AssertionError(f"{page.name}, python block {i} failed: {err!r}") from err
+
+
+_TEST_REFERENCE = re.compile(r"tests/([\w/]+\.py)(?:::(\w+))?")
+
+
+def prose_pages() -> list[pathlib.Path]:
+    pages = [ROOT / "README.md", *DOCS.glob("*.md")]
+    return pages + sorted(GUIDE.glob("*.md")) + sorted((DOCS / "results").glob("*.md"))
+
+
+def test_tests_named_in_the_docs_exist():
+    """``tests/test_x.py::test_y`` cited as evidence on a page is a test that exists."""
+    cited = 0
+    for page in prose_pages():
+        for path, name in _TEST_REFERENCE.findall(page.read_text()):
+            source = ROOT / "tests" / path
+            assert source.exists(), f"{page.name} cites tests/{path}, which does not exist"
+            if name:
+                cited += 1
+                assert re.search(rf"^def {name}\(", source.read_text(), re.M), (
+                    f"{page.name} cites tests/{path}::{name}, which is not a test there"
+                )
+    assert cited > 5
 
 
 def test_readme_is_short_and_its_commands_are_the_documented_ones():
