@@ -183,7 +183,7 @@ def step_decay(init_value: float, decay_factor: float, step_size: int) -> Schedu
         step_size: :math:`k \geq 1`, the number of steps between decays.
 
     Returns:
-        The schedule.
+        The schedule, a staircase that starts at ``init_value``.
 
     Example:
         >>> import gradxform as gx
@@ -219,7 +219,7 @@ def piecewise_constant(
         scales: the factors :math:`s_i`, one per boundary.
 
     Returns:
-        The schedule.
+        The schedule, one plateau per interval between boundaries.
 
     Raises:
         ValueError: if the boundaries are not increasing or the lengths differ.
@@ -285,7 +285,7 @@ def exponential_decay(
         end_value: a bound the value does not pass, or None.
 
     Returns:
-        The schedule.
+        The schedule, ``init_value`` at step 0 (and until ``transition_begin``).
 
     Raises:
         ValueError: unless exactly one of ``decay_rate`` and ``k`` is given.
@@ -337,7 +337,7 @@ def inverse_time_decay(
         staircase: decay in whole multiples of ``transition_steps``.
 
     Returns:
-        The schedule.
+        The schedule, falling from ``init_value`` towards 0 as ``1/t``.
 
     Example:
         >>> import gradxform as gx
@@ -395,7 +395,7 @@ def cosine_decay(
         period_mult: :math:`m \geq 1`, the growth of each period over the last.
 
     Returns:
-        The schedule.
+        The schedule, from ``init_value`` down to ``alpha * init_value``.
 
     Example:
         >>> import gradxform as gx
@@ -467,7 +467,7 @@ def polynomial_decay(
         transition_begin: steps to hold ``init_value`` before decaying.
 
     Returns:
-        The schedule.
+        The schedule, ``init_value`` until ``transition_begin`` and ``end_value`` after the decay.
 
     Example:
         >>> import gradxform as gx
@@ -506,13 +506,13 @@ def linear_decay(
     :func:`polynomial_decay` with ``power=1``.
 
     Args:
-        init_value: :math:`v_0`.
-        end_value: :math:`v_1`.
-        transition_steps: :math:`T \geq 1`, the length of the decay.
-        transition_begin: steps to hold ``init_value`` before decaying.
+        init_value: :math:`v_0`, the value at the start.
+        end_value: :math:`v_1`, the value from ``transition_begin + transition_steps`` on.
+        transition_steps: :math:`T \geq 1`, how many steps the interpolation takes.
+        transition_begin: how long ``init_value`` is held first.
 
     Returns:
-        The schedule.
+        The schedule, a ramp between the two values.
 
     Example:
         >>> import gradxform as gx
@@ -541,7 +541,7 @@ def inverse_sqrt_decay(peak_value: float, warmup_steps: int = 0) -> Schedule:
         warmup_steps: :math:`W \geq 0`.
 
     Returns:
-        The schedule.
+        The schedule, peaking at ``peak_value`` at ``count = warmup_steps - 1``.
 
     Example:
         >>> import gradxform as gx
@@ -579,7 +579,7 @@ def warmup(
         shape: ``"linear"`` or ``"cosine"``.
 
     Returns:
-        The schedule.
+        The schedule, ``peak_value`` from ``count = warmup_steps`` on.
 
     Example:
         >>> import gradxform as gx
