@@ -234,6 +234,7 @@ class CompositionTable(SphinxDirective):
 
     The table is built from the docstrings, so it cannot drift from them; an
     optimizer whose docstring has no ``Composition:`` paragraph is a build error.
+    Its body is reStructuredText: in a Markdown page, use it inside ``{eval-rst}``.
     """
 
     has_content = True
