@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import gradxform as gx
+from gradxform import curvature
 
 H = gx.hessian
 
@@ -43,24 +44,27 @@ def mlp_params(seed=0, width=12):
     }
 
 
-def test_hvp_matches_dense_hessian_and_finite_differences():
-    params = mlp_params()
+def test_hvp_is_the_curvature_layers_and_the_dense_hessian_is_in_ravel_order():
+    # one implementation: gx.hessian re-exports curvature's products (tested in test_curvature)
+    assert H.hvp is curvature.hvp and H.linearized_hvp is curvature.linearized_hvp
+    params = mlp_params(width=4)
     flat, unravel = jax.flatten_util.ravel_pytree(params)
-    v = jax.random.normal(jax.random.PRNGKey(3), flat.shape)
-    dense = H.hessian_matrix(mlp_loss, params)
+    dense = np.asarray(H.hessian_matrix(mlp_loss, params))
+    want = jax.jit(jax.hessian(lambda x: mlp_loss(unravel(x))))(flat)
+    np.testing.assert_allclose(dense, want, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dense, dense.T, atol=1e-12)
-    want = dense @ v
-    got = jax.flatten_util.ravel_pytree(H.hvp(mlp_loss, params, unravel(v)))[0]
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
-    lin = H.linearized_hvp(mlp_loss, params)
-    np.testing.assert_allclose(
-        jax.flatten_util.ravel_pytree(lin(unravel(v)))[0], want, rtol=1e-10, atol=1e-12
-    )
-    g = lambda x: jax.flatten_util.ravel_pytree(jax.grad(mlp_loss)(unravel(x)))[0]  # noqa: E731
-    fd = (g(flat + 1e-6 * v) - g(flat - 1e-6 * v)) / 2e-6
-    np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-8)
     lam, vecs = H.eigh(mlp_loss, params)
-    np.testing.assert_allclose(lam, np.linalg.eigvalsh(np.asarray(dense)), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lam, np.linalg.eigvalsh(dense), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(vecs) * np.asarray(lam), dense @ vecs, atol=1e-10)
+
+    @jax.jit
+    def matvec(p, v):
+        op = H.flat_operator(mlp_loss, p)
+        assert op.size == flat.size and op.dtype == flat.dtype  # static, known when traced
+        return op.matvec(v)
+
+    v = jax.random.normal(jax.random.PRNGKey(3), flat.shape)
+    np.testing.assert_allclose(matvec(params, v), dense @ v, rtol=1e-10, atol=1e-12)
 
 
 def test_lanczos_relation_and_orthonormality():
@@ -76,6 +80,7 @@ def test_lanczos_relation_and_orthonormality():
     np.testing.assert_allclose(np.linalg.norm(remainder[:, -1]), res.beta[-1], rtol=1e-10)
 
 
+@pytest.mark.slow  # over 3 s: a Lanczos loop compiles
 @pytest.mark.parametrize("which", ["top", "bottom", "both"])
 def test_eigenpairs_match_eigvalsh_with_valid_certificates(which):
     spectrum = np.concatenate([[-5.0, -4.0, -3.5], np.linspace(-1, 1, 200), [6.0, 8.0, 12.0]])
@@ -96,6 +101,7 @@ def test_eigenpairs_match_eigvalsh_with_valid_certificates(which):
         assert np.min(np.abs(lam - value)) <= residual + 1e-12  # the certificate holds
 
 
+@pytest.mark.slow  # over 3 s: a Lanczos loop or a training run compiles
 def test_unconverged_pairs_are_flagged_not_hidden():
     op, A = known_operator(np.linspace(0, 1, 300) ** 0.5)  # no gaps at the top
     pairs = H.eigenpairs(op, k=5, which="top", tol=1e-12, max_matvecs=10)
@@ -106,6 +112,7 @@ def test_unconverged_pairs_are_flagged_not_hidden():
         assert np.min(np.abs(lam - value)) <= residual + 1e-12
 
 
+@pytest.mark.slow  # over 3 s: a Lanczos loop or a training run compiles
 def test_breakdown_at_an_invariant_subspace_is_exact():
     op, A = known_operator(
         [1.0] * 10 + [5.0] * 10
@@ -115,6 +122,7 @@ def test_breakdown_at_an_invariant_subspace_is_exact():
     assert int(pairs.num_matvecs) == 2
 
 
+@pytest.mark.slow  # over 3 s: a Lanczos loop or a training run compiles
 def test_float64_accumulation_for_float32_products():
     spectrum = np.concatenate([np.linspace(0, 1, 100), [3.0, 4.0]])
     _, A = known_operator(spectrum)
@@ -124,6 +132,7 @@ def test_float64_accumulation_for_float32_products():
     np.testing.assert_allclose(pairs.values, [4.0, 3.0], rtol=1e-6)
 
 
+@pytest.mark.slow  # over 3 s: a Lanczos loop or a training run compiles
 def test_mlp_extremes_match_dense_at_an_indefinite_point():
     params = mlp_params(width=12)
     lam = np.linalg.eigvalsh(np.asarray(H.hessian_matrix(mlp_loss, params)))
@@ -139,6 +148,7 @@ def power_law_operator(n=300, seed=1):
     return known_operator(1.0 / np.arange(1, n + 1) ** 2, seed)
 
 
+@pytest.mark.slow  # over 3 s: a Lanczos loop or a training run compiles
 def test_hutch_plus_plus_beats_hutchinson_on_decaying_spectra():
     op, A = power_law_operator()
     exact = np.trace(A)
@@ -172,6 +182,7 @@ def wasserstein1(nodes, weights, eigenvalues):
     return np.sum(np.abs(cdf_a - cdf_b)[:-1] * np.diff(grid))
 
 
+@pytest.mark.slow  # over 3 s: a Lanczos loop or a training run compiles
 def test_spectral_density_close_to_dense_spectrum_in_wasserstein_distance():
     spectrum = np.concatenate([np.random.default_rng(2).normal(0, 0.3, 250), [3.0, 4.0, 6.0]])
     op, A = known_operator(spectrum)
@@ -232,7 +243,7 @@ def himmelblau_points():
         return dict(zip(HIMMELBLAU, np.asarray(jax.jit(jax.vmap(newton))(starts))))
 
 
-@pytest.mark.parametrize("method", ["dense", "lanczos"])
+@pytest.mark.parametrize("method", ["dense", pytest.param("lanczos", marks=pytest.mark.slow)])
 def test_classification_of_standard_critical_points(method, himmelblau_points):
     for name, (f, x, want) in TWO_D.items():
         got = H.classify_critical_point(f, jnp.asarray(x), method=method)
@@ -256,6 +267,7 @@ def test_tiny_negative_eigenvalues_do_not_make_a_saddle():
     assert got.verdict == "degenerate" and got.morse_index == 0
 
 
+@pytest.mark.slow  # over 3 s: a Lanczos loop or a training run compiles
 def test_dense_and_matrix_free_agree_on_nd_quadratics():
     for signature, want in [
         ((5.0, 3.0, 1.0, 0.5), "minimum"),
@@ -278,6 +290,7 @@ def test_dense_and_matrix_free_agree_on_nd_quadratics():
             assert free.miss_probability < 1e-6
 
 
+@pytest.mark.slow  # over 3 s: a Lanczos loop or a training run compiles
 def test_matrix_free_budget_too_small_is_unresolved_not_degenerate():
     # a minimum whose smallest curvature, 1e-4, is far above the tolerance (1.5e-8):
     # 4 products cannot certify it, which is "unresolved", not "degenerate"
@@ -295,6 +308,7 @@ def test_matrix_free_budget_too_small_is_unresolved_not_degenerate():
     np.testing.assert_allclose(free.lambda_min, 1e-4, rtol=1e-8)
 
 
+@pytest.mark.slow  # over 3 s: a Lanczos loop or a training run compiles
 def test_trained_mlp_is_not_a_saddle_and_random_point_is_not_critical():
     params = mlp_params(width=6)
     sol = gx.minimize(mlp_loss, params, tol=1e-10, maxiter=3000)
