@@ -45,7 +45,15 @@ from gradxform.base import (
     identity,
     with_extra_args,
 )
-from gradxform.hyperparams import HyperparamState, get_hyperparams, set_hyperparams
+from gradxform.hyperparams import (
+    Hyperparam,
+    HyperparamChainState,
+    Hyperparams,
+    HyperparamState,
+    ScalarOrSchedule,
+    get_hyperparams,
+    set_hyperparams,
+)
 from gradxform.optimizers import (
     adagrad,
     adam,
@@ -148,7 +156,11 @@ __all__ = [
     "EmptyState",
     "GradientTransformation",
     "GradientTransformationExtraArgs",
+    "Hyperparam",
+    "HyperparamChainState",
     "HyperparamState",
+    "Hyperparams",
+    "ScalarOrSchedule",
     "RunningMaxState",
     "Schedule",
     "ScaleByLearningRateState",

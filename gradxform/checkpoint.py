@@ -46,7 +46,17 @@ def _keyed_leaves(tree: Any) -> list[tuple[str, Any]]:
 
 
 def state_dict(tree: Any) -> dict[str, np.ndarray]:
-    """The leaves of ``tree`` as NumPy arrays, keyed by their tree paths."""
+    """The leaves of ``tree`` as NumPy arrays, keyed by their tree paths.
+
+    Args:
+        tree: a pytree of arrays (an optimizer state, params, ...).
+
+    Returns:
+        ``{jax.tree_util.keystr(path): numpy array}`` for every leaf.
+
+    Raises:
+        TypeError: naming the path of a leaf that is not an array.
+    """
     out = {}
     for key, leaf in _keyed_leaves(tree):
         if not hasattr(leaf, "shape"):
@@ -60,8 +70,17 @@ def load_state_dict(like: Any, arrays: dict[str, np.ndarray]) -> Any:
     """``arrays`` (from :func:`state_dict`) put back into the structure of ``like``.
 
     Each array must have the shape and dtype of the leaf of ``like`` at its
-    path; it is placed with that leaf's sharding. Raises ``ValueError`` naming
-    the first missing, extra or mismatched path.
+    path; it is placed with that leaf's sharding.
+
+    Args:
+        like: the template pytree, most simply ``tx.init(params)``.
+        arrays: path -> array, as :func:`state_dict` returns.
+
+    Returns:
+        A pytree with the structure, shapes, dtypes and shardings of ``like``.
+
+    Raises:
+        ValueError: naming the first missing, extra or mismatched path.
     """
     keyed = _keyed_leaves(like)
     missing = [key for key, _ in keyed if key not in arrays]
@@ -91,6 +110,10 @@ def save(path: str | os.PathLike, tree: Any) -> None:
 
     Dtypes NumPy cannot name (bfloat16, float8) are stored as their raw bits,
     with the dtype names kept in the file, so they come back exactly.
+
+    Args:
+        path: the file to write.
+        tree: a pytree of arrays.
     """
     arrays = state_dict(tree)
     dtypes = {key: str(a.dtype) for key, a in arrays.items()}
@@ -103,7 +126,18 @@ def save(path: str | os.PathLike, tree: Any) -> None:
 
 
 def restore(path: str | os.PathLike, like: Any) -> Any:
-    """Reads a file written by :func:`save` into the structure of ``like``."""
+    """Reads a file written by :func:`save` into the structure of ``like``.
+
+    Args:
+        path: a file written by :func:`save`.
+        like: the template pytree, most simply ``tx.init(params)``.
+
+    Returns:
+        The saved pytree, bit for bit, with the structure and shardings of ``like``.
+
+    Raises:
+        ValueError: as :func:`load_state_dict`, naming the first mismatched path.
+    """
     with np.load(path, allow_pickle=False) as data:
         dtypes = json.loads(str(data[_DTYPES_KEY]))
         arrays = {}

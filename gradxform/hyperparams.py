@@ -1,214 +1,549 @@
-"""Hyperparameters that live in the optimizer state.
+r"""Hyperparameters that live in the optimizer state, each name in one place.
 
-Every numeric hyperparameter of a gradxform transform (learning rate,
-momentum, decays, eps, weight decay, ...) is either a number or a schedule
-(a function of the step count). Either way its current value is stored in the
-transform's state, in a :class:`HyperparamState`, so that
+Every numeric hyperparameter of a gradxform transform (learning rate, decays,
+eps, weight decay, the finite guard's limit, ...) is a number, a scalar array
+or a schedule (a function of the step count), and its current value is stored
+in the state, so that
 
-* it can be read by name: ``gx.get_hyperparams(opt_state)["learning_rate"]``;
+* it can be read by name: ``gx.get_hyperparams(state)["learning_rate"]``, or
+  ``optax.tree_utils.tree_get(state, "learning_rate")``;
 * it can be changed between steps without recompiling a jitted step:
-  ``opt_state = gx.set_hyperparams(opt_state, learning_rate=1e-4)`` (a value
-  set on a scheduled hyperparameter is replaced by the schedule at the next
-  step);
-* a schedule is evaluated at the number of updates taken so far: 0 at the
-  first update, and the value stored is the one the latest update used.
+  ``state = gx.set_hyperparams(state, learning_rate=1e-4)`` (a value set on a
+  scheduled hyperparameter is replaced by the schedule at the next step);
+* a schedule is evaluated at the number of updates taken so far (0 at the
+  first update), and the value stored is the one the latest update used.
 
-Values are stored as float32, or float64 when a parameter leaf is float64 (or
-complex128), and cast to each leaf's dtype where they are used. For a number
-given in Python, the rounding residual of its float32 copy is kept beside it,
-so that ``1 - decay`` is the float32 rounding of the exact ``1 - decay``, as
-when optax or torch compute it in Python (:meth:`Values.complement`).
+Design: one store per optimizer, shared by handles
+--------------------------------------------------
+
+A :class:`Hyperparams` is a *store*: ``hp = Hyperparams(b1=0.9, lr=...)``
+declares each hyperparameter once and ``hp["b1"]`` is a :class:`Hyperparam`,
+a handle on it. A block (``ema_first_moment``, ``bias_correct``, ...) takes a
+number, a schedule or a handle. Given a number it makes a store of its own, so
+a block used alone works; given a handle it stores nothing and reads the value
+that the handle's store computed for this step. ``hp.chain(*blocks)`` is
+:func:`gradxform.chain` with the store in front: its state is
+:class:`HyperparamChainState` ``(hyperparams, inner_state)``, and each update
+first steps the store, then passes the values to the blocks (as the extra
+argument ``hyperparams``). Adam is::
+
+    hp = Hyperparams(learning_rate=lr, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+    hp.chain(scale_by_adam(hp["b1"], hp["b2"], hp["eps"], eps_root=hp["eps_root"]),
+             scale_by_learning_rate(hp["learning_rate"]))
+
+so ``b1``, read by the first moment and by its bias correction, is one entry
+of one store by construction, and ``gx.set_hyperparams`` or
+``optax.tree_utils.tree_set`` changes it for both.
+
+Blocks declare what they read, when they are built: ``check`` validates a
+value (``<name> must be <what>; got <value>``), ``use_complement`` asks for
+``1 - value`` rounded once (see below) and ``use_count`` for the step count.
+A store keeps one int32 count, saturating at ``2**31 - 1``, only if a block
+reads it or a value is a schedule; so Adam's state holds one count (read by
+both bias corrections and by any schedule) and SGD's none.
+
+A store's state is a :class:`HyperparamState` ``(count, values,
+complements)``. Values are float32, or float64 when a parameter leaf is
+float64 (or complex128), cast to each leaf's dtype where used; integer
+hyperparameters are int32.
+
+Rounding: ``1 - decay``
+-----------------------
+
+For a decay given as a Python number, ``1 - decay`` is stored beside it under
+the key ``one_minus_<name>``: the float32 rounding of the exact ``1 - decay``,
+as optax and torch compute it in Python (``1 - float32(0.999)`` is not
+``float32(1 - 0.999)``). Only decays whose complement an update reads have one.
+An update uses the stored complement while it agrees with the value to within
+two ulps, and ``1 - value`` otherwise, so a value changed with
+``optax.tree_utils.tree_set`` (which leaves the complement alone) is used
+correctly; :func:`set_hyperparams` sets both. Derivatives with respect to the
+value flow through the complement either way.
 """
 
 from __future__ import annotations
 
-import numbers
+import math
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform import tree
+from gradxform import checks, tree
+from gradxform.base import (
+    EmptyState,
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    chain,
+    with_extra_args,
+)
 
 __all__ = [
+    "Hyperparam",
+    "HyperparamChainState",
     "HyperparamState",
     "Hyperparams",
+    "ScalarOrSchedule",
     "Values",
-    "check_decay",
-    "check_nonnegative",
-    "increment_count",
     "get_hyperparams",
+    "increment_count",
     "set_hyperparams",
 ]
 
+ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], jax.Array]
+"""A hyperparameter: a number, a scalar array, or a schedule ``step count -> value``."""
+
 _INT32_MAX = np.iinfo(np.int32).max
+_VALUES_ARG = "hyperparams"  # the extra argument that carries a store's values to its blocks
+_SPEC = "a real number, a real scalar array or a schedule (a function of the step count)"
 
 
 def increment_count(count: jax.Array) -> jax.Array:
-    """``count + 1``, saturating at ``2**31 - 1`` instead of overflowing (int32 counts)."""
+    """The step count plus one, saturating instead of overflowing.
+
+    Args:
+        count: an int32 scalar array.
+
+    Returns:
+        ``count + 1``, or ``count`` when it is already ``2**31 - 1``.
+    """
     return jnp.where(count < _INT32_MAX, count + 1, count)
 
 
 class HyperparamState(NamedTuple):
-    """The hyperparameter part of a transform's state.
+    """The state of one :class:`Hyperparams` store.
 
     Attributes:
-        count: number of updates taken, int32, saturating at ``2**31 - 1``.
+        count: number of updates taken (int32, saturating at ``2**31 - 1``),
+            or ``None`` when no update reads it.
         values: name -> value used by the latest update (before the first
-            update: the value the first update will use, for numbers).
-        residuals: name -> rounding residual of ``values`` (0 for schedules).
+            update: the value the first update will use).
+        complements: ``"one_minus_<name>"`` -> ``1 - value`` rounded once from
+            the exact difference, for the decays whose complement is read.
     """
 
-    count: jax.Array
+    count: jax.Array | None
     values: dict[str, jax.Array]
-    residuals: dict[str, jax.Array]
+    complements: dict[str, jax.Array]
 
 
-def _is_number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+class HyperparamChainState(NamedTuple):
+    """The state of :meth:`Hyperparams.chain`: the store, then the chained blocks.
+
+    Attributes:
+        hyperparams: the store's :class:`HyperparamState`.
+        inner_state: the state of the block (one block) or the tuple of their
+            states (several).
+    """
+
+    hyperparams: HyperparamState
+    inner_state: Any
 
 
-def _concrete(x):
-    """A Python float for a number or concrete scalar array, else None."""
-    if _is_number(x):
-        return float(x)
-    if isinstance(x, (np.ndarray, np.generic, jax.Array)) and not isinstance(x, jax.core.Tracer):
-        if np.ndim(x) == 0 and not jnp.iscomplexobj(x):
-            return float(x)
+class Hyperparam:
+    """A handle on one hyperparameter of a :class:`Hyperparams` store.
+
+    Pass it to a block in place of a number to make the block read the
+    store's value: every block given the same handle reads the same entry.
+    Made by ``Hyperparams(...)[name]``, not directly.
+
+    Args:
+        name: the hyperparameter's key in the state.
+        spec: the number, scalar array or schedule it was declared with.
+        owner: the store that holds it.
+    """
+
+    __slots__ = ("complement", "integer", "name", "owner", "spec")
+
+    def __init__(self, name: str, spec: Any, owner: Hyperparams):
+        self.name, self.spec, self.owner = name, spec, owner
+        self.complement = False  # does an update read 1 - value?
+        self.integer = False  # stored as int32?
+
+    def __repr__(self) -> str:
+        return f"Hyperparam({self.name!r}, {self.spec!r})"
+
+
+def _concrete(value: Any) -> float | None:
+    """A Python float for a number or a concrete real scalar array, else ``None``."""
+    if checks.is_real_number(value):
+        return float(value)
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)) and not isinstance(
+        value, jax.core.Tracer
+    ):
+        return float(value) if _is_real_scalar_array(value) else None
     return None
 
 
-def _check_type(name: str, value) -> None:
-    if callable(value) or _is_number(value):
-        return
-    if isinstance(value, (np.ndarray, np.generic, jax.Array)) and np.ndim(value) == 0:
-        return
-    raise TypeError(
-        f"{name} must be a real number, a scalar array or a schedule "
-        f"(a function of the step count); got {value!r}"
-    )
+def _is_real_scalar_array(value: Any) -> bool:
+    if not isinstance(value, (np.ndarray, np.generic, jax.Array)) or np.ndim(value) != 0:
+        return False
+    kind = np.dtype(value.dtype).kind
+    return kind in "iuf" or value.dtype == jnp.bfloat16
 
 
-def _check_schedule(name: str, schedule) -> None:
-    """Evaluates a schedule at step 0 when the transform is built: a real, finite scalar."""
+def _check_schedule(name: str, schedule: Callable) -> None:
+    """Calls a schedule at step 0 when it is declared: it must give a finite real scalar."""
+    step = jax.ShapeDtypeStruct((), jnp.int32)
     try:
-        value = jax.eval_shape(schedule, jax.ShapeDtypeStruct((), jnp.int32))
+        shape = jax.eval_shape(schedule, step)
     except Exception as error:  # the schedule's own error, with the argument named
-        raise TypeError(
-            f"{name}: the schedule failed when called with a scalar int32 step count: {error}"
-        ) from error
-    if (
-        getattr(value, "shape", None) != ()
-        or not jnp.issubdtype(value.dtype, jnp.number)
-        or (jnp.issubdtype(value.dtype, jnp.complexfloating))
+        what = f"a schedule accepting a scalar int32 step count (it raised {error!r})"
+        checks.fail(name, what, schedule, TypeError)
+    if getattr(shape, "shape", None) != () or not (
+        jnp.issubdtype(shape.dtype, jnp.integer) or jnp.issubdtype(shape.dtype, jnp.floating)
     ):
-        raise TypeError(
-            f"{name}: a schedule must return a real scalar; it returned "
-            f"{getattr(value, 'shape', value)} {getattr(value, 'dtype', '')}".rstrip()
-        )
-    first = np.asarray(schedule(jnp.zeros([], jnp.int32)))
-    if not np.isfinite(first):
-        raise ValueError(f"{name}: the schedule returned {first} at step 0; it must be finite")
+        checks.fail(name, "a schedule returning a real scalar", shape, TypeError)
+    first = float(schedule(jnp.zeros([], jnp.int32)))
+    if not math.isfinite(first):
+        checks.fail(name, "a schedule whose value at step 0 is finite", first)
 
 
-def check_nonnegative(name: str, value) -> None:
-    """Raises ``ValueError`` naming ``name`` unless ``value >= 0`` (schedules pass)."""
-    _check_type(name, value)
-    v = _concrete(value)
-    if v is not None and not v >= 0:
-        raise ValueError(f"{name} must be >= 0; got {value!r}")
+def _check_spec(name: str, spec: Any) -> None:
+    if callable(spec):
+        _check_schedule(name, spec)
+    elif not (checks.is_real_number(spec) or _is_real_scalar_array(spec)):
+        checks.fail(name, _SPEC, spec, TypeError)
 
 
-def check_decay(name: str, value, *, allow_one: bool = False) -> None:
-    """Raises ``ValueError`` naming ``name`` unless ``0 <= value < 1`` (or ``<= 1``)."""
-    _check_type(name, value)
-    v = _concrete(value)
-    if v is None:
-        return
-    ok = 0 <= v <= 1 if allow_one else 0 <= v < 1
-    if not ok:
-        bound = "[0, 1]" if allow_one else "[0, 1)"
-        raise ValueError(f"{name} must lie in {bound}; got {value!r}")
-
-
-def _storage_dtype(params) -> np.dtype:
+def _storage_dtype(params: Any) -> np.dtype:
     for leaf in jax.tree.leaves(params):
-        dtype = jnp.asarray(leaf).dtype
-        if dtype in (np.dtype("float64"), np.dtype("complex128")):
+        if jnp.dtype(leaf.dtype) in (np.dtype("float64"), np.dtype("complex128")):
             return np.dtype("float64")
     return np.dtype("float32")
 
 
-class Values(dict):
-    """The current hyperparameter values: a ``dict`` name -> scalar array."""
+def _complement_key(name: str) -> str:
+    return f"one_minus_{name}"
 
-    def __init__(self, values: dict, residuals: dict):
-        super().__init__(values)
-        self._residuals = residuals
+
+def _stored(value: Any, dtype) -> jax.Array:
+    """``value`` as the stored scalar: rounded to nearest from a Python number."""
+    if checks.is_real_number(value):
+        return jnp.asarray(np.asarray(value, dtype))
+    return jnp.asarray(value, dtype)
+
+
+def _exact_complement(spec: Any, value: jax.Array) -> jax.Array:
+    """``1 - spec`` rounded once to ``value``'s dtype (from ``value`` for arrays and schedules)."""
+    if checks.is_real_number(spec):
+        return jnp.asarray(np.asarray(1.0 - float(spec), value.dtype))
+    return 1 - value
+
+
+def _current_complement(stored: jax.Array, value: jax.Array) -> jax.Array:
+    """The stored ``1 - value`` while it belongs to ``value``; else ``1 - value``.
+
+    The stored complement of ``d`` is within two ulps of ``1 - float(d)``; a
+    value changed behind the store's back (``tree_set``) is further away. The
+    derivative with respect to ``value`` is -1 either way.
+    """
+    fresh = 1 - value
+    agrees = jnp.abs(stored - fresh) <= 2 * jnp.finfo(value.dtype).eps
+    return jnp.where(agrees, stored + (fresh - jax.lax.stop_gradient(fresh)), fresh)
+
+
+class Values(Mapping):
+    """The hyperparameter values one update reads, by the reading block's names.
+
+    A mapping ``name -> value`` over the names of the :class:`Hyperparams` it
+    came from; :meth:`complement` and :attr:`count` give what blocks declared
+    with ``use_complement`` and ``use_count``.
+
+    Args:
+        names: the block's name -> handle.
+        values: handle -> this update's value, for this store and those outside it.
+        complements: handle -> this update's ``1 - value``.
+        count: the step count including this update (1 at the first update),
+            or ``None`` if no store on the way keeps one.
+    """
+
+    def __init__(
+        self,
+        names: dict[str, Hyperparam],
+        values: dict[Hyperparam, jax.Array],
+        complements: dict[Hyperparam, jax.Array],
+        count: jax.Array | None,
+    ):
+        self._names, self._values, self._complements = names, values, complements
+        self.count = count
+
+    def _find(self, table: dict, name: str) -> jax.Array:
+        handle = self._names[name]
+        if handle not in table:
+            raise LookupError(
+                f"the hyperparameter {handle.name!r} is read outside its store: build the "
+                "transform that reads it inside that Hyperparams' chain(...)"
+            )
+        return table[handle]
+
+    def __getitem__(self, name: str) -> jax.Array:
+        return self._find(self._values, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
     def complement(self, name: str) -> jax.Array:
-        """``1 - value``, rounded once from the exact difference."""
-        return (1 - self[name]) - self._residuals[name]
+        """``1 - value`` of a decay, rounded once from the exact difference.
+
+        Args:
+            name: a name whose complement the block declared with ``use_complement``.
+
+        Returns:
+            The scalar ``1 - value`` this update uses.
+        """
+        return self._find(self._complements, name)
 
 
 class Hyperparams:
-    """The static description of a transform's hyperparameters.
+    """A store of hyperparameters, each declared once, and the handles on them.
 
-    Built once in a transform's factory from keyword arguments, each a number,
-    a scalar array or a schedule. ``init`` makes the :class:`HyperparamState`;
-    ``step`` returns the values for this update and the next state.
+    Built with keyword arguments, each a number, a scalar array, a schedule
+    (owned by this store) or a :class:`Hyperparam` handle of another store
+    (read from that store's values). ``hp[name]`` is the handle to pass to
+    blocks; ``hp.chain(*blocks)`` puts the store in front of the blocks. A
+    block keeps its ``Hyperparams`` in its state (:meth:`init`, :meth:`step`);
+    it holds nothing when all its hyperparameters are handles.
+
+    Args:
+        **specs: name -> number, scalar array, schedule or handle.
+
+    Raises:
+        TypeError: for a value of another kind, or a schedule that fails or
+            does not return a real scalar at step 0.
+        ValueError: for a schedule whose value at step 0 is not finite.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> hp = gx.Hyperparams(learning_rate=0.1, decay=0.9)
+        >>> tx = hp.chain(
+        ...     gx.ema_first_moment(hp["decay"]), gx.scale_by_learning_rate(hp["learning_rate"])
+        ... )
+        >>> state = tx.init(jnp.zeros(2))
+        >>> sorted(gx.get_hyperparams(state))
+        ['decay', 'learning_rate']
     """
 
-    def __init__(self, **specs: Any):
-        for name, value in specs.items():
-            _check_type(name, value)
-            if callable(value):
-                _check_schedule(name, value)
-        self.specs = specs
+    def __init__(self, **specs: ScalarOrSchedule | Hyperparam):
+        self._handles: dict[str, Hyperparam] = {}
+        self._owned: list[Hyperparam] = []
+        self._count = False
+        for name, spec in specs.items():
+            if isinstance(spec, Hyperparam):
+                self._handles[name] = spec
+                continue
+            _check_spec(name, spec)
+            handle = Hyperparam(name, spec, self)
+            self._handles[name] = handle
+            self._owned.append(handle)
+            self._count = self._count or callable(spec)
 
-    def init(self, params) -> HyperparamState:
+    def __getitem__(self, name: str) -> Hyperparam:
+        return self._handles[name]
+
+    @property
+    def specs(self) -> dict[str, Any]:
+        """Name -> what each hyperparameter was declared with (a handle for a borrowed one)."""
+        return {name: h.spec if h.owner is self else h for name, h in self._handles.items()}
+
+    def check(
+        self,
+        name: str,
+        *,
+        lower: float | None = None,
+        upper: float | None = None,
+        lower_open: bool = False,
+        upper_open: bool = False,
+        integer: bool = False,
+    ) -> Hyperparams:
+        """Checks a hyperparameter's value when the block is built (schedules pass).
+
+        Args:
+            name: the block's name for it.
+            lower, upper: bounds (``None``: unbounded), closed unless ``*_open``.
+            lower_open, upper_open: exclude the bound.
+            integer: it must be a Python integer (stored as int32).
+
+        Returns:
+            This store, so that declarations chain.
+
+        Raises:
+            TypeError, ValueError: ``<name> must be <what>; got <value>``.
+        """
+        handle = self._handles[name]
+        if integer:
+            handle.integer = True
+            spec = handle.spec
+            if isinstance(spec, jax.core.Tracer):
+                return self
+            if _is_real_scalar_array(spec) and jnp.issubdtype(spec.dtype, jnp.integer):
+                spec = int(spec)
+            checks.integer(handle.name, spec, minimum=lower)
+            return self
+        value = _concrete(handle.spec)
+        if value is not None:
+            checks.real(
+                handle.name,
+                value,
+                lower=lower,
+                upper=upper,
+                lower_open=lower_open,
+                upper_open=upper_open,
+            )
+        return self
+
+    def use_complement(self, name: str) -> Hyperparams:
+        """Declares that updates read ``1 - value`` of ``name`` (a decay).
+
+        Args:
+            name: the block's name for it.
+
+        Returns:
+            This store.
+        """
+        self._handles[name].complement = True
+        return self
+
+    def use_count(self) -> Hyperparams:
+        """Declares that updates read the step count (``Values.count``).
+
+        Returns:
+            This store.
+        """
+        self._count = True
+        for handle in self._handles.values():
+            handle.owner._count = True
+        return self
+
+    def init(self, params: Any) -> HyperparamState | EmptyState:
+        """The store's state before the first update.
+
+        Args:
+            params: the parameters (they fix the storage dtype).
+
+        Returns:
+            A :class:`HyperparamState`, or ``EmptyState()`` when the store
+            owns nothing (all its hyperparameters are handles of another).
+        """
+        if not self._owned:
+            return EmptyState()
         tree.check_params(params)
         dtype = _storage_dtype(params)
-        values, residuals = {}, {}
-        for name, spec in self.specs.items():
-            if callable(spec):
-                value = jnp.asarray(spec(jnp.zeros([], jnp.int32)), dtype)
-                residual = jnp.zeros([], dtype)
-            elif _is_number(spec):
-                value, residual = _split(float(spec), dtype)
-            else:
-                value = jnp.asarray(spec, dtype)
-                residual = jnp.zeros([], dtype)
-            values[name], residuals[name] = value, residual
-        return HyperparamState(jnp.zeros([], jnp.int32), values, residuals)
+        values, complements = {}, {}
+        for h in self._owned:
+            spec = h.spec(jnp.zeros([], jnp.int32)) if callable(h.spec) else h.spec
+            values[h.name] = _stored(spec, jnp.int32 if h.integer else dtype)
+            if h.complement:
+                complements[_complement_key(h.name)] = _exact_complement(spec, values[h.name])
+        count = jnp.zeros([], jnp.int32) if self._count else None
+        return HyperparamState(count, values, complements)
 
-    def step(self, state: HyperparamState) -> tuple[Values, HyperparamState]:
-        values, residuals = dict(state.values), dict(state.residuals)
-        for name, spec in self.specs.items():
-            if callable(spec):
-                dtype = state.values[name].dtype
-                values[name] = jnp.asarray(spec(state.count), dtype)
-                residuals[name] = jnp.zeros([], dtype)
-        count = increment_count(state.count)
-        return Values(values, residuals), HyperparamState(count, values, residuals)
+    def step(
+        self, state: HyperparamState | EmptyState, extra_args: dict | None = None
+    ) -> tuple[Values, HyperparamState | EmptyState]:
+        """The values for this update, and the store's next state.
+
+        Args:
+            state: the store's state, from :meth:`init` or the previous step.
+            extra_args: the update's extra keyword arguments, which carry the
+                values of the stores this block is inside.
+
+        Returns:
+            ``(values, next_state)``: schedules evaluated at the count of
+            updates taken before this one, and the count advanced.
+        """
+        outer = (extra_args or {}).get(_VALUES_ARG)
+        values = dict(outer._values) if outer is not None else {}
+        complements = dict(outer._complements) if outer is not None else {}
+        count = outer.count if outer is not None else None
+        if not self._owned:
+            return Values(self._handles, values, complements, count), state
+        new_values, new_complements = {}, {}
+        for h in self._owned:
+            stored = jnp.asarray(state.values[h.name])
+            value = jnp.asarray(h.spec(state.count), stored.dtype) if callable(h.spec) else stored
+            values[h] = new_values[h.name] = value
+            if h.complement:
+                key = _complement_key(h.name)
+                stored_c = 1 - value if callable(h.spec) else state.complements[key]
+                new_complements[key] = stored_c  # kept as is: a constant while unset
+                complements[h] = _current_complement(stored_c, value)
+        next_count = None if state.count is None else increment_count(state.count)
+        count = next_count if next_count is not None else count
+        new_state = HyperparamState(next_count, new_values, new_complements)
+        return Values(self._handles, values, complements, count), new_state
+
+    def chain(self, *transforms: GradientTransformation) -> GradientTransformationExtraArgs:
+        """:func:`gradxform.chain` of ``transforms`` with this store in front.
+
+        Each update steps the store, then runs the transforms with its values
+        (the extra argument ``hyperparams``), so every handle of this store
+        reads one value.
+
+        Args:
+            *transforms: the blocks, in order.
+
+        Returns:
+            The chained transform; its state is :class:`HyperparamChainState`
+            (the plain chain when the store owns nothing).
+        """
+        inner = chain(*transforms) if len(transforms) != 1 else with_extra_args(transforms[0])
+        if not self._owned:
+            return inner
+
+        def init_fn(params):
+            return HyperparamChainState(self.init(params), inner.init(params))
+
+        def update_fn(updates, state, params=None, **extra_args):
+            values, hyper = self.step(state.hyperparams, extra_args)
+            extra_args[_VALUES_ARG] = values
+            updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+            return updates, HyperparamChainState(hyper, inner_state)
+
+        return GradientTransformationExtraArgs(init_fn, update_fn)
+
+    def transform(
+        self, apply: Callable[[Any, Values, Any], Any], state_type: type
+    ) -> GradientTransformationExtraArgs:
+        """A block whose only state is this store: ``updates <- apply(updates, values, params)``.
+
+        Args:
+            apply: the block's update, given this step's :class:`Values`.
+            state_type: the block's state class, with the single field ``hyperparams``.
+
+        Returns:
+            The block.
+        """
+
+        def init_fn(params):
+            return state_type(self.init(params))
+
+        def update_fn(updates, state, params=None, **extra_args):
+            values, hyper = self.step(state.hyperparams, extra_args)
+            return apply(updates, values, params), state_type(hyper)
+
+        return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _split(value: float, dtype) -> tuple[jax.Array, jax.Array]:
-    stored = np.asarray(value, dtype)
-    residual = np.asarray(value - float(stored), dtype)
-    return jnp.asarray(stored), jnp.asarray(residual)
-
-
-def _is_hyperparam_state(x) -> bool:
+def _is_hyperparam_state(x: Any) -> bool:
     return isinstance(x, HyperparamState)
 
 
-def get_hyperparams(opt_state) -> dict[str, jax.Array]:
+def get_hyperparams(opt_state: Any) -> dict[str, jax.Array]:
     """Reads every hyperparameter in an optimizer state, by name.
 
-    A name used by several transforms of a chain (``b1`` in Adam's first
-    moment and its bias correction) appears once, with the first value found.
+    Args:
+        opt_state: the state of any transform (gradxform's, or an optax chain
+            holding gradxform transforms).
+
+    Returns:
+        Name -> current value. A name held by two stores (two optimizers
+        chained by hand) appears once, with the first value found.
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
@@ -224,41 +559,56 @@ def get_hyperparams(opt_state) -> dict[str, jax.Array]:
     return found
 
 
-def set_hyperparams(opt_state, **values) -> Any:
-    """Returns ``opt_state`` with the named hyperparameters set everywhere they occur.
+def _check_new_value(name: str, value: Any, known: dict[str, jax.Array]) -> None:
+    if name not in known:
+        what = f"a hyperparameter of this state (one of {', '.join(sorted(known))})"
+        checks.fail(name, what, value)
+    if callable(value):
+        what = "a number or a scalar array (a schedule is fixed when the transform is built)"
+        checks.fail(name, what, value, TypeError)
+    _check_spec(name, value)
+    if jnp.issubdtype(known[name].dtype, jnp.integer) and checks.is_real_number(value):
+        checks.integer(name, value)
 
-    The new values keep the stored dtype and shape, so a jitted step that takes
-    the state as an argument does not recompile.
+
+def set_hyperparams(opt_state: Any, **values: float | jax.Array) -> Any:
+    """Returns ``opt_state`` with the named hyperparameters set, and their complements.
+
+    The new values keep the stored dtype and shape, so a jitted step that
+    takes the state as an argument does not recompile. The next update equals
+    that of a transform built with the new values.
+
+    Args:
+        opt_state: an optimizer state.
+        **values: name -> new number or scalar array.
+
+    Returns:
+        The state with the values replaced wherever the names occur.
 
     Raises:
         ValueError: if a name is not a hyperparameter of the state.
+        TypeError: for a schedule or a value that is not a real scalar.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> state = gx.set_hyperparams(gx.adam(1e-3).init(jnp.zeros(3)), b1=0.5)
+        >>> float(gx.get_hyperparams(state)["b1"])
+        0.5
     """
     known = get_hyperparams(opt_state)
     for name, value in values.items():
-        if name not in known:
-            raise ValueError(
-                f"set_hyperparams: {name!r} is not a hyperparameter of this state; "
-                f"it has {sorted(known)}"
-            )
-        _check_type(name, value)
-        if callable(value):
-            raise TypeError(
-                f"set_hyperparams: {name} must be a number or scalar array, not a "
-                "schedule; build the transform with the schedule instead"
-            )
+        _check_new_value(name, value, known)
 
     def replace(node):
         if not _is_hyperparam_state(node):
             return node
-        new_values, new_residuals = dict(node.values), dict(node.residuals)
+        new_values, new_complements = dict(node.values), dict(node.complements)
         for name, value in values.items():
             if name in new_values:
-                dtype = new_values[name].dtype
-                if _is_number(value):
-                    new_values[name], new_residuals[name] = _split(float(value), dtype)
-                else:
-                    new_values[name] = jnp.asarray(value, dtype)
-                    new_residuals[name] = jnp.zeros([], dtype)
-        return node._replace(values=new_values, residuals=new_residuals)
+                new_values[name] = _stored(value, new_values[name].dtype)
+                key = _complement_key(name)
+                if key in new_complements:
+                    new_complements[key] = _exact_complement(value, new_values[name])
+        return node._replace(values=new_values, complements=new_complements)
 
     return jax.tree.map(replace, opt_state, is_leaf=_is_hyperparam_state)

@@ -2,8 +2,10 @@
 
 Each function takes torch's argument names and defaults and returns a
 gradxform chain that reproduces the matching ``torch.optim`` class step for
-step (tested against recorded torch trajectories). The differences from the
-optax-style defaults of :mod:`gradxform.optimizers`:
+step (tested against recorded torch trajectories). The state uses gradxform's
+hyperparameter names (``learning_rate``, ``b1``, ``b2``, ``decay``, ...), one
+store per preset. The differences from the optax-style defaults of
+:mod:`gradxform.optimizers`:
 
 =================  ==============================  ====================================
 torch.optim        gradxform equivalent            what differs from the gx default
@@ -23,9 +25,12 @@ AdamW              ``adamw(..., weight_decay=      default decay 1e-2 (optax: 1e
 
 from __future__ import annotations
 
-from gradxform import schedules
+import numbers
+from typing import Any
+
+from gradxform import checks, schedules
 from gradxform.base import GradientTransformationExtraArgs, chain, divide
-from gradxform.hyperparams import check_nonnegative
+from gradxform.hyperparams import Hyperparams
 from gradxform.transforms.moments import (
     bias_correct,
     ema_first_moment,
@@ -41,9 +46,14 @@ from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_
 __all__ = ["adagrad", "adam", "adamw", "rmsprop", "sgd"]
 
 
-def _l2(weight_decay: float) -> list:
-    check_nonnegative("weight_decay", weight_decay)
-    return [add_decayed_weights(weight_decay)] if weight_decay else []
+def _nonzero(**specs: Any) -> dict[str, Any]:
+    """The keyword arguments other than the number 0 (torch's "off")."""
+    return {k: v for k, v in specs.items() if not (isinstance(v, numbers.Real) and v == 0)}
+
+
+def _l2(hp: Hyperparams) -> list[GradientTransformationExtraArgs]:
+    """torch's ``weight_decay``: ``g + wd * x`` before everything else, if the store has it."""
+    return [add_decayed_weights(hp["weight_decay"])] if "weight_decay" in hp.specs else []
 
 
 def sgd(
@@ -53,12 +63,43 @@ def sgd(
     weight_decay: float = 0.0,
     nesterov: bool = False,
 ) -> GradientTransformationExtraArgs:
-    """``torch.optim.SGD``: ``g += wd x``; ``b = mu b + (1 - dampening) g`` (``b = g`` first);
-    ``x -= lr (g + mu b if nesterov else b)``."""
-    parts = _l2(weight_decay)
-    if momentum or nesterov:
-        parts.append(scale_by_momentum(momentum, nesterov=nesterov, dampening=dampening))
-    return chain(*parts, scale_by_learning_rate(lr))
+    r"""``torch.optim.SGD``.
+
+    :math:`g \leftarrow g + \lambda x`; :math:`b \leftarrow \mu b + (1 - d) g`
+    (:math:`b = g` at the first step);
+    :math:`x \leftarrow x - \eta\, (g + \mu b \text{ if nesterov else } b)`.
+
+    Composition: ``chain([add_decayed_weights(weight_decay)],
+    [scale_by_momentum(momentum, nesterov=..., dampening=...)],
+    scale_by_learning_rate(lr))``.
+
+    Args:
+        lr: the learning rate :math:`\eta`.
+        momentum: :math:`\mu` (0: no velocity).
+        dampening: :math:`d`.
+        weight_decay: :math:`\lambda`, L2 added to the gradient.
+        nesterov: Nesterov momentum.
+
+    Returns:
+        The SGD preset.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.torch_compat.sgd(lr=0.1, momentum=0.9)
+        >>> u, _ = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+        >>> round(float(u[0]), 6)
+        -0.2
+    """
+    with_momentum = bool(momentum or nesterov)
+    specs = _nonzero(weight_decay=weight_decay, dampening=dampening if with_momentum else 0)
+    if with_momentum:
+        specs["momentum"] = momentum
+    hp = Hyperparams(learning_rate=lr, **specs)
+    parts = _l2(hp)
+    if with_momentum:
+        damp = hp["dampening"] if "dampening" in specs else None
+        parts.append(scale_by_momentum(hp["momentum"], nesterov=nesterov, dampening=damp))
+    return hp.chain(*parts, scale_by_learning_rate(hp["learning_rate"]))
 
 
 def adagrad(
@@ -68,15 +109,41 @@ def adagrad(
     initial_accumulator_value: float = 0.0,
     eps: float = 1e-10,
 ) -> GradientTransformationExtraArgs:
-    """``torch.optim.Adagrad``: ``g += wd x``; ``h += g*g``;
-    ``x -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(h) + eps)``."""
-    check_nonnegative("lr", lr)
-    check_nonnegative("lr_decay", lr_decay)
-    learning_rate = schedules.inverse_time_decay(lr, lr_decay) if lr_decay else lr
-    return chain(
-        *_l2(weight_decay),
-        scale_by_sum_of_squares(initial_accumulator_value, eps, eps_in_sqrt=False),
-        scale_by_learning_rate(learning_rate),
+    r"""``torch.optim.Adagrad``.
+
+    :math:`g \leftarrow g + \lambda x`; :math:`h \leftarrow h + g^2`;
+    :math:`x \leftarrow x - \eta / (1 + (t - 1) k)\; g / (\sqrt{h} + \epsilon)`.
+
+    Composition: ``chain([add_decayed_weights(weight_decay)],
+    scale_by_sum_of_squares(initial_accumulator_value, eps),
+    scale_by_learning_rate(lr or inverse_time_decay(lr, lr_decay)))``.
+
+    Args:
+        lr: the learning rate :math:`\eta`.
+        lr_decay: :math:`k \ge 0`.
+        weight_decay: :math:`\lambda`, L2 added to the gradient.
+        initial_accumulator_value: :math:`h_0 \ge 0`.
+        eps: :math:`\epsilon`, outside the root.
+
+    Returns:
+        The Adagrad preset.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.torch_compat.adagrad(lr=0.5)
+        >>> u, _ = tx.update(jnp.array([4.0]), tx.init(jnp.zeros(1)))
+        >>> float(u[0])
+        -0.5
+    """
+    lr_decay = checks.real("lr_decay", lr_decay, lower=0)
+    learning_rate = lr
+    if lr_decay:
+        learning_rate = schedules.inverse_time_decay(checks.real("lr", lr, lower=0), lr_decay)
+    hp = Hyperparams(learning_rate=learning_rate, eps=eps, **_nonzero(weight_decay=weight_decay))
+    return hp.chain(
+        *_l2(hp),
+        scale_by_sum_of_squares(initial_accumulator_value, hp["eps"], eps_in_sqrt=False),
+        scale_by_learning_rate(hp["learning_rate"]),
     )
 
 
@@ -88,23 +155,55 @@ def rmsprop(
     momentum: float = 0.0,
     centered: bool = False,
 ) -> GradientTransformationExtraArgs:
-    """``torch.optim.RMSprop``: ``g += wd x``; ``v = alpha v + (1 - alpha) g*g``;
-    ``d = g / (sqrt(v [- m*m if centered]) + eps)``; with momentum ``b = mu b + d``,
-    ``x -= lr b``, else ``x -= lr d``."""
-    parts = [*_l2(weight_decay), scale_by_rms(alpha, eps, eps_in_sqrt=False, centered=centered)]
-    if momentum:
-        parts.append(scale_by_momentum(momentum))
-    return chain(*parts, scale_by_learning_rate(lr))
+    r"""``torch.optim.RMSprop``.
+
+    :math:`g \leftarrow g + \lambda x`; :math:`v \leftarrow \alpha v + (1 - \alpha) g^2`;
+    :math:`d = g / (\sqrt{v} + \epsilon)` (centered: :math:`\sqrt{v - m^2}`);
+    with momentum :math:`b \leftarrow \mu b + d`, :math:`x \leftarrow x - \eta b`,
+    else :math:`x \leftarrow x - \eta d`. :math:`\alpha` is stored as ``decay``.
+
+    Composition: ``chain([add_decayed_weights(weight_decay)],
+    scale_by_rms(alpha, eps, eps_in_sqrt=False, centered=...),
+    [scale_by_momentum(momentum)], scale_by_learning_rate(lr))``.
+
+    Args:
+        lr: the learning rate :math:`\eta`.
+        alpha: the decay :math:`\alpha` in [0, 1).
+        eps: :math:`\epsilon`, outside the root.
+        weight_decay: :math:`\lambda`, L2 added to the gradient.
+        momentum: :math:`\mu` (0: no velocity).
+        centered: divide by the root of the variance estimate.
+
+    Returns:
+        The RMSprop preset.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.torch_compat.rmsprop(lr=0.01, alpha=0.75, eps=0.0)
+        >>> u, _ = tx.update(jnp.array([-2.0]), tx.init(jnp.zeros(1)))
+        >>> round(float(u[0]), 6)
+        0.02
+    """
+    specs = _nonzero(weight_decay=weight_decay, momentum=momentum)
+    hp = Hyperparams(learning_rate=lr, decay=alpha, eps=eps, **specs)
+    parts = [*_l2(hp), scale_by_rms(hp["decay"], hp["eps"], eps_in_sqrt=False, centered=centered)]
+    if "momentum" in specs:
+        parts.append(scale_by_momentum(hp["momentum"]))
+    return hp.chain(*parts, scale_by_learning_rate(hp["learning_rate"]))
 
 
-def _adam_direction(betas, eps, amsgrad):
+def _adam(
+    lr: float, betas: tuple[float, float], eps: float, amsgrad: bool, decay: dict[str, float]
+) -> tuple[Hyperparams, GradientTransformationExtraArgs]:
+    """The store and torch's Adam direction (AMSGrad: the max of the *uncorrected* moments)."""
     b1, b2 = betas
-    numerator = chain(ema_first_moment(b1, name="b1"), bias_correct(b1, name="b1"))
-    second = [ema_second_moment(b2, name="b2")]
+    hp = Hyperparams(learning_rate=lr, b1=b1, b2=b2, eps=eps, **decay)
+    numerator = chain(ema_first_moment(hp["b1"]), bias_correct(hp["b1"]))
+    second = [ema_second_moment(hp["b2"])]
     if amsgrad:
-        second.append(running_max())  # torch: max of the *uncorrected* moments
-    second += [bias_correct(b2, name="b2"), sqrt_with_eps(eps)]
-    return divide(numerator, chain(*second))
+        second.append(running_max())
+    second += [bias_correct(hp["b2"]), sqrt_with_eps(hp["eps"], None)]
+    return hp, divide(numerator, chain(*second))
 
 
 def adam(
@@ -114,10 +213,37 @@ def adam(
     weight_decay: float = 0.0,
     amsgrad: bool = False,
 ) -> GradientTransformationExtraArgs:
-    """``torch.optim.Adam``: L2 ``weight_decay`` added to the gradient; AMSGrad as torch."""
-    return chain(
-        *_l2(weight_decay), _adam_direction(betas, eps, amsgrad), scale_by_learning_rate(lr)
-    )
+    r"""``torch.optim.Adam``: L2 ``weight_decay`` added to the gradient; AMSGrad as torch.
+
+    :math:`g \leftarrow g + \lambda x`, then Adam's step
+    :math:`x \leftarrow x - \eta\, \hat m / (\sqrt{\hat v} + \epsilon)`; with
+    ``amsgrad`` the running maximum of the uncorrected :math:`v` is corrected
+    and used.
+
+    Composition: ``chain([add_decayed_weights(weight_decay)],
+    divide(chain(ema_first_moment(b1), bias_correct(b1)),
+    chain(ema_second_moment(b2), [running_max()], bias_correct(b2),
+    sqrt_with_eps(eps))), scale_by_learning_rate(lr))``.
+
+    Args:
+        lr: the learning rate :math:`\eta`.
+        betas: :math:`(\beta_1, \beta_2)`, stored as ``b1`` and ``b2``.
+        eps: :math:`\epsilon`, outside the root.
+        weight_decay: :math:`\lambda`, L2 added to the gradient.
+        amsgrad: torch's AMSGrad.
+
+    Returns:
+        The Adam preset.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.torch_compat.adam(lr=0.1)
+        >>> u, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
+        >>> round(float(u[0]), 4)
+        -0.1
+    """
+    hp, direction = _adam(lr, betas, eps, amsgrad, _nonzero(weight_decay=weight_decay))
+    return hp.chain(*_l2(hp), direction, scale_by_learning_rate(hp["learning_rate"]))
 
 
 def adamw(
@@ -127,10 +253,29 @@ def adamw(
     weight_decay: float = 1e-2,
     amsgrad: bool = False,
 ) -> GradientTransformationExtraArgs:
-    """``torch.optim.AdamW``: ``x <- x (1 - lr wd) - lr * adam_direction``."""
-    check_nonnegative("weight_decay", weight_decay)
-    return chain(
-        _adam_direction(betas, eps, amsgrad),
-        add_decayed_weights(weight_decay),
-        scale_by_learning_rate(lr),
-    )
+    r"""``torch.optim.AdamW``: :math:`x \leftarrow x (1 - \eta \lambda) - \eta\, d_{\text{adam}}`.
+
+    Composition: ``chain(<torch_compat.adam's direction>,
+    add_decayed_weights(weight_decay), scale_by_learning_rate(lr))``.
+
+    Args:
+        lr: the learning rate :math:`\eta`.
+        betas: :math:`(\beta_1, \beta_2)`, stored as ``b1`` and ``b2``.
+        eps: :math:`\epsilon`, outside the root.
+        weight_decay: :math:`\lambda`, decoupled.
+        amsgrad: torch's AMSGrad.
+
+    Returns:
+        The AdamW preset.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.torch_compat.adamw(lr=0.1, weight_decay=0.5)
+        >>> x = jnp.array([2.0])
+        >>> u, _ = tx.update(jnp.array([3.0]), tx.init(x), x)
+        >>> round(float(u[0]), 4)
+        -0.2
+    """
+    hp, direction = _adam(lr, betas, eps, amsgrad, {"weight_decay": weight_decay})
+    decay = add_decayed_weights(hp["weight_decay"])
+    return hp.chain(direction, decay, scale_by_learning_rate(hp["learning_rate"]))

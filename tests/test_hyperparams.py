@@ -1,66 +1,272 @@
-"""Hyperparameters live in the state: readable by name, changeable without recompiling."""
+"""Hyperparameters live in the state, each name in one place: readable, settable, no recompiling.
+
+Oracles: a freshly built optimizer with the new value (set_hyperparams,
+tree_set), the schedule that does the same (mid-run changes), closed forms
+(complements, derivatives) and trace counts (recompilation).
+"""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import gradxform as gx
 
 PARAMS = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
 GRADS = {"w": jnp.full((3, 2), 0.5), "b": jnp.array([1.0, -2.0])}
+X = jnp.array([0.5, -1.0, 2.0])  # small problem for the per-name tables
 
 
-def make_step(tx):
+def torch_preset(name, **renamed):
+    """A torch_compat preset that takes the state's names (learning_rate, b1, b2, decay)."""
+
+    def build(learning_rate=1e-2, b1=0.9, b2=0.999, decay=None, **kwargs):
+        if name in ("adam", "adamw"):
+            kwargs["betas"] = (b1, b2)
+        if decay is not None:
+            kwargs["alpha"] = decay
+        return getattr(gx.torch_compat, name)(lr=learning_rate, **{**renamed, **kwargs})
+
+    return build
+
+
+def guarded_adam(max_consecutive_skips=5, **kwargs):
+    return gx.apply_if_finite(gx.adam(**kwargs), max_consecutive_skips)
+
+
+# row -> (factory taking the state's hyperparameter names as keywords, its arguments)
+ALIASES = {
+    "sgd": (gx.sgd, {"learning_rate": 0.05}),
+    "sgd_momentum_dampening_l2": (
+        gx.sgd,
+        {"learning_rate": 0.05, "momentum": 0.9, "dampening": 0.1, "weight_decay": 1e-3},
+    ),
+    "sgd_nesterov": (gx.sgd, {"learning_rate": 0.05, "momentum": 0.9, "nesterov": True}),
+    "sgd_velocity": (gx.sgd_velocity, {"learning_rate": 0.05, "momentum": 0.9}),
+    "adagrad": (gx.adagrad, {"learning_rate": 0.1}),
+    "rmsprop": (gx.rmsprop, {"learning_rate": 0.01}),
+    "rmsprop_centered_momentum": (
+        gx.rmsprop,
+        {"learning_rate": 0.01, "centered": True, "momentum": 0.9},
+    ),
+    "rmsprop_eps_outside": (gx.rmsprop, {"learning_rate": 0.01, "eps_in_sqrt": False}),
+    "adam": (gx.adam, {"learning_rate": 0.01, "eps_root": 1e-8}),
+    "adamw": (gx.adamw, {"learning_rate": 0.01, "weight_decay": 0.1}),
+    "amsgrad": (gx.amsgrad, {"learning_rate": 0.01}),
+    "nadam": (gx.nadam, {"learning_rate": 0.01}),
+    "apply_if_finite_adam": (guarded_adam, {"learning_rate": 0.01}),
+    "torch_sgd": (
+        torch_preset("sgd"),
+        {"learning_rate": 0.05, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.01},
+    ),
+    "torch_adagrad": (
+        torch_preset("adagrad"),
+        {"learning_rate": 0.1, "weight_decay": 0.01, "eps": 1e-6},
+    ),
+    "torch_rmsprop": (
+        torch_preset("rmsprop"),
+        {"learning_rate": 0.01, "momentum": 0.9, "weight_decay": 0.01, "centered": True},
+    ),
+    "torch_adam": (torch_preset("adam"), {"weight_decay": 0.01, "amsgrad": True}),
+    "torch_adamw": (torch_preset("adamw"), {"amsgrad": True}),
+}
+
+NEW = {
+    "learning_rate": 0.03,
+    "b1": 0.7,
+    "b2": 0.95,
+    "eps": 1e-3,
+    "eps_root": 1e-6,
+    "decay": 0.8,
+    "momentum": 0.6,
+    "dampening": 0.3,
+    "weight_decay": 0.05,
+    "max_consecutive_skips": 2,
+}
+
+# The fast loop runs these rows; the full suite runs every row (the tables take ~20 s).
+FAST = {"sgd_momentum_dampening_l2", "rmsprop_centered_momentum", "adam", "torch_adam"}
+
+
+def row_param(row, *values):
+    marks = () if row in FAST else (pytest.mark.slow,)
+    return pytest.param(row, *values, marks=marks, id="-".join([row, *values]))
+
+
+PAIRS = [
+    row_param(row, name)
+    for row, (make, kwargs) in ALIASES.items()
+    for name in gx.get_hyperparams(make(**kwargs).init(X))
+]
+
+
+def two_steps(tx, state):
+    """Updates and state after two steps on a fixed gradient sequence (eager)."""
+    out = []
+    for k in range(2):
+        grads = 1e-3 * (jnp.sin(X + k) + 0.3)  # small: eps and eps_root show in the steps
+        updates, state = tx.update(grads, state, X)
+        out.append(updates)
+    return out, state
+
+
+def assert_bitwise(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert x.dtype == y.dtype and np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_every_alias_has_names_to_set():
+    assert {pair.values[1] for pair in PAIRS} == set(NEW)
+    assert len(PAIRS) > 60
+
+
+@pytest.mark.parametrize("row, name", PAIRS)
+def test_set_hyperparams_equals_a_fresh_build(row, name):
+    """Setting a name sets every use of it: the next updates are bitwise those of a fresh build."""
+    make, kwargs = ALIASES[row]
+    state = gx.set_hyperparams(make(**kwargs).init(X), **{name: NEW[name]})
+    fresh = make(**{**kwargs, name: NEW[name]})
+    assert_bitwise(state, fresh.init(X))
+    assert_bitwise(two_steps(make(**kwargs), state), two_steps(fresh, fresh.init(X)))
+
+
+@pytest.mark.parametrize("row, name", PAIRS)
+def test_optax_tree_get_and_tree_set(row, name):
+    """Each name is a key in one place; tree_set's value is used as an array-built one would be."""
+    make, kwargs = ALIASES[row]
+    state = make(**kwargs).init(X)
+    assert len(optax.tree_utils.tree_get_all_with_path(state, name)) == 1
+    value = optax.tree_utils.tree_get(state, name)
+    assert value is gx.get_hyperparams(state)[name]
+    new = jnp.asarray(NEW[name], value.dtype)
+    state = optax.tree_utils.tree_set(state, **{name: new})
+    fresh = make(**{**kwargs, name: new})  # an array: its complement is 1 - value, computed
+    (ours, state), (theirs, fresh_state) = (
+        two_steps(make(**kwargs), state),
+        two_steps(fresh, fresh.init(X)),
+    )
+    assert_bitwise(ours, theirs)  # (a complement tree_set left behind stays, unread)
+    assert_bitwise(gx.get_hyperparams(state), gx.get_hyperparams(fresh_state))
+
+
+def nudged(path, leaf):
+    """A different value that the state may hold: the count + 1, a complement 2 ulps up
+    (still agreeing with its decay), any other value doubled (0 -> 1e-3)."""
+    if leaf.dtype == jnp.int32:
+        return leaf + 1
+    if "one_minus" in jax.tree_util.keystr(path):
+        return jnp.nextafter(jnp.nextafter(leaf, 2), 2)
+    return jnp.where(leaf == 0, jnp.asarray(1e-3, leaf.dtype), 2 * leaf)
+
+
+@pytest.mark.parametrize(
+    "row", [row_param(row) for row in sorted(ALIASES) if row != "apply_if_finite_adam"]
+)
+def test_every_scalar_in_the_state_is_read(row):
+    """Changing any scalar of an optimizer's state (value, complement, count) changes a step."""
+    make, kwargs = ALIASES[row]
+    tx = make(**kwargs)
+    state = tx.init(X)
+    reference, _ = two_steps(tx, state)
+    with_paths, structure = jax.tree_util.tree_flatten_with_path(state)
+    leaves = [leaf for _, leaf in with_paths]
+    for i, (path, leaf) in enumerate(with_paths):
+        if leaf.ndim:
+            continue
+        state_i = jax.tree.unflatten(structure, [*leaves[:i], nudged(path, leaf), *leaves[i + 1 :]])
+        updates, _ = two_steps(tx, state_i)
+        changed = any(not np.array_equal(a, b) for a, b in zip(updates, reference))
+        assert changed, f"{row}: nothing reads {jax.tree_util.keystr(path)}"
+
+
+def test_one_count_and_each_name_once_in_adam():
+    state = gx.adam(1e-3).init(PARAMS)
+    leaves = jax.tree.leaves(state)
+    assert sum(x.dtype == jnp.int32 for x in leaves) == 1
+    # one count, five hyperparameters, the complements of b1 and b2, and m and v
+    assert len(leaves) == 1 + 5 + 2 + 2 * len(PARAMS)
+    assert float(optax.tree_utils.tree_get(state, "learning_rate")) == np.float32(1e-3)
+
+
+def test_stores_keep_a_count_only_when_an_update_reads_it():
+    def counts(tx):
+        return sum(x.dtype == jnp.int32 for x in jax.tree.leaves(tx.init(PARAMS)))
+
+    assert counts(gx.sgd(0.1, momentum=0.9)) == counts(gx.rmsprop(0.1)) == 0
+    assert counts(gx.sgd(0.1, 0.9, dampening=0.1)) == 1  # torch's undampened first step
+    assert counts(gx.sgd(gx.schedules.cosine_decay(0.1, 10))) == 1
+    assert counts(gx.nadam(0.1)) == counts(gx.amsgrad(0.1)) == 1
+
+
+def make_counted_step(tx):
+    traces = []
+
     @jax.jit
     def step(params, state, grads):
+        traces.append(1)
         updates, state = tx.update(grads, state, params)
         return gx.apply_updates(params, updates), state
 
-    return step
+    return step, traces
 
 
-def test_changing_learning_rate_does_not_recompile():
-    tx = gx.adam(1e-2)
-    step = make_step(tx)
-    params, state = PARAMS, tx.init(PARAMS)
+@pytest.mark.parametrize(
+    "make, change",
+    [
+        (lambda: gx.adam(1e-2), {"learning_rate": 1e-4, "b1": 0.5, "eps": 1e-3}),
+        (lambda: gx.sgd(0.1, 0.9, dampening=0.2), {"momentum": 0.5, "dampening": 0.0}),
+        (lambda: gx.apply_if_finite(gx.rmsprop(0.1), 3), {"max_consecutive_skips": 7}),
+    ],
+)
+def test_setting_hyperparameters_does_not_retrace(make, change):
+    step, traces = make_counted_step(make())
+    params, state = step(PARAMS, make().init(PARAMS), GRADS)
+    state = gx.set_hyperparams(state, **change)
     params, state = step(params, state, GRADS)
+    name, value = next(iter(change.items()))
+    state = optax.tree_utils.tree_set(state, **{name: jnp.asarray(value, state_dtype(state, name))})
     params, state = step(params, state, GRADS)
-    state = gx.set_hyperparams(state, learning_rate=1e-4, b1=0.5)
-    params, state = step(params, state, GRADS)
-    assert step._cache_size() == 1
-    assert float(gx.get_hyperparams(state)["learning_rate"]) == pytest.approx(1e-4)
+    assert len(traces) == 1
+    for name, value in change.items():
+        assert float(gx.get_hyperparams(state)[name]) == pytest.approx(value)
+
+
+def state_dtype(state, name):
+    return gx.get_hyperparams(state)[name].dtype
+
+
+def test_max_consecutive_skips_is_a_hyperparameter():
+    tx = gx.apply_if_finite(gx.sgd(0.1), max_consecutive_skips=5)
+    update = jax.jit(tx.update)
+    nan = jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), PARAMS)
+    state = tx.init(PARAMS)
+    assert int(optax.tree_utils.tree_get(state, "max_consecutive_skips")) == 5
+    _, state = update(nan, state, PARAMS)
+    jax.block_until_ready(update(nan, state, PARAMS))  # 2 < 5: skips on
+    state = gx.set_hyperparams(state, max_consecutive_skips=2)
+    with pytest.raises(Exception, match="2 steps in a row had NaN"):
+        jax.block_until_ready(update(nan, state, PARAMS))
+    with pytest.raises(TypeError, match="max_consecutive_skips must be an integer"):
+        gx.set_hyperparams(state, max_consecutive_skips=2.5)
 
 
 def test_set_hyperparams_mid_run_equals_schedule():
     """5 steps at 0.1 then 5 at 0.01 via set_hyperparams == the same piecewise schedule."""
     tx = gx.sgd(0.1, momentum=0.9)
-    step = make_step(tx)
+    step, _ = make_counted_step(tx)
     params, state = PARAMS, tx.init(PARAMS)
     for t in range(10):
         if t == 5:
             state = gx.set_hyperparams(state, learning_rate=0.01)
         params, state = step(params, state, GRADS)
     scheduled = gx.sgd(lambda t: jnp.where(t < 5, 0.1, 0.01), momentum=0.9)
-    step2 = make_step(scheduled)
+    step2, _ = make_counted_step(scheduled)
     params2, state2 = PARAMS, scheduled.init(PARAMS)
     for _ in range(10):
         params2, state2 = step2(params2, state2, GRADS)
     jax.tree.map(np.testing.assert_array_equal, params, params2)
-
-
-def test_set_b1_changes_moment_and_bias_correction_together():
-    state = gx.set_hyperparams(gx.adam(0.1).init(PARAMS), b1=0.5)
-    b1_values = [
-        float(node.values["b1"])
-        for node in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, gx.HyperparamState))
-        if isinstance(node, gx.HyperparamState) and "b1" in node.values
-    ]
-    assert b1_values == [0.5, 0.5]
-    # and Adam with b1 = 0.5 from the start gives the same step
-    u1, _ = gx.adam(0.1).update(GRADS, state, PARAMS)
-    u2, _ = gx.adam(0.1, b1=0.5).update(GRADS, gx.adam(0.1, b1=0.5).init(PARAMS), PARAMS)
-    jax.tree.map(np.testing.assert_array_equal, u1, u2)
 
 
 def test_scheduled_values_are_readable_from_state():
@@ -86,16 +292,49 @@ def test_hyperparams_are_stored_in_float64_for_float64_params():
 def test_complement_is_rounded_once():
     """1 - decay is float32(1 - 0.999), as optax and torch compute it, not 1 - float32(0.999)."""
     state = gx.ema_second_moment(0.999).init(jnp.zeros(1))
-    values = gx.hyperparams.Values(state.hyperparams.values, state.hyperparams.residuals)
-    assert values.complement("decay") == np.float32(1 - 0.999)
+    assert state.hyperparams.complements["one_minus_decay"] == np.float32(1 - 0.999)
     assert np.float32(1) - np.float32(0.999) != np.float32(1 - 0.999)
+    state = gx.set_hyperparams(state, decay=0.99)
+    assert state.hyperparams.complements["one_minus_decay"] == np.float32(1 - 0.99)
+
+
+def test_derivative_with_respect_to_a_decay_flows_through_its_complement():
+    """m_1 = (1 - b) g, so dm_1/db = -g, whether b is read with its stored complement or not."""
+    tx = gx.ema_first_moment(0.9)
+    g = jnp.array([2.0, -1.0])
+
+    def first_moment(b):
+        state = optax.tree_utils.tree_set(tx.init(g), decay=b)
+        return tx.update(g, state)[0]
+
+    for b in (jnp.float32(0.9), jnp.float32(0.5)):  # stored complement used / recomputed
+        np.testing.assert_allclose(jax.jit(jax.jacfwd(first_moment))(b), -g)
+        np.testing.assert_allclose(first_moment(b), (1 - b) * g, rtol=1e-6)
+
+
+def test_one_store_shared_by_handles():
+    hp = gx.Hyperparams(learning_rate=0.1, decay=0.5)
+    tx = hp.chain(
+        gx.ema_first_moment(hp["decay"]),
+        gx.bias_correct(hp["decay"]),
+        gx.scale_by_learning_rate(hp["learning_rate"]),
+    )
+    state = tx.init(jnp.zeros(1))
+    assert isinstance(state, gx.HyperparamChainState)
+    assert int(state.hyperparams.count) == 0  # bias_correct reads the count
+    assert jax.tree.leaves(state.inner_state[1]) == []  # the correction stores nothing
+    u, state = tx.update(jnp.array([4.0]), state)
+    np.testing.assert_allclose(u, [-0.4])  # -lr * (1 - b) g / (1 - b)
+    with pytest.raises(LookupError, match="'decay' is read outside its store"):
+        lone = gx.bias_correct(hp["decay"])
+        lone.update(jnp.ones(1), lone.init(jnp.zeros(1)))
 
 
 def test_set_hyperparams_rejects_unknown_names_and_schedules():
     state = gx.adam(0.1).init(PARAMS)
-    with pytest.raises(ValueError, match="'momentum' is not a hyperparameter.*learning_rate"):
+    with pytest.raises(ValueError, match="momentum must be a hyperparameter of this state.*eps"):
         gx.set_hyperparams(state, momentum=0.9)
-    with pytest.raises(TypeError, match="learning_rate must be a number"):
+    with pytest.raises(TypeError, match="learning_rate must be a number or a scalar array"):
         gx.set_hyperparams(state, learning_rate=lambda t: 0.1)
 
 
@@ -117,17 +356,27 @@ def test_set_hyperparams_rejects_unknown_names_and_schedules():
         (lambda: gx.clip_by_global_norm(-1.0), "max_norm"),
         (lambda: gx.sgd(float("nan")), "learning_rate"),
         (lambda: gx.torch_compat.adagrad(lr_decay=-1.0), "lr_decay"),
+        (lambda: gx.apply_if_finite(gx.sgd(0.1), 0), "max_consecutive_skips"),
+        (lambda: gx.sgd(lambda t: jnp.nan * t), "learning_rate"),
     ],
 )
 def test_invalid_hyperparameters_raise_when_built(build, argument):
-    with pytest.raises(ValueError, match=rf"^{argument} must"):
+    with pytest.raises(ValueError, match=rf"^{argument} must be .*; got "):
         build()
 
 
-def test_wrong_types_raise_type_error_naming_argument():
-    with pytest.raises(TypeError, match="learning_rate must be a real number"):
-        gx.adam("fast")
-    with pytest.raises(TypeError, match="schedule must be a function"):
-        gx.scale_by_schedule(0.1)
-    with pytest.raises(ValueError, match="chain: transforms"):
-        gx.chain()
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: gx.adam("fast"), "learning_rate must be a real number, a real scalar array or"),
+        (lambda: gx.sgd(jnp.ones(2)), "learning_rate must be a real number"),
+        (lambda: gx.adam(0.1, b1=True), "b1 must be a real number"),
+        (lambda: gx.scale_by_schedule(0.1), "schedule must be a callable"),
+        (lambda: gx.adam(lambda t: jnp.ones(3)), "learning_rate must be a schedule returning"),
+        (lambda: gx.apply_if_finite(gx.sgd(0.1), True), "max_consecutive_skips must be an"),
+        (lambda: gx.chain(), "chain: transforms"),
+    ],
+)
+def test_wrong_types_raise_type_error_naming_argument(build, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        build()

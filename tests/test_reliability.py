@@ -309,18 +309,26 @@ HOSTILE = {
         r"updates must hold arrays; the leaf at \['w'\]",
     ),
     "learning rate of the wrong type": (lambda: gx.adam("0.1"), TypeError, "learning_rate must"),
-    "negative learning rate": (lambda: gx.sgd(-1.0), ValueError, "learning_rate must be >= 0"),
-    "decay out of range": (lambda: gx.adam(0.1, b2=1.0), ValueError, r"b2 must lie in \[0, 1\)"),
+    "negative learning rate": (
+        lambda: gx.sgd(-1.0),
+        ValueError,
+        "learning_rate must be a real number >= 0",
+    ),
+    "decay out of range": (
+        lambda: gx.adam(0.1, b2=1.0),
+        ValueError,
+        r"b2 must be a real number in \[0, 1\)",
+    ),
     "non-scalar hyperparameter": (lambda: gx.sgd(jnp.ones(2)), TypeError, "learning_rate must"),
     "schedule returning NaN": (
         lambda: gx.sgd(lambda c: jnp.nan * c),
         ValueError,
-        "learning_rate: the schedule returned nan at step 0",
+        "learning_rate must be a schedule whose value at step 0 is finite; got nan",
     ),
     "schedule returning a vector": (
         lambda: gx.adam(lambda c: jnp.ones(3)),
         TypeError,
-        "learning_rate: a schedule must return a real scalar",
+        "learning_rate must be a schedule returning a real scalar",
     ),
     "apply_if_finite limit": (
         lambda: gx.apply_if_finite(gx.sgd(0.1), 0),

@@ -8,30 +8,43 @@ import jax
 import jax.numpy as jnp
 
 from gradxform import tree
-from gradxform.base import GradientTransformationExtraArgs, Schedule
-from gradxform.hyperparams import Hyperparams, HyperparamState, check_nonnegative
+from gradxform.base import EmptyState, GradientTransformationExtraArgs
+from gradxform.hyperparams import Hyperparam, Hyperparams, HyperparamState, ScalarOrSchedule
 
 __all__ = ["ClipByGlobalNormState", "ClipState", "clip", "clip_by_global_norm"]
 
 
 class ClipState(NamedTuple):
-    """State of :func:`clip`: ``max_delta``."""
+    """State of :func:`clip`.
 
-    hyperparams: HyperparamState
+    Attributes:
+        hyperparams: the block's store of ``max_delta`` (``EmptyState()`` for a handle).
+    """
+
+    hyperparams: HyperparamState | EmptyState
 
 
-def clip(max_delta: float | Schedule) -> GradientTransformationExtraArgs:
-    """Clamps each coordinate to ``[-max_delta, max_delta]`` (complex: by magnitude)."""
-    check_nonnegative("max_delta", max_delta)
-    hp = Hyperparams(max_delta=max_delta)
+def clip(max_delta: ScalarOrSchedule | Hyperparam) -> GradientTransformationExtraArgs:
+    r"""Clamps each coordinate: :math:`u_i \leftarrow \min(\max(u_i, -\delta), \delta)`.
 
-    def init_fn(params):
-        return ClipState(hp.init(params))
+    A complex coordinate is scaled to magnitude :math:`\delta` when it is larger.
 
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        values, hyper = hp.step(state.hyperparams)
+    Args:
+        max_delta: :math:`\delta \ge 0`: a number, a schedule or a handle.
 
+    Returns:
+        The block; its state is :class:`ClipState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.clip(1.0)
+        >>> u, _ = tx.update(jnp.array([-3.0, 0.5]), tx.init(jnp.zeros(2)))
+        >>> u.tolist()
+        [-1.0, 0.5]
+    """
+    hp = Hyperparams(max_delta=max_delta).check("max_delta", lower=0)
+
+    def apply(updates, values, params):
         def leaf(u):
             bound = values["max_delta"].astype(tree.real_dtype(u.dtype))
             if jnp.iscomplexobj(u):
@@ -39,31 +52,43 @@ def clip(max_delta: float | Schedule) -> GradientTransformationExtraArgs:
                 return jnp.where(magnitude > bound, u * (bound / magnitude), u)
             return jnp.clip(u, -bound, bound)
 
-        return jax.tree.map(leaf, updates), ClipState(hyper)
+        return jax.tree.map(leaf, updates)
 
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    return hp.transform(apply, ClipState)
 
 
 class ClipByGlobalNormState(NamedTuple):
-    """State of :func:`clip_by_global_norm`: ``max_norm``."""
+    """State of :func:`clip_by_global_norm`.
 
-    hyperparams: HyperparamState
-
-
-def clip_by_global_norm(max_norm: float | Schedule) -> GradientTransformationExtraArgs:
-    """Rescales all updates together so that their global l2 norm is at most ``max_norm``.
-
-    ``u <- u`` if ``||u|| < max_norm`` else ``u / ||u|| * max_norm``.
+    Attributes:
+        hyperparams: the block's store of ``max_norm`` (``EmptyState()`` for a handle).
     """
-    check_nonnegative("max_norm", max_norm)
-    hp = Hyperparams(max_norm=max_norm)
 
-    def init_fn(params):
-        return ClipByGlobalNormState(hp.init(params))
+    hyperparams: HyperparamState | EmptyState
 
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        values, hyper = hp.step(state.hyperparams)
+
+def clip_by_global_norm(max_norm: ScalarOrSchedule | Hyperparam) -> GradientTransformationExtraArgs:
+    r"""Rescales all updates together so that their global l2 norm is at most ``max_norm``.
+
+    :math:`u \leftarrow u` if :math:`\|u\| < c`, else :math:`u\, c / \|u\|`,
+    with :math:`\|u\|` the norm of all leaves together.
+
+    Args:
+        max_norm: :math:`c \ge 0`: a number, a schedule or a handle.
+
+    Returns:
+        The block; its state is :class:`ClipByGlobalNormState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.clip_by_global_norm(1.0)
+        >>> u, _ = tx.update(jnp.array([3.0, 4.0]), tx.init(jnp.zeros(2)))
+        >>> [round(float(x), 6) for x in u]
+        [0.6, 0.8]
+    """
+    hp = Hyperparams(max_norm=max_norm).check("max_norm", lower=0)
+
+    def apply(updates, values, params):
         norm = tree.global_norm(updates)
         keep = norm < values["max_norm"]
 
@@ -72,6 +97,6 @@ def clip_by_global_norm(max_norm: float | Schedule) -> GradientTransformationExt
             clipped = (u / norm.astype(dt)) * values["max_norm"].astype(dt)
             return jnp.where(keep, u, clipped)
 
-        return jax.tree.map(leaf, updates), ClipByGlobalNormState(hyper)
+        return jax.tree.map(leaf, updates)
 
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    return hp.transform(apply, ClipByGlobalNormState)

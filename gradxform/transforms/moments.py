@@ -1,37 +1,42 @@
-"""Moment transforms: the pieces adaptive methods are composed of.
+r"""Moment transforms: the pieces adaptive methods are composed of.
 
-Each piece does one thing. Adam is::
+Each piece does one thing. Adam's direction is::
 
     divide(
         chain(ema_first_moment(b1), bias_correct(b1)),
         chain(ema_second_moment(b2), bias_correct(b2), sqrt_with_eps(eps, eps_root)),
     )
 
-and the order of the pieces is the algorithm: ``running_max`` before or after
-``bias_correct`` is the difference between torch's and optax's AMSGrad.
+with ``b1``, ``b2``, ``eps`` and ``eps_root`` handles of one
+:class:`~gradxform.hyperparams.Hyperparams` store (see
+:mod:`gradxform.hyperparams`), and the order of the pieces is the algorithm:
+``running_max`` before or after ``bias_correct`` is the difference between
+torch's and optax's AMSGrad.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
-from gradxform import tree
+from gradxform import checks, tree
 from gradxform.base import (
     EmptyState,
     GradientTransformationExtraArgs,
-    Schedule,
     chain,
     divide,
     identity,
 )
 from gradxform.hyperparams import (
+    Hyperparam,
     Hyperparams,
     HyperparamState,
-    check_decay,
-    check_nonnegative,
+    ScalarOrSchedule,
+    Values,
     increment_count,
 )
 
@@ -55,71 +60,162 @@ __all__ = [
     "sqrt_with_eps",
 ]
 
+_DECAY = {"lower": 0, "upper": 1, "upper_open": True}
+
+
+def _decay_store(decay: ScalarOrSchedule | Hyperparam) -> Hyperparams:
+    """The store of a moment block: ``decay`` in [0, 1), its complement read."""
+    return Hyperparams(decay=decay).check("decay", **_DECAY).use_complement("decay")
+
 
 class EmaFirstMomentState(NamedTuple):
-    """State of :func:`ema_first_moment`: ``mu`` and the decay."""
+    """State of :func:`ema_first_moment` and :func:`nesterov_first_moment`.
+
+    Attributes:
+        mu: the moment :math:`m`, shaped like the params.
+        hyperparams: the block's store (``EmptyState()`` when the decay is a handle).
+    """
 
     mu: Any
-    hyperparams: HyperparamState
+    hyperparams: HyperparamState | EmptyState
 
 
-def ema_first_moment(
-    decay: float | Schedule = 0.9, *, name: str = "decay", dtype=None
+def _first_moment(
+    decay: ScalarOrSchedule | Hyperparam,
+    dtype: DTypeLike | None,
+    output: Callable[[Values, Any, Any], Any],
+    *,
+    count: bool = False,
 ) -> GradientTransformationExtraArgs:
-    """``m <- decay * m + (1 - decay) * g``, output ``m`` (no bias correction).
-
-    Args:
-        decay: in [0, 1), a number or a schedule, stored under ``name``.
-        name: the hyperparameter's name in the state (Adam uses ``"b1"``).
-        dtype: dtype of ``m`` (default: each parameter's dtype).
-    """
-    check_decay(name, decay)
-    hp = Hyperparams(**{name: decay})
+    """``m <- decay * m + (1 - decay) * g``; the block returns ``output(values, m, g)``."""
+    hp = _decay_store(decay)
+    if count:
+        hp.use_count()
 
     def init_fn(params):
         return EmaFirstMomentState(tree.zeros_like(params, dtype), hp.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
+        del params
         tree.check_structure(state.mu, updates, "first moment", "updates")
-        values, hyper = hp.step(state.hyperparams)
-        mu = tree.ema(values[name], values.complement(name), state.mu, updates)
-        return mu, EmaFirstMomentState(mu, hyper)
+        values, hyper = hp.step(state.hyperparams, extra_args)
+        mu = tree.ema(values["decay"], values.complement("decay"), state.mu, updates)
+        return output(values, mu, updates), EmaFirstMomentState(mu, hyper)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def ema_first_moment(
+    decay: ScalarOrSchedule | Hyperparam = 0.9, *, dtype: DTypeLike | None = None
+) -> GradientTransformationExtraArgs:
+    r"""The exponential moving average of the updates, without bias correction.
+
+    :math:`m \leftarrow \beta m + (1 - \beta) g`, output :math:`m`.
+
+    Args:
+        decay: :math:`\beta` in [0, 1): a number, a schedule, or a handle of a
+            store (then the value is read from it).
+        dtype: dtype of :math:`m` (default: each parameter's dtype).
+
+    Returns:
+        The block; its state is :class:`EmaFirstMomentState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.ema_first_moment(0.5)
+        >>> m, state = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+        >>> float(m[0])
+        1.0
+    """
+    return _first_moment(decay, dtype, lambda values, mu, updates: mu)
+
+
+def nesterov_first_moment(
+    decay: ScalarOrSchedule | Hyperparam = 0.9, *, dtype: DTypeLike | None = None
+) -> GradientTransformationExtraArgs:
+    r"""NAdam's bias-corrected look-ahead moment (Dozat, 2016).
+
+    :math:`m \leftarrow \beta m + (1 - \beta) g`, output
+    :math:`\beta m / (1 - \beta^{t+1}) + (1 - \beta) g / (1 - \beta^t)` at
+    update :math:`t = 1, 2, \dots`
+
+    Args:
+        decay: :math:`\beta` in [0, 1): a number, a schedule or a handle.
+        dtype: dtype of :math:`m` (default: each parameter's dtype).
+
+    Returns:
+        The block; like :func:`ema_first_moment` it keeps :math:`m` in an
+        :class:`EmaFirstMomentState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.nesterov_first_moment(0.5)
+        >>> out, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
+        >>> float(out[0])  # 0.5 * 1.5 / 0.75 + 0.5 * 3 / 0.5
+        4.0
+    """
+
+    def look_ahead(values, mu, updates):
+        b, gain, t = values["decay"], values.complement("decay"), values.count
+        now, ahead = 1 - b**t, 1 - b ** increment_count(t)
+
+        def leaf(m, g):
+            dt = tree.real_dtype(m.dtype)
+            return b.astype(dt) * (m / ahead.astype(dt)) + gain.astype(dt) * (
+                g / now.astype(tree.real_dtype(g.dtype))
+            )
+
+        return jax.tree.map(leaf, mu, updates)
+
+    return _first_moment(decay, dtype, look_ahead, count=True)
+
+
 class EmaSecondMomentState(NamedTuple):
-    """State of :func:`ema_second_moment`: ``nu``, ``mu`` when centered, and the decay."""
+    """State of :func:`ema_second_moment`.
+
+    Attributes:
+        nu: the moment :math:`v` of :math:`|g|^2` (real-valued).
+        mu: the moment :math:`m` of :math:`g` when centered, else ``EmptyState()``.
+        hyperparams: the block's store (``EmptyState()`` when the decay is a handle).
+    """
 
     nu: Any
     mu: Any
-    hyperparams: HyperparamState
+    hyperparams: HyperparamState | EmptyState
 
 
 def ema_second_moment(
-    decay: float | Schedule = 0.999,
+    decay: ScalarOrSchedule | Hyperparam = 0.999,
     *,
-    name: str = "decay",
     centered: bool = False,
     initial_value: float = 0.0,
-    dtype=None,
+    dtype: DTypeLike | None = None,
 ) -> GradientTransformationExtraArgs:
-    """``v <- decay * v + (1 - decay) * |g|^2``, output ``v`` (real-valued).
+    r"""The exponential moving average of :math:`|g|^2`, or the variance estimate.
 
-    With ``centered=True`` it also keeps ``m``, the EMA of ``g``, and outputs
-    the variance estimate ``v - |m|^2`` (centered RMSProp).
+    :math:`v \leftarrow \beta v + (1 - \beta) |g|^2`, output :math:`v`. With
+    ``centered=True`` it also keeps :math:`m \leftarrow \beta m + (1 - \beta) g`
+    and outputs :math:`v - |m|^2` (centered RMSProp).
 
     Args:
-        decay: in [0, 1), a number or a schedule, stored under ``name``.
-        name: the hyperparameter's name in the state (Adam uses ``"b2"``).
-        centered: output ``v - |m|^2`` instead of ``v``.
-        initial_value: ``v`` before the first update (>= 0).
-        dtype: dtype of ``v`` and ``m`` (default: each parameter's (real) dtype).
+        decay: :math:`\beta` in [0, 1): a number, a schedule or a handle.
+        centered: output :math:`v - |m|^2` instead of :math:`v`.
+        initial_value: :math:`v` before the first update (>= 0).
+        dtype: dtype of :math:`v` and :math:`m` (default: each parameter's
+            (real) dtype).
+
+    Returns:
+        The block; its state is :class:`EmaSecondMomentState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.ema_second_moment(0.5)
+        >>> v, _ = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+        >>> float(v[0])
+        2.0
     """
-    check_decay(name, decay)
-    check_nonnegative("initial_value", initial_value)
-    hp = Hyperparams(**{name: decay})
+    initial_value = checks.real("initial_value", initial_value, lower=0)
+    hp = _decay_store(decay)
 
     def init_fn(params):
         nu = tree.full_like(params, initial_value, dtype, real=True)
@@ -127,10 +223,10 @@ def ema_second_moment(
         return EmaSecondMomentState(nu, mu, hp.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
+        del params
         tree.check_structure(state.nu, updates, "second moment", "updates")
-        values, hyper = hp.step(state.hyperparams)
-        decay_now, gain = values[name], values.complement(name)
+        values, hyper = hp.step(state.hyperparams, extra_args)
+        decay_now, gain = values["decay"], values.complement("decay")
         nu = tree.ema(decay_now, gain, state.nu, jax.tree.map(tree.squared_magnitude, updates))
         if not centered:
             return nu, EmaSecondMomentState(nu, state.mu, hyper)
@@ -142,16 +238,35 @@ def ema_second_moment(
 
 
 class AccumulateSquaresState(NamedTuple):
-    """State of :func:`accumulate_squares`: the running sum of ``|g|^2``."""
+    """State of :func:`accumulate_squares`.
+
+    Attributes:
+        sum_of_squares: the running sum :math:`h` of :math:`|g|^2`.
+    """
 
     sum_of_squares: Any
 
 
 def accumulate_squares(
-    initial_value: float = 0.0, *, dtype=None
+    initial_value: float = 0.0, *, dtype: DTypeLike | None = None
 ) -> GradientTransformationExtraArgs:
-    """``h <- h + |g|^2``, output ``h``: AdaGrad's accumulator."""
-    check_nonnegative("initial_value", initial_value)
+    r"""AdaGrad's accumulator: :math:`h \leftarrow h + |g|^2`, output :math:`h`.
+
+    Args:
+        initial_value: :math:`h` before the first update (>= 0).
+        dtype: dtype of :math:`h` (default: each parameter's (real) dtype).
+
+    Returns:
+        The block; its state is :class:`AccumulateSquaresState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.accumulate_squares(0.5)
+        >>> h, _ = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+        >>> float(h[0])
+        4.5
+    """
+    initial_value = checks.real("initial_value", initial_value, lower=0)
 
     def init_fn(params):
         return AccumulateSquaresState(tree.full_like(params, initial_value, dtype, real=True))
@@ -170,79 +285,70 @@ def accumulate_squares(
 
 
 class BiasCorrectState(NamedTuple):
-    """State of :func:`bias_correct`: the decay and the step count ``t``."""
+    """State of :func:`bias_correct`.
 
-    hyperparams: HyperparamState
-
-
-def bias_correct(
-    decay: float | Schedule = 0.9, *, name: str = "decay"
-) -> GradientTransformationExtraArgs:
-    """``u <- u / (1 - decay**t)`` at update ``t = 1, 2, ...``.
-
-    Undoes the pull towards zero of an EMA started at zero. ``name`` must
-    match the EMA's, so that ``set_hyperparams`` changes both together.
+    Attributes:
+        hyperparams: the block's store (``EmptyState()`` when the decay is a
+            handle; the step count is then the handle's store's).
     """
-    check_decay(name, decay)
-    hp = Hyperparams(**{name: decay})
 
-    def init_fn(params):
-        return BiasCorrectState(hp.init(params))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        values, hyper = hp.step(state.hyperparams)
-        correction = 1 - values[name] ** hyper.count
-        out = jax.tree.map(lambda u: u / correction.astype(tree.real_dtype(u.dtype)), updates)
-        return out, BiasCorrectState(hyper)
-
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    hyperparams: HyperparamState | EmptyState
 
 
-def nesterov_first_moment(
-    decay: float | Schedule = 0.9, *, name: str = "decay", dtype=None
-) -> GradientTransformationExtraArgs:
-    """NAdam's bias-corrected look-ahead moment (Dozat, 2016).
+def bias_correct(decay: ScalarOrSchedule | Hyperparam = 0.9) -> GradientTransformationExtraArgs:
+    r"""Undoes the pull towards zero of an EMA started at zero.
 
-    ``m <- decay * m + (1 - decay) * g``, output
-    ``decay * m / (1 - decay**(t+1)) + (1 - decay) * g / (1 - decay**t)``.
-    State: :class:`EmaFirstMomentState`.
+    :math:`u \leftarrow u / (1 - \beta^t)` at update :math:`t = 1, 2, \dots`
+    Give it the same handle as the EMA it corrects, so that both read one
+    value (as :func:`scale_by_adam` does).
+
+    Args:
+        decay: :math:`\beta` in [0, 1): a number, a schedule or a handle.
+
+    Returns:
+        The block; its state is :class:`BiasCorrectState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.bias_correct(0.5)
+        >>> u, _ = tx.update(jnp.array([1.0]), tx.init(jnp.zeros(1)))
+        >>> float(u[0])  # 1 / (1 - 0.5)
+        2.0
     """
-    check_decay(name, decay)
-    hp = Hyperparams(**{name: decay})
+    hp = Hyperparams(decay=decay).check("decay", **_DECAY).use_count()
 
-    def init_fn(params):
-        return EmaFirstMomentState(tree.zeros_like(params, dtype), hp.init(params))
+    def apply(updates, values, params):
+        correction = 1 - values["decay"] ** values.count
+        return jax.tree.map(lambda u: u / correction.astype(tree.real_dtype(u.dtype)), updates)
 
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        tree.check_structure(state.mu, updates, "first moment", "updates")
-        values, hyper = hp.step(state.hyperparams)
-        b, gain = values[name], values.complement(name)
-        mu = tree.ema(b, gain, state.mu, updates)
-        t = hyper.count
-        next_t = increment_count(t)
-        now, ahead = 1 - b**t, 1 - b**next_t
-
-        def leaf(m, g):
-            dt = tree.real_dtype(m.dtype)
-            return b.astype(dt) * (m / ahead.astype(dt)) + gain.astype(dt) * (
-                g / now.astype(tree.real_dtype(g.dtype))
-            )
-
-        return jax.tree.map(leaf, mu, updates), EmaFirstMomentState(mu, hyper)
-
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    return hp.transform(apply, BiasCorrectState)
 
 
 class RunningMaxState(NamedTuple):
-    """State of :func:`running_max`: the largest input seen so far, elementwise."""
+    """State of :func:`running_max`.
+
+    Attributes:
+        maximum: the largest input seen so far, elementwise (starts at 0).
+    """
 
     maximum: Any
 
 
 def running_max() -> GradientTransformationExtraArgs:
-    """``u_max <- max(u_max, u)``, output ``u_max`` (AMSGrad). Starts at 0."""
+    r"""AMSGrad's maximum: :math:`\hat u \leftarrow \max(\hat u, u)`, output :math:`\hat u`.
+
+    Returns:
+        The block; its state is :class:`RunningMaxState` (zeros at first).
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.running_max()
+        >>> state = tx.init(jnp.zeros(2))
+        >>> _, state = tx.update(jnp.array([3.0, 1.0]), state)
+        >>> out, _ = tx.update(jnp.array([2.0, 4.0]), state)
+        >>> out.tolist()
+        [3.0, 4.0]
+    """
 
     def init_fn(params):
         return RunningMaxState(tree.zeros_like(params, real=True))
@@ -259,119 +365,226 @@ def running_max() -> GradientTransformationExtraArgs:
 
 
 class SqrtWithEpsState(NamedTuple):
-    """State of :func:`sqrt_with_eps`: ``eps`` and ``eps_root``."""
+    """State of :func:`sqrt_with_eps`.
 
-    hyperparams: HyperparamState
+    Attributes:
+        hyperparams: the block's store of ``eps`` and ``eps_root`` (``EmptyState()``
+            when both are handles or absent).
+    """
+
+    hyperparams: HyperparamState | EmptyState
 
 
 def sqrt_with_eps(
-    eps: float | Schedule = 1e-8, eps_root: float | Schedule = 0.0
+    eps: ScalarOrSchedule | Hyperparam | None = 1e-8,
+    eps_root: ScalarOrSchedule | Hyperparam | None = 0.0,
 ) -> GradientTransformationExtraArgs:
-    """``u <- sqrt(u + eps_root) + eps``: the denominator of adaptive methods.
+    r"""The denominator of adaptive methods: :math:`u \leftarrow \sqrt{u + \epsilon_r} + \epsilon`.
 
     ``eps`` outside the root is torch's and Adam's convention; ``eps_root``
-    inside is optax's RMSProp and AdaGrad convention (and keeps the derivative
-    of ``sqrt`` finite at zero, for meta-learning).
+    inside is optax's RMSProp and AdaGrad convention (and keeps the
+    derivative of the root finite at zero, for meta-learning).
+
+    Args:
+        eps: :math:`\epsilon \ge 0`, or ``None`` to add nothing (not stored).
+        eps_root: :math:`\epsilon_r \ge 0`, or ``None`` to add nothing (not stored).
+
+    Returns:
+        The block; its state is :class:`SqrtWithEpsState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.sqrt_with_eps(0.5, eps_root=5.0)
+        >>> u, _ = tx.update(jnp.array([4.0]), tx.init(jnp.zeros(1)))
+        >>> float(u[0])  # sqrt(4 + 5) + 0.5
+        3.5
     """
-    check_nonnegative("eps", eps)
-    check_nonnegative("eps_root", eps_root)
-    hp = Hyperparams(eps=eps, eps_root=eps_root)
+    specs = {name: v for name, v in (("eps", eps), ("eps_root", eps_root)) if v is not None}
+    hp = Hyperparams(**specs)
+    for name in specs:
+        hp.check(name, lower=0)
 
-    def init_fn(params):
-        return SqrtWithEpsState(hp.init(params))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        values, hyper = hp.step(state.hyperparams)
-
+    def apply(updates, values, params):
         def leaf(u):
             dt = tree.real_dtype(u.dtype)
-            return jnp.sqrt(u + values["eps_root"].astype(dt)) + values["eps"].astype(dt)
+            root = jnp.sqrt(u + values["eps_root"].astype(dt) if "eps_root" in specs else u)
+            return root + values["eps"].astype(dt) if "eps" in specs else root
 
-        return jax.tree.map(leaf, updates), SqrtWithEpsState(hyper)
+        return jax.tree.map(leaf, updates)
 
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    return hp.transform(apply, SqrtWithEpsState)
+
+
+def _root(eps: Hyperparam, eps_in_sqrt: bool) -> GradientTransformationExtraArgs:
+    return sqrt_with_eps(None, eps) if eps_in_sqrt else sqrt_with_eps(eps, None)
 
 
 def scale_by_rms(
-    decay: float | Schedule = 0.9,
-    eps: float | Schedule = 1e-8,
+    decay: ScalarOrSchedule | Hyperparam = 0.9,
+    eps: ScalarOrSchedule | Hyperparam = 1e-8,
     *,
     eps_in_sqrt: bool = True,
     centered: bool = False,
     initial_scale: float = 0.0,
-    dtype=None,
+    dtype: DTypeLike | None = None,
 ) -> GradientTransformationExtraArgs:
-    """``u <- g / (sqrt(v) + eps)`` with ``v`` the decayed mean of ``|g|^2`` (RMSProp).
+    r"""RMSProp's direction: :math:`g` over the root of the decayed mean of :math:`|g|^2`.
 
-    ``eps_in_sqrt=True`` gives ``g / sqrt(v + eps)`` (optax's default);
-    ``False`` gives torch's ``g / (sqrt(v) + eps)``. ``centered=True`` uses
-    ``v - |m|^2``, the variance. Composition::
+    :math:`v \leftarrow \beta v + (1 - \beta) |g|^2`, output
+    :math:`g / \sqrt{v + \epsilon}` (``eps_in_sqrt=True``, optax's default) or
+    :math:`g / (\sqrt{v} + \epsilon)` (torch's). ``centered=True`` uses the
+    variance :math:`v - |m|^2` in place of :math:`v`.
 
-        divide(identity(),
-               chain(ema_second_moment(decay, centered=..., initial_value=initial_scale),
-                     sqrt_with_eps(eps) or sqrt_with_eps(0, eps_root=eps)))
+    Composition: ``divide(identity(), chain(ema_second_moment(decay, ...),
+    sqrt_with_eps(None, eps) or sqrt_with_eps(eps, None)))``, with one store
+    holding ``decay`` and ``eps``.
+
+    Args:
+        decay: :math:`\beta` in [0, 1): a number, a schedule or a handle.
+        eps: :math:`\epsilon \ge 0`: a number, a schedule or a handle.
+        eps_in_sqrt: put :math:`\epsilon` inside the root.
+        centered: divide by the root of the variance estimate.
+        initial_scale: :math:`v` before the first update (>= 0).
+        dtype: dtype of the moments (default: each parameter's (real) dtype).
+
+    Returns:
+        RMSProp's direction (before the learning rate).
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.scale_by_rms(0.75, eps=0.0)
+        >>> u, _ = tx.update(jnp.array([-2.0]), tx.init(jnp.zeros(1)))
+        >>> float(u[0])  # -2 / sqrt(0.25 * 4)
+        -2.0
     """
-    root = sqrt_with_eps(0.0, eps_root=eps) if eps_in_sqrt else sqrt_with_eps(eps)
-    second = ema_second_moment(decay, centered=centered, initial_value=initial_scale, dtype=dtype)
-    return divide(identity(), chain(second, root))
+    hp = Hyperparams(decay=decay, eps=eps)
+    second = ema_second_moment(
+        hp["decay"], centered=centered, initial_value=initial_scale, dtype=dtype
+    )
+    return hp.chain(divide(identity(), chain(second, _root(hp["eps"], eps_in_sqrt))))
 
 
 def scale_by_sum_of_squares(
     initial_accumulator_value: float = 0.0,
-    eps: float | Schedule = 1e-7,
+    eps: ScalarOrSchedule | Hyperparam = 1e-7,
     *,
     eps_in_sqrt: bool = False,
-    dtype=None,
+    dtype: DTypeLike | None = None,
 ) -> GradientTransformationExtraArgs:
-    """``u <- g / (sqrt(h) + eps)`` with ``h`` the sum of all ``|g|^2`` so far (AdaGrad).
+    r"""AdaGrad's direction: :math:`g` over the root of the sum of all :math:`|g|^2`.
 
-    ``eps_in_sqrt=True`` gives ``g / sqrt(h + eps)`` (optax's convention).
-    Composition::
+    :math:`h \leftarrow h + |g|^2`, output :math:`g / (\sqrt{h} + \epsilon)`,
+    or :math:`g / \sqrt{h + \epsilon}` with ``eps_in_sqrt=True`` (optax's).
 
-        divide(identity(), chain(accumulate_squares(initial), sqrt_with_eps(...)))
+    Composition: ``divide(identity(), chain(accumulate_squares(h_0),
+    sqrt_with_eps(eps, None) or sqrt_with_eps(None, eps)))``.
+
+    Args:
+        initial_accumulator_value: :math:`h_0 \ge 0`.
+        eps: :math:`\epsilon \ge 0`: a number, a schedule or a handle.
+        eps_in_sqrt: put :math:`\epsilon` inside the root.
+        dtype: dtype of :math:`h` (default: each parameter's (real) dtype).
+
+    Returns:
+        AdaGrad's direction (before the learning rate).
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.scale_by_sum_of_squares(0.0, eps=0.0)
+        >>> u, _ = tx.update(jnp.array([-3.0]), tx.init(jnp.zeros(1)))
+        >>> float(u[0])
+        -1.0
     """
-    root = sqrt_with_eps(0.0, eps_root=eps) if eps_in_sqrt else sqrt_with_eps(eps)
-    return divide(
-        identity(), chain(accumulate_squares(initial_accumulator_value, dtype=dtype), root)
-    )
+    hp = Hyperparams(eps=eps)
+    accumulate = accumulate_squares(initial_accumulator_value, dtype=dtype)
+    return hp.chain(divide(identity(), chain(accumulate, _root(hp["eps"], eps_in_sqrt))))
 
 
 def scale_by_adam(
-    b1: float | Schedule = 0.9,
-    b2: float | Schedule = 0.999,
-    eps: float | Schedule = 1e-8,
+    b1: ScalarOrSchedule | Hyperparam = 0.9,
+    b2: ScalarOrSchedule | Hyperparam = 0.999,
+    eps: ScalarOrSchedule | Hyperparam = 1e-8,
     *,
-    eps_root: float | Schedule = 0.0,
+    eps_root: ScalarOrSchedule | Hyperparam = 0.0,
     amsgrad: bool = False,
-    mu_dtype=None,
-    nu_dtype=None,
+    nesterov: bool = False,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
 ) -> GradientTransformationExtraArgs:
-    """Adam's direction ``m_hat / (sqrt(v_hat + eps_root) + eps)``; see :func:`gradxform.adam`.
+    r"""Adam's direction :math:`\hat m / (\sqrt{\hat v + \epsilon_r} + \epsilon)`.
 
-    With ``amsgrad=True`` the bias-corrected ``v_hat`` passes through
-    :func:`running_max` first (optax's AMSGrad).
+    See :func:`gradxform.adam` for the optimizer.
+
+    :math:`\hat m = m / (1 - \beta_1^t)` and :math:`\hat v = v / (1 - \beta_2^t)`
+    with :math:`m, v` the EMAs of :math:`g` and :math:`|g|^2`.
+
+    Composition: ``divide(chain(ema_first_moment(b1), bias_correct(b1)),
+    chain(ema_second_moment(b2), bias_correct(b2), [running_max()],
+    sqrt_with_eps(eps, eps_root)))``, with one store holding ``b1``, ``b2``,
+    ``eps``, ``eps_root`` and the step count; ``nesterov=True`` replaces the
+    numerator by :func:`nesterov_first_moment` (b1).
+
+    Args:
+        b1: :math:`\beta_1` in [0, 1): a number, a schedule or a handle.
+        b2: :math:`\beta_2` in [0, 1): a number, a schedule or a handle.
+        eps: :math:`\epsilon \ge 0`, added outside the root.
+        eps_root: :math:`\epsilon_r \ge 0`, added inside the root.
+        amsgrad: divide by the running maximum of :math:`\hat v` (optax's AMSGrad).
+        nesterov: use the look-ahead first moment (NAdam).
+        mu_dtype: dtype of :math:`m` (default: each parameter's dtype).
+        nu_dtype: dtype of :math:`v` (default: each parameter's (real) dtype).
+
+    Returns:
+        Adam's direction (before the learning rate).
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.scale_by_adam()
+        >>> u, _ = tx.update(jnp.array([0.5, -4.0]), tx.init(jnp.zeros(2)))
+        >>> [round(float(x), 4) for x in u]  # the first direction is about sign(g)
+        [1.0, -1.0]
     """
-    numerator = chain(ema_first_moment(b1, name="b1", dtype=mu_dtype), bias_correct(b1, name="b1"))
-    second = [ema_second_moment(b2, name="b2", dtype=nu_dtype), bias_correct(b2, name="b2")]
+    hp = Hyperparams(b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+    if nesterov:
+        numerator = nesterov_first_moment(hp["b1"], dtype=mu_dtype)
+    else:
+        numerator = chain(ema_first_moment(hp["b1"], dtype=mu_dtype), bias_correct(hp["b1"]))
+    second = [ema_second_moment(hp["b2"], dtype=nu_dtype), bias_correct(hp["b2"])]
     if amsgrad:
         second.append(running_max())
-    return divide(numerator, chain(*second, sqrt_with_eps(eps, eps_root)))
+    root = sqrt_with_eps(hp["eps"], hp["eps_root"])
+    return hp.chain(divide(numerator, chain(*second, root)))
 
 
 def scale_by_nadam(
-    b1: float | Schedule = 0.9,
-    b2: float | Schedule = 0.999,
-    eps: float | Schedule = 1e-8,
+    b1: ScalarOrSchedule | Hyperparam = 0.9,
+    b2: ScalarOrSchedule | Hyperparam = 0.999,
+    eps: ScalarOrSchedule | Hyperparam = 1e-8,
     *,
-    eps_root: float | Schedule = 0.0,
-    mu_dtype=None,
-    nu_dtype=None,
+    eps_root: ScalarOrSchedule | Hyperparam = 0.0,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
 ) -> GradientTransformationExtraArgs:
-    """NAdam's direction: Adam with :func:`nesterov_first_moment`; see :func:`gradxform.nadam`."""
-    denominator = chain(
-        ema_second_moment(b2, name="b2", dtype=nu_dtype),
-        bias_correct(b2, name="b2"),
-        sqrt_with_eps(eps, eps_root),
+    r"""NAdam's direction; see :func:`gradxform.nadam`.
+
+    :math:`\hat m = \beta_1 m / (1 - \beta_1^{t+1}) + (1 - \beta_1) g / (1 - \beta_1^t)`
+    over Adam's denominator.
+
+    Composition: ``scale_by_adam(b1, b2, eps, eps_root=eps_root, nesterov=True)``.
+
+    Args:
+        b1, b2, eps, eps_root, mu_dtype, nu_dtype: as in :func:`scale_by_adam`.
+
+    Returns:
+        NAdam's direction (before the learning rate).
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.scale_by_nadam(b1=0.5, b2=0.5, eps=0.0)
+        >>> u, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
+        >>> float(u[0])  # (0.5 * 1.5 / 0.75 + 0.5 * 3 / 0.5) / 3
+        1.3333333730697632
+    """
+    return scale_by_adam(
+        b1, b2, eps, eps_root=eps_root, nesterov=True, mu_dtype=mu_dtype, nu_dtype=nu_dtype
     )
-    return divide(nesterov_first_moment(b1, name="b1", dtype=mu_dtype), denominator)

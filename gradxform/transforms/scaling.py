@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from gradxform import tree
-from gradxform.base import GradientTransformationExtraArgs, Schedule
-from gradxform.hyperparams import (
-    Hyperparams,
-    HyperparamState,
-    check_nonnegative,
-)
+from gradxform import checks, tree
+from gradxform.base import EmptyState, GradientTransformationExtraArgs, Schedule
+from gradxform.hyperparams import Hyperparam, Hyperparams, HyperparamState, ScalarOrSchedule
 
 __all__ = [
+    "AddDecayedWeightsState",
     "ScaleByLearningRateState",
     "ScaleState",
     "add_decayed_weights",
-    "AddDecayedWeightsState",
     "scale",
     "scale_by_learning_rate",
     "scale_by_schedule",
@@ -27,115 +24,167 @@ __all__ = [
 
 
 class ScaleState(NamedTuple):
-    """State of :func:`scale`: the factor, stored under its name."""
+    """State of :func:`scale` and :func:`scale_by_schedule`.
 
-    hyperparams: HyperparamState
+    Attributes:
+        hyperparams: the block's store of the factor (``EmptyState()`` for a handle).
+    """
+
+    hyperparams: HyperparamState | EmptyState
 
 
-def scale(factor: float | Schedule, *, name: str = "factor") -> GradientTransformationExtraArgs:
-    """``u <- factor * u``; ``factor`` may be a schedule and is stored as ``name``."""
-    hp = Hyperparams(**{name: factor})
+def scale(
+    factor: ScalarOrSchedule | Hyperparam, *, name: str = "factor"
+) -> GradientTransformationExtraArgs:
+    r"""Multiplies the updates by a factor: :math:`u \leftarrow c\, u`.
 
-    def init_fn(params):
-        return ScaleState(hp.init(params))
+    Args:
+        factor: :math:`c`, any finite real: a number, a schedule or a handle.
+        name: the factor's key in the state (for a number or a schedule).
 
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        values, hyper = hp.step(state.hyperparams)
-        return tree.scale(values[name], updates), ScaleState(hyper)
+    Returns:
+        The block; its state is :class:`ScaleState`.
 
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.scale(-3.0)
+        >>> u, _ = tx.update(jnp.array([1.0, 2.0]), tx.init(jnp.zeros(2)))
+        >>> u.tolist()
+        [-3.0, -6.0]
+    """
+    hp = Hyperparams(**{name: factor}).check(name)
+    return hp.transform(
+        lambda updates, values, params: tree.scale(values[name], updates), ScaleState
+    )
 
 
 def scale_by_schedule(schedule: Schedule) -> GradientTransformationExtraArgs:
-    """``u <- schedule(t) * u`` with ``t`` the number of updates taken so far.
+    r"""Multiplies the updates by a schedule: :math:`u \leftarrow s(t)\, u`.
 
-    The current factor is stored under the name ``schedule``.
+    :math:`t` is the number of updates taken so far (0 at the first); the
+    current factor is stored under the name ``schedule``.
+
+    Args:
+        schedule: a function of the step count.
+
+    Returns:
+        A :func:`scale` block whose factor is named ``schedule`` (state: :class:`ScaleState`).
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.scale_by_schedule(lambda t: 0.5**t)
+        >>> state = tx.init(jnp.zeros(1))
+        >>> _, state = tx.update(jnp.ones(1), state)
+        >>> u, _ = tx.update(jnp.ones(1), state)
+        >>> float(u[0])
+        0.5
     """
-    if not callable(schedule):
-        raise TypeError(f"schedule must be a function of the step count; got {schedule!r}")
+    checks.callable_arg("schedule", schedule, "t -> factor")
     return scale(schedule, name="schedule")
 
 
 class ScaleByLearningRateState(NamedTuple):
-    """State of :func:`scale_by_learning_rate`: ``learning_rate`` and the step count."""
+    """State of :func:`scale_by_learning_rate`.
 
-    hyperparams: HyperparamState
+    Attributes:
+        hyperparams: the block's store of ``learning_rate`` (``EmptyState()``
+            for a handle).
+    """
+
+    hyperparams: HyperparamState | EmptyState
 
 
 def scale_by_learning_rate(
-    learning_rate: float | Schedule, *, flip_sign: bool = True
+    learning_rate: ScalarOrSchedule | Hyperparam, *, flip_sign: bool = True
 ) -> GradientTransformationExtraArgs:
-    """``u <- -learning_rate * u``: the step, and the only sign flip in gradxform.
+    r"""The step: :math:`u \leftarrow -\eta\, u`, the only sign flip in gradxform.
 
     Args:
-        learning_rate: a number >= 0 or a schedule ``t -> learning rate``,
-            evaluated at ``t`` = number of updates taken so far (0 first).
-        flip_sign: ``False`` gives ``+learning_rate * u`` (for ascent or for
-            composing the lecture's velocity form by hand).
+        learning_rate: :math:`\eta \ge 0`: a number, a schedule
+            :math:`t \mapsto \eta_t` evaluated at :math:`t` = number of updates
+            taken so far (0 first), or a handle.
+        flip_sign: ``False`` gives :math:`+\eta\, u` (for ascent, or for
+            composing the velocity form of momentum by hand).
+
+    Returns:
+        The block; its state is :class:`ScaleByLearningRateState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.scale_by_learning_rate(0.1)
+        >>> u, _ = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+        >>> round(float(u[0]), 6)
+        -0.2
     """
-    check_nonnegative("learning_rate", learning_rate)
-    hp = Hyperparams(learning_rate=learning_rate)
+    hp = Hyperparams(learning_rate=learning_rate).check("learning_rate", lower=0)
     sign = -1 if flip_sign else 1
 
-    def init_fn(params):
-        return ScaleByLearningRateState(hp.init(params))
+    def apply(updates, values, params):
+        return tree.scale(sign * values["learning_rate"], updates)
 
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        values, hyper = hp.step(state.hyperparams)
-        return tree.scale(sign * values["learning_rate"], updates), ScaleByLearningRateState(hyper)
-
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    return hp.transform(apply, ScaleByLearningRateState)
 
 
 class AddDecayedWeightsState(NamedTuple):
-    """State of :func:`add_decayed_weights`: ``weight_decay``."""
+    """State of :func:`add_decayed_weights`.
 
-    hyperparams: HyperparamState
+    Attributes:
+        hyperparams: the block's store of ``weight_decay`` (``EmptyState()`` for a handle).
+    """
+
+    hyperparams: HyperparamState | EmptyState
+
+
+def _masked(mask: Any, params: Any, out: Any, updates: Any) -> Any:
+    """``out`` where the mask of ``params`` is True, ``updates`` elsewhere."""
+    flags = mask(params) if callable(mask) else mask
+    tree.check_structure(params, flags, "params", "mask", leaves=False)
+
+    def leaf(keep, o, u):
+        return (o if keep else u) if isinstance(keep, bool) else jnp.where(keep, o, u)
+
+    return jax.tree.map(leaf, flags, out, updates)
 
 
 def add_decayed_weights(
-    weight_decay: float | Schedule = 0.0, mask=None
+    weight_decay: ScalarOrSchedule | Hyperparam = 0.0,
+    mask: Any | Callable[[Any], Any] | None = None,
 ) -> GradientTransformationExtraArgs:
-    """``u <- u + weight_decay * params`` (only where ``mask`` is True, if given).
+    r"""Adds decayed weights: :math:`u \leftarrow u + \lambda x` (where ``mask`` is True).
 
-    Before the moments (``chain(add_decayed_weights(wd), adam...)``) this is L2
-    regularisation, torch's ``weight_decay``; after them it is decoupled weight
-    decay, as in :func:`gradxform.adamw`.
+    Before the moments (``chain(add_decayed_weights(wd), adam...)``) this is
+    L2 regularisation, torch's ``weight_decay``; after them it is decoupled
+    weight decay, as in :func:`gradxform.adamw`.
 
     Args:
-        weight_decay: a number >= 0 or a schedule.
-        mask: None (decay every leaf), a pytree of bools shaped like the params,
-            or a function ``params -> such a pytree`` (e.g. to spare biases).
+        weight_decay: :math:`\lambda \ge 0`: a number, a schedule or a handle.
+        mask: ``None`` (decay every leaf), a pytree of bools shaped like the
+            params, or a function ``params -> such a pytree`` (e.g. to spare biases).
+
+    Returns:
+        The block; its state is :class:`AddDecayedWeightsState`. Its update
+        needs ``params``.
+
+    Raises:
+        ValueError: for an empty mask pytree.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.add_decayed_weights(0.5)
+        >>> x = jnp.array([2.0])
+        >>> u, _ = tx.update(jnp.array([1.0]), tx.init(x), x)
+        >>> float(u[0])
+        2.0
     """
-    check_nonnegative("weight_decay", weight_decay)
+    hp = Hyperparams(weight_decay=weight_decay).check("weight_decay", lower=0)
     if mask is not None and not callable(mask) and not jax.tree.leaves(mask):
-        raise ValueError("mask must be a pytree of bools, a function params -> mask, or None")
-    hp = Hyperparams(weight_decay=weight_decay)
+        checks.fail("mask", "a pytree of bools, a function params -> mask, or None", mask)
 
-    def init_fn(params):
-        return AddDecayedWeightsState(hp.init(params))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del extra_args
+    def apply(updates, values, params):
         if params is None:
-            raise ValueError("add_decayed_weights: update needs params; got params=None")
+            checks.fail("params", "given (add_decayed_weights' update needs params)", params)
         tree.check_structure(params, updates, "params", "updates")
-        values, hyper = hp.step(state.hyperparams)
-        decayed = tree.scale(values["weight_decay"], params)
-        out = tree.cast(tree.add(updates, decayed), updates)
-        if mask is not None:
-            flags = mask(params) if callable(mask) else mask
-            tree.check_structure(params, flags, "params", "mask", leaves=False)
-            out = jax.tree.map(
-                lambda keep, o, u: (
-                    (o if keep else u) if isinstance(keep, bool) else jnp.where(keep, o, u)
-                ),
-                flags,
-                out,
-                updates,
-            )
-        return out, AddDecayedWeightsState(hyper)
+        out = tree.cast(tree.add(updates, tree.scale(values["weight_decay"], params)), updates)
+        return out if mask is None else _masked(mask, params, out, updates)
 
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    return hp.transform(apply, AddDecayedWeightsState)
