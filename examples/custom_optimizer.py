@@ -1,9 +1,12 @@
-"""A custom optimizer composed from gradxform's building blocks, in ten lines.
+"""A custom optimizer composed from gradxform's building blocks, in a dozen lines.
 
     python examples/custom_optimizer.py
 
 "Clipped, centered RMSProp with Nesterov momentum, decoupled weight decay and a
 warmup-cosine schedule": each clause is one block, and the chain is the algorithm.
+The hyperparameters are declared once, in one store (``gx.Hyperparams``), and the
+blocks get handles on them, so the state holds each name once (readable and
+settable with ``gx.get_hyperparams`` / ``gx.set_hyperparams``) and one step count.
 """
 
 from __future__ import annotations
@@ -19,12 +22,20 @@ def clipped_nesterov_rmsprop(peak_lr=1e-3, steps=1000, warmup=100, weight_decay=
         [gx.schedules.warmup(peak_lr, warmup), gx.schedules.cosine_decay(peak_lr, steps - warmup)],
         [warmup],
     )
-    return gx.chain(
-        gx.clip_by_global_norm(1.0),  # bound the step when a batch is an outlier
-        gx.scale_by_rms(0.99, eps=1e-8, centered=True),  # g / sqrt(Var[g] + eps)
-        gx.scale_by_momentum(0.9, nesterov=True),  # Nesterov momentum on the scaled gradient
-        gx.add_decayed_weights(weight_decay),  # decoupled (AdamW-style) weight decay
-        gx.scale_by_learning_rate(schedule),  # -lr(t) * ...
+    hp = gx.Hyperparams(
+        max_norm=1.0,
+        decay=0.99,
+        eps=1e-8,
+        momentum=0.9,
+        weight_decay=weight_decay,
+        learning_rate=schedule,
+    )
+    return hp.chain(
+        gx.clip_by_global_norm(hp["max_norm"]),  # bound the step when a batch is an outlier
+        gx.scale_by_rms(hp["decay"], hp["eps"], centered=True),  # g / sqrt(Var[g] + eps)
+        gx.scale_by_momentum(hp["momentum"], nesterov=True),  # Nesterov momentum, scaled g
+        gx.add_decayed_weights(hp["weight_decay"]),  # decoupled (AdamW-style) weight decay
+        gx.scale_by_learning_rate(hp["learning_rate"]),  # -lr(t) * ...
     )
 
 
