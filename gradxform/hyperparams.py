@@ -567,7 +567,7 @@ def _check_new_value(name: str, value: Any, known: dict[str, jax.Array]) -> None
         what = "a number or a scalar array (a schedule is fixed when the transform is built)"
         checks.fail(name, what, value, TypeError)
     _check_spec(name, value)
-    if jnp.issubdtype(known[name].dtype, jnp.integer) and checks.is_real_number(value):
+    if jnp.issubdtype(jnp.result_type(known[name]), jnp.integer) and checks.is_real_number(value):
         checks.integer(name, value)
 
 
@@ -605,7 +605,7 @@ def set_hyperparams(opt_state: Any, **values: float | jax.Array) -> Any:
         new_values, new_complements = dict(node.values), dict(node.complements)
         for name, value in values.items():
             if name in new_values:
-                new_values[name] = _stored(value, new_values[name].dtype)
+                new_values[name] = _stored(value, jnp.result_type(new_values[name]))
                 key = _complement_key(name)
                 if key in new_complements:
                     new_complements[key] = _exact_complement(value, new_values[name])
