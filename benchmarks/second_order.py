@@ -31,7 +31,7 @@ import scipy.optimize
 jax.config.update("jax_enable_x64", True)
 
 import gradxform as gx  # noqa: E402
-from gradxform.second_order.directions import dense_hessian  # noqa: E402
+from gradxform.curvature import dense_hessian  # noqa: E402
 
 TOL = 1e-6
 

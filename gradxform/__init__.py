@@ -65,10 +65,8 @@ from gradxform.optimizers import (
     sgd_velocity,
 )
 from gradxform.second_order.aliases import bfgs, lbfgs, newton, newton_cg
-from gradxform.second_order.directions import (
-    ScaleByBfgsState,
-    ScaleByLbfgsState,
-    ScaleByNewtonState,
+from gradxform.second_order.transforms import (
+    SecondOrderState,
     scale_by_bfgs,
     scale_by_lbfgs,
     scale_by_newton,
@@ -128,10 +126,8 @@ __all__ = [
     "NonFiniteUpdatesError",
     "apply_if_finite",
     "History",
-    "ScaleByBfgsState",
-    "ScaleByLbfgsState",
     "ScaleByLinesearchState",
-    "ScaleByNewtonState",
+    "SecondOrderState",
     "Solution",
     "Status",
     "bfgs",

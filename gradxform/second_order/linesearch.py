@@ -1,12 +1,20 @@
 """Line searches: strong-Wolfe zoom (Nocedal & Wright Alg. 3.5/3.6) and backtracking Armijo.
 
-Two layers: :func:`zoom_search` and :func:`backtracking_search` work on flat
-vectors and are what :func:`gradxform.minimize` runs; the transforms
+Two layers: :func:`zoom_search` and :func:`backtracking_search` are pure
+functions of ``phi(t) = f(x + t d)`` on pytrees (what :func:`gradxform.minimize`
+and the second-order transforms run); the transforms
 :func:`scale_by_zoom_linesearch` and :func:`scale_by_backtracking_linesearch`
 wrap them for a training loop. The transforms take the extra arguments
-``value``, ``grad`` (at ``params``) and ``value_fn`` (the objective), and keep
-the value and gradient at the accepted point in state fields named ``value``
-and ``grad``, so ``optax.value_and_grad_from_state`` can reuse them.
+``value``, ``grad`` (at ``params``) and ``value_fn`` (the objective; the other
+extra arguments it names, e.g. a data batch, are passed on to it), keep the
+value and gradient at the accepted point in state fields named ``value`` and
+``grad`` (so ``optax.value_and_grad_from_state`` can reuse them), and keep
+``c1``, ``c2``, ``initial_step`` (and ``decrease_factor``) as hyperparameters
+in the state.
+
+Step sizes, values and slopes are held in one real dtype, float32 or the
+widest real parameter dtype, whatever dtype the objective returns; complex
+parameters are vectors of ``R^2n`` (slopes ``Re<g, d>``, real step sizes).
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
+from gradxform import checks
 from gradxform.base import GradientTransformationExtraArgs
+from gradxform.hyperparams import Hyperparams, HyperparamState
+from gradxform.second_order import _tree
 from gradxform.second_order._packed import packed_while_loop
 
 __all__ = [
@@ -34,9 +44,9 @@ class LineSearchResult(NamedTuple):
     """What a line search along ``d`` from ``x`` found.
 
     Attributes:
-        step: the accepted step size ``t``.
+        step: the accepted step size ``t`` (0 when no point decreased ``f``).
         value: ``f(x + t d)``.
-        grad: ``grad f(x + t d)`` (flat).
+        grad: the gradient at ``x + t d``, shaped like ``x``.
         num_evals: evaluations of ``f`` and its gradient made.
         wolfe: True if the strong Wolfe conditions hold at ``t`` (zoom; with
             the sufficient decrease relaxed to ``f``'s rounding error where
@@ -48,7 +58,7 @@ class LineSearchResult(NamedTuple):
 
     step: jax.Array
     value: jax.Array
-    grad: jax.Array
+    grad: Any
     num_evals: jax.Array
     wolfe: jax.Array
     decreased: jax.Array
@@ -81,6 +91,30 @@ def _safeguarded(lo, hi, candidate, trust_near_ends=False):
     return jnp.where(ok, candidate, jnp.where(near_end, clamped, 0.5 * (lo + hi)))
 
 
+class _Bracket(NamedTuple):
+    """The interval the zoom phase shrinks: ``lo`` meets Armijo with the lowest ``f`` seen."""
+
+    lo: jax.Array
+    f_lo: jax.Array
+    d_lo: jax.Array
+    g_lo: Any
+    hi: jax.Array
+    f_hi: jax.Array
+    d_hi: jax.Array
+
+
+class _Trial(NamedTuple):
+    """One evaluated trial step and the tests it passed."""
+
+    t: jax.Array
+    f: jax.Array
+    d: jax.Array  # phi'(t) = Re<grad f(x + t d), d>
+    g: Any
+    finite: jax.Array
+    armijo: jax.Array
+    accept: jax.Array
+
+
 class _Zoom(NamedTuple):
     i: jax.Array
     zooming: jax.Array
@@ -89,167 +123,191 @@ class _Zoom(NamedTuple):
     t_prev: jax.Array
     f_prev: jax.Array
     d_prev: jax.Array
-    g_prev: jax.Array
-    lo: jax.Array
-    f_lo: jax.Array
-    d_lo: jax.Array
-    g_lo: jax.Array
-    hi: jax.Array
-    f_hi: jax.Array
-    d_hi: jax.Array
+    g_prev: Any
+    bracket: _Bracket
     best_t: jax.Array
     best_f: jax.Array
-    best_g: jax.Array
+    best_g: Any
     wolfe: jax.Array
+
+
+class _Line(NamedTuple):
+    """The fixed data of one zoom search."""
+
+    phi: Any  # t -> (f, phi'(t), grad)
+    value: jax.Array
+    slope: jax.Array
+    c1: jax.Array
+    c2: jax.Array
+    noise: jax.Array  # f's rounding error at x: below it a decrease cannot be decided
+    max_step_size: Any
+    interpolate_first_overshoot: Any
+
+
+def _evaluate(line: _Line, t) -> _Trial:
+    """``phi(t)`` and the strong Wolfe tests, or the approximate ones near a minimum.
+
+    Near a minimum the decrease Armijo asks for, ``c1 t |g.d|``, is below
+    ``f``'s rounding error and cannot be decided; there the curvature
+    condition and ``f`` within that error of ``f(x)`` suffice (in the spirit
+    of Hager & Zhang's approximate Wolfe conditions).
+    """
+    f, d, g = line.phi(t)
+    finite = jnp.isfinite(f) & jnp.isfinite(d)
+    armijo = finite & (f <= line.value + line.c1 * t * line.slope)
+    curvature = finite & (jnp.abs(d) <= -line.c2 * line.slope)
+    approximate = (
+        curvature & (line.c1 * t * -line.slope <= line.noise) & (f <= line.value + line.noise)
+    )
+    accept = (armijo & curvature) | approximate
+    return _Trial(t, f, d, g, finite, armijo, accept)
+
+
+def _bracketing(s: _Zoom, tr: _Trial) -> tuple[_Bracket, jax.Array]:
+    """Alg. 3.5: a bracket ends at ``t`` once ``t`` fails Armijo, stops decreasing or turns up."""
+    too_far = (~tr.armijo) | ((s.i > 0) & (tr.f >= s.f_prev))
+    step = _Bracket(tr.t, tr.f, tr.d, tr.g, s.t_prev, s.f_prev, s.d_prev)
+    back = _Bracket(s.t_prev, s.f_prev, s.d_prev, s.g_prev, tr.t, tr.f, tr.d)
+    start_zoom = (~tr.accept) & (too_far | (tr.d >= 0))
+    return _tree.select(too_far, back, step), start_zoom
+
+
+def _zooming(b: _Bracket, tr: _Trial) -> _Bracket:
+    """Alg. 3.6: ``t`` replaces ``hi``, or replaces ``lo`` (the old ``lo`` becoming ``hi``
+    when the derivative at ``t`` points away from ``hi``)."""
+    hi_is_t = ~tr.armijo | (tr.f >= b.f_lo)
+    flip = (~hi_is_t) & (tr.d * (b.hi - b.lo) >= 0)
+    as_hi = b._replace(hi=tr.t, f_hi=tr.f, d_hi=tr.d)
+    new_hi = _tree.select(flip, (b.lo, b.f_lo, b.d_lo), (b.hi, b.f_hi, b.d_hi))
+    as_lo = _Bracket(tr.t, tr.f, tr.d, tr.g, *new_hi)
+    return _tree.select(hi_is_t, as_hi, as_lo)
+
+
+def _zoom_body(line: _Line, s: _Zoom) -> _Zoom:
+    """One trial: evaluate, update the best point and the bracket, choose the next trial."""
+    tr = _evaluate(line, s.t)
+    better = tr.armijo & (tr.f < s.best_f)
+    bracketed, start_zoom = _bracketing(s, tr)
+    zoomed = _zooming(s.bracket, tr)
+    zooming = s.zooming | start_zoom
+    b = _tree.select(s.zooming, zoomed, bracketed)
+    # a non-finite end of the bracket has no usable derivative: bisect towards it
+    cubic = _cubic_minimizer(b.lo, b.f_lo, b.d_lo, b.hi, b.f_hi, b.d_hi)
+    cubic = jnp.where(jnp.isfinite(b.f_hi) & jnp.isfinite(b.d_hi), cubic, jnp.nan)
+    first_overshoot = line.interpolate_first_overshoot & (s.i == 0) & ~tr.armijo
+    grow = jnp.minimum(10 * tr.t, line.max_step_size)
+    next_t = jnp.where(zooming, _safeguarded(b.lo, b.hi, cubic, first_overshoot), grow)
+    keep_best = better | tr.accept
+    return _Zoom(
+        i=s.i + 1,
+        zooming=zooming,
+        done=tr.accept,
+        t=next_t,
+        t_prev=tr.t,
+        f_prev=jnp.where(tr.finite, tr.f, jnp.inf),
+        d_prev=tr.d,
+        g_prev=tr.g,
+        bracket=b,
+        best_t=jnp.where(keep_best, tr.t, s.best_t),
+        best_f=jnp.where(keep_best, tr.f, s.best_f),
+        best_g=_tree.select(keep_best, tr.g, s.best_g),
+        wolfe=tr.accept,
+    )
 
 
 def zoom_search(
     value_and_grad,
-    x: jax.Array,
-    direction: jax.Array,
+    x: Any,
+    direction: Any,
     value: jax.Array,
-    grad: jax.Array,
+    grad: Any,
     *,
     initial_step=1.0,
-    c1: float = 1e-4,
-    c2: float = 0.9,
+    c1=1e-4,
+    c2=0.9,
     max_steps: int = 30,
     max_step_size: float = 1e10,
     interpolate_first_overshoot=False,
 ) -> LineSearchResult:
     """Strong-Wolfe line search: bracketing (N&W Alg. 3.5), then zoom (Alg. 3.6).
 
-    Finds ``t`` with ``f(x + t d) <= f(x) + c1 t g.d`` and
-    ``|grad(x + t d).d| <= c2 |g.d|``. Trial steps inside a bracket come from
-    safeguarded cubic interpolation; bracketing grows the step tenfold. A
-    non-finite value or derivative counts as "too far". After ``max_steps``
-    evaluations without a Wolfe point the best decreasing point is returned
-    with ``wolfe=False``. Where the decrease Armijo asks for,
-    ``c1 t |g.d|``, is below ``max(1e-6, sqrt(eps)) |f(x)|`` (optax and Hager &
-    Zhang use 1e-6; float32 objectives are often noisier), a
-    step meeting the curvature condition with ``f`` within that error of
-    ``f(x)`` is accepted too (in the spirit of Hager & Zhang's approximate
-    Wolfe conditions), so solves can reach tight gradient tolerances.
+    Finds ``t`` with ``f(x + t d) <= f(x) + c1 t <g, d>`` and
+    ``|<grad f(x + t d), d>| <= c2 |<g, d>|``. Trial steps inside a bracket
+    come from safeguarded cubic interpolation; bracketing grows the step
+    tenfold. A non-finite value or derivative counts as "too far". After
+    ``max_steps`` evaluations without a Wolfe point the best decreasing point
+    is returned with ``wolfe=False``. Where the decrease Armijo asks for,
+    ``c1 t |<g, d>|``, is below ``max(1e-6, sqrt(eps)) |f(x)|`` (optax and
+    Hager & Zhang use 1e-6; float32 objectives are often noisier), a step
+    meeting the curvature condition with ``f`` within that error of ``f(x)``
+    is accepted too (in the spirit of Hager & Zhang's approximate Wolfe
+    conditions), so solves can reach tight gradient tolerances.
 
     Args:
-        value_and_grad: ``x -> (f(x), grad f(x))`` on flat vectors.
-        x, direction, value, grad: the start, the direction, ``f(x)`` and ``grad f(x)``.
+        value_and_grad: ``x -> (f(x), gradient)`` on pytrees shaped like ``x``;
+            for complex leaves the gradient is the conjugate of ``jax.grad``'s.
+        x: the start, a pytree of arrays.
+        direction: the direction ``d``, shaped like ``x`` (a descent direction).
+        value: ``f(x)``.
+        grad: the gradient at ``x``, as ``value_and_grad`` returns it.
+        initial_step: the first trial step (may be traced).
+        c1: sufficient-decrease constant (may be traced), ``0 < c1 < c2``.
+        c2: curvature constant (may be traced), ``c2 < 1``.
+        max_steps: the most evaluations (a Python int >= 1).
+        max_step_size: bracketing never tries a step beyond this.
         interpolate_first_overshoot: (bool, may be traced) when the very first
             trial overshoots (no decrease), take the cubic's minimizer even near
             0 (1% of the bracket from either end) rather than halving towards it:
             for a first steepest-descent step of unknown scale, which can be
             orders of magnitude too long, the interpolant is the right scale
             (as MINPACK's ``dcstep`` does). Later trials keep the 10%-or-halve rule.
+
+    Returns:
+        A :class:`LineSearchResult`; its scalars are in the real dtype of the
+        parameters (at least float32).
     """
-    if not (isinstance(max_steps, int) and max_steps >= 1):
-        raise ValueError(f"max_steps must be an integer >= 1; got {max_steps!r}")
-    dtype = x.dtype
-    slope0 = jnp.vdot(grad, direction)
+    max_steps = checks.integer("max_steps", max_steps, minimum=1)
+    dtype = _tree.scalar_dtype(x)
+    value = jnp.asarray(value).astype(dtype)
+    grad = _tree.cast(grad, x)
+    slope = _tree.inner(grad, direction, dtype)
     zero = jnp.zeros([], dtype)
-    approx_rtol = jnp.maximum(1e-6, jnp.sqrt(jnp.finfo(dtype).eps))
 
     def phi(t):
-        f, g = value_and_grad(x + t * direction)
-        return f, jnp.vdot(g, direction), g
+        f, g = value_and_grad(_tree.axpy(t, direction, x))
+        return jnp.asarray(f).astype(dtype), _tree.inner(g, direction, dtype), _tree.cast(g, x)
 
+    line = _Line(
+        phi=phi,
+        value=value,
+        slope=slope,
+        c1=jnp.asarray(c1, dtype),
+        c2=jnp.asarray(c2, dtype),
+        noise=jnp.maximum(1e-6, jnp.sqrt(jnp.finfo(dtype).eps)) * jnp.abs(value),
+        max_step_size=max_step_size,
+        interpolate_first_overshoot=interpolate_first_overshoot,
+    )
+    start = _Bracket(zero, value, slope, grad, zero, value, slope)
     init = _Zoom(
         i=jnp.zeros([], jnp.int32),
         zooming=jnp.array(False),
         done=jnp.array(False),
-        t=jnp.asarray(initial_step, dtype),
+        t=jnp.asarray(initial_step).astype(dtype),
         t_prev=zero,
         f_prev=value,
-        d_prev=slope0,
+        d_prev=slope,
         g_prev=grad,
-        lo=zero,
-        f_lo=value,
-        d_lo=slope0,
-        g_lo=grad,
-        hi=zero,
-        f_hi=value,
-        d_hi=slope0,
+        bracket=start,
         best_t=zero,
         best_f=value,
         best_g=grad,
         wolfe=jnp.array(False),
     )
-
-    def cond(s):
-        return (~s.done) & (s.i < max_steps)
-
-    def body(s):
-        t = s.t
-        f, d, g = phi(t)
-        finite = jnp.isfinite(f) & jnp.isfinite(d)
-        armijo = finite & (f <= value + c1 * t * slope0)
-        curvature = finite & (jnp.abs(d) <= -c2 * slope0)
-        # Near a minimum the decrease Armijo asks for, c1 t |g.d|, is below f's rounding
-        # error and cannot be decided; there the curvature condition and f within that
-        # error of f(x) suffice (in the spirit of Hager & Zhang's approximate Wolfe test)
-        noise = approx_rtol * jnp.abs(value)
-        approximate = curvature & (c1 * t * -slope0 <= noise) & (f <= value + noise)
-        better = armijo & (f < s.best_f)
-        best_t = jnp.where(better, t, s.best_t)
-        best_f = jnp.where(better, f, s.best_f)
-        best_g = jnp.where(better, g, s.best_g)
-        accept = (armijo & curvature) | approximate
-
-        # bracketing phase (Alg. 3.5)
-        too_far = (~armijo) | ((s.i > 0) & (f >= s.f_prev))
-        b_lo, b_hi = jnp.where(too_far, s.t_prev, t), jnp.where(too_far, t, s.t_prev)
-        b_f_lo, b_f_hi = jnp.where(too_far, s.f_prev, f), jnp.where(too_far, f, s.f_prev)
-        b_d_lo, b_d_hi = jnp.where(too_far, s.d_prev, d), jnp.where(too_far, d, s.d_prev)
-        b_g_lo = jnp.where(too_far, s.g_prev, g)
-        start_zoom = (~accept) & (too_far | (d >= 0))
-        grow = jnp.minimum(10 * t, max_step_size)
-
-        # zoom phase (Alg. 3.6)
-        z_hi_is_t = ~armijo | (f >= s.f_lo)
-        flip = (~z_hi_is_t) & (d * (s.hi - s.lo) >= 0)
-        z_lo = jnp.where(z_hi_is_t, s.lo, t)
-        z_f_lo = jnp.where(z_hi_is_t, s.f_lo, f)
-        z_d_lo = jnp.where(z_hi_is_t, s.d_lo, d)
-        z_g_lo = jnp.where(z_hi_is_t, s.g_lo, g)
-        z_hi = jnp.where(z_hi_is_t, t, jnp.where(flip, s.lo, s.hi))
-        z_f_hi = jnp.where(z_hi_is_t, f, jnp.where(flip, s.f_lo, s.f_hi))
-        z_d_hi = jnp.where(z_hi_is_t, d, jnp.where(flip, s.d_lo, s.d_hi))
-
-        zooming_next = s.zooming | start_zoom
-        lo = jnp.where(s.zooming, z_lo, b_lo)
-        f_lo = jnp.where(s.zooming, z_f_lo, b_f_lo)
-        d_lo = jnp.where(s.zooming, z_d_lo, b_d_lo)
-        g_lo = jnp.where(s.zooming, z_g_lo, b_g_lo)
-        hi = jnp.where(s.zooming, z_hi, b_hi)
-        f_hi = jnp.where(s.zooming, z_f_hi, b_f_hi)
-        d_hi = jnp.where(s.zooming, z_d_hi, b_d_hi)
-        # a non-finite end of the bracket has no usable derivative: bisect towards it
-        cubic = _cubic_minimizer(lo, f_lo, d_lo, hi, f_hi, d_hi)
-        cubic = jnp.where(jnp.isfinite(f_hi) & jnp.isfinite(d_hi), cubic, jnp.nan)
-        first_overshoot = interpolate_first_overshoot & (s.i == 0) & ~armijo
-        next_t = jnp.where(zooming_next, _safeguarded(lo, hi, cubic, first_overshoot), grow)
-        return _Zoom(
-            i=s.i + 1,
-            zooming=zooming_next,
-            done=accept,
-            t=next_t,
-            t_prev=t,
-            f_prev=jnp.where(finite, f, jnp.inf),
-            d_prev=d,
-            g_prev=g,
-            lo=lo,
-            f_lo=f_lo,
-            d_lo=d_lo,
-            g_lo=g_lo,
-            hi=hi,
-            f_hi=f_hi,
-            d_hi=d_hi,
-            best_t=jnp.where(accept, t, best_t),
-            best_f=jnp.where(accept, f, best_f),
-            best_g=jnp.where(accept, g, best_g),
-            wolfe=accept,
-        )
-
-    out = packed_while_loop(cond, body, body(init))
+    out = packed_while_loop(
+        lambda s: (~s.done) & (s.i < max_steps),
+        lambda s: _zoom_body(line, s),
+        _zoom_body(line, init),  # the first trial before the loop: often all it takes
+    )
     return LineSearchResult(
         step=out.best_t,
         value=out.best_f,
@@ -262,43 +320,54 @@ def zoom_search(
 
 def backtracking_search(
     value_and_grad,
-    x: jax.Array,
-    direction: jax.Array,
+    x: Any,
+    direction: Any,
     value: jax.Array,
-    grad: jax.Array,
+    grad: Any,
     *,
     initial_step=1.0,
-    c1: float = 1e-4,
-    decrease_factor: float = 0.5,
+    c1=1e-4,
+    decrease_factor=0.5,
     max_steps: int = 30,
 ) -> LineSearchResult:
-    """Armijo backtracking: ``t <- decrease_factor * t`` until ``f(x + t d) <= f(x) + c1 t g.d``."""
-    dtype = x.dtype
-    slope0 = jnp.vdot(grad, direction)
+    """Armijo backtracking: ``t <- decrease_factor t`` until ``f(x + t d) <= f(x) + c1 t <g, d>``.
 
-    def cond(s):
-        i, _, _, _, ok = s
-        return (~ok) & (i < max_steps)
+    Args:
+        value_and_grad: ``x -> (f(x), gradient)``, as for :func:`zoom_search`.
+        x: the start, a pytree of arrays.
+        direction: the direction ``d``, shaped like ``x``.
+        value: ``f(x)``.
+        grad: the gradient at ``x``.
+        initial_step: the first trial step (may be traced).
+        c1: sufficient-decrease constant in (0, 1) (may be traced).
+        decrease_factor: the factor in (0, 1) a rejected step is multiplied by.
+        max_steps: the most evaluations (a Python int >= 1).
+
+    Returns:
+        A :class:`LineSearchResult`; ``step`` is 0 when no trial met Armijo.
+    """
+    max_steps = checks.integer("max_steps", max_steps, minimum=1)
+    dtype = _tree.scalar_dtype(x)
+    value = jnp.asarray(value).astype(dtype)
+    grad = _tree.cast(grad, x)
+    slope = _tree.inner(grad, direction, dtype)
+    c1 = jnp.asarray(c1, dtype)
+    factor = jnp.asarray(decrease_factor, dtype)
 
     def body(s):
         i, t, _, _, _ = s
-        f, g = value_and_grad(x + t * direction)
-        ok = jnp.isfinite(f) & (f <= value + c1 * t * slope0) & jnp.all(jnp.isfinite(g))
-        t_next = jnp.where(ok, t, decrease_factor * t)
-        return i + 1, t_next, f, g, ok
+        f, g = value_and_grad(_tree.axpy(t, direction, x))
+        f, g = jnp.asarray(f).astype(dtype), _tree.cast(g, x)
+        ok = jnp.isfinite(f) & (f <= value + c1 * t * slope) & _tree.all_finite(g)
+        return i + 1, jnp.where(ok, t, factor * t), f, g, ok
 
-    init = (
-        jnp.zeros([], jnp.int32),
-        jnp.asarray(initial_step, dtype),
-        value,
-        grad,
-        jnp.array(False),
-    )
-    i, t, f, g, ok = jax.lax.while_loop(cond, body, init)
+    t0 = jnp.asarray(initial_step).astype(dtype)
+    init = (jnp.zeros([], jnp.int32), t0, value, grad, jnp.array(False))
+    i, t, f, g, ok = jax.lax.while_loop(lambda s: (~s[4]) & (s[0] < max_steps), body, init)
     return LineSearchResult(
         step=jnp.where(ok, t, 0),
         value=jnp.where(ok, f, value),
-        grad=jnp.where(ok, g, grad),
+        grad=_tree.select(ok, g, grad),
         num_evals=i,
         wolfe=ok,
         decreased=ok & (f < value),
@@ -310,84 +379,68 @@ class ScaleByLinesearchState(NamedTuple):
 
     Attributes:
         value: the objective at the accepted point (for ``value_and_grad_from_state``).
-        grad: its gradient there, shaped like the params.
-        step: the step size accepted at the latest update.
-        num_evals: objective evaluations made by the latest search.
-        wolfe: whether the latest search met its conditions.
+        grad: its gradient there, shaped like the params (as ``jax.grad`` returns it).
+        hyperparams: ``c1``, ``c2`` (zoom) or ``decrease_factor`` (backtracking),
+            and ``initial_step``.
     """
 
     value: jax.Array
     grad: Any
-    step: jax.Array
-    num_evals: jax.Array
-    wolfe: jax.Array
+    hyperparams: HyperparamState
 
 
-def _linesearch_transform(search, name: str, **options) -> GradientTransformationExtraArgs:
+def _linesearch_transform(search, name: str, max_steps: int, **hyperparams: float):
+    hp = Hyperparams(**hyperparams)
+
     def init_fn(params):
-        flat, _ = ravel_pytree(params)
         return ScaleByLinesearchState(
-            value=jnp.asarray(jnp.inf, flat.dtype),
-            grad=jax.tree.map(jnp.zeros_like, params),
-            step=jnp.ones([], flat.dtype),
-            num_evals=jnp.zeros([], jnp.int32),
-            wolfe=jnp.array(True),
+            value=jnp.asarray(jnp.inf, _tree.scalar_dtype(params)),
+            grad=_tree.zeros(params),
+            hyperparams=hp.init(_tree.dtype_proxy(params)),
         )
 
     def update_fn(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
-        del extra
-        if params is None or value_fn is None:
-            raise ValueError(
-                f"{name}: update needs params and the extra argument value_fn (the objective); "
-                "call tx.update(grads, state, params, value=..., grad=..., value_fn=f)"
-            )
-        x, unravel = ravel_pytree(params)
-        d, _ = ravel_pytree(updates)
-        g0 = ravel_pytree(grad if grad is not None else jax.grad(value_fn)(params))[0]
-        f0 = value if value is not None else value_fn(params)
-
-        def value_and_grad(v):
-            f, g = jax.value_and_grad(value_fn)(unravel(v))
-            return f, ravel_pytree(g)[0]
-
-        result = search(value_and_grad, x, d, jnp.asarray(f0, x.dtype), g0, **options)
-        new_state = ScaleByLinesearchState(
-            value=result.value,
-            grad=unravel(result.grad),
-            step=result.step,
-            num_evals=result.num_evals,
-            wolfe=result.wolfe,
-        )
-        return jax.tree.map(lambda u: result.step.astype(u.dtype) * u, updates), new_state
+        objective = _tree.objective(value_fn, extra, name)
+        if params is None:
+            checks.fail(f"{name}: params", "passed to update", params)
+        values, hyper = hp.step(state.hyperparams)
+        dtype = _tree.scalar_dtype(params)
+        evaluate = _tree.value_and_grad(objective, dtype)
+        f0, g0 = _tree.start_point(evaluate, params, value, grad, dtype)
+        options = {key: values[key] for key in hyperparams}
+        result = search(evaluate, params, updates, f0, g0, max_steps=max_steps, **options)
+        step = jax.tree.map(lambda u: result.step.astype(u.real.dtype) * u, updates)
+        return step, ScaleByLinesearchState(result.value, _tree.conj(result.grad), hyper)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _check_wolfe_constants(c1, c2=None):
-    if not 0 < c1 < 1:
-        raise ValueError(f"c1 must lie in (0, 1); got {c1!r}")
-    if c2 is not None and not c1 < c2 < 1:
-        raise ValueError(f"c2 must lie in (c1, 1) = ({c1}, 1); got {c2!r}")
 
 
 def scale_by_zoom_linesearch(
     max_steps: int = 30, *, c1: float = 1e-4, c2: float = 0.9, initial_step: float = 1.0
 ) -> GradientTransformationExtraArgs:
-    """Scales a descent direction by a step meeting the strong Wolfe conditions.
+    """``u <- t u`` with ``t`` meeting the strong Wolfe conditions along ``u``.
 
-    Needs the extra arguments ``value_fn`` (the objective), and ``value`` and
-    ``grad`` at ``params`` (computed if omitted). See :func:`zoom_search`.
+    The step comes from :func:`zoom_search`.
+
+    ``u`` is a descent direction (the output of ``scale_by_learning_rate``).
+    ``update`` needs the extra argument ``value_fn`` (the objective; extra
+    arguments it names are passed on to it), and ``value`` and ``grad`` at
+    ``params`` (computed if omitted).
+
+    Args:
+        max_steps: the most evaluations per search.
+        c1: sufficient-decrease constant, a hyperparameter in the state.
+        c2: curvature constant, ``c1 < c2 < 1``, a hyperparameter in the state.
+        initial_step: the first trial step, a hyperparameter in the state.
+
+    Returns:
+        The transform; its state is a :class:`ScaleByLinesearchState`.
     """
-    _check_wolfe_constants(c1, c2)
-    if not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be an integer >= 1; got {max_steps!r}")
+    c1, c2 = checks.wolfe_constants(c1, c2)
+    initial_step = checks.real("initial_step", initial_step, lower=0, lower_open=True)
+    max_steps = checks.integer("max_steps", max_steps, minimum=1)
     return _linesearch_transform(
-        zoom_search,
-        "scale_by_zoom_linesearch",
-        c1=c1,
-        c2=c2,
-        max_steps=max_steps,
-        initial_step=initial_step,
+        zoom_search, "scale_by_zoom_linesearch", max_steps, c1=c1, c2=c2, initial_step=initial_step
     )
 
 
@@ -398,20 +451,31 @@ def scale_by_backtracking_linesearch(
     decrease_factor: float = 0.5,
     initial_step: float = 1.0,
 ) -> GradientTransformationExtraArgs:
-    """Scales a descent direction by a step meeting the Armijo condition (backtracking).
+    """``u <- t u`` with ``t = initial_step * decrease_factor^k`` the first to meet Armijo.
 
-    Needs the extra argument ``value_fn``; see :func:`backtracking_search`.
+    See :func:`backtracking_search`; ``update`` takes the same extra arguments
+    as :func:`scale_by_zoom_linesearch`.
+
+    Args:
+        max_steps: the most evaluations per search.
+        c1: sufficient-decrease constant, a hyperparameter in the state.
+        decrease_factor: the factor in (0, 1) per rejected trial, a hyperparameter.
+        initial_step: the first trial step, a hyperparameter in the state.
+
+    Returns:
+        The transform; its state is a :class:`ScaleByLinesearchState`.
     """
-    _check_wolfe_constants(c1)
-    if not 0 < decrease_factor < 1:
-        raise ValueError(f"decrease_factor must lie in (0, 1); got {decrease_factor!r}")
-    if not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be an integer >= 1; got {max_steps!r}")
+    c1, _ = checks.wolfe_constants(c1)
+    decrease_factor = checks.real(
+        "decrease_factor", decrease_factor, lower=0, upper=1, lower_open=True, upper_open=True
+    )
+    initial_step = checks.real("initial_step", initial_step, lower=0, lower_open=True)
+    max_steps = checks.integer("max_steps", max_steps, minimum=1)
     return _linesearch_transform(
         backtracking_search,
         "scale_by_backtracking_linesearch",
+        max_steps,
         c1=c1,
         decrease_factor=decrease_factor,
-        max_steps=max_steps,
         initial_step=initial_step,
     )

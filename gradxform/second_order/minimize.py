@@ -1,11 +1,13 @@
 """``gx.minimize``: full-batch minimization with Newton, Newton-CG, BFGS or L-BFGS.
 
-One jitted ``lax.while_loop`` over flat vectors (the pytree ``x0`` is
-flattened once at the boundary); each iteration takes a direction from
-:mod:`gradxform.second_order.directions` and a strong-Wolfe step from
-:func:`gradxform.second_order.linesearch.zoom_search`. Works under ``vmap``
-over starting points. Never hangs (every loop is bounded) and never returns
-NaN silently: a non-finite value, a failed line search, ``maxiter`` or
+One jitted ``lax.while_loop`` over a flat vector (the pytree ``x0`` is
+flattened once at the boundary); each loop iteration is
+:func:`gradxform.second_order.iteration.step` with the method's record from
+:mod:`gradxform.second_order.methods`, the same iteration the ``scale_by_*``
+transforms run. The loop itself knows no method: the record supplies the
+model, direction, first-step, restart and stationarity rules. Works under
+``vmap`` over starting points. Never hangs (every loop is bounded) and never
+returns NaN silently: a non-finite value, a failed line search, ``maxiter`` or
 stagnation at floating-point resolution is a status in the returned
 :class:`Solution`.
 
@@ -28,16 +30,20 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
-from gradxform import tree
-from gradxform.second_order import directions as dirs
+from gradxform import checks, curvature, tree
+from gradxform.second_order import _tree, iteration
+from gradxform.second_order import methods as meth
 from gradxform.second_order._packed import packed_while_loop
-from gradxform.second_order.linesearch import zoom_search
 
 __all__ = ["History", "Solution", "Status", "minimize"]
 
-METHODS = ("lbfgs", "bfgs", "newton", "newton-cg")
+METHODS = {
+    "lbfgs": lambda s: meth.lbfgs_method(s.memory_size),
+    "bfgs": lambda s: meth.bfgs_method(s.initial_scaling),
+    "newton": lambda s: meth.newton_method(),
+    "newton-cg": lambda s: meth.newton_cg_method(s.max_cg_steps),
+}
 
 
 class Status(enum.IntEnum):
@@ -71,6 +77,10 @@ class History(NamedTuple):
     """Per-iteration value and gradient norm.
 
     Entry ``k`` is after ``k`` iterations; entries after the last iteration are NaN.
+
+    Attributes:
+        value: ``f`` at each iterate, shape ``(maxiter + 1,)``.
+        grad_norm: ``|grad f|`` there.
     """
 
     value: jax.Array
@@ -85,8 +95,8 @@ class Solution(NamedTuple):
         value: the objective there.
         grad_norm: the 2-norm of its gradient.
         iterations: iterations taken.
-        num_fun_evals, num_grad_evals: objective and gradient evaluations
-            (they come in pairs: each evaluation is one ``value_and_grad``).
+        num_fun_evals: objective evaluations (each is one ``value_and_grad``).
+        num_grad_evals: gradient evaluations (equal to ``num_fun_evals``).
         num_hess_evals: dense Hessians (Newton).
         num_hvp_evals: Hessian-vector products (Newton-CG).
         status: a :class:`Status` code (int32 array; batched under vmap).
@@ -118,19 +128,32 @@ class Solution(NamedTuple):
         return [MESSAGES[Status(int(c))] for c in codes.ravel()]
 
 
+class _Settings(NamedTuple):
+    """Everything static about one solve (the compile cache's key, with the objective)."""
+
+    method: str
+    tol: float
+    maxiter: int
+    memory_size: int
+    c1: float
+    c2: float
+    max_linesearch_steps: int
+    max_cg_steps: int | None
+    initial_scaling: bool
+    history: bool
+    float64_accumulation: bool
+
+
 class _Loop(NamedTuple):
     k: jax.Array
-    x: jax.Array
-    f: jax.Array
-    f_prev: jax.Array
-    g: jax.Array
+    point: iteration.Point
+    previous_value: jax.Array
     status: jax.Array
     nfev: jax.Array
     nhev: jax.Array
     nhvp: jax.Array
     model: Any
-    d: jax.Array  # the direction at x (computed when x is accepted)
-    fresh: jax.Array  # the curvature model holds no pairs yet (start, or after a reset)
+    d: jax.Array  # the direction at the point (computed when the point is accepted)
     stall: jax.Array  # consecutive iterations without a new best value or gradient norm
     f_best: jax.Array
     g_best: jax.Array
@@ -138,24 +161,46 @@ class _Loop(NamedTuple):
     hist_g: jax.Array
 
 
-def _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2, max_linesearch_steps):
-    if not callable(fun):
-        raise TypeError(f"fun must be a callable fun(params) -> scalar; got {fun!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+class _Problem(NamedTuple):
+    """The fixed data of one compiled solve."""
+
+    method: meth.Method
+    settings: _Settings
+    objective: Any  # f on flat vectors
+    value_and_grad: Any
+    search: iteration.SearchSettings
+    model_dtype: Any  # float64 with float64_accumulation, else None (the iterate's)
+
+
+def _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2, steps, cg_steps, flags):
+    checks.callable_arg("fun", fun, "fun(params) -> scalar")
+    checks.choice("method", method, tuple(METHODS))
     tree.check_real_floating(x0, "x0")
-    if not (isinstance(tol, (int, float)) and tol > 0 and np.isfinite(tol)):
-        raise ValueError(f"tol must be a finite number > 0; got {tol!r}")
-    if not (isinstance(maxiter, int) and not isinstance(maxiter, bool) and maxiter >= 1):
-        raise ValueError(f"maxiter must be an integer >= 1; got {maxiter!r}")
-    if not (isinstance(memory_size, int) and memory_size >= 1):
-        raise ValueError(f"memory_size must be an integer >= 1; got {memory_size!r}")
-    if not 0 < c1 < c2 < 1:
-        raise ValueError(f"c1 and c2 must satisfy 0 < c1 < c2 < 1; got c1={c1!r}, c2={c2!r}")
-    if not (isinstance(max_linesearch_steps, int) and max_linesearch_steps >= 1):
-        raise ValueError(
-            f"max_linesearch_steps must be an integer >= 1; got {max_linesearch_steps!r}"
+    c1, c2 = checks.wolfe_constants(c1, c2)
+    history, float64_accumulation, initial_scaling = (
+        checks.boolean(name, value) for name, value in flags.items()
+    )
+    if float64_accumulation and not jax.config.jax_enable_x64:
+        checks.fail(
+            "float64_accumulation",
+            "False unless jax_enable_x64 is set (jax.config.update('jax_enable_x64', True))",
+            float64_accumulation,
         )
+    return _Settings(
+        method=method,
+        tol=checks.real("tol", tol, lower=0, lower_open=True),
+        maxiter=checks.integer("maxiter", maxiter, minimum=1),
+        memory_size=checks.integer("memory_size", memory_size, minimum=1),
+        c1=c1,
+        c2=c2,
+        max_linesearch_steps=checks.integer("max_linesearch_steps", steps, minimum=1),
+        max_cg_steps=None
+        if cg_steps is None
+        else checks.integer("max_cg_steps", cg_steps, minimum=1),
+        initial_scaling=initial_scaling,
+        history=history,
+        float64_accumulation=float64_accumulation,
+    )
 
 
 def minimize(
@@ -170,6 +215,7 @@ def minimize(
     c2: float = 0.9,
     max_linesearch_steps: int = 30,
     max_cg_steps: int | None = None,
+    initial_scaling: bool = False,
     history: bool = False,
     float64_accumulation: bool = False,
 ) -> Solution:
@@ -178,7 +224,9 @@ def minimize(
     Stops with :attr:`Status.SUCCESS` when ``|grad| <= tol * max(1, |grad(x0)|)``
     (2-norms) and, for ``"newton"``, the Hessian has no eigenvalue below
     ``-sqrt(eps) max(1, |lam|max)``, so a Newton solve never ends at a saddle
-    or a maximum.
+    or a maximum. Each iteration is the one :func:`gradxform.lbfgs`,
+    :func:`gradxform.bfgs`, :func:`gradxform.newton` and
+    :func:`gradxform.newton_cg` take per ``update``.
 
     Args:
         fun: the objective; traced once.
@@ -189,16 +237,23 @@ def minimize(
             Hessian-vector products, at most ``max_cg_steps``, default ``n``).
         tol: relative gradient tolerance (> 0).
         maxiter: iteration limit (>= 1).
-        c1, c2: strong-Wolfe constants of the line search (``0 < c1 < c2 < 1``).
+        memory_size: L-BFGS's number of pairs (>= 1).
+        c1: sufficient-decrease constant of the strong-Wolfe line search.
+        c2: its curvature constant (``0 < c1 < c2 < 1``).
         max_linesearch_steps: evaluations per line search.
+        max_cg_steps: Newton-CG's CG steps per iteration (default ``n``).
+        initial_scaling: BFGS: ``H_0 = (s.y / y.y) I`` at the first update
+            (N&W eq. 6.20) instead of ``I``.
         history: also return the value and gradient norm at every iteration.
         float64_accumulation: keep the quasi-Newton curvature model (the BFGS
             inverse Hessian, the L-BFGS pairs) and its products in float64 while
-            the objective runs in ``x0``'s dtype (needs ``jax_enable_x64``). This
-            is scipy's arrangement, which keeps its whole state in float64: with
-            float32 objectives it stops rounding errors in the O(n^2) model from
-            steering the iterates (e.g. extended Rosenbrock from its symmetric
-            start: 42 evaluations instead of 215).
+            the objective runs in ``x0``'s dtype (needs ``jax_enable_x64``).
+            This is scipy's arrangement, which keeps its whole state in
+            float64: with float32 objectives it stops rounding errors in the
+            O(n^2) model from steering the iterates.
+
+    Returns:
+        A :class:`Solution`.
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
@@ -209,234 +264,174 @@ def minimize(
         >>> [round(float(v), 4) for v in (sol.params["x"], sol.params["y"])]
         [1.0, 1.0]
     """
-    _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2, max_linesearch_steps)
-    if float64_accumulation and not jax.config.jax_enable_x64:
-        raise ValueError(
-            "float64_accumulation=True needs jax_enable_x64 "
-            "(jax.config.update('jax_enable_x64', True))"
-        )
+    flags = {
+        "history": history,
+        "float64_accumulation": float64_accumulation,
+        "initial_scaling": initial_scaling,
+    }
+    settings = _validate(
+        fun,
+        x0,
+        method,
+        tol,
+        maxiter,
+        memory_size,
+        c1,
+        c2,
+        max_linesearch_steps,
+        max_cg_steps,
+        flags,
+    )
     leaves, treedef = jax.tree.flatten(x0)
     leaf_spec = tuple(
         (jnp.shape(x), x.dtype if hasattr(x, "dtype") else jnp.result_type(x)) for x in leaves
     )
-    n = sum(math.prod(shape) for shape, _ in leaf_spec)
-    config = (
-        method,
-        float(tol),
-        int(maxiter),
-        int(memory_size),
-        float(c1),
-        float(c2),
-        int(max_linesearch_steps),
-        int(max_cg_steps or n),
-        bool(history),
-        bool(float64_accumulation),
-    )
-    return _compiled(fun, treedef, leaf_spec, config)(x0)
-
-
-def _check_scalar_objective(fun, example):
-    out = jax.eval_shape(fun, example)
-    if not (hasattr(out, "shape") and out.shape == () and jnp.issubdtype(out.dtype, jnp.floating)):
-        raise ValueError(
-            "fun must return a real scalar; got "
-            f"{getattr(out, 'shape', type(out))} {getattr(out, 'dtype', '')}".rstrip()
-        )
+    if settings.max_cg_steps is None:
+        settings = settings._replace(max_cg_steps=sum(math.prod(s) for s, _ in leaf_spec))
+    return _compiled(fun, treedef, leaf_spec, settings)(x0)
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(fun, treedef, leaf_spec, config):
-    """The jitted solver for one objective, tree layout and configuration (cached)."""
-    method, tol, maxiter, memory_size, c1, c2, ls_steps, cg_steps, keep_history, wide = config
-    stall_limit = 25 if method in ("lbfgs", "bfgs") else 5
+def _compiled(fun, treedef, leaf_spec, settings: _Settings):
+    """The jitted solver for one objective, tree layout and settings (cached)."""
     example = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaf_spec])
-    _check_scalar_objective(fun, example)  # once per objective and layout, before any jit
-    unravel = ravel_pytree(jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), example))[1]
+    curvature.check_objective(fun, example, "fun")  # once per objective and layout
+    unravel = _tree.flat_view(jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), example))[1]
 
-    def f_flat(v):
+    def objective(v):
         return fun(unravel(v))
 
-    value_and_grad = jax.value_and_grad(f_flat)
-
-    def hessian(x):
-        return dirs.dense_hessian(f_flat, x)
-
-    def init_model(x):
-        n, dtype = x.size, (jnp.float64 if wide else x.dtype)
-        if method == "lbfgs":
-            return dirs.lbfgs_init(n, memory_size, dtype)
-        if method == "bfgs":
-            return jnp.eye(n, dtype=dtype)
-        return jnp.zeros([], dtype)
-
-    def direction(s: _Loop):
-        """(d, stationary-point test passes, Hessian evals, HVPs)."""
-        zero = jnp.zeros([], jnp.int32)
-        if method == "lbfgs":
-            d = -dirs.lbfgs_two_loop(s.model, s.g.astype(s.model.s.dtype))
-            return d.astype(s.g.dtype), jnp.array(True), zero, zero
-        if method == "bfgs":
-            d = -(s.model @ s.g.astype(s.model.dtype))
-            return d.astype(s.g.dtype), jnp.array(True), zero, zero
-        if method == "newton":
-            d, _, negative = dirs.newton_direction(
-                hessian(s.x), s.g, recompute=lambda: hessian(s.x)
-            )
-            return d, ~negative, jnp.ones([], jnp.int32), zero
-
-        def hvp(v):
-            return jax.jvp(jax.grad(f_flat), (s.x,), (v,))[1]
-
-        d, used = dirs.newton_cg_direction(hvp, s.g, cg_steps)
-        return d, jnp.array(True), zero, used
+    dtype = _tree.scalar_dtype(example)
+    problem = _Problem(
+        method=METHODS[settings.method](settings),
+        settings=settings,
+        objective=objective,
+        value_and_grad=_tree.value_and_grad(objective, dtype),
+        search=iteration.SearchSettings(
+            settings.c1, settings.c2, 1.0, settings.max_linesearch_steps
+        ),
+        model_dtype=jnp.float64 if settings.float64_accumulation else None,
+    )
 
     def solve_tree(x0_tree):
-        x0, _ = ravel_pytree(x0_tree)
-        out = solve(x0)
+        out = _solve(problem, _tree.flat_view(x0_tree)[0])
         return out._replace(params=unravel(out.params))
 
-    def solve(x0):
-        f0, g0 = value_and_grad(x0)
-        gnorm0 = jnp.linalg.norm(g0)
-        gtol = tol * jnp.maximum(1, gnorm0)
-        finite0 = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g0))
-        length = maxiter + 1 if keep_history else 0
-        nan = jnp.full(length, jnp.nan, x0.dtype)
-        init = _Loop(
-            k=jnp.zeros([], jnp.int32),
-            x=x0,
-            f=f0,
-            f_prev=jnp.asarray(jnp.inf, f0.dtype),
-            g=g0,
-            status=jnp.where(finite0, _RUNNING, Status.NONFINITE).astype(jnp.int32),
-            nfev=jnp.ones([], jnp.int32),
-            nhev=jnp.zeros([], jnp.int32),
-            nhvp=jnp.zeros([], jnp.int32),
-            model=init_model(x0),
-            d=jnp.zeros_like(x0),
-            fresh=jnp.array(True),
-            stall=jnp.zeros([], jnp.int32),
-            f_best=f0,
-            g_best=gnorm0,
-            hist_f=nan.at[0].set(f0) if keep_history else nan,
-            hist_g=nan.at[0].set(gnorm0) if keep_history else nan,
-        )
-
-        def step(s: _Loop, d):
-            slope = jnp.vdot(s.g, d)
-            descent = slope < 0
-            d = jnp.where(descent | (method == "newton"), d, -s.g)
-            # with no curvature pairs yet (H = I) the first trial step is min(1, 1/|g|)
-            quasi_newton = method in ("lbfgs", "bfgs")
-            fresh = (s.model.count == 0) if method == "lbfgs" else s.fresh & quasi_newton
-            t0 = jnp.where(fresh, jnp.minimum(1, 1 / jnp.linalg.norm(s.g)), 1)
-            if method == "bfgs":
-                # scipy's guess: the step a quadratic model fitted to the last decrease predicts
-                guess = 1.01 * 2 * (s.f_prev - s.f) / -slope
-                use = jnp.isfinite(guess) & (guess > 0) & ~fresh
-                t0 = jnp.where(use, jnp.minimum(t0, guess), t0)
-            ls = zoom_search(
-                value_and_grad,
-                s.x,
-                d,
-                s.f,
-                s.g,
-                initial_step=t0.astype(s.x.dtype),
-                c1=c1,
-                c2=c2,
-                max_steps=ls_steps,
-                # BFGS only: measured, the rule moves L-BFGS off its bar (see zoom_search)
-                interpolate_first_overshoot=fresh & (method == "bfgs"),
-            )
-            x_new = s.x + ls.step * d
-            finite = jnp.isfinite(ls.value) & jnp.all(jnp.isfinite(ls.grad))
-            sdiff, ydiff = ls.step * d, ls.grad - s.g
-            if wide:
-                # s from the iterates actually taken, rounded as they are
-                sdiff = x_new.astype(jnp.float64) - s.x.astype(jnp.float64)
-                ydiff = ls.grad.astype(jnp.float64) - s.g.astype(jnp.float64)
-            if method == "lbfgs":
-                model = dirs.lbfgs_update(s.model, sdiff, ydiff)
-            elif method == "bfgs":
-                # H_0 = I, not rescaled (as scipy): on ill-conditioned problems the
-                # s.y / y.y scaling shrinks every low-curvature direction for many steps
-                model = dirs.bfgs_inverse_update(s.model, sdiff, ydiff, jnp.array(False))
-            else:
-                model = s.model
-            ok = ls.decreased & finite
-            # a failed search with a curvature model: forget the model and retry from
-            # steepest descent (as scipy retries); only a failure from there is final
-            retry = ~ok & finite & ~fresh & quasi_newton
-            gnorm_new = jnp.linalg.norm(ls.grad)
-            progress = ~ok | (ls.value < s.f_best) | (gnorm_new < 0.99 * s.g_best)
-            stall = jnp.where(progress, 0, s.stall + 1)
-            status = jnp.where(
-                ok | retry,
-                jnp.where(stall >= stall_limit, Status.STALLED, _RUNNING),
-                jnp.where(finite, Status.LINESEARCH_FAILED, Status.NONFINITE),
-            )
-            keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-            model = jax.tree.map(keep, model, s.model)
-            model = jax.tree.map(lambda a, b: jnp.where(retry, a, b), init_model(s.x), model)
-            return s._replace(
-                stall=stall,
-                f_best=jnp.where(ok, jnp.minimum(s.f_best, ls.value), s.f_best),
-                g_best=jnp.where(ok, jnp.minimum(s.g_best, gnorm_new), s.g_best),
-                fresh=retry | (fresh & ~ok),
-                k=s.k + 1,
-                x=keep(x_new, s.x),
-                f=keep(ls.value, s.f),
-                f_prev=keep(s.f, s.f_prev),
-                g=keep(ls.grad, s.g),
-                status=status.astype(jnp.int32),
-                nfev=s.nfev + ls.num_evals,
-                model=model,
-            )
-
-        def advance(s: _Loop):
-            """The direction at the accepted iterate and the stopping tests there.
-
-            Computed once per iterate, at the end of the iteration that reached it (and
-            for x0 before the loop), so the loop body is one straight line: step along
-            the carried direction, then advance; no conditional around the step."""
-            running = s.status == _RUNNING
-            d, stationary_ok, nhev, nhvp = direction(s)
-            converged = (jnp.linalg.norm(s.g) <= gtol) & stationary_ok
-            status = jnp.where(
-                converged,
-                Status.SUCCESS,
-                jnp.where(s.k >= maxiter, Status.MAXITER, _RUNNING),
-            )
-            return s._replace(
-                d=d,
-                nhev=s.nhev + jnp.where(running, nhev, 0),
-                nhvp=s.nhvp + jnp.where(running, nhvp, 0),
-                status=jnp.where(running, status, s.status).astype(jnp.int32),
-            )
-
-        def body(s: _Loop):
-            s = step(s, s.d)
-            if keep_history:
-                moved = s.status == _RUNNING
-                gn = jnp.linalg.norm(s.g)
-                s = s._replace(
-                    hist_f=jnp.where(moved, s.hist_f.at[s.k].set(s.f), s.hist_f),
-                    hist_g=jnp.where(moved, s.hist_g.at[s.k].set(gn), s.hist_g),
-                )
-            return advance(s)
-
-        s = packed_while_loop(lambda s: s.status == _RUNNING, body, advance(init))
-        return Solution(
-            params=s.x,
-            value=s.f,
-            grad_norm=jnp.linalg.norm(s.g),
-            iterations=s.k,
-            num_fun_evals=s.nfev,
-            num_grad_evals=s.nfev,
-            num_hess_evals=s.nhev,
-            num_hvp_evals=s.nhvp,
-            status=s.status,
-            history=History(s.hist_f, s.hist_g) if keep_history else None,
-        )
-
     return jax.jit(solve_tree)
+
+
+def _solve(problem: _Problem, x0: jax.Array) -> Solution:
+    f0, g0 = problem.value_and_grad(x0)
+    gnorm0 = _tree.norm(g0, f0.dtype)
+    gtol = problem.settings.tol * jnp.maximum(1, gnorm0)
+    state = packed_while_loop(
+        lambda s: s.status == _RUNNING,
+        lambda s: _advance(problem, gtol, _body(problem, s)),
+        _advance(problem, gtol, _initial(problem, x0, f0, g0, gnorm0)),
+    )
+    p = state.point
+    return Solution(
+        params=p.x,
+        value=p.value,
+        grad_norm=_tree.norm(p.grad, p.value.dtype),
+        iterations=state.k,
+        num_fun_evals=state.nfev,
+        num_grad_evals=state.nfev,
+        num_hess_evals=state.nhev,
+        num_hvp_evals=state.nhvp,
+        status=state.status,
+        history=History(state.hist_f, state.hist_g) if problem.settings.history else None,
+    )
+
+
+def _initial(problem: _Problem, x0, f0, g0, gnorm0) -> _Loop:
+    finite0 = jnp.isfinite(f0) & _tree.all_finite(g0)
+    length = problem.settings.maxiter + 1 if problem.settings.history else 0
+    nan = jnp.full(length, jnp.nan, x0.dtype)
+    if problem.settings.history:
+        hist_f, hist_g = nan.at[0].set(f0), nan.at[0].set(gnorm0)
+    else:
+        hist_f, hist_g = nan, nan
+    zero = jnp.zeros([], jnp.int32)
+    return _Loop(
+        k=zero,
+        point=iteration.Point(x0, f0, g0),
+        previous_value=jnp.asarray(jnp.inf, f0.dtype),
+        status=jnp.where(finite0, _RUNNING, Status.NONFINITE).astype(jnp.int32),
+        nfev=jnp.ones([], jnp.int32),
+        nhev=zero,
+        nhvp=zero,
+        model=problem.method.init(x0, problem.model_dtype),
+        d=jnp.zeros_like(x0),
+        stall=zero,
+        f_best=f0,
+        g_best=gnorm0,
+        hist_f=hist_f,
+        hist_g=hist_g,
+    )
+
+
+def _body(problem: _Problem, s: _Loop) -> _Loop:
+    """One iteration: the shared step along the carried direction, then the stall test."""
+    done = iteration.step(
+        problem.method,
+        problem.value_and_grad,
+        s.point,
+        s.previous_value,
+        s.model,
+        s.d,
+        problem.search,
+        problem.model_dtype,
+    )
+    new = done.point
+    gnorm = _tree.norm(new.grad, new.value.dtype)
+    ok = done.accepted
+    progress = ~ok | (new.value < s.f_best) | (gnorm < 0.99 * s.g_best)
+    stall = jnp.where(progress, 0, s.stall + 1)
+    stalled = stall >= problem.method.stall_limit
+    status = jnp.where(
+        ok | done.restarted,
+        jnp.where(stalled, Status.STALLED, _RUNNING),
+        jnp.where(done.finite, Status.LINESEARCH_FAILED, Status.NONFINITE),
+    )
+    s = s._replace(
+        k=s.k + 1,
+        point=new,
+        previous_value=done.previous_value,
+        status=status.astype(jnp.int32),
+        nfev=s.nfev + done.num_evals,
+        model=done.model,
+        stall=stall,
+        f_best=jnp.where(ok, jnp.minimum(s.f_best, new.value), s.f_best),
+        g_best=jnp.where(ok, jnp.minimum(s.g_best, gnorm), s.g_best),
+    )
+    if problem.settings.history:
+        moved = s.status == _RUNNING
+        s = s._replace(
+            hist_f=jnp.where(moved, s.hist_f.at[s.k].set(new.value), s.hist_f),
+            hist_g=jnp.where(moved, s.hist_g.at[s.k].set(gnorm), s.hist_g),
+        )
+    return s
+
+
+def _advance(problem: _Problem, gtol, s: _Loop) -> _Loop:
+    """The direction at the accepted iterate and the stopping tests there.
+
+    Computed once per iterate, at the end of the iteration that reached it (and
+    for ``x0`` before the loop), so the loop body is one straight line: step
+    along the carried direction, then advance; no conditional around the step.
+    """
+    running = s.status == _RUNNING
+    p = s.point
+    found = problem.method.direction(s.model, problem.objective, p.x, p.grad)
+    converged = (_tree.norm(p.grad, p.value.dtype) <= gtol) & found.stationary
+    maxiter = problem.settings.maxiter
+    status = jnp.where(
+        converged, Status.SUCCESS, jnp.where(s.k >= maxiter, Status.MAXITER, _RUNNING)
+    )
+    return s._replace(
+        d=found.direction,
+        nhev=s.nhev + jnp.where(running, found.hessians, 0),
+        nhvp=s.nhvp + jnp.where(running, found.hvps, 0),
+        status=jnp.where(running, status, s.status).astype(jnp.int32),
+    )

@@ -1,0 +1,267 @@
+"""The second-order transforms: one iteration of a method per ``update``.
+
+``scale_by_lbfgs``, ``scale_by_bfgs``, ``scale_by_newton`` and
+``scale_by_newton_cg`` each run :func:`gradxform.second_order.iteration.step`
+with their method's record (:mod:`gradxform.second_order.methods`): the
+direction at ``params``, the method's first trial step, a strong-Wolfe line
+search on ``value_fn``, and the model update or restart. The output is
+``-t d`` (a direction to descend along, as every ``scale_by_*`` returns), so
+``chain(scale_by_lbfgs(), scale_by_learning_rate(1.0))`` steps to the search's
+point; :func:`gradxform.minimize` runs the same iteration, so both take the
+same steps.
+
+``update`` takes the extra arguments ``value_fn`` (the objective; the other
+extra arguments it names, e.g. ``batch``, are passed on to it) and ``value``
+(``f(params)``, computed if omitted); ``updates`` is the gradient at
+``params`` (for complex params the conjugate of ``jax.grad``'s, optax's
+convention). Apply the update unchanged (learning rate 1): the model is
+updated with the step the search took.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradxform import checks, tree
+from gradxform.base import GradientTransformationExtraArgs
+from gradxform.hyperparams import Hyperparams, HyperparamState
+from gradxform.second_order import _tree, iteration
+from gradxform.second_order import methods as meth
+
+__all__ = [
+    "SecondOrderState",
+    "scale_by_bfgs",
+    "scale_by_lbfgs",
+    "scale_by_newton",
+    "scale_by_newton_cg",
+]
+
+
+class SecondOrderState(NamedTuple):
+    """State of the ``scale_by_*`` second-order transforms.
+
+    Attributes:
+        model: the method's curvature model (an
+            :class:`~gradxform.second_order.directions.LbfgsMemory`, a
+            :class:`~gradxform.second_order.methods.BfgsModel`, or ``()`` for
+            Newton's methods).
+        value: the objective at the search's point (for ``value_and_grad_from_state``;
+            inf before the first update).
+        grad: its gradient there, shaped like the params (as ``jax.grad`` returns it).
+        previous_value: the objective at the point the latest update started
+            from (read by BFGS's first-step rule).
+        hyperparams: the line search's ``c1``, ``c2`` and ``initial_step``.
+    """
+
+    model: Any
+    value: jax.Array
+    grad: Any
+    previous_value: jax.Array
+    hyperparams: HyperparamState
+
+
+def _method_transform(
+    method: meth.Method,
+    name: str,
+    *,
+    c1: float,
+    c2: float,
+    initial_step: float,
+    max_linesearch_steps: int,
+    real_only: bool,
+) -> GradientTransformationExtraArgs:
+    c1, c2 = checks.wolfe_constants(c1, c2)
+    initial_step = checks.real("initial_step", initial_step, lower=0, lower_open=True)
+    max_steps = checks.integer("max_linesearch_steps", max_linesearch_steps, minimum=1)
+    hp = Hyperparams(c1=c1, c2=c2, initial_step=initial_step)
+
+    def init_fn(params):
+        if real_only:
+            tree.check_real_floating(params, "params")
+        dtype = _tree.scalar_dtype(params)
+        inf = jnp.asarray(jnp.inf, dtype)
+        return SecondOrderState(
+            model=method.init(params, None),
+            value=inf,
+            grad=_tree.zeros(params),
+            previous_value=inf,
+            hyperparams=hp.init(_tree.dtype_proxy(params)),
+        )
+
+    def update_fn(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
+        del grad  # the gradient is `updates`
+        objective = _tree.objective(value_fn, extra, name)
+        if params is None:
+            checks.fail(f"{name}: params", "passed to update", params)
+        values, hyper = hp.step(state.hyperparams)
+        dtype = _tree.scalar_dtype(params)
+        evaluate = _tree.value_and_grad(objective, dtype)
+        g = _tree.cast(updates, params)
+        f = evaluate(params)[0] if value is None else jnp.asarray(value).astype(dtype)
+        direction = method.direction(state.model, objective, params, g).direction
+        search = iteration.SearchSettings(
+            values["c1"], values["c2"], values["initial_step"], max_steps
+        )
+        done = iteration.step(
+            method,
+            evaluate,
+            iteration.Point(params, f, g),
+            state.previous_value,
+            state.model,
+            direction,
+            search,
+        )
+        taken = _tree.select(done.accepted, _tree.scale(done.size, done.direction), _tree.zeros(g))
+        new_state = SecondOrderState(
+            model=done.model,
+            value=done.point.value,
+            grad=_tree.conj(done.point.grad),
+            previous_value=done.previous_value,
+            hyperparams=hyper,
+        )
+        return _tree.neg(taken), new_state
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def scale_by_lbfgs(
+    memory_size: int = 10,
+    *,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    initial_step: float = 1.0,
+    max_linesearch_steps: int = 30,
+) -> GradientTransformationExtraArgs:
+    """``u <- -t d``: one L-BFGS iteration, ``d = -H g`` from the last ``memory_size`` pairs.
+
+    See :func:`gradxform.lbfgs` (the rules) and
+    :func:`~gradxform.second_order.methods.lbfgs_method`. The memory is a
+    pytree (a leading axis of ``memory_size`` on each leaf), so sharded
+    params stay sharded; complex params are vectors of ``R^2n``.
+
+    Args:
+        memory_size: the number of pairs kept (>= 1).
+        c1: the line search's sufficient-decrease constant (a hyperparameter).
+        c2: its curvature constant, ``c1 < c2 < 1`` (a hyperparameter).
+        initial_step: the first trial step before the method's rule (a hyperparameter).
+        max_linesearch_steps: the most evaluations per line search.
+
+    Returns:
+        The transform; its state is a :class:`SecondOrderState`.
+    """
+    memory_size = checks.integer("memory_size", memory_size, minimum=1)
+    return _method_transform(
+        meth.lbfgs_method(memory_size),
+        "scale_by_lbfgs",
+        c1=c1,
+        c2=c2,
+        initial_step=initial_step,
+        max_linesearch_steps=max_linesearch_steps,
+        real_only=False,
+    )
+
+
+def scale_by_bfgs(
+    *,
+    initial_scaling: bool = False,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    initial_step: float = 1.0,
+    max_linesearch_steps: int = 30,
+) -> GradientTransformationExtraArgs:
+    """``u <- -t d``: one BFGS iteration, ``d = -H g`` with the dense inverse Hessian ``H``.
+
+    See :func:`gradxform.bfgs` and :func:`~gradxform.second_order.methods.bfgs_method`.
+    Real params only (``H`` is over the flattened params).
+
+    Args:
+        initial_scaling: set ``H_0 = (s.y / y.y) I`` at the first update (N&W eq. 6.20).
+        c1: the line search's sufficient-decrease constant (a hyperparameter).
+        c2: its curvature constant, ``c1 < c2 < 1`` (a hyperparameter).
+        initial_step: the first trial step before the method's rule (a hyperparameter).
+        max_linesearch_steps: the most evaluations per line search.
+
+    Returns:
+        The transform; its state is a :class:`SecondOrderState`.
+    """
+    initial_scaling = checks.boolean("initial_scaling", initial_scaling)
+    return _method_transform(
+        meth.bfgs_method(initial_scaling),
+        "scale_by_bfgs",
+        c1=c1,
+        c2=c2,
+        initial_step=initial_step,
+        max_linesearch_steps=max_linesearch_steps,
+        real_only=True,
+    )
+
+
+def scale_by_newton(
+    *,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    initial_step: float = 1.0,
+    max_linesearch_steps: int = 30,
+) -> GradientTransformationExtraArgs:
+    """``u <- -t d``: one Newton iteration with the exact Hessian of ``value_fn``.
+
+    ``d = -H^-1 g`` where ``H`` is positive definite, else the modified step of
+    :func:`~gradxform.second_order.directions.newton_direction`. See
+    :func:`gradxform.newton`. Real params only.
+
+    Args:
+        c1: the line search's sufficient-decrease constant (a hyperparameter).
+        c2: its curvature constant, ``c1 < c2 < 1`` (a hyperparameter).
+        initial_step: the first trial step (a hyperparameter).
+        max_linesearch_steps: the most evaluations per line search.
+
+    Returns:
+        The transform; its state is a :class:`SecondOrderState`.
+    """
+    return _method_transform(
+        meth.newton_method(),
+        "scale_by_newton",
+        c1=c1,
+        c2=c2,
+        initial_step=initial_step,
+        max_linesearch_steps=max_linesearch_steps,
+        real_only=True,
+    )
+
+
+def scale_by_newton_cg(
+    max_cg_steps: int = 50,
+    *,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    initial_step: float = 1.0,
+    max_linesearch_steps: int = 30,
+) -> GradientTransformationExtraArgs:
+    """``u <- -t d``: one Newton-CG iteration, ``d`` from truncated CG on ``H d = -g``.
+
+    Hessian-vector products of ``value_fn`` only; see :func:`gradxform.newton_cg`
+    and :func:`~gradxform.second_order.directions.newton_cg_direction`. Real params only.
+
+    Args:
+        max_cg_steps: the most CG steps (Hessian-vector products) per direction.
+        c1: the line search's sufficient-decrease constant (a hyperparameter).
+        c2: its curvature constant, ``c1 < c2 < 1`` (a hyperparameter).
+        initial_step: the first trial step (a hyperparameter).
+        max_linesearch_steps: the most evaluations per line search.
+
+    Returns:
+        The transform; its state is a :class:`SecondOrderState`.
+    """
+    max_cg_steps = checks.integer("max_cg_steps", max_cg_steps, minimum=1)
+    return _method_transform(
+        meth.newton_cg_method(max_cg_steps),
+        "scale_by_newton_cg",
+        c1=c1,
+        c2=c2,
+        initial_step=initial_step,
+        max_linesearch_steps=max_linesearch_steps,
+        real_only=True,
+    )
