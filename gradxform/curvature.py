@@ -60,6 +60,11 @@ __all__ = [
 ]
 
 
+Model = Callable[[Any, Any], Any]  # model(params, x) -> outputs
+Loss = Callable[[Any, Any], jax.Array]  # loss(outputs, y) -> scalar
+Product = Callable[[Any], Any]  # v -> M v on pytrees shaped like params
+
+
 def _check_scalar(fun: Callable, args: tuple, what: str) -> None:
     out = jax.eval_shape(fun, *args)
     shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
@@ -184,13 +189,7 @@ def _check_model(model: Any, params: Any) -> None:
     tree.check_real_floating(params, "params")
 
 
-def gauss_newton_product(
-    model: Callable[[Any, Any], Any],
-    loss: Callable[[Any, Any], jax.Array],
-    params: Any,
-    x: Any,
-    y: Any,
-) -> Callable[[Any], Any]:
+def gauss_newton_product(model: Model, loss: Loss, params: Any, x: Any, y: Any) -> Product:
     """``v -> J^T H_L J v``: the generalised Gauss-Newton matrix of ``loss(model(params, x), y)``.
 
     ``J v`` is a forward-mode product through the model, ``H_L`` the Hessian
@@ -245,12 +244,8 @@ _OUTPUT_FISHERS = {"categorical": _categorical_fisher, "gaussian": _gaussian_fis
 
 
 def fisher_product(
-    model: Callable[[Any, Any], jax.Array],
-    params: Any,
-    x: Any,
-    *,
-    likelihood: str = "categorical",
-) -> Callable[[Any], Any]:
+    model: Model, params: Any, x: Any, *, likelihood: str = "categorical"
+) -> Product:
     """``v -> J^T F_out J v``: the Fisher information of the model's predictive distribution.
 
     The true Fisher ``F = (1/N) sum_i E_{y ~ p(y | x_i)}[s s^T]`` with
@@ -303,19 +298,15 @@ def fisher_product(
 
 
 def _num_examples(x: Any, y: Any) -> int:
-    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves((x, y))}
-    if len(sizes) != 1 or None in sizes:
-        checks.fail("x and y", "arrays sharing one leading batch axis", sorted(sizes, key=str))
+    leaves = jax.tree.leaves((x, y))
+    sizes = {int(jnp.shape(leaf)[0]) for leaf in leaves if jnp.ndim(leaf)}
+    if len(sizes) != 1 or any(jnp.ndim(leaf) == 0 for leaf in leaves):
+        shapes = [jnp.shape(leaf) for leaf in leaves]
+        checks.fail("x and y", "arrays sharing one leading batch axis", shapes)
     return sizes.pop()
 
 
-def empirical_fisher_product(
-    model: Callable[[Any, Any], Any],
-    loss: Callable[[Any, Any], jax.Array],
-    params: Any,
-    x: Any,
-    y: Any,
-) -> Callable[[Any], Any]:
+def empirical_fisher_product(model: Model, loss: Loss, params: Any, x: Any, y: Any) -> Product:
     """``v -> (1/N) sum_i g_i (g_i . v)``: the empirical Fisher, from per-example gradients.
 
     ``g_i = grad_params loss(model(params, x_i), y_i)`` with ``x_i``, ``y_i``

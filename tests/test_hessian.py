@@ -350,26 +350,31 @@ def test_batch_mean_hvp_is_the_average_of_per_batch_hvps():
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (
-            lambda: H.hessian_eigenpairs(lambda x: x, jnp.ones(3)),
-            ValueError,
-            r"f\(params\) must be a real floating scalar",
-        ),
+        (lambda: H.hessian_eigenpairs(lambda x: x, jnp.ones(3)),
+         ValueError, r"f\(params\) must be a real floating scalar"),
         (lambda: H.hessian_eigenpairs(jnp.sum, jnp.arange(3)), TypeError, "real floating"),
-        (
-            lambda: H.hessian_eigenpairs(jnp.sum, jnp.ones(3), which="middle"),
-            ValueError,
-            "which must be",
-        ),
+        (lambda: H.hessian_eigenpairs(jnp.sum, jnp.ones(3), which="middle"),
+         ValueError, "which must be one of 'top', 'bottom', 'both'; got 'middle'"),
         (lambda: H.hessian_eigenpairs(jnp.sum, jnp.ones(3), k=0), ValueError, "k must be"),
+        (lambda: H.hessian_eigenpairs(jnp.sum, jnp.ones(3), k=True),
+         TypeError, "k must be an integer >= 1; got True"),
+        (lambda: H.hessian_eigenpairs(jnp.sum, jnp.ones(3), tol=0.0), ValueError, "tol must be"),
         (lambda: H.trace(jnp.sum, jnp.ones(3), method="exact"), ValueError, "method must be"),
-        (
-            lambda: H.classify_critical_point(jnp.sum, jnp.ones(3), method="qr"),
-            ValueError,
-            "method must be",
-        ),
+        (lambda: H.trace(jnp.sum, jnp.ones(3), num_matvecs=2),
+         ValueError, "num_matvecs must be an integer >= 3; got 2"),
+        (lambda: H.diagonal(jnp.sum, jnp.ones(3), num_matvecs=2.0),
+         TypeError, "num_matvecs must be an integer >= 2; got 2.0"),
+        (lambda: H.spectral_density(jnp.sum, jnp.ones(3), steps=0),
+         ValueError, "steps must be an integer >= 1; got 0"),
+        (lambda: H.lanczos(lambda v: v, jnp.ones(3), steps=np.float64(3)),
+         TypeError, "steps must be an integer"),
+        (lambda: H.classify_critical_point(jnp.sum, jnp.ones(3), method="qr"),
+         ValueError, "method must be"),
+        (lambda: H.classify_critical_point(jnp.sum, jnp.ones(3), grad_tol=-1.0),
+         ValueError, "grad_tol must be a real number >= 0; got -1.0"),
+        (lambda: H.restrict(jnp.sum, jnp.ones(3), "w1"), TypeError, "select must be a callable"),
     ],
-)
+)  # fmt: skip
 def test_bad_input_is_a_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()

@@ -89,7 +89,6 @@ def trace(
     """
     checks.choice("method", method, ("hutch++", "hutchinson"))
     num_matvecs = checks.integer("num_matvecs", num_matvecs, minimum=_MIN_TRACE_MATVECS[method])
-    key = jax.random.PRNGKey(0) if key is None else key
     return on_hessian(_trace, f, params, key, num_matvecs=num_matvecs, method=method)
 
 
@@ -153,7 +152,6 @@ def diagonal(
         Array([1., 2., 3.], dtype=float32)
     """
     num_matvecs = checks.integer("num_matvecs", num_matvecs, minimum=2)
-    key = jax.random.PRNGKey(0) if key is None else key
     return on_hessian(_diagonal, f, params, key, num_matvecs=num_matvecs)
 
 
@@ -228,17 +226,8 @@ def spectral_density(
     grid_size = checks.integer("grid_size", grid_size, minimum=1)
     if kernel_width is not None:
         kernel_width = checks.real("kernel_width", kernel_width, lower=0, lower_open=True)
-    key = jax.random.PRNGKey(0) if key is None else key
-    return on_hessian(
-        _spectral_density,
-        f,
-        params,
-        key,
-        num_probes=num_probes,
-        steps=steps,
-        grid_size=grid_size,
-        kernel_width=kernel_width,
-    )
+    options = dict(num_probes=num_probes, steps=steps, grid_size=grid_size)
+    return on_hessian(_spectral_density, f, params, key, kernel_width=kernel_width, **options)
 
 
 def _spectral_density(op, key, *, num_probes, steps, grid_size, kernel_width):

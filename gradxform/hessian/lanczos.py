@@ -91,6 +91,14 @@ def ritz_pairs(result: LanczosResult) -> tuple[jax.Array, jax.Array, jax.Array, 
     return theta[order], S[:, order], residual[order], real[order]
 
 
+def _initial_carry(q0, steps, work):
+    """``(j, Q, alpha, beta, size, done, scale)`` before the first step."""
+    Q = jnp.zeros((steps, q0.shape[0]), work).at[0].set(q0)
+    zeros = jnp.zeros(steps, work)
+    count = jnp.zeros([], jnp.int32)
+    return count, Q, zeros, zeros, count, jnp.array(False), jnp.zeros([], work)
+
+
 def lanczos(
     matvec: Callable[[jax.Array], jax.Array],
     v0: jax.Array,
@@ -160,17 +168,7 @@ def lanczos(
             done = done | (check & jax.lax.cond(check, stop, lambda r: False, result))
         return j + 1, Q, alpha, beta, size, done, scale
 
-    Q = jnp.zeros((steps, n), work).at[0].set(q0)
-    zeros = jnp.zeros(steps, work)
-    init = (
-        jnp.zeros([], jnp.int32),
-        Q,
-        zeros,
-        zeros,
-        jnp.zeros([], jnp.int32),
-        jnp.array(False),
-        jnp.zeros([], work),
-    )
+    init = _initial_carry(q0, steps, work)
     _, Q, alpha, beta, size, _, _ = jax.lax.while_loop(lambda s: ~s[5], body, init)
     return LanczosResult(Q, alpha, beta, size)
 
@@ -259,11 +257,10 @@ def eigenpairs(
     checks.choice("which", which, ("top", "bottom", "both"))
     k = checks.integer("k", k, minimum=1)
     max_matvecs = checks.integer("max_matvecs", max_matvecs, minimum=1)
-    if (
-        checks.boolean("float64_accumulation", float64_accumulation)
-        and not jax.config.jax_enable_x64
-    ):
-        checks.fail("float64_accumulation", "False unless jax_enable_x64 is on", True)
+    float64_accumulation = checks.boolean("float64_accumulation", float64_accumulation)
+    if float64_accumulation and not jax.config.read("jax_enable_x64"):
+        what = "False unless jax_enable_x64 is set (jax.config.update('jax_enable_x64', True))"
+        checks.fail("float64_accumulation", what, True)
     work = jnp.float64 if float64_accumulation else operator.dtype
     steps = min(max_matvecs, operator.size)
     k = min(k, operator.size)
@@ -293,28 +290,16 @@ def eigenpairs(
 
 
 def hessian_eigenpairs(
-    f: Any,
-    params: Any,
-    k: int = 1,
-    which: str = "top",
-    *,
-    tol: float | None = None,
-    max_matvecs: int = 60,
-    key: jax.Array | None = None,
-    float64_accumulation: bool = False,
+    f: Any, params: Any, k: int = 1, which: str = "top", **options: Any
 ) -> Eigenpairs:
     """:func:`eigenpairs` of the Hessian of ``f`` at ``params`` (linearised once).
 
     Args:
         f: the objective ``f(params) -> scalar``, or a :class:`FlatOperator`.
         params: the point, a pytree of float arrays (unused for a :class:`FlatOperator`).
-        k: pairs per end (a Python int).
-        which: ``"top"``, ``"bottom"`` or ``"both"``.
-        tol: relative residual tolerance; default ``sqrt(eps)`` of the working dtype.
-        max_matvecs: the product budget, which is also the largest basis.
-        key: PRNG key for the starting vector (default ``PRNGKey(0)``).
-        float64_accumulation: keep the basis and ``T`` in float64 while the
-            products run in the params' dtype (needs ``jax_enable_x64``).
+        k, which: as for :func:`eigenpairs`.
+        **options: ``tol``, ``max_matvecs``, ``key``, ``float64_accumulation``, as for
+            :func:`eigenpairs`.
 
     Returns:
         An :class:`Eigenpairs` record whose ``vectors`` are shaped like ``params``
@@ -327,18 +312,8 @@ def hessian_eigenpairs(
         >>> [round(float(v), 4) for v in pairs.values], bool(pairs.converged.all())
         ([1.0, 2.0, 5.0, 4.0], True)
     """
-    key = jax.random.PRNGKey(0) if key is None else key
-    return on_hessian(
-        _eigenpairs_of_operator,
-        f,
-        params,
-        key,
-        k=k,
-        which=which,
-        tol=tol,
-        max_matvecs=max_matvecs,
-        float64_accumulation=float64_accumulation,
-    )
+    key = options.pop("key", None)
+    return on_hessian(_eigenpairs_of_operator, f, params, key, k=k, which=which, **options)
 
 
 def _eigenpairs_of_operator(operator, key, **options):

@@ -52,14 +52,16 @@ def hessian_matrix(f: Callable[[Any], jax.Array], params: Any) -> jax.Array:
     """
     check_objective(f, params)
     if not _hashable(f):  # no compile cache for an unhashable callable
-        return _dense_hessian.__wrapped__(f, params)
-    return _dense_hessian(f, params)
+        return _dense_hessian(f, params)
+    return _dense_hessian_compiled(f, params)
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def _dense_hessian(f, params):
     flat, unravel = ravel_pytree(params)
     return dense_hessian(lambda x: f(unravel(x)), flat)
+
+
+_dense_hessian_compiled = jax.jit(_dense_hessian, static_argnums=0)
 
 
 def _hashable(f) -> bool:
@@ -70,7 +72,7 @@ def _hashable(f) -> bool:
     return True
 
 
-def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array, **options: Any) -> Any:
+def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **options: Any) -> Any:
     """``impl(operator, key, **options)`` for a :class:`FlatOperator` or the Hessian of ``f``.
 
     The entry point the spectral tools share. For a hashable ``f`` the whole
@@ -82,12 +84,13 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array, **options: A
         impl: a module-level function ``impl(operator, key, **options)``.
         f: the objective ``f(params) -> scalar``, or a :class:`FlatOperator`.
         params: the point (ignored for a :class:`FlatOperator`).
-        key: the PRNG key passed on to ``impl``.
+        key: the PRNG key passed on to ``impl`` (``None``: ``PRNGKey(0)``).
         **options: hashable keyword options passed on to ``impl``.
 
     Returns:
         What ``impl`` returns.
     """
+    key = jax.random.PRNGKey(0) if key is None else key
     if isinstance(f, FlatOperator):
         return impl(f, key, **options)
     if not _hashable(f):  # no compile cache for an unhashable callable
