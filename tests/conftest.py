@@ -20,9 +20,12 @@ settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
-@pytest.fixture(params=["float32", "float64"])
+@pytest.fixture(params=["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def dtype(request):
-    """Runs a test in float32, and in float64 with x64 enabled for that test only."""
+    """Runs a test in float32, and in float64 with x64 enabled for that test only.
+
+    The float64 rows are marked slow: the fast loop (``-m "not slow"``) runs float32.
+    """
     if request.param == "float64":
         with jax.enable_x64(True):
             yield "float64"

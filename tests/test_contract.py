@@ -11,6 +11,7 @@ from tests.helpers import ALIASES
 
 PARAMS = {"layer": {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}, "scale": jnp.array(1.5)}
 GRADS = jax.tree.map(lambda p: 0.3 * p + 0.2, PARAMS)
+SLOW = pytest.mark.slow  # five steps op by op in float64, differentiated three ways
 
 
 def signature(tree):
@@ -39,7 +40,9 @@ def test_update_under_vmap_equals_a_loop(name):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), out_i, want)
 
 
-@pytest.mark.parametrize("name", ["sgd_momentum", "rmsprop", "adam"])
+@pytest.mark.parametrize(
+    "name", ["adam", pytest.param("sgd_momentum", marks=SLOW), pytest.param("rmsprop", marks=SLOW)]
+)
 def test_jacfwd_equals_jacrev_through_five_steps(name):
     tx = ALIASES[name]()
 

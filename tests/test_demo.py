@@ -12,6 +12,7 @@ def rows():
     return demo.run(steps=40, batch_size=64)
 
 
+@pytest.mark.slow  # trains the demo's optimizers
 def test_every_optimizer_beats_chance_by_far(rows):
     assert [r["optimizer"] for r in rows] == list(demo.optimizers())
     for r in rows:
@@ -20,12 +21,14 @@ def test_every_optimizer_beats_chance_by_far(rows):
         assert len(r["losses"]) == 40 and np.all(np.isfinite(r["losses"]))
 
 
+@pytest.mark.slow  # trains the demo's optimizers
 def test_table_lists_every_optimizer(rows):
     table = demo.format_table(rows)
     for r in rows:
         assert r["optimizer"] in table
 
 
+@pytest.mark.slow  # trains the demo's optimizers
 def test_cli_end_to_end_writes_valid_figures(tmp_path, capsys):
     out = tmp_path / "figures"
     assert (

@@ -19,6 +19,7 @@ def load(name):
     return module
 
 
+@pytest.mark.slow  # trains an MLP on digits with flax, then with equinox
 @pytest.mark.parametrize("name", ["flax_mlp", "equinox_mlp"])
 def test_framework_examples_learn_digits(name):
     result = load(name).main(steps=60, batch_size=64)

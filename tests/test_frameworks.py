@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import gradxform as gx
 
@@ -16,6 +17,7 @@ X = jax.random.normal(KEY, (32, 4))
 Y = jnp.sin(X @ jnp.array([1.0, -2.0, 0.5, 0.0]))[:, None]
 
 
+@pytest.mark.slow  # imports and compiles a framework's training step
 def test_flax_nnx_optimizer_loop():
     from flax import nnx
 
@@ -63,6 +65,7 @@ def test_flax_linen_loop():
     np.testing.assert_allclose(ours, theirs, rtol=1e-6)
 
 
+@pytest.mark.slow  # imports and compiles a framework's training step
 def test_equinox_loop():
     import equinox as eqx
 

@@ -5,6 +5,8 @@ Oracles: the uninterrupted run (resume), the run that never saw the bad step
 documented messages (hostile input).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 import gradxform as gx
 from tests.helpers import ELEMENTWISE, SECOND_ORDER
 
+SLOW = pytest.mark.slow
 PARAMS = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.array([0.5, -0.25, 2.0])}
 
 
@@ -60,7 +63,9 @@ def assert_bitwise(a, b):
 # --- checkpoint and resume --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=SLOW if n in SECOND_ORDER else ()) for n in sorted(OPTIMIZERS)]
+)
 def test_resume_from_npz_is_bitwise_for_100_steps(name, tmp_path):
     tx = OPTIMIZERS[name]()
     step = make_step(tx)
@@ -184,6 +189,7 @@ def test_optax_apply_if_finite_agrees_on_the_counts():
     assert int(s_ours.total_skipped) == int(s_theirs.total_notfinite) == 3
 
 
+@SLOW
 def test_minimize_and_hessian_tools_report_non_finite_values():
     def nan_objective(x):
         return jnp.sum(x**2) * jnp.where(jnp.sum(x) < 10, jnp.nan, 1.0)
@@ -214,22 +220,36 @@ TOLERANCE = {
 }
 
 
+@functools.cache
 def dtype_run(name, dtype, steps=3):
+    """``steps`` updates of optimizer ``name`` in ``dtype``: params, state, init dtypes.
+
+    Cached, so the float64 reference of each optimizer runs once for all its rows.
+    """
     tx = OPTIMIZERS[name]()
     params = jax.tree.map(lambda p: p.astype(dtype), PARAMS)
     if jnp.issubdtype(jnp.dtype(dtype), jnp.complexfloating):
         params = jax.tree.map(lambda p: p * jnp.asarray(1 - 0.5j, dtype), params)
     state = tx.init(params)
     init_dtypes = jax.tree.map(lambda a: a.dtype, state)
+
+    update = jax.jit(tx.update)
     for k in range(steps):
         grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads_at(params, k), params)
-        updates, state = jax.jit(tx.update)(grads, state, params)
+        updates, state = update(grads, state, params)
         params = gx.apply_updates(params, updates)
     return params, state, init_dtypes
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", list(ELEMENTWISE))
+# the fast loop runs every optimizer in bfloat16 and Adam in every dtype; -m slow the rest
+DTYPE_ROWS = [
+    pytest.param(name, dtype, marks=() if dtype == "bfloat16" or name == "adam" else SLOW)
+    for name in ELEMENTWISE
+    for dtype in DTYPES
+]
+
+
+@pytest.mark.parametrize("name, dtype", DTYPE_ROWS)
 def test_dtype_matrix(name, dtype):
     with jax.enable_x64(dtype == "float64"):
         params, state, init_dtypes = dtype_run(name, dtype)
@@ -338,12 +358,12 @@ HOSTILE = {
     "objective returning a vector": (
         lambda: gx.minimize(lambda x: x, jnp.ones(2)),
         ValueError,
-        "fun must return a real scalar",
+        r"fun(\(params\))? must (be|return) a real (floating )?scalar",
     ),
     "zero tol": (
         lambda: gx.minimize(quadratic, jnp.ones(2), tol=0.0),
         ValueError,
-        "tol must be a finite number > 0",
+        r"tol must be a \w+ number > 0",
     ),
     "negative tol": (
         lambda: gx.minimize(quadratic, jnp.ones(2), tol=-1e-3),

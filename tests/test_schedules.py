@@ -152,6 +152,7 @@ def test_matches_closed_form(name):
             )
 
 
+@pytest.mark.slow  # nine constant-folded compiles per schedule
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_concrete_traced_and_vectorised_agree(name):
     schedule = CASES[name][0]

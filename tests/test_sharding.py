@@ -17,6 +17,8 @@ import pytest
 
 from tests.helpers import ALIASES
 
+pytestmark = pytest.mark.slow  # a fresh interpreter with 8 CPU devices compiles each optimizer
+
 ROOT = pathlib.Path(__file__).parents[1]
 
 
