@@ -223,6 +223,11 @@ def _resolve_by_object(app, env, node, contnode):
             if found is not None:
                 return found
         return contnode  # it exists, without a page of its own
+    if node["reftype"] == "attr":  # an instance attribute, set in the class's code
+        owners = [".".join(source[:cut]) for cut in range(len(source), 0, -1)]
+        for owner in filter(inspect.isclass, map(_lookup, owners)):
+            if re.search(rf"\bself\.{re.escape(target)}\s*[:=]", inspect.getsource(owner)):
+                return contnode
     return None
 
 

@@ -93,7 +93,7 @@ __all__ = [
 ]
 
 ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], jax.Array]
-"""A hyperparameter: a number, a scalar array, or a schedule ``step count -> value``."""
+"""A hyperparameter given as a number, a scalar array, or a schedule ``step count -> value``."""
 
 _INT32_MAX = np.iinfo(np.int32).max
 _VALUES_ARG = "hyperparams"  # the extra argument that carries a store's values to its blocks
