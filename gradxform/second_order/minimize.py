@@ -47,7 +47,17 @@ METHODS = {
 
 
 class Status(enum.IntEnum):
-    """Why :func:`minimize` stopped."""
+    """Why :func:`minimize` stopped (``Solution.message`` says it in words).
+
+    Attributes:
+        SUCCESS: the gradient norm reached ``tol * max(1, |g0|)``.
+        MAXITER: ``maxiter`` iterations were taken first.
+        LINESEARCH_FAILED: no step decreased the objective, even from steepest
+            descent with the curvature model reset.
+        NONFINITE: the objective or its gradient became NaN or infinite.
+        STALLED: neither the best value nor the best gradient norm improved for
+            many iterations: ``tol`` is below what the precision resolves.
+    """
 
     SUCCESS = 0
     MAXITER = 1
