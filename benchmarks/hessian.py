@@ -7,10 +7,11 @@ power-law spectrum. Reports, per method: Hessian-vector products used, the worst
 relative error of the top-5 / bottom-5 eigenvalues against dense ``eigvalsh``,
 whether each method says it converged, the trace error at 60 products, the SLQ
 density's Wasserstein-1 distance to the dense spectrum (relative to the spectral
-width), and the cost of one HVP in gradient evaluations on a ~1M-parameter MLP.
-Writes ``benchmarks/results/hessian.{json,md}``.
+width), and the cost of one HVP, Gauss-Newton, Fisher and empirical Fisher product in
+gradient evaluations on a ~1M-parameter MLP. Writes ``benchmarks/results/hessian.{json,md}``.
 
-    python benchmarks/hessian.py
+    python benchmarks/hessian.py                   # everything
+    python benchmarks/hessian.py --products-only   # the product costs only
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import argparse
 import json
 import pathlib
 import platform
-import statistics
 import time
 
 import jax
@@ -31,6 +31,7 @@ from jax.flatten_util import ravel_pytree
 jax.config.update("jax_enable_x64", True)
 
 import gradxform as gx  # noqa: E402
+from gradxform import curvature  # noqa: E402
 
 H = gx.hessian
 
@@ -250,8 +251,15 @@ def analyse(name, op, lam, rows, budget=60):
     )
 
 
-def hvp_cost(hidden=1000, repeats=20):
-    """HVP time / gradient time on an MLP with ~1M parameters (64 -> hidden -> hidden -> 10)."""
+def product_costs(hidden=1000, repeats=20):
+    """Curvature-product time / gradient time on an MLP with ~1M parameters (64 -> hidden -> hidden -> 10).
+
+    Softmax cross-entropy on 256 digits, float32. ``hvp`` is one product from
+    scratch; every other row is the cost per product of many products at one
+    point (built once, then 10 more products in a ``fori_loop``), as the
+    spectral tools and CG use them. Ratios are medians over rounds of
+    interleaved timings (:func:`interleaved`).
+    """
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -265,38 +273,74 @@ def hvp_cost(hidden=1000, repeats=20):
     }
     p = jax.tree.map(lambda a: a.astype(jnp.float32), p)
 
+    def model(p, x):
+        return jnp.tanh(jnp.tanh(x @ p["w1"]) @ p["w2"]) @ p["w3"]
+
+    def cross_entropy(logits, y):
+        return jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.sum(logits * y, axis=1))
+
     def loss(p):
-        h = jnp.tanh(jnp.tanh(X @ p["w1"]) @ p["w2"])
-        logits = h @ p["w3"]
-        return jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.sum(logits * Y, axis=1))
+        return cross_entropy(model(p, X), Y)
 
-    grad = jax.jit(jax.grad(loss))
-    hvp = jax.jit(lambda p, v: H.hvp(loss, p, v))
-
-    def med(fn):
-        jax.block_until_ready(fn())
-        ts = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            jax.block_until_ready(fn())
-            ts.append(time.perf_counter() - t)
-        return statistics.median(ts)
-
-    def products(count):
-        """``count`` products with one linearisation of grad f (as the spectral tools do)."""
+    def products(build, count):
+        """``count`` products of ``build(p)`` (built once) in one compiled loop."""
 
         def run(p, v):
-            matvec = H.linearized_hvp(loss, p)
+            matvec = build(p)
             return jax.lax.fori_loop(0, count, lambda i, u: matvec(u), v)
 
         return jax.jit(run)
 
-    one, eleven = products(1), products(11)
-    n = sum(a.size for a in jax.tree.leaves(p))
-    g_time, h_time = med(lambda: grad(p)), med(lambda: hvp(p, p))
     v = jax.tree.map(lambda a: a / jnp.linalg.norm(a), p)  # keep repeated products finite
-    lin_time = (med(lambda: eleven(p, v)) - med(lambda: one(p, v))) / 10
-    return n, g_time, h_time, lin_time
+    builders = {
+        "gx linearized_hvp (per product)": lambda p: H.linearized_hvp(loss, p),
+        "gx gauss_newton_product (per product)": lambda p: curvature.gauss_newton_product(
+            model, cross_entropy, p, X, Y
+        ),
+        "gx fisher_product, categorical (per product)": lambda p: curvature.fisher_product(
+            model, p, X
+        ),
+        "gx empirical_fisher_product (per product)": (
+            lambda p: curvature.empirical_fisher_product(model, cross_entropy, p, X, Y)
+        ),
+    }
+    grad, hvp = jax.jit(jax.grad(loss)), jax.jit(lambda p, v: H.hvp(loss, p, v))
+    calls = {"grad": lambda: grad(p), "gx hvp (one product)": lambda: hvp(p, v)}
+    for name, build in builders.items():
+        one, eleven = products(build, 1), products(build, 11)
+        calls[name + " 1"] = lambda one=one: one(p, v)
+        calls[name + " 11"] = lambda eleven=eleven: eleven(p, v)
+    seconds = interleaved(calls, repeats)
+    per_round = {"gx hvp (one product)": seconds["gx hvp (one product)"]}
+    for name in builders:  # (11 products - 1 product) / 10, round by round
+        per_round[name] = (seconds[name + " 11"] - seconds[name + " 1"]) / 10
+    n = sum(a.size for a in jax.tree.leaves(p))
+    grad_s = seconds["grad"]
+    return (
+        n,
+        float(np.median(grad_s)),
+        {
+            name: (float(np.median(t)), float(np.median(t / grad_s)))
+            for name, t in per_round.items()
+        },
+    )
+
+
+def interleaved(calls, repeats):
+    """``{name: (repeats,) seconds}``, each round timing every call once in turn.
+
+    Interleaving keeps the ratios of calls in one round comparable when the
+    machine's load drifts between rounds.
+    """
+    for fn in calls.values():
+        jax.block_until_ready(fn())  # compile and warm up
+    seconds = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn())
+            seconds[name].append(time.perf_counter() - t)
+    return {name: np.asarray(t) for name, t in seconds.items()}
 
 
 def main() -> None:
@@ -304,7 +348,19 @@ def main() -> None:
     parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "results"
     )
+    parser.add_argument(
+        "--products-only",
+        action="store_true",
+        help="only the curvature-product cost rows (skips the spectra)",
+    )
     args = parser.parse_args()
+    rows = [] if args.products_only else spectral_rows()
+    rows.extend(product_cost_rows())
+    write(rows, args.out)
+
+
+def spectral_rows():
+    """Eigenvalue, trace, density and classification rows at the digits MLPs and a power law."""
     rows = []
     for hidden, l2 in ((8, 0.0), (64, 0.0), (64, 1e-4)):
         loss, params = digits_mlp(hidden, l2=l2)
@@ -347,21 +403,27 @@ def main() -> None:
                 )
     op, A = power_law()
     analyse("power-law spectrum 1/i^2", op, np.linalg.eigvalsh(A), rows)
-    n, g_time, h_time, lin_time = hvp_cost()
-    for method, t in (
-        ("gx hvp (one product)", h_time),
-        ("gx linearized_hvp (per product)", lin_time),
-    ):
+    return rows
+
+
+def product_cost_rows():
+    n, g_time, times = product_costs()
+    rows = []
+    for method, (t, ratio) in times.items():
         rows.append(
             dict(
                 problem=f"MLP 64-1000-1000-10 ({n:,} params, float32)",
-                task="HVP cost",
+                task="product cost",
                 method=method,
                 grad_ms=1e3 * g_time,
-                hvp_ms=1e3 * t,
-                ratio=t / g_time,
+                product_ms=1e3 * t,
+                ratio=ratio,
             )
         )
+    return rows
+
+
+def write(rows, out):
     for r in rows:
         print(json.dumps(r))
     machine = f"{platform.machine()}, {jax.devices()[0].device_kind}, jax {jax.__version__}, scipy {scipy.__version__}"
@@ -380,9 +442,9 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        if r["task"] == "HVP cost":
+        if r["task"] == "product cost":
             lines.append(
-                f"| {r['problem']} | | HVP / gradient time | {r['method']} | | {r['ratio']:.2f} ({r['hvp_ms']:.1f} ms / {r['grad_ms']:.1f} ms) | | |"
+                f"| {r['problem']} | | product / gradient time | {r['method']} | | {r['ratio']:.2f} ({r['product_ms']:.1f} ms / {r['grad_ms']:.1f} ms) | | |"
             )
         elif r["task"] == "classification":
             lines.append(
@@ -397,9 +459,9 @@ def main() -> None:
             lines.append(
                 f"| {r['problem']} | {r['n']} | {r['task']} | {r['method']} | {hvps} | {err} | {nerr} | {r.get('says_converged', '')} |"
             )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "hessian.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
-    (args.out / "hessian.md").write_text("\n".join(lines) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "hessian.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    (out / "hessian.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
