@@ -32,7 +32,7 @@ Example:
     [3.0, 3.0]
 """
 
-from gradxform import checkpoint, hessian, hyperparams, schedules, torch_compat, tree
+from gradxform import checkpoint, curvature, hessian, hyperparams, schedules, torch_compat, tree
 from gradxform.base import (
     DivideState,
     EmptyState,
@@ -179,6 +179,7 @@ __all__ = [
     "ema_second_moment",
     "get_hyperparams",
     "checkpoint",
+    "curvature",
     "hessian",
     "hyperparams",
     "identity",

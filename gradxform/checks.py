@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 
-def fail(name: str, what: str, value: Any, error: type[Exception] = ValueError) -> None:
+def fail(name: str, what: str, value: Any, error: type[Exception] = ValueError) -> NoReturn:
     """Raises ``error("<name> must be <what>; got <value!r>")``."""
     raise error(f"{name} must be {what}; got {value!r}")
 
