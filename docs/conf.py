@@ -14,6 +14,7 @@ outputs, never executed here.
 
 from __future__ import annotations
 
+import enum
 import inspect
 import pathlib
 import re
@@ -101,9 +102,15 @@ def _dollar_math_to_role(app, what, name, obj, options, lines):
 
 
 def _skip_tuple_plumbing(app, what, name, obj, skip, options):
-    """Hides NamedTuple field aliases and tuple methods; fields belong in Attributes:."""
+    """Hides what a class's ``Attributes:`` section already documents.
+
+    NamedTuple field aliases and the tuple methods ``count`` and ``index``, and
+    the members of an enum whose docstring lists them under ``Attributes:``.
+    """
     doc = getattr(obj, "__doc__", None) or ""
     if name in ("count", "index") or doc.startswith("Alias for field number"):
+        return True
+    if isinstance(obj, enum.Enum) and re.search(r"^\s*Attributes:", type(obj).__doc__ or "", re.M):
         return True
     return skip
 
