@@ -44,6 +44,7 @@ def mlp_params(seed=0, width=12):
     }
 
 
+@pytest.mark.slow
 def test_hvp_is_the_curvature_layers_and_the_dense_hessian_is_in_ravel_order():
     # one implementation: gx.hessian re-exports curvature's products (tested in test_curvature)
     assert H.hvp is curvature.hvp and H.linearized_hvp is curvature.linearized_hvp
@@ -334,6 +335,7 @@ def test_block_hessian_is_the_submatrix():
         H.restrict(mlp_loss, params, lambda path: False)
 
 
+@pytest.mark.slow
 def test_batch_mean_hvp_is_the_average_of_per_batch_hvps():
     X = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 3))  # 4 batches of 8
 

@@ -63,8 +63,11 @@ def assert_bitwise(a, b):
 # --- checkpoint and resume --------------------------------------------------------------------
 
 
+FAST_RESUME = {"adam", "rmsprop", "adam_scheduled", "apply_if_finite_adam"}
+
+
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=SLOW if n in SECOND_ORDER else ()) for n in sorted(OPTIMIZERS)]
+    "name", [pytest.param(n, marks=() if n in FAST_RESUME else SLOW) for n in sorted(OPTIMIZERS)]
 )
 def test_resume_from_npz_is_bitwise_for_100_steps(name, tmp_path):
     tx = OPTIMIZERS[name]()
@@ -241,11 +244,13 @@ def dtype_run(name, dtype, steps=3):
     return params, state, init_dtypes
 
 
-# the fast loop runs every optimizer in bfloat16 and Adam in every dtype; -m slow the rest
+# the fast loop runs Adam in every dtype and each other moment transform in bfloat16
+FAST_BFLOAT16 = {"sgd_momentum", "sgd_velocity", "adagrad", "rmsprop", "amsgrad", "nadam"}
 DTYPE_ROWS = [
-    pytest.param(name, dtype, marks=() if dtype == "bfloat16" or name == "adam" else SLOW)
+    pytest.param(name, dtype, marks=() if fast else SLOW)
     for name in ELEMENTWISE
     for dtype in DTYPES
+    for fast in [name == "adam" or (name in FAST_BFLOAT16 and dtype == "bfloat16")]
 ]
 
 

@@ -39,6 +39,7 @@ def quadratic(x):
     return 0.5 * x @ (jnp.asarray(A) @ x) - jnp.asarray(B) @ x
 
 
+@pytest.mark.slow
 def test_newton_solves_a_strongly_convex_quadratic_in_one_step():
     sol = gx.minimize(quadratic, jnp.zeros(6), method="newton", tol=1e-10)
     assert sol.success and int(sol.iterations) == 1
@@ -99,6 +100,7 @@ def test_bfgs_update_equals_the_textbook_product_form():
         np.testing.assert_allclose(got, scaled, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_bfgs_initial_scaling_option_solves_and_the_transform_follows_it():
     sol = gx.minimize(quadratic, jnp.ones(6), method="bfgs", tol=1e-9, initial_scaling=True)
     plain = gx.minimize(quadratic, jnp.ones(6), method="bfgs", tol=1e-9)
@@ -220,6 +222,7 @@ def test_newton_leaves_saddles_and_maxima_for_a_true_minimum(start):
     assert float(sol.value) < float(f(jnp.asarray(start)))
 
 
+@pytest.mark.slow
 def test_newton_leaves_a_maximum():
     def f(x):
         return -jnp.sum(x**2) + jnp.sum(x**2) ** 2  # maximum at 0, minima on the sphere |x|^2 = 1/2
@@ -289,6 +292,7 @@ def test_packed_while_loop_equals_lax_while_loop():
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_maxiter_is_a_status_and_history_is_recorded():
     sol = gx.minimize(rosenbrock, jnp.array([-1.2, 1.0]), maxiter=5, history=True)
     assert int(sol.status) == gx.Status.MAXITER and int(sol.iterations) == 5
@@ -350,6 +354,7 @@ def test_float64_accumulation_keeps_float32_params_and_solves():
         gx.minimize(rosenbrock, x0, method="bfgs", float64_accumulation=True)
 
 
+@pytest.mark.slow
 def test_first_overshoot_is_interpolated_not_halved():
     # a quadratic along the line, the first trial 50x past the minimizer t* = 1:
     # the cubic through (0, f0, f0') and the overshoot is the quadratic itself
@@ -425,6 +430,7 @@ def test_linesearch_transform_needs_value_fn():
         opt.update(params, opt.init(params), params)
 
 
+@pytest.mark.slow
 def test_newton_cg_step_meets_the_truncation_rule():
     """Truncated CG stops once |A d + g| <= min(0.5, sqrt|g|) |g| (N&W Alg. 7.1)."""
     for x in (jnp.zeros(6), jnp.asarray(np.linalg.solve(A, B)) + 1e-3):

@@ -95,6 +95,7 @@ def assert_same_steps(method, problem):
     np.testing.assert_allclose(xs[k], sol.params, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_lbfgs_transform_takes_minimizes_steps_on_rosenbrock():
     assert_same_steps("lbfgs", "rosenbrock")
 
