@@ -60,6 +60,9 @@ autodoc_typehints_format = "short"
 autodoc_type_aliases = {
     "Schedule": "gradxform.Schedule",
     "ScalarOrSchedule": "gradxform.ScalarOrSchedule",
+    "Hyperparam": "gradxform.Hyperparam",
+    "DTypeLike": "jax.typing.DTypeLike",
+    "ArrayLike": "jax.typing.ArrayLike",
 }
 autodoc_preserve_defaults = True
 autodoc_inherit_docstrings = False
