@@ -5,10 +5,8 @@ copy per scalar, each dispatched by the runtime, through its thread pool when
 the loop also carries a buffer over 512 bytes); solver loops carry a dozen or
 more scalars (step sizes, bracket ends, counters, flags). Stacked per dtype,
 they are one buffer each to carry and copy, and XLA fuses many of their
-updates into the stacking kernel. Measured on the 2-core development CPU,
-``minimize`` with packed loops against the same code with plain ones: 1-37%
-faster per solve on the n=100 problems of ``benchmarks/second_order.py``,
-identical iterates. Same semantics as :func:`jax.lax.while_loop`.
+updates into the stacking kernel (the measured effect is in the user guide's
+second-order performance notes). Same semantics as :func:`jax.lax.while_loop`.
 """
 
 from __future__ import annotations
