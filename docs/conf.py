@@ -18,6 +18,7 @@ import enum
 import inspect
 import pathlib
 import re
+import shutil
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -49,6 +50,9 @@ templates_path = ["_templates"]
 exclude_patterns = ["_build", "**/.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 
 # --- API reference ------------------------------------------------------------------
+# The stubs are rewritten from the API pages at every build; clearing them first
+# means a name that left the API leaves no orphan page behind.
+shutil.rmtree(pathlib.Path(__file__).parent / "api" / "generated", ignore_errors=True)
 autosummary_generate = True
 autosummary_generate_overwrite = True
 autosummary_imported_members = True
