@@ -368,22 +368,15 @@ def cosine_decay(
 ) -> Schedule:
     r"""Cosine decay from ``init_value`` to the floor ``alpha * init_value``.
 
-    .. math::
-
-        v(t) = v_0 \left((1 - \alpha)\, c(t)^p + \alpha\right), \qquad
-        c(t) = \frac{1 + \cos(\pi t / T)}{2},
-
-    which is :math:`\tfrac12 v_0 (1 + \cos(\pi t / T))` for :math:`\alpha = 0`
-    and :math:`p = 1`.
-
-    Without restarts :math:`t = \min(\text{count}, T)`: the value stays at the
-    floor after ``decay_steps`` (optax's ``cosine_decay_schedule``; torch's
-    ``CosineAnnealingLR(T_max, eta_min)`` for ``count <= T_max`` with
-    ``alpha = eta_min / lr``). With ``warm_restarts`` the decay starts again
-    from ``init_value`` after each period, the ``i``-th period lasting
-    :math:`T m^i` steps (SGDR; torch's
-    ``CosineAnnealingWarmRestarts(T_0, T_mult, eta_min)``). Step 0 uses
-    ``init_value``.
+    :math:`v(t) = v_0 ((1 - \alpha)\, c(t)^p + \alpha)` with
+    :math:`c(t) = (1 + \cos(\pi t / T)) / 2`: :math:`\tfrac12 v_0 (1 + \cos(\pi t / T))`
+    for :math:`\alpha = 0, p = 1`. Without restarts :math:`t = \min(\text{count}, T)`:
+    the value stays at the floor after ``decay_steps`` (optax's
+    ``cosine_decay_schedule``; torch's ``CosineAnnealingLR(T_max, eta_min)`` for
+    ``count <= T_max`` with ``alpha = eta_min / lr``). With ``warm_restarts`` the
+    decay starts again from ``init_value`` after each period, the ``i``-th lasting
+    :math:`T m^i` steps (SGDR; torch's ``CosineAnnealingWarmRestarts(T_0, T_mult,
+    eta_min)``). Step 0 uses ``init_value``.
 
     Args:
         init_value: :math:`v_0`.
