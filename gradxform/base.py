@@ -108,6 +108,13 @@ def identity() -> GradientTransformationExtraArgs:
 
     Returns:
         A ``GradientTransformationExtraArgs`` whose state is ``EmptyState()``.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.identity()
+        >>> updates, state = tx.update(jnp.array([1.0, -2.0]), tx.init(jnp.zeros(2)))
+        >>> updates.tolist(), state
+        ([1.0, -2.0], EmptyState())
     """
 
     def init_fn(params):

@@ -50,6 +50,12 @@ def real_dtype(dtype) -> np.dtype:
     Returns:
         The dtype of the real part for inexact dtypes (``float32`` for
         ``complex64``, the dtype itself for real floats); other dtypes unchanged.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> tree.real_dtype(jnp.complex64)
+        dtype('float32')
     """
     return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.inexact) else np.dtype(dtype)
 
@@ -62,6 +68,12 @@ def squared_magnitude(x: jax.Array) -> jax.Array:
 
     Returns:
         ``x * x`` for real ``x``; ``(conj(x) * x).real`` for complex ``x``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> tree.squared_magnitude(jnp.array([3 + 4j])).tolist()
+        [25.0]
     """
     if jnp.iscomplexobj(x):
         return (x.conj() * x).real
@@ -81,6 +93,12 @@ def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
 
     Returns:
         ``num / den`` with zeros where ``den == 0``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> tree.safe_divide(jnp.array([1.0, 2.0]), jnp.array([2.0, 0.0])).tolist()
+        [0.5, 0.0]
     """
     return num / jnp.where(den == 0, jnp.asarray(jnp.inf, den.dtype), den)
 
@@ -96,6 +114,12 @@ def zeros_like(params: Any, dtype=None, real: bool = False) -> Any:
 
     Returns:
         A pytree of zeros with the structure, shapes and sharding of ``params``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> tree.zeros_like({"z": jnp.ones(2, jnp.complex64)}, real=True)["z"].dtype
+        dtype('float32')
     """
     return full_like(params, 0, dtype=dtype, real=real)
 
@@ -114,6 +138,12 @@ def full_like(params: Any, value, dtype=None, real: bool = False) -> Any:
 
     Returns:
         A pytree shaped like ``params`` filled with ``value``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> tree.full_like({"w": jnp.ones(2)}, 0.5)["w"].tolist()
+        [0.5, 0.5]
     """
 
     def leaf(p):
@@ -136,6 +166,12 @@ def cast(tree: Any, like: Any) -> Any:
 
     Returns:
         ``tree`` with every leaf cast to its counterpart's dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> tree.cast({"w": jnp.ones(2)}, {"w": jnp.zeros(2, jnp.bfloat16)})["w"].dtype
+        dtype(bfloat16)
     """
     return jax.tree.map(lambda x, y: x.astype(y.dtype), tree, like)
 
@@ -149,6 +185,13 @@ def scale(factor: jax.Array, tree: Any) -> Any:
 
     Returns:
         The pytree ``factor * tree``; each leaf keeps its dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> z = tree.scale(jnp.asarray(2.0), {"z": jnp.array([1 + 1j], jnp.complex64)})["z"]
+        >>> z.dtype, z.tolist()
+        (dtype('complex64'), [(2+2j)])
     """
     return jax.tree.map(lambda x: x * factor.astype(real_dtype(x.dtype)), tree)
 
@@ -162,6 +205,12 @@ def add(a: Any, b: Any) -> Any:
 
     Returns:
         The leaf-wise sum.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> tree.add({"w": jnp.ones(2)}, {"w": jnp.ones(2)})["w"].tolist()
+        [2.0, 2.0]
     """
     return jax.tree.map(jnp.add, a, b)
 
@@ -181,6 +230,14 @@ def ema(decay: jax.Array, complement: jax.Array, moment: Any, sample: Any) -> An
 
     Returns:
         ``complement * sample + decay * moment``, each leaf in its moment's dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> m = {"w": jnp.array([1.0], jnp.bfloat16)}
+        >>> new = tree.ema(jnp.asarray(0.75), jnp.asarray(0.25), m, {"w": jnp.array([3.0])})
+        >>> new["w"].dtype, new["w"].tolist()
+        (dtype(bfloat16), [1.5])
     """
 
     def leaf(m, x):
@@ -198,6 +255,12 @@ def global_norm(tree: Any) -> jax.Array:
 
     Returns:
         A scalar array; 0 for a tree with no leaves.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> float(tree.global_norm({"a": jnp.array([3.0]), "b": jnp.array([4.0])}))
+        5.0
     """
     leaves = jax.tree.leaves(tree)
     if not leaves:
@@ -234,6 +297,14 @@ def check_structure(
         ValueError: naming the first differing path, or the first leaf whose
             shape differs.
         TypeError: naming the first leaf of ``other`` that is not an array.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> x = jnp.ones(2)
+        >>> tree.check_structure({"w": x}, {"v": x}, "params", "updates")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: updates and params have different tree structures: leaf 0 is at ['v'] ...
     """
     ref_def = jax.tree.structure(reference)
     other_def = jax.tree.structure(other)
@@ -318,6 +389,13 @@ def check_real_floating(tree: Any, name: str) -> None:
         ValueError: if ``tree`` has no leaves.
         TypeError: naming the path of the first leaf whose dtype is not a real
             floating-point dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> tree.check_real_floating({"w": jnp.ones(2, jnp.int32)}, "x0")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        TypeError: x0 must hold real floating-point arrays; the leaf at ['w'] has dtype int32 ...
     """
     leaves = jax.tree.leaves(tree)
     if not leaves:
