@@ -74,6 +74,7 @@ from gradxform.second_order.transforms import (
 )
 from gradxform.second_order.linesearch import (
     ScaleByLinesearchState,
+    ZoomLinesearch,
     scale_by_backtracking_linesearch,
     scale_by_zoom_linesearch,
 )
@@ -128,6 +129,7 @@ __all__ = [
     "History",
     "ScaleByLinesearchState",
     "SecondOrderState",
+    "ZoomLinesearch",
     "Solution",
     "Status",
     "bfgs",

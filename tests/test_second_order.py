@@ -13,7 +13,7 @@ import scipy.optimize
 import gradxform as gx
 from gradxform.second_order import directions as dirs
 from gradxform.second_order._packed import packed_while_loop
-from gradxform.second_order.linesearch import zoom_search
+from gradxform.second_order.linesearch import Point, zoom_search
 from tests import references
 
 METHODS = ["lbfgs", "bfgs", "newton", "newton-cg"]
@@ -128,7 +128,7 @@ def test_zoom_search_meets_strong_wolfe_on_a_hard_1d_function():
     f0, g0 = vg(x)
     d = -g0
     for c2 in (0.9, 0.1, 0.01):
-        res = zoom_search(vg, x, d, f0, g0, c1=1e-4, c2=c2, max_steps=40)
+        res = zoom_search(vg, Point(x, f0, g0), d, c1=1e-4, c2=c2, max_steps=40)
         assert bool(res.wolfe)
         ft, gt = vg(x + res.step * d)
         assert ft <= f0 + 1e-4 * res.step * (g0 @ d)
@@ -136,7 +136,10 @@ def test_zoom_search_meets_strong_wolfe_on_a_hard_1d_function():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("alias", ["lbfgs", "bfgs", "newton", "newton_cg"])
+@pytest.mark.parametrize(
+    "alias",
+    ["lbfgs", *(pytest.param(a, marks=pytest.mark.slow) for a in ("bfgs", "newton", "newton_cg"))],
+)
 def test_training_loop_alias_takes_strong_wolfe_steps_and_converges(alias):
     opt = getattr(gx, alias)()
     params = {"a": jnp.array([-1.2, 1.0]), "b": jnp.array([-1.2, 1.0])}
@@ -366,10 +369,8 @@ def test_first_overshoot_is_interpolated_not_halved():
     for interpolate, most in ((True, 2), (False, 10)):
         ls = zoom_search(
             value_and_grad,
-            x,
+            Point(x, f0, g0),
             d,
-            f0,
-            g0,
             initial_step=50.0,
             interpolate_first_overshoot=interpolate,
         )
@@ -377,7 +378,7 @@ def test_first_overshoot_is_interpolated_not_halved():
         if interpolate:
             np.testing.assert_allclose(ls.step, 1.0, rtol=1e-12)
             assert int(ls.num_evals) < int(
-                zoom_search(value_and_grad, x, d, f0, g0, initial_step=50.0).num_evals
+                zoom_search(value_and_grad, Point(x, f0, g0), d, initial_step=50.0).num_evals
             )
 
 
@@ -405,11 +406,20 @@ def test_first_overshoot_is_interpolated_not_halved():
             "max_linesearch_steps must be",
         ),
         (lambda: gx.scale_by_zoom_linesearch(c1=0.5, c2=0.4), ValueError, "c2 must be"),
-        (lambda: gx.lbfgs(c1=1.5), ValueError, "c1 must be"),
+        (lambda: gx.lbfgs(linesearch=gx.ZoomLinesearch(c1=1.5)), ValueError, "c1 must be"),
+        (lambda: gx.newton(linesearch="zoom"), TypeError, "linesearch must be a gx.ZoomLinesearch"),
         (lambda: gx.bfgs(initial_scaling=1), TypeError, "initial_scaling must be True or False"),
-        (lambda: gx.newton(max_linesearch_steps=True), TypeError, "max_linesearch_steps"),
+        (
+            lambda: gx.newton(linesearch=gx.ZoomLinesearch(max_steps=True)),
+            TypeError,
+            "max_steps must be an integer",
+        ),
         (lambda: gx.newton_cg(0), ValueError, "max_cg_steps must be"),
-        (lambda: gx.lbfgs(initial_step=0.0), ValueError, "initial_step must be"),
+        (
+            lambda: gx.bfgs(linesearch=gx.ZoomLinesearch(initial_step=0.0)),
+            ValueError,
+            "initial_step must be",
+        ),
         (
             lambda: gx.scale_by_backtracking_linesearch(decrease_factor=1.0),
             ValueError,

@@ -7,13 +7,16 @@ Each alias needs the objective in ``update``::
     params = gx.apply_updates(params, updates)
 
 and takes the steps :func:`gradxform.minimize` takes with the same method (both
-run :func:`gradxform.second_order.iteration.step`). For a whole solve in one
-jitted loop use :func:`gradxform.minimize`.
+run :func:`gradxform.second_order.iteration.step`). The search's ``c1``,
+``c2`` and ``initial_step`` (see :class:`~gradxform.ZoomLinesearch`) are
+hyperparameters in the state. For a whole solve in one jitted loop use
+:func:`gradxform.minimize`.
 """
 
 from __future__ import annotations
 
 from gradxform.base import GradientTransformationExtraArgs, chain
+from gradxform.second_order.linesearch import ZoomLinesearch
 from gradxform.second_order.transforms import (
     scale_by_bfgs,
     scale_by_lbfgs,
@@ -26,12 +29,7 @@ __all__ = ["bfgs", "lbfgs", "newton", "newton_cg"]
 
 
 def lbfgs(
-    memory_size: int = 10,
-    *,
-    c1: float = 1e-4,
-    c2: float = 0.9,
-    initial_step: float = 1.0,
-    max_linesearch_steps: int = 30,
+    memory_size: int = 10, *, linesearch: ZoomLinesearch | None = None
 ) -> GradientTransformationExtraArgs:
     """L-BFGS: ``x <- x + t d``, ``d = -H g``, ``t`` meeting the strong Wolfe conditions.
 
@@ -41,50 +39,36 @@ def lbfgs(
     the memory is empty, else 1; a search that finds no decrease empties the
     memory, so the next update retries from steepest descent.
 
-    Composition: ``chain(scale_by_lbfgs(memory_size, ...), scale_by_learning_rate(1.0))``.
+    Composition: ``chain(scale_by_lbfgs(memory_size, linesearch=linesearch),
+    scale_by_learning_rate(1.0))``.
 
     Args:
         memory_size: the number of pairs kept (>= 1).
-        c1: sufficient-decrease constant of the line search (a hyperparameter).
-        c2: curvature constant, ``c1 < c2 < 1`` (a hyperparameter).
-        initial_step: the first trial step once the memory is filled (a hyperparameter).
-        max_linesearch_steps: the most evaluations per line search.
+        linesearch: the search's constants (default ``ZoomLinesearch()``:
+            ``c1=1e-4``, ``c2=0.9``, ``initial_step=1``, ``max_steps=30``).
 
     Returns:
         The optimizer. ``update`` needs ``params`` and the extra argument
         ``value_fn``; ``value`` is computed if omitted.
 
     Example:
-        >>> import jax, jax.numpy as jnp, gradxform as gx
-        >>> f = lambda x: jnp.sum((x - 1.0) ** 2) + jnp.sum(x**4)
-        >>> opt, x = gx.lbfgs(), jnp.zeros(3)
+        >>> import jax.numpy as jnp, gradxform as gx, optax
+        >>> f = lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2  # Rosenbrock
+        >>> opt, x = gx.lbfgs(), jnp.array([-1.2, 1.0])
         >>> state = opt.init(x)
-        >>> for _ in range(10):
-        ...     value, grad = jax.value_and_grad(f)(x)
+        >>> value_and_grad = optax.value_and_grad_from_state(f)  # reuses the search's last point
+        >>> for _ in range(40):
+        ...     value, grad = value_and_grad(x, state=state)
         ...     updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
         ...     x = gx.apply_updates(x, updates)
         >>> [round(float(v), 4) for v in x]
-        [0.5898, 0.5898, 0.5898]
+        [1.0, 1.0]
     """
-    return chain(
-        scale_by_lbfgs(
-            memory_size,
-            c1=c1,
-            c2=c2,
-            initial_step=initial_step,
-            max_linesearch_steps=max_linesearch_steps,
-        ),
-        scale_by_learning_rate(1.0),
-    )
+    return chain(scale_by_lbfgs(memory_size, linesearch=linesearch), scale_by_learning_rate(1.0))
 
 
 def bfgs(
-    *,
-    initial_scaling: bool = False,
-    c1: float = 1e-4,
-    c2: float = 0.9,
-    initial_step: float = 1.0,
-    max_linesearch_steps: int = 30,
+    *, initial_scaling: bool = False, linesearch: ZoomLinesearch | None = None
 ) -> GradientTransformationExtraArgs:
     """BFGS: ``x <- x + t d``, ``d = -H g``, ``H`` the dense inverse Hessian updated in O(n^2).
 
@@ -95,49 +79,38 @@ def bfgs(
     then ``min(1, 1.01 * 2 (f_prev - f) / -g.d)`` (scipy's guess); a search
     that finds no decrease resets ``H``.
 
-    Composition: ``chain(scale_by_bfgs(...), scale_by_learning_rate(1.0))``.
+    Composition: ``chain(scale_by_bfgs(initial_scaling=..., linesearch=...),
+    scale_by_learning_rate(1.0))``.
 
     Args:
         initial_scaling: rescale ``H_0`` at the first update (N&W eq. 6.20).
-        c1: sufficient-decrease constant of the line search (a hyperparameter).
-        c2: curvature constant, ``c1 < c2 < 1`` (a hyperparameter).
-        initial_step: the first trial step once ``H`` is updated (a hyperparameter).
-        max_linesearch_steps: the most evaluations per line search.
+        linesearch: the search's constants (default ``ZoomLinesearch()``).
 
     Returns:
         The optimizer (real params only); ``update`` as for :func:`lbfgs`.
 
     Example:
         >>> import jax, jax.numpy as jnp, gradxform as gx
-        >>> f = lambda x: jnp.sum((x - 1.0) ** 2) + jnp.sum(x**4)
-        >>> opt, x = gx.bfgs(), jnp.zeros(3)
-        >>> state = opt.init(x)
-        >>> for _ in range(10):
+        >>> A = jnp.array([[3.0, 1.0], [1.0, 2.0]])
+        >>> f = lambda x: 0.5 * x @ A @ x - x.sum()
+        >>> opt = gx.bfgs()
+        >>> @jax.jit
+        ... def step(x, state):
         ...     value, grad = jax.value_and_grad(f)(x)
         ...     updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
-        ...     x = gx.apply_updates(x, updates)
-        >>> [round(float(v), 4) for v in x]
-        [0.5898, 0.5898, 0.5898]
+        ...     return gx.apply_updates(x, updates), state
+        >>> x = jnp.zeros(2)
+        >>> state = opt.init(x)
+        >>> for _ in range(5):
+        ...     x, state = step(x, state)
+        >>> [round(float(v), 4) for v in x]  # A^-1 (1, 1)
+        [0.2, 0.4]
     """
-    return chain(
-        scale_by_bfgs(
-            initial_scaling=initial_scaling,
-            c1=c1,
-            c2=c2,
-            initial_step=initial_step,
-            max_linesearch_steps=max_linesearch_steps,
-        ),
-        scale_by_learning_rate(1.0),
-    )
+    transform = scale_by_bfgs(initial_scaling=initial_scaling, linesearch=linesearch)
+    return chain(transform, scale_by_learning_rate(1.0))
 
 
-def newton(
-    *,
-    c1: float = 1e-4,
-    c2: float = 0.9,
-    initial_step: float = 1.0,
-    max_linesearch_steps: int = 30,
-) -> GradientTransformationExtraArgs:
+def newton(*, linesearch: ZoomLinesearch | None = None) -> GradientTransformationExtraArgs:
     """Newton's method: ``x <- x + t d``, ``d = -H^-1 g`` with the exact Hessian.
 
     Where ``H`` is not safely positive definite,
@@ -145,46 +118,35 @@ def newton(
     negative ``lam_min`` signed downhill, so saddles and maxima are left
     (:func:`~gradxform.second_order.directions.newton_direction`). ``H`` is
     the dense forward-over-reverse Hessian of ``value_fn`` over the flattened
-    params, O(n) gradient evaluations and an O(n^3) factorisation per update.
+    params: O(n) gradient evaluations and an O(n^3) factorisation per update.
 
-    Composition: ``chain(scale_by_newton(...), scale_by_learning_rate(1.0))``.
+    Composition: ``chain(scale_by_newton(linesearch=linesearch), scale_by_learning_rate(1.0))``.
 
     Args:
-        c1: sufficient-decrease constant of the line search (a hyperparameter).
-        c2: curvature constant, ``c1 < c2 < 1`` (a hyperparameter).
-        initial_step: the first trial step (a hyperparameter).
-        max_linesearch_steps: the most evaluations per line search.
+        linesearch: the search's constants (default ``ZoomLinesearch()``).
 
     Returns:
         The optimizer (real params only); ``update`` as for :func:`lbfgs`.
 
     Example:
         >>> import jax, jax.numpy as jnp, gradxform as gx
-        >>> f = lambda x: jnp.sum((x - 1.0) ** 2) + jnp.sum(x**4)
-        >>> opt, x = gx.newton(), jnp.zeros(3)
-        >>> state = opt.init(x)
-        >>> for _ in range(6):
-        ...     value, grad = jax.value_and_grad(f)(x)
-        ...     updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
-        ...     x = gx.apply_updates(x, updates)
-        >>> [round(float(v), 4) for v in x]
-        [0.5898, 0.5898, 0.5898]
+        >>> loss = lambda p: jnp.sum((p["w"] - 2.0) ** 4) + (p["b"] + 1.0) ** 2
+        >>> opt, params = gx.newton(), {"w": jnp.zeros(2), "b": jnp.array(0.0)}
+        >>> state = opt.init(params)
+        >>> for _ in range(12):
+        ...     value, grad = jax.value_and_grad(loss)(params)
+        ...     updates, state = opt.update(
+        ...         grad, state, params, value=value, grad=grad, value_fn=loss
+        ...     )
+        ...     params = gx.apply_updates(params, updates)
+        >>> round(float(params["b"]), 4), [round(float(v), 2) for v in params["w"]]
+        (-1.0, [1.98, 1.98])
     """
-    return chain(
-        scale_by_newton(
-            c1=c1, c2=c2, initial_step=initial_step, max_linesearch_steps=max_linesearch_steps
-        ),
-        scale_by_learning_rate(1.0),
-    )
+    return chain(scale_by_newton(linesearch=linesearch), scale_by_learning_rate(1.0))
 
 
 def newton_cg(
-    max_cg_steps: int = 50,
-    *,
-    c1: float = 1e-4,
-    c2: float = 0.9,
-    initial_step: float = 1.0,
-    max_linesearch_steps: int = 30,
+    max_cg_steps: int = 50, *, linesearch: ZoomLinesearch | None = None
 ) -> GradientTransformationExtraArgs:
     """Newton-CG: ``x <- x + t d``, ``d`` from truncated CG on ``H d = -g``.
 
@@ -192,37 +154,36 @@ def newton_cg(
     ``max_cg_steps`` Hessian-vector products, or at negative curvature
     (N&W Alg. 7.1); no Hessian is formed.
 
-    Composition: ``chain(scale_by_newton_cg(max_cg_steps, ...), scale_by_learning_rate(1.0))``.
+    Composition: ``chain(scale_by_newton_cg(max_cg_steps, linesearch=linesearch),
+    scale_by_learning_rate(1.0))``.
 
     Args:
         max_cg_steps: the most CG steps per update (>= 1).
-        c1: sufficient-decrease constant of the line search (a hyperparameter).
-        c2: curvature constant, ``c1 < c2 < 1`` (a hyperparameter).
-        initial_step: the first trial step (a hyperparameter).
-        max_linesearch_steps: the most evaluations per line search.
+        linesearch: the search's constants (default ``ZoomLinesearch()``).
 
     Returns:
         The optimizer (real params only); ``update`` as for :func:`lbfgs`.
 
     Example:
+        Extra arguments of ``update`` that ``value_fn`` names (a data batch)
+        reach it at every trial point:
+
         >>> import jax, jax.numpy as jnp, gradxform as gx
-        >>> f = lambda x: jnp.sum((x - 1.0) ** 2) + jnp.sum(x**4)
-        >>> opt, x = gx.newton_cg(), jnp.zeros(3)
-        >>> state = opt.init(x)
+        >>> def mse(w, batch):
+        ...     inputs, targets = batch
+        ...     return jnp.mean((inputs @ w - targets) ** 2)
+        >>> inputs = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> batch = (inputs, inputs @ jnp.array([2.0, -1.0]))
+        >>> opt, w = gx.newton_cg(), jnp.zeros(2)
+        >>> state = opt.init(w)
         >>> for _ in range(6):
-        ...     value, grad = jax.value_and_grad(f)(x)
-        ...     updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
-        ...     x = gx.apply_updates(x, updates)
-        >>> [round(float(v), 4) for v in x]
-        [0.5898, 0.5898, 0.5898]
+        ...     value, grad = jax.value_and_grad(mse)(w, batch)
+        ...     updates, state = opt.update(
+        ...         grad, state, w, value=value, grad=grad, value_fn=mse, batch=batch
+        ...     )
+        ...     w = gx.apply_updates(w, updates)
+        >>> [round(float(v), 4) for v in w]
+        [2.0, -1.0]
     """
-    return chain(
-        scale_by_newton_cg(
-            max_cg_steps,
-            c1=c1,
-            c2=c2,
-            initial_step=initial_step,
-            max_linesearch_steps=max_linesearch_steps,
-        ),
-        scale_by_learning_rate(1.0),
-    )
+    transform = scale_by_newton_cg(max_cg_steps, linesearch=linesearch)
+    return chain(transform, scale_by_learning_rate(1.0))

@@ -17,48 +17,18 @@ import jax
 import jax.numpy as jnp
 
 from gradxform.second_order import _tree
-from gradxform.second_order.linesearch import zoom_search
+from gradxform.second_order.linesearch import Point, ZoomLinesearch, zoom_search
 from gradxform.second_order.methods import FirstStep, Method
 
-__all__ = ["Point", "SearchSettings", "Step", "step"]
-
-
-class Point(NamedTuple):
-    """An iterate.
-
-    Attributes:
-        x: the parameters (a pytree).
-        value: ``f(x)``, in the real dtype of the iteration's scalars.
-        grad: the gradient at ``x`` as a vector of the params' space (for
-            complex leaves the conjugate of ``jax.grad``'s).
-    """
-
-    x: Any
-    value: jax.Array
-    grad: Any
-
-
-class SearchSettings(NamedTuple):
-    """The line search's constants (numbers, or traced hyperparameters).
-
-    Attributes:
-        c1: sufficient-decrease constant.
-        c2: curvature constant.
-        initial_step: the first trial step before the method's rule adjusts it.
-        max_steps: the most evaluations per search (a Python int).
-    """
-
-    c1: Any
-    c2: Any
-    initial_step: Any
-    max_steps: int
+__all__ = ["Step", "step"]
 
 
 class Step(NamedTuple):
     """What one iteration did.
 
     Attributes:
-        point: the new iterate (the old one where the search failed).
+        point: the new :class:`~gradxform.second_order.linesearch.Point` (the
+            old one where the search failed).
         model: the curvature model after the step (updated, kept or reset).
         previous_value: ``f`` at the iterate before ``point`` (for the next
             first-step rule).
@@ -103,7 +73,7 @@ def step(
     previous_value: jax.Array,
     model: Any,
     direction: Any,
-    search: SearchSettings,
+    search: ZoomLinesearch,
     model_dtype=None,
 ) -> Step:
     """One iteration of ``method`` from ``point`` along the method's ``direction``.
@@ -115,7 +85,7 @@ def step(
         previous_value: ``f`` at the iterate before it (inf at the start).
         model: the method's curvature model at ``point``.
         direction: ``method.direction(model, f, x, g).direction``.
-        search: the line search's constants.
+        search: the line search's constants (numbers, or traced hyperparameters).
         model_dtype: the model's dtype where it is wider than the params'
             (``minimize``'s float64 accumulation), else None.
 
@@ -137,10 +107,8 @@ def step(
     t0, interpolate = method.first_step(context)
     ls = zoom_search(
         value_and_grad,
-        point.x,
+        point,
         d,
-        point.value,
-        point.grad,
         initial_step=jnp.asarray(t0).astype(dtype),
         c1=search.c1,
         c2=search.c2,

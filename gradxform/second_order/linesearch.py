@@ -32,12 +32,49 @@ from gradxform.second_order._packed import packed_while_loop
 
 __all__ = [
     "LineSearchResult",
+    "Point",
     "ScaleByLinesearchState",
+    "ZoomLinesearch",
     "backtracking_search",
     "scale_by_backtracking_linesearch",
     "scale_by_zoom_linesearch",
     "zoom_search",
 ]
+
+
+class Point(NamedTuple):
+    """A point of the objective, as a search starts from it.
+
+    Attributes:
+        x: the parameters (a pytree).
+        value: ``f(x)``.
+        grad: the gradient at ``x``, shaped like ``x`` (for complex leaves the
+            conjugate of ``jax.grad``'s, so ``f(x + t d) ~ f(x) + t Re<grad, d>``).
+    """
+
+    x: Any
+    value: jax.Array
+    grad: Any
+
+
+class ZoomLinesearch(NamedTuple):
+    """The strong-Wolfe search a second-order method runs (:func:`zoom_search`).
+
+    Passed as ``linesearch=`` to :func:`gradxform.lbfgs` and the other
+    second-order optimizers; ``c1``, ``c2`` and ``initial_step`` become
+    hyperparameters in the transform's state (``gx.set_hyperparams``).
+
+    Attributes:
+        c1: sufficient-decrease constant, ``0 < c1 < c2``.
+        c2: curvature constant, ``c2 < 1``.
+        initial_step: the first trial step before the method's first-step rule.
+        max_steps: the most evaluations per search (>= 1).
+    """
+
+    c1: Any = 1e-4
+    c2: Any = 0.9
+    initial_step: Any = 1.0
+    max_steps: int = 30
 
 
 class LineSearchResult(NamedTuple):
@@ -132,16 +169,43 @@ class _Zoom(NamedTuple):
 
 
 class _Line(NamedTuple):
-    """The fixed data of one zoom search."""
+    """The fixed data of one search along ``d`` from ``x``."""
 
-    phi: Any  # t -> (f, phi'(t), grad)
+    phi: Any  # t -> (f(x + t d), phi'(t) = Re<grad f(x + t d), d>, grad f(x + t d))
+    dtype: Any  # of step sizes, values and slopes
     value: jax.Array
+    grad: Any
     slope: jax.Array
     c1: jax.Array
     c2: jax.Array
     noise: jax.Array  # f's rounding error at x: below it a decrease cannot be decided
     max_step_size: Any
     interpolate_first_overshoot: Any
+
+
+def _line(value_and_grad, start: Point, direction: Any, c1, c2=0.0, **options) -> _Line:
+    """``phi`` and the constants of a search, all scalars in the iteration's real dtype."""
+    x = start.x
+    dtype = _tree.scalar_dtype(x)
+    value = jnp.asarray(start.value).astype(dtype)
+    grad = _tree.cast(start.grad, x)
+
+    def phi(t):
+        f, g = value_and_grad(_tree.axpy(t, direction, x))
+        return jnp.asarray(f).astype(dtype), _tree.inner(g, direction, dtype), _tree.cast(g, x)
+
+    return _Line(
+        phi=phi,
+        dtype=dtype,
+        value=value,
+        grad=grad,
+        slope=_tree.inner(grad, direction, dtype),
+        c1=jnp.asarray(c1, dtype),
+        c2=jnp.asarray(c2, dtype),
+        noise=jnp.maximum(1e-6, jnp.sqrt(jnp.finfo(dtype).eps)) * jnp.abs(value),
+        max_step_size=options.get("max_step_size", jnp.inf),
+        interpolate_first_overshoot=options.get("interpolate_first_overshoot", False),
+    )
 
 
 def _evaluate(line: _Line, t) -> _Trial:
@@ -215,12 +279,30 @@ def _zoom_body(line: _Line, s: _Zoom) -> _Zoom:
     )
 
 
+def _first_trial(line: _Line, initial_step) -> _Zoom:
+    """The carry before the first trial: the bracket is the point ``t = 0``."""
+    zero = jnp.zeros([], line.dtype)
+    return _Zoom(
+        i=jnp.zeros([], jnp.int32),
+        zooming=jnp.array(False),
+        done=jnp.array(False),
+        t=jnp.asarray(initial_step).astype(line.dtype),
+        t_prev=zero,
+        f_prev=line.value,
+        d_prev=line.slope,
+        g_prev=line.grad,
+        bracket=_Bracket(zero, line.value, line.slope, line.grad, zero, line.value, line.slope),
+        best_t=zero,
+        best_f=line.value,
+        best_g=line.grad,
+        wolfe=jnp.array(False),
+    )
+
+
 def zoom_search(
     value_and_grad,
-    x: Any,
+    start: Point,
     direction: Any,
-    value: jax.Array,
-    grad: Any,
     *,
     initial_step=1.0,
     c1=1e-4,
@@ -232,81 +314,50 @@ def zoom_search(
     """Strong-Wolfe line search: bracketing (N&W Alg. 3.5), then zoom (Alg. 3.6).
 
     Finds ``t`` with ``f(x + t d) <= f(x) + c1 t <g, d>`` and
-    ``|<grad f(x + t d), d>| <= c2 |<g, d>|``. Trial steps inside a bracket
-    come from safeguarded cubic interpolation; bracketing grows the step
-    tenfold. A non-finite value or derivative counts as "too far". After
-    ``max_steps`` evaluations without a Wolfe point the best decreasing point
-    is returned with ``wolfe=False``. Where the decrease Armijo asks for,
-    ``c1 t |<g, d>|``, is below ``max(1e-6, sqrt(eps)) |f(x)|`` (optax and
-    Hager & Zhang use 1e-6; float32 objectives are often noisier), a step
+    ``|<grad f(x + t d), d>| <= c2 |<g, d>|``. Trials inside a bracket come
+    from safeguarded cubic interpolation; bracketing grows the step tenfold; a
+    non-finite value or slope counts as "too far". After ``max_steps``
+    evaluations without a Wolfe point the best decreasing point is returned
+    (``wolfe=False``). Where the decrease Armijo asks for, ``c1 t |<g, d>|``,
+    is below ``max(1e-6, sqrt(eps)) |f(x)|`` (f's rounding error), a step
     meeting the curvature condition with ``f`` within that error of ``f(x)``
-    is accepted too (in the spirit of Hager & Zhang's approximate Wolfe
-    conditions), so solves can reach tight gradient tolerances.
+    is accepted (as Hager & Zhang's approximate Wolfe conditions).
 
     Args:
         value_and_grad: ``x -> (f(x), gradient)`` on pytrees shaped like ``x``;
             for complex leaves the gradient is the conjugate of ``jax.grad``'s.
-        x: the start, a pytree of arrays.
-        direction: the direction ``d``, shaped like ``x`` (a descent direction).
-        value: ``f(x)``.
-        grad: the gradient at ``x``, as ``value_and_grad`` returns it.
+        start: the :class:`Point` ``x`` with ``f(x)`` and its gradient.
+        direction: the descent direction ``d``, shaped like ``x``.
         initial_step: the first trial step (may be traced).
-        c1: sufficient-decrease constant (may be traced), ``0 < c1 < c2``.
-        c2: curvature constant (may be traced), ``c2 < 1``.
+        c1: sufficient-decrease constant, ``0 < c1 < c2`` (may be traced).
+        c2: curvature constant, ``c2 < 1`` (may be traced).
         max_steps: the most evaluations (a Python int >= 1).
         max_step_size: bracketing never tries a step beyond this.
         interpolate_first_overshoot: (bool, may be traced) when the very first
             trial overshoots (no decrease), take the cubic's minimizer even near
-            0 (1% of the bracket from either end) rather than halving towards it:
-            for a first steepest-descent step of unknown scale, which can be
-            orders of magnitude too long, the interpolant is the right scale
-            (as MINPACK's ``dcstep`` does). Later trials keep the 10%-or-halve rule.
+            0 (1% of the bracket from either end) rather than halving towards
+            it, as MINPACK's ``dcstep``: for a first steepest-descent step of
+            unknown scale the interpolant is the right scale.
 
     Returns:
         A :class:`LineSearchResult`; its scalars are in the real dtype of the
         parameters (at least float32).
     """
     max_steps = checks.integer("max_steps", max_steps, minimum=1)
-    dtype = _tree.scalar_dtype(x)
-    value = jnp.asarray(value).astype(dtype)
-    grad = _tree.cast(grad, x)
-    slope = _tree.inner(grad, direction, dtype)
-    zero = jnp.zeros([], dtype)
-
-    def phi(t):
-        f, g = value_and_grad(_tree.axpy(t, direction, x))
-        return jnp.asarray(f).astype(dtype), _tree.inner(g, direction, dtype), _tree.cast(g, x)
-
-    line = _Line(
-        phi=phi,
-        value=value,
-        slope=slope,
-        c1=jnp.asarray(c1, dtype),
-        c2=jnp.asarray(c2, dtype),
-        noise=jnp.maximum(1e-6, jnp.sqrt(jnp.finfo(dtype).eps)) * jnp.abs(value),
+    line = _line(
+        value_and_grad,
+        start,
+        direction,
+        c1,
+        c2,
         max_step_size=max_step_size,
         interpolate_first_overshoot=interpolate_first_overshoot,
-    )
-    start = _Bracket(zero, value, slope, grad, zero, value, slope)
-    init = _Zoom(
-        i=jnp.zeros([], jnp.int32),
-        zooming=jnp.array(False),
-        done=jnp.array(False),
-        t=jnp.asarray(initial_step).astype(dtype),
-        t_prev=zero,
-        f_prev=value,
-        d_prev=slope,
-        g_prev=grad,
-        bracket=start,
-        best_t=zero,
-        best_f=value,
-        best_g=grad,
-        wolfe=jnp.array(False),
     )
     out = packed_while_loop(
         lambda s: (~s.done) & (s.i < max_steps),
         lambda s: _zoom_body(line, s),
-        _zoom_body(line, init),  # the first trial before the loop: often all it takes
+        # the first trial runs before the loop: often it is all the search takes
+        _zoom_body(line, _first_trial(line, initial_step)),
     )
     return LineSearchResult(
         step=out.best_t,
@@ -314,63 +365,54 @@ def zoom_search(
         grad=out.best_g,
         num_evals=out.i,
         wolfe=out.wolfe,
-        decreased=out.wolfe | (out.best_f < value),
+        decreased=out.wolfe | (out.best_f < line.value),
     )
 
 
 def backtracking_search(
     value_and_grad,
-    x: Any,
+    start: Point,
     direction: Any,
-    value: jax.Array,
-    grad: Any,
     *,
-    initial_step=1.0,
     c1=1e-4,
     decrease_factor=0.5,
+    initial_step=1.0,
     max_steps: int = 30,
 ) -> LineSearchResult:
     """Armijo backtracking: ``t <- decrease_factor t`` until ``f(x + t d) <= f(x) + c1 t <g, d>``.
 
     Args:
         value_and_grad: ``x -> (f(x), gradient)``, as for :func:`zoom_search`.
-        x: the start, a pytree of arrays.
+        start: the :class:`Point` ``x`` with ``f(x)`` and its gradient.
         direction: the direction ``d``, shaped like ``x``.
-        value: ``f(x)``.
-        grad: the gradient at ``x``.
-        initial_step: the first trial step (may be traced).
         c1: sufficient-decrease constant in (0, 1) (may be traced).
         decrease_factor: the factor in (0, 1) a rejected step is multiplied by.
+        initial_step: the first trial step (may be traced).
         max_steps: the most evaluations (a Python int >= 1).
 
     Returns:
         A :class:`LineSearchResult`; ``step`` is 0 when no trial met Armijo.
     """
     max_steps = checks.integer("max_steps", max_steps, minimum=1)
-    dtype = _tree.scalar_dtype(x)
-    value = jnp.asarray(value).astype(dtype)
-    grad = _tree.cast(grad, x)
-    slope = _tree.inner(grad, direction, dtype)
-    c1 = jnp.asarray(c1, dtype)
-    factor = jnp.asarray(decrease_factor, dtype)
+    line = _line(value_and_grad, start, direction, c1)
+    factor = jnp.asarray(decrease_factor, line.dtype)
 
     def body(s):
         i, t, _, _, _ = s
-        f, g = value_and_grad(_tree.axpy(t, direction, x))
-        f, g = jnp.asarray(f).astype(dtype), _tree.cast(g, x)
-        ok = jnp.isfinite(f) & (f <= value + c1 * t * slope) & _tree.all_finite(g)
+        f, _, g = line.phi(t)
+        ok = jnp.isfinite(f) & (f <= line.value + line.c1 * t * line.slope) & _tree.all_finite(g)
         return i + 1, jnp.where(ok, t, factor * t), f, g, ok
 
-    t0 = jnp.asarray(initial_step).astype(dtype)
-    init = (jnp.zeros([], jnp.int32), t0, value, grad, jnp.array(False))
+    t0 = jnp.asarray(initial_step).astype(line.dtype)
+    init = (jnp.zeros([], jnp.int32), t0, line.value, line.grad, jnp.array(False))
     i, t, f, g, ok = jax.lax.while_loop(lambda s: (~s[4]) & (s[0] < max_steps), body, init)
     return LineSearchResult(
         step=jnp.where(ok, t, 0),
-        value=jnp.where(ok, f, value),
-        grad=_tree.select(ok, g, grad),
+        value=jnp.where(ok, f, line.value),
+        grad=_tree.select(ok, g, line.grad),
         num_evals=i,
         wolfe=ok,
-        decreased=ok & (f < value),
+        decreased=ok & (f < line.value),
     )
 
 
@@ -408,7 +450,7 @@ def _linesearch_transform(search, name: str, max_steps: int, **hyperparams: floa
         evaluate = _tree.value_and_grad(objective, dtype)
         f0, g0 = _tree.start_point(evaluate, params, value, grad, dtype)
         options = {key: values[key] for key in hyperparams}
-        result = search(evaluate, params, updates, f0, g0, max_steps=max_steps, **options)
+        result = search(evaluate, Point(params, f0, g0), updates, max_steps=max_steps, **options)
         step = jax.tree.map(lambda u: result.step.astype(u.real.dtype) * u, updates)
         return step, ScaleByLinesearchState(result.value, _tree.conj(result.grad), hyper)
 

@@ -35,6 +35,7 @@ from gradxform import checks, curvature, tree
 from gradxform.second_order import _tree, iteration
 from gradxform.second_order import methods as meth
 from gradxform.second_order._packed import packed_while_loop
+from gradxform.second_order.linesearch import Point, ZoomLinesearch
 
 __all__ = ["History", "Solution", "Status", "minimize"]
 
@@ -156,7 +157,7 @@ class _Settings(NamedTuple):
 
 class _Loop(NamedTuple):
     k: jax.Array
-    point: iteration.Point
+    point: Point
     previous_value: jax.Array
     status: jax.Array
     nfev: jax.Array
@@ -178,19 +179,20 @@ class _Problem(NamedTuple):
     settings: _Settings
     objective: Any  # f on flat vectors
     value_and_grad: Any
-    search: iteration.SearchSettings
+    search: ZoomLinesearch
     model_dtype: Any  # float64 with float64_accumulation, else None (the iterate's)
 
 
-def _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2, steps, cg_steps, flags):
-    checks.callable_arg("fun", fun, "fun(params) -> scalar")
+def _check_settings(*args) -> _Settings:
+    """The checked :class:`_Settings` of ``minimize``'s scalar arguments (see ``_settings``)."""
+    method, tol, maxiter, memory_size, c1, c2, steps, cg_steps, *flags, x64 = args
     checks.choice("method", method, tuple(METHODS))
-    tree.check_real_floating(x0, "x0")
     c1, c2 = checks.wolfe_constants(c1, c2)
     history, float64_accumulation, initial_scaling = (
-        checks.boolean(name, value) for name, value in flags.items()
+        checks.boolean(name, value)
+        for name, value in zip(("history", "float64_accumulation", "initial_scaling"), flags)
     )
-    if float64_accumulation and not jax.config.jax_enable_x64:
+    if float64_accumulation and not x64:
         checks.fail(
             "float64_accumulation",
             "False unless jax_enable_x64 is set (jax.config.update('jax_enable_x64', True))",
@@ -211,6 +213,19 @@ def _validate(fun, x0, method, tol, maxiter, memory_size, c1, c2, steps, cg_step
         history=history,
         float64_accumulation=float64_accumulation,
     )
+
+
+_cached_settings = functools.lru_cache(maxsize=256, typed=True)(_check_settings)
+
+
+def _settings(*args) -> _Settings:
+    """:func:`_check_settings`, remembered for hashable arguments: a repeated solve pays
+    for its checks once (they cost about as much as a small solve's dispatch)."""
+    try:
+        hash(args)
+    except TypeError:
+        return _check_settings(*args)
+    return _cached_settings(*args)
 
 
 def minimize(
@@ -274,31 +289,22 @@ def minimize(
         >>> [round(float(v), 4) for v in (sol.params["x"], sol.params["y"])]
         [1.0, 1.0]
     """
-    flags = {
-        "history": history,
-        "float64_accumulation": float64_accumulation,
-        "initial_scaling": initial_scaling,
-    }
-    settings = _validate(
-        fun,
-        x0,
-        method,
-        tol,
-        maxiter,
-        memory_size,
-        c1,
-        c2,
-        max_linesearch_steps,
-        max_cg_steps,
-        flags,
-    )
+    checks.callable_arg("fun", fun, "fun(params) -> scalar")
+    tree.check_real_floating(x0, "x0")
+    options = (method, tol, maxiter, memory_size, c1, c2, max_linesearch_steps, max_cg_steps)
+    flags = (history, float64_accumulation, initial_scaling, jax.config.jax_enable_x64)
+    return _solver(fun, x0, _settings(*options, *flags))(x0)
+
+
+def _solver(fun, x0, settings: _Settings):
+    """The compiled solver for ``fun``, ``x0``'s layout and ``settings``."""
     leaves, treedef = jax.tree.flatten(x0)
     leaf_spec = tuple(
         (jnp.shape(x), x.dtype if hasattr(x, "dtype") else jnp.result_type(x)) for x in leaves
     )
     if settings.max_cg_steps is None:
         settings = settings._replace(max_cg_steps=sum(math.prod(s) for s, _ in leaf_spec))
-    return _compiled(fun, treedef, leaf_spec, settings)(x0)
+    return _compiled(fun, treedef, leaf_spec, settings)
 
 
 @functools.lru_cache(maxsize=64)
@@ -317,9 +323,7 @@ def _compiled(fun, treedef, leaf_spec, settings: _Settings):
         settings=settings,
         objective=objective,
         value_and_grad=_tree.value_and_grad(objective, dtype),
-        search=iteration.SearchSettings(
-            settings.c1, settings.c2, 1.0, settings.max_linesearch_steps
-        ),
+        search=ZoomLinesearch(settings.c1, settings.c2, 1.0, settings.max_linesearch_steps),
         model_dtype=jnp.float64 if settings.float64_accumulation else None,
     )
 
@@ -365,7 +369,7 @@ def _initial(problem: _Problem, x0, f0, g0, gnorm0) -> _Loop:
     zero = jnp.zeros([], jnp.int32)
     return _Loop(
         k=zero,
-        point=iteration.Point(x0, f0, g0),
+        point=Point(x0, f0, g0),
         previous_value=jnp.asarray(jnp.inf, f0.dtype),
         status=jnp.where(finite0, _RUNNING, Status.NONFINITE).astype(jnp.int32),
         nfev=jnp.ones([], jnp.int32),

@@ -30,9 +30,11 @@ from gradxform.base import GradientTransformationExtraArgs
 from gradxform.hyperparams import Hyperparams, HyperparamState
 from gradxform.second_order import _tree, iteration
 from gradxform.second_order import methods as meth
+from gradxform.second_order.linesearch import Point, ZoomLinesearch
 
 __all__ = [
     "SecondOrderState",
+    "checked_linesearch",
     "scale_by_bfgs",
     "scale_by_lbfgs",
     "scale_by_newton",
@@ -63,26 +65,42 @@ class SecondOrderState(NamedTuple):
     hyperparams: HyperparamState
 
 
+def checked_linesearch(linesearch: ZoomLinesearch | None) -> ZoomLinesearch:
+    """``linesearch`` with its constants checked (one message form, see :mod:`gradxform.checks`).
+
+    Args:
+        linesearch: the search's constants; None for the defaults.
+
+    Returns:
+        The constants as Python numbers.
+
+    Raises:
+        TypeError: if ``linesearch`` is not a :class:`ZoomLinesearch`.
+        ValueError: if a constant is out of range.
+    """
+    if linesearch is None:
+        return ZoomLinesearch()
+    if not isinstance(linesearch, ZoomLinesearch):
+        checks.fail("linesearch", "a gx.ZoomLinesearch", linesearch, TypeError)
+    c1, c2 = checks.wolfe_constants(linesearch.c1, linesearch.c2)
+    return ZoomLinesearch(
+        c1=c1,
+        c2=c2,
+        initial_step=checks.real("initial_step", linesearch.initial_step, lower=0, lower_open=True),
+        max_steps=checks.integer("max_steps", linesearch.max_steps, minimum=1),
+    )
+
+
 def _method_transform(
-    method: meth.Method,
-    name: str,
-    *,
-    c1: float,
-    c2: float,
-    initial_step: float,
-    max_linesearch_steps: int,
-    real_only: bool,
+    method: meth.Method, name: str, linesearch: ZoomLinesearch | None, real_only: bool
 ) -> GradientTransformationExtraArgs:
-    c1, c2 = checks.wolfe_constants(c1, c2)
-    initial_step = checks.real("initial_step", initial_step, lower=0, lower_open=True)
-    max_steps = checks.integer("max_linesearch_steps", max_linesearch_steps, minimum=1)
-    hp = Hyperparams(c1=c1, c2=c2, initial_step=initial_step)
+    linesearch = checked_linesearch(linesearch)
+    hp = Hyperparams(c1=linesearch.c1, c2=linesearch.c2, initial_step=linesearch.initial_step)
 
     def init_fn(params):
         if real_only:
             tree.check_real_floating(params, "params")
-        dtype = _tree.scalar_dtype(params)
-        inf = jnp.asarray(jnp.inf, dtype)
+        inf = jnp.asarray(jnp.inf, _tree.scalar_dtype(params))
         return SecondOrderState(
             model=method.init(params, None),
             value=inf,
@@ -102,19 +120,20 @@ def _method_transform(
         g = _tree.cast(updates, params)
         f = evaluate(params)[0] if value is None else jnp.asarray(value).astype(dtype)
         direction = method.direction(state.model, objective, params, g).direction
-        search = iteration.SearchSettings(
-            values["c1"], values["c2"], values["initial_step"], max_steps
+        search = linesearch._replace(
+            c1=values["c1"], c2=values["c2"], initial_step=values["initial_step"]
         )
         done = iteration.step(
             method,
             evaluate,
-            iteration.Point(params, f, g),
+            Point(params, f, g),
             state.previous_value,
             state.model,
             direction,
             search,
         )
-        taken = _tree.select(done.accepted, _tree.scale(done.size, done.direction), _tree.zeros(g))
+        taken = _tree.scale(done.size, done.direction)
+        taken = _tree.select(done.accepted, taken, _tree.zeros(g))
         new_state = SecondOrderState(
             model=done.model,
             value=done.point.value,
@@ -128,12 +147,7 @@ def _method_transform(
 
 
 def scale_by_lbfgs(
-    memory_size: int = 10,
-    *,
-    c1: float = 1e-4,
-    c2: float = 0.9,
-    initial_step: float = 1.0,
-    max_linesearch_steps: int = 30,
+    memory_size: int = 10, *, linesearch: ZoomLinesearch | None = None
 ) -> GradientTransformationExtraArgs:
     """``u <- -t d``: one L-BFGS iteration, ``d = -H g`` from the last ``memory_size`` pairs.
 
@@ -144,33 +158,18 @@ def scale_by_lbfgs(
 
     Args:
         memory_size: the number of pairs kept (>= 1).
-        c1: the line search's sufficient-decrease constant (a hyperparameter).
-        c2: its curvature constant, ``c1 < c2 < 1`` (a hyperparameter).
-        initial_step: the first trial step before the method's rule (a hyperparameter).
-        max_linesearch_steps: the most evaluations per line search.
+        linesearch: the strong-Wolfe search's constants (default ``ZoomLinesearch()``).
 
     Returns:
         The transform; its state is a :class:`SecondOrderState`.
     """
     memory_size = checks.integer("memory_size", memory_size, minimum=1)
-    return _method_transform(
-        meth.lbfgs_method(memory_size),
-        "scale_by_lbfgs",
-        c1=c1,
-        c2=c2,
-        initial_step=initial_step,
-        max_linesearch_steps=max_linesearch_steps,
-        real_only=False,
-    )
+    method = meth.lbfgs_method(memory_size)
+    return _method_transform(method, "scale_by_lbfgs", linesearch, real_only=False)
 
 
 def scale_by_bfgs(
-    *,
-    initial_scaling: bool = False,
-    c1: float = 1e-4,
-    c2: float = 0.9,
-    initial_step: float = 1.0,
-    max_linesearch_steps: int = 30,
+    *, initial_scaling: bool = False, linesearch: ZoomLinesearch | None = None
 ) -> GradientTransformationExtraArgs:
     """``u <- -t d``: one BFGS iteration, ``d = -H g`` with the dense inverse Hessian ``H``.
 
@@ -179,33 +178,16 @@ def scale_by_bfgs(
 
     Args:
         initial_scaling: set ``H_0 = (s.y / y.y) I`` at the first update (N&W eq. 6.20).
-        c1: the line search's sufficient-decrease constant (a hyperparameter).
-        c2: its curvature constant, ``c1 < c2 < 1`` (a hyperparameter).
-        initial_step: the first trial step before the method's rule (a hyperparameter).
-        max_linesearch_steps: the most evaluations per line search.
+        linesearch: the strong-Wolfe search's constants (default ``ZoomLinesearch()``).
 
     Returns:
-        The transform; its state is a :class:`SecondOrderState`.
+        The transform (real params); its state is a :class:`SecondOrderState`.
     """
-    initial_scaling = checks.boolean("initial_scaling", initial_scaling)
-    return _method_transform(
-        meth.bfgs_method(initial_scaling),
-        "scale_by_bfgs",
-        c1=c1,
-        c2=c2,
-        initial_step=initial_step,
-        max_linesearch_steps=max_linesearch_steps,
-        real_only=True,
-    )
+    method = meth.bfgs_method(checks.boolean("initial_scaling", initial_scaling))
+    return _method_transform(method, "scale_by_bfgs", linesearch, real_only=True)
 
 
-def scale_by_newton(
-    *,
-    c1: float = 1e-4,
-    c2: float = 0.9,
-    initial_step: float = 1.0,
-    max_linesearch_steps: int = 30,
-) -> GradientTransformationExtraArgs:
+def scale_by_newton(*, linesearch: ZoomLinesearch | None = None) -> GradientTransformationExtraArgs:
     """``u <- -t d``: one Newton iteration with the exact Hessian of ``value_fn``.
 
     ``d = -H^-1 g`` where ``H`` is positive definite, else the modified step of
@@ -213,32 +195,17 @@ def scale_by_newton(
     :func:`gradxform.newton`. Real params only.
 
     Args:
-        c1: the line search's sufficient-decrease constant (a hyperparameter).
-        c2: its curvature constant, ``c1 < c2 < 1`` (a hyperparameter).
-        initial_step: the first trial step (a hyperparameter).
-        max_linesearch_steps: the most evaluations per line search.
+        linesearch: the strong-Wolfe search's constants (default ``ZoomLinesearch()``).
 
     Returns:
-        The transform; its state is a :class:`SecondOrderState`.
+        The transform (real params, Hessian over them flattened); its state is
+        a :class:`SecondOrderState` with an empty model.
     """
-    return _method_transform(
-        meth.newton_method(),
-        "scale_by_newton",
-        c1=c1,
-        c2=c2,
-        initial_step=initial_step,
-        max_linesearch_steps=max_linesearch_steps,
-        real_only=True,
-    )
+    return _method_transform(meth.newton_method(), "scale_by_newton", linesearch, real_only=True)
 
 
 def scale_by_newton_cg(
-    max_cg_steps: int = 50,
-    *,
-    c1: float = 1e-4,
-    c2: float = 0.9,
-    initial_step: float = 1.0,
-    max_linesearch_steps: int = 30,
+    max_cg_steps: int = 50, *, linesearch: ZoomLinesearch | None = None
 ) -> GradientTransformationExtraArgs:
     """``u <- -t d``: one Newton-CG iteration, ``d`` from truncated CG on ``H d = -g``.
 
@@ -247,21 +214,11 @@ def scale_by_newton_cg(
 
     Args:
         max_cg_steps: the most CG steps (Hessian-vector products) per direction.
-        c1: the line search's sufficient-decrease constant (a hyperparameter).
-        c2: its curvature constant, ``c1 < c2 < 1`` (a hyperparameter).
-        initial_step: the first trial step (a hyperparameter).
-        max_linesearch_steps: the most evaluations per line search.
+        linesearch: the strong-Wolfe search's constants (default ``ZoomLinesearch()``).
 
     Returns:
-        The transform; its state is a :class:`SecondOrderState`.
+        The transform (real params, matrix-free); its state is a
+        :class:`SecondOrderState` with an empty model.
     """
-    max_cg_steps = checks.integer("max_cg_steps", max_cg_steps, minimum=1)
-    return _method_transform(
-        meth.newton_cg_method(max_cg_steps),
-        "scale_by_newton_cg",
-        c1=c1,
-        c2=c2,
-        initial_step=initial_step,
-        max_linesearch_steps=max_linesearch_steps,
-        real_only=True,
-    )
+    method = meth.newton_cg_method(checks.integer("max_cg_steps", max_cg_steps, minimum=1))
+    return _method_transform(method, "scale_by_newton_cg", linesearch, real_only=True)
