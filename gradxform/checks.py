@@ -38,18 +38,21 @@ def is_real_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
-def integer(name: str, value: Any, *, minimum: int | None = None) -> int:
+def integer(
+    name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     """``value`` as an ``int``; ``bool`` and non-integral numbers are rejected.
 
     Raises:
         TypeError: if ``value`` is not an integer.
-        ValueError: if it is below ``minimum``.
+        ValueError: if it is below ``minimum`` or above ``maximum``.
     """
+    what = "an integer " + _interval(minimum, maximum, False, False)
+    what = what.removesuffix(" finite")
     if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
-        what = "an integer" if minimum is None else f"an integer >= {minimum}"
         fail(name, what, value, TypeError)
-    if minimum is not None and value < minimum:
-        fail(name, f"an integer >= {minimum}", value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        fail(name, what, value)
     return int(value)
 
 
@@ -108,7 +111,7 @@ def choice(name: str, value: Any, options: Collection[Any]) -> Any:
 
 
 def callable_arg(name: str, value: Any, form: str) -> Callable:
-    """``value`` if it is callable; ``form`` says what it should be, e.g. ``fun(params) -> scalar``."""
+    """``value`` if it is callable; ``form`` says what it should be (``fun(params) -> scalar``)."""
     if not callable(value):
         fail(name, f"a callable {form}", value, TypeError)
     return value

@@ -40,13 +40,13 @@ Example:
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradxform import checks
 from gradxform.base import Schedule
 
 __all__ = [
@@ -66,6 +66,9 @@ __all__ = [
 ]
 
 
+_INT32_MAX = int(np.iinfo(np.int32).max)
+
+
 def _dtype():
     """float32, or float64 while ``jax_enable_x64`` is on (JAX's default float)."""
     return jnp.result_type(float)
@@ -75,26 +78,13 @@ def _dtype():
 
 
 def _real(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a real number; got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite; got {value!r}")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be > 0; got {value!r}")
-    if nonnegative and not value >= 0:
-        raise ValueError(f"{name} must be >= 0; got {value!r}")
-    return value
+    if positive or nonnegative:
+        return checks.real(name, value, lower=0, lower_open=positive)
+    return checks.real(name, value)
 
 
 def _steps(name: str, value, *, positive: bool = True) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer number of steps; got {value!r}")
-    value = int(value)
-    if value < (1 if positive else 0) or value > np.iinfo(np.int32).max:
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be {bound} and fit in int32; got {value!r}")
-    return value
+    return checks.integer(name, value, minimum=1 if positive else 0, maximum=_INT32_MAX)
 
 
 def _increasing(name: str, boundaries: Sequence[int]) -> list[int]:
@@ -401,17 +391,9 @@ def cosine_decay(
     """
     v = _real("init_value", init_value)
     T = _steps("decay_steps", decay_steps)
-    a = _real("alpha", alpha)
-    if not 0 <= a <= 1:
-        raise ValueError(f"alpha must lie in [0, 1]; got {alpha!r}")
+    a = checks.real("alpha", alpha, lower=0, upper=1)
     p = _real("exponent", exponent, positive=True)
-    if (
-        not isinstance(period_mult, numbers.Integral)
-        or isinstance(period_mult, bool)
-        or period_mult < 1
-    ):
-        raise ValueError(f"period_mult must be an integer >= 1; got {period_mult!r}")
-    m = int(period_mult)
+    m = checks.integer("period_mult", period_mult, minimum=1)
 
     def position(count):
         """(steps done in the current period, length of the period)."""
@@ -582,8 +564,7 @@ def warmup(
     v1 = _real("peak_value", peak_value)
     v0 = _real("init_value", init_value)
     W = _steps("warmup_steps", warmup_steps)
-    if shape not in ("linear", "cosine"):
-        raise ValueError(f"shape must be 'linear' or 'cosine'; got {shape!r}")
+    checks.choice("shape", shape, ("linear", "cosine"))
 
     def schedule(count):
         done = jnp.minimum(_count(count), W)
