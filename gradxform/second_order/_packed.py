@@ -16,7 +16,16 @@ import jax.numpy as jnp
 
 
 def packed_while_loop(cond_fun, body_fun, init):
-    """:func:`jax.lax.while_loop` that carries scalars stacked by dtype."""
+    """:func:`jax.lax.while_loop` that carries scalars stacked by dtype.
+
+    Args:
+        cond_fun: ``carry -> bool``.
+        body_fun: ``carry -> carry``.
+        init: the initial carry, any pytree of arrays.
+
+    Returns:
+        The final carry, as :func:`jax.lax.while_loop` returns it.
+    """
     leaves, treedef = jax.tree.flatten(init)
     leaves = [jnp.asarray(leaf) for leaf in leaves]
     dtypes = sorted({leaf.dtype.name for leaf in leaves if leaf.ndim == 0})
