@@ -168,6 +168,21 @@ def objective(value_fn: Any, extra: dict[str, Any], owner: str) -> Callable[[Any
     return functools.partial(value_fn, **bound) if bound else value_fn
 
 
+def evaluation(
+    value_fn: Any, extra: dict[str, Any], params: Any, owner: str
+) -> tuple[Callable, Callable, Any]:
+    """What an ``update`` evaluates: ``(objective, value_and_grad, scalar dtype)``.
+
+    Raises:
+        ValueError: if ``value_fn`` or ``params`` was not passed to ``update``.
+    """
+    bound = objective(value_fn, extra, owner)
+    if params is None:
+        checks.fail(f"{owner}: params", "passed to update", params)
+    dtype = scalar_dtype(params)
+    return bound, value_and_grad(bound, dtype), dtype
+
+
 def start_point(evaluate: Callable, params: Any, value: Any, grad: Any, dtype) -> tuple[Any, Any]:
     """``(f(params), gradient)`` from the ``value`` and ``grad`` given to ``update``.
 

@@ -442,12 +442,8 @@ def _linesearch_transform(search, name: str, max_steps: int, **hyperparams: floa
         )
 
     def update_fn(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
-        objective = _tree.objective(value_fn, extra, name)
-        if params is None:
-            checks.fail(f"{name}: params", "passed to update", params)
+        _, evaluate, dtype = _tree.evaluation(value_fn, extra, params, name)
         values, hyper = hp.step(state.hyperparams)
-        dtype = _tree.scalar_dtype(params)
-        evaluate = _tree.value_and_grad(objective, dtype)
         f0, g0 = _tree.start_point(evaluate, params, value, grad, dtype)
         options = {key: values[key] for key in hyperparams}
         result = search(evaluate, Point(params, f0, g0), updates, max_steps=max_steps, **options)

@@ -276,6 +276,21 @@ def bfgs_method(initial_scaling: bool = False) -> Method:
 # --- Newton and Newton-CG --------------------------------------------------------------
 
 
+def _modelless(name: str, direction: Callable, safeguard: Callable) -> Method:
+    """A method without a curvature model: first trial step 1, no restart, stall limit 5."""
+    return Method(
+        name=name,
+        init=lambda params, dtype=None: (),
+        direction=direction,
+        update=_unchanged,
+        is_fresh=_never_fresh,
+        first_step=_plain_first_step,
+        safeguard=safeguard,
+        restart=_no_restart,
+        stall_limit=5,
+    )
+
+
 def newton_method() -> Method:
     """Newton's method with the exact Hessian, modified at saddles (``newton_direction``).
 
@@ -302,17 +317,7 @@ def newton_method() -> Method:
         d, _, negative = dirs.newton_direction(hessian(), flat_g, recompute=hessian)
         return Direction(unflatten(d), ~negative, jnp.ones([], jnp.int32), jnp.zeros([], jnp.int32))
 
-    return Method(
-        name="newton",
-        init=lambda params, dtype=None: (),
-        direction=direction,
-        update=_unchanged,
-        is_fresh=_never_fresh,
-        first_step=_plain_first_step,
-        safeguard=_keep_direction,
-        restart=_no_restart,
-        stall_limit=5,
-    )
+    return _modelless("newton", direction, _keep_direction)
 
 
 def newton_cg_method(max_cg_steps: int = 50) -> Method:
@@ -336,14 +341,4 @@ def newton_cg_method(max_cg_steps: int = 50) -> Method:
         )
         return Direction(d, jnp.array(True), jnp.zeros([], jnp.int32), used)
 
-    return Method(
-        name="newton-cg",
-        init=lambda params, dtype=None: (),
-        direction=direction,
-        update=_unchanged,
-        is_fresh=_never_fresh,
-        first_step=_plain_first_step,
-        safeguard=_steepest_descent_fallback,
-        restart=_no_restart,
-        stall_limit=5,
-    )
+    return _modelless("newton-cg", direction, _steepest_descent_fallback)

@@ -111,12 +111,8 @@ def _method_transform(
 
     def update_fn(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
         del grad  # the gradient is `updates`
-        objective = _tree.objective(value_fn, extra, name)
-        if params is None:
-            checks.fail(f"{name}: params", "passed to update", params)
+        objective, evaluate, dtype = _tree.evaluation(value_fn, extra, params, name)
         values, hyper = hp.step(state.hyperparams)
-        dtype = _tree.scalar_dtype(params)
-        evaluate = _tree.value_and_grad(objective, dtype)
         g = _tree.cast(updates, params)
         f = evaluate(params)[0] if value is None else jnp.asarray(value).astype(dtype)
         direction = method.direction(state.model, objective, params, g).direction
