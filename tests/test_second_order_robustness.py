@@ -43,6 +43,7 @@ def steep(x):
     return 1e10 * jnp.sum(x**2)
 
 
+@pytest.mark.slow
 def test_lbfgs_reaches_the_minimum_of_a_badly_scaled_quadratic():
     xs, _, _ = run(gx.lbfgs(), steep, jnp.ones(2), 50)
     oracle, _, _ = run(optax.lbfgs(), steep, jnp.ones(2), 50)  # optax reaches it too
@@ -127,6 +128,7 @@ LINESEARCH_OPTIMIZERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LINESEARCH_OPTIMIZERS))
 def test_bfloat16_params_with_a_float32_loss(name):
     opt = LINESEARCH_OPTIMIZERS[name]()
@@ -138,6 +140,7 @@ def test_bfloat16_params_with_a_float32_loss(name):
     np.testing.assert_allclose(np.asarray(xs[-1], np.float32), want[-1], atol=3e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LINESEARCH_OPTIMIZERS))
 def test_float32_params_with_a_float64_loss(name):
     with jax.enable_x64(True):
@@ -181,6 +184,7 @@ COMPLEX_OPTIMIZERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(COMPLEX_OPTIMIZERS))
 def test_complex_run_equals_the_run_on_stacked_real_and_imaginary_parts(name):
     """C^n is R^2n: L-BFGS's inner products are Re<s, y>, step sizes stay real. The
@@ -212,6 +216,7 @@ def batch_loss(w, batch):
     return jnp.mean((inputs @ w - targets) ** 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LINESEARCH_OPTIMIZERS))
 def test_extra_update_arguments_reach_value_fn(name):
     """A data batch passed to update as batch=... reaches value_fn(params, batch=...), as
