@@ -19,6 +19,19 @@ settings.register_profile("dev", deadline=None, print_blob=True)
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject's addopts): a run of one test file stays in this process.
+
+    Starting workers costs a few seconds of imports; it pays only across several files.
+    Returning None leaves the choice (one worker per core) to pytest-xdist.
+    """
+    files = {str(arg).split("::")[0] for arg in config.args}
+    if len(files) == 1 and next(iter(files)).endswith(".py"):
+        return 0
+    return None
+
+
 # Docstring examples (collected from gradxform/ by --doctest-modules) that run a solver
 # or a Lanczos loop for several seconds; a decorator cannot reach them, so they are
 # marked here. Each still runs in the full suite and with `pytest <its module>`.
