@@ -109,6 +109,7 @@ def test_every_transform_takes_minimizes_steps(method, problem):
     assert_same_steps(method, problem)
 
 
+@pytest.mark.slow
 def test_pytree_params_take_the_flat_runs_steps():
     """Leaf-wise inner products (the transform on a dict) against minimize's one vector."""
 
