@@ -85,9 +85,9 @@ def with_extra_args(tx: GradientTransformation) -> GradientTransformationExtraAr
         >>> updates.tolist()
         [2.0, 2.0]
     """
-    if isinstance(tx, GradientTransformationExtraArgs):
+    if isinstance(tx, optax.GradientTransformationExtraArgs):
         return tx
-    if not isinstance(tx, GradientTransformation):
+    if not isinstance(tx, optax.GradientTransformation):
         raise TypeError(
             "expected a GradientTransformation (a gradxform or optax transform); "
             f"got {type(tx).__name__}"

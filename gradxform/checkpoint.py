@@ -122,7 +122,8 @@ def save(path: str | os.PathLike, tree: Any) -> None:
         for key, a in arrays.items()
     }
     with open(path, "wb") as file:
-        np.savez(file, **raw, **{_DTYPES_KEY: np.asarray(json.dumps(dtypes))})
+        raw[_DTYPES_KEY] = np.asarray(json.dumps(dtypes))
+        np.savez(file, allow_pickle=False, **raw)
 
 
 def restore(path: str | os.PathLike, like: Any) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Collection
-from typing import Any, NoReturn
+from typing import Any, NoReturn, overload
 
 import numpy as np
 
@@ -51,9 +51,10 @@ def integer(
     what = what.removesuffix(" finite")
     if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
         fail(name, what, value, TypeError)
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    v = int(value)
+    if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
         fail(name, what, value)
-    return int(value)
+    return v
 
 
 def _interval(lower, upper, lower_open, upper_open) -> str:
@@ -117,6 +118,12 @@ def callable_arg(name: str, value: Any, form: str) -> Callable:
     return value
 
 
+@overload
+def wolfe_constants(c1: Any) -> tuple[float, None]: ...
+@overload
+def wolfe_constants(c1: Any, c2: None) -> tuple[float, None]: ...
+@overload
+def wolfe_constants(c1: Any, c2: Any) -> tuple[float, float]: ...
 def wolfe_constants(c1: Any, c2: Any | None = None) -> tuple[float, float | None]:
     """``(c1, c2)`` as floats with ``0 < c1 < 1`` and, if given, ``c1 < c2 < 1``."""
     c1 = real("c1", c1, lower=0, upper=1, lower_open=True, upper_open=True)

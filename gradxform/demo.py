@@ -418,7 +418,7 @@ def write_figures(rows: list[dict], report: dict | None, out: pathlib.Path) -> l
     out.mkdir(parents=True, exist_ok=True)
     written = []
     fig, ax = plt.subplots(figsize=(8, 5))
-    colors = plt.get_cmap("tab20").colors  # eleven optimizers: more than the default cycle
+    colors = plt.get_cmap("tab20")(np.arange(20))  # eleven optimizers: more than the default cycle
     for i, r in enumerate(rows):
         losses = r["losses"]
         window = max(1, min(20, len(losses) // 10))

@@ -124,7 +124,7 @@ class HyperparamState(NamedTuple):
             the exact difference, for the decays whose complement is read.
     """
 
-    count: jax.Array | None
+    count: jax.Array | None  # type: ignore[assignment]  # optax's field name, over tuple.count
     values: dict[str, jax.Array]
     complements: dict[str, jax.Array]
 
@@ -383,7 +383,7 @@ class Hyperparams:
                 return self
             if _is_real_scalar_array(spec) and jnp.issubdtype(spec.dtype, jnp.integer):
                 spec = int(spec)
-            checks.integer(handle.name, spec, minimum=lower)
+            checks.integer(handle.name, spec, minimum=None if lower is None else int(lower))
             return self
         value = _concrete(handle.spec)
         if value is not None:
@@ -463,6 +463,7 @@ class Hyperparams:
         count = outer.count if outer is not None else None
         if not self._owned:
             return Values(self._handles, values, complements, count), state
+        assert isinstance(state, HyperparamState)  # a store that owns a value has a state
         new_values, new_complements = {}, {}
         for h in self._owned:
             stored = jnp.asarray(state.values[h.name])
@@ -473,7 +474,8 @@ class Hyperparams:
                 stored_c = 1 - value if callable(h.spec) else state.complements[key]
                 new_complements[key] = stored_c  # kept as is: a constant while unset
                 complements[h] = _current_complement(stored_c, value)
-        next_count = None if state.count is None else increment_count(state.count)
+        old_count: jax.Array | None = state.count
+        next_count = None if old_count is None else increment_count(old_count)
         count = next_count if next_count is not None else count
         new_state = HyperparamState(next_count, new_values, new_complements)
         return Values(self._handles, values, complements, count), new_state

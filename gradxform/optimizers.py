@@ -260,7 +260,11 @@ def rmsprop(
         0.2
     """
     hp = Hyperparams(learning_rate=learning_rate, decay=decay, eps=eps, **_given(momentum=momentum))
-    options = {"eps_in_sqrt": eps_in_sqrt, "centered": centered, "initial_scale": initial_scale}
+    options: dict[str, Any] = {
+        "eps_in_sqrt": eps_in_sqrt,
+        "centered": centered,
+        "initial_scale": initial_scale,
+    }
     parts = [scale_by_rms(hp["decay"], hp["eps"], **options, dtype=dtype)]
     if momentum is not None:
         parts.append(scale_by_momentum(hp["momentum"], nesterov=nesterov, dtype=dtype))

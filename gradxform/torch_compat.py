@@ -30,7 +30,7 @@ from typing import Any
 
 from gradxform import checks, schedules
 from gradxform.base import GradientTransformationExtraArgs, chain, divide
-from gradxform.hyperparams import Hyperparams
+from gradxform.hyperparams import Hyperparams, ScalarOrSchedule
 from gradxform.transforms.moments import (
     bias_correct,
     ema_first_moment,
@@ -136,7 +136,7 @@ def adagrad(
         -0.5
     """
     lr_decay = checks.real("lr_decay", lr_decay, lower=0)
-    learning_rate = lr
+    learning_rate: ScalarOrSchedule = lr
     if lr_decay:
         learning_rate = schedules.inverse_time_decay(checks.real("lr", lr, lower=0), lr_decay)
     hp = Hyperparams(learning_rate=learning_rate, eps=eps, **_nonzero(weight_decay=weight_decay))

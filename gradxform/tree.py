@@ -308,7 +308,7 @@ def check_structure(
     """
     ref_def = jax.tree.structure(reference)
     other_def = jax.tree.structure(other)
-    if ref_def == other_def:
+    if ref_def == other_def:  # type: ignore[operator]  # PyTreeDef defines ==, untyped
         if leaves:
             _check_leaves_match(reference, other, reference_name, other_name)
         return

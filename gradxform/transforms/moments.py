@@ -60,7 +60,7 @@ __all__ = [
     "sqrt_with_eps",
 ]
 
-_DECAY = {"lower": 0, "upper": 1, "upper_open": True}
+_DECAY: dict[str, Any] = {"lower": 0, "upper": 1, "upper_open": True}
 
 
 def _decay_store(decay: ScalarOrSchedule | Hyperparam) -> Hyperparams:
