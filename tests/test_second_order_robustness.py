@@ -81,11 +81,11 @@ def test_a_failed_search_resets_the_model_and_retries_from_steepest_descent():
     state = opt.init(x)
     for _ in range(3):
         x, state = step(x, state)
-    assert int(state[0].model.count) > 0
+    assert int(state[0].model.num_pairs) > 0
     state = gx.set_hyperparams(state, initial_step=1e6)  # a first trial far past the minimum
     stuck, state = step(x, state)
     np.testing.assert_array_equal(stuck, x)  # the one trial failed: no move
-    assert int(state[0].model.count) == 0  # and the memory is empty
+    assert int(state[0].model.num_pairs) == 0  # and the memory is empty
     moved, state = step(stuck, state)
     g = jax.grad(f)(stuck)
     np.testing.assert_allclose(moved, stuck - g / jnp.linalg.norm(g), rtol=1e-6)

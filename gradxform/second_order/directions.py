@@ -36,18 +36,18 @@ class LbfgsMemory(NamedTuple):
 
     Attributes:
         s: pytree shaped like the params with a leading axis of size ``m`` on
-            every leaf; row ``count % m`` is written next.
+            every leaf; row ``num_pairs % m`` is written next.
         y: likewise, the gradient differences.
         rho: ``1 / Re<y, s>`` per pair, shape ``(m,)``; its dtype is the dtype
             of the inner products.
-        count: pairs stored since the start or the latest reset (rows beyond
-            ``min(count, m)`` are unused).
+        num_pairs: pairs stored since the start or the latest reset (rows
+            beyond ``min(num_pairs, m)`` are unused).
     """
 
     s: Any
     y: Any
     rho: jax.Array
-    count: jax.Array
+    num_pairs: jax.Array
 
 
 def lbfgs_init(params: Any, memory_size: int, dtype=None) -> LbfgsMemory:
@@ -60,7 +60,7 @@ def lbfgs_init(params: Any, memory_size: int, dtype=None) -> LbfgsMemory:
         dtype: the memory's dtype; default each leaf's dtype.
 
     Returns:
-        An :class:`LbfgsMemory` with ``count = 0``.
+        An :class:`LbfgsMemory` with ``num_pairs = 0``.
     """
     if isinstance(params, int):
         params = jax.ShapeDtypeStruct((params,), jnp.float32 if dtype is None else dtype)
@@ -88,7 +88,7 @@ def lbfgs_update(memory: LbfgsMemory, s: Any, y: Any) -> LbfgsMemory:
     m = memory.rho.shape[0]
     sy = _tree.inner(s, y, dtype)
     ok = jnp.isfinite(sy) & (sy > 1e-10 * _tree.norm(s, dtype) * _tree.norm(y, dtype))
-    row = memory.count % m
+    row = memory.num_pairs % m
 
     def put(stack, v):
         return jax.tree.map(lambda leaf, x: leaf.at[row].set(x.astype(leaf.dtype)), stack, v)
@@ -97,7 +97,7 @@ def lbfgs_update(memory: LbfgsMemory, s: Any, y: Any) -> LbfgsMemory:
         put(memory.s, s),
         put(memory.y, y),
         memory.rho.at[row].set(1 / jnp.where(ok, sy, 1)),
-        memory.count + 1,
+        memory.num_pairs + 1,
     )
     return _tree.select(ok, new, memory)
 
@@ -120,8 +120,8 @@ def lbfgs_two_loop(memory: LbfgsMemory, g: Any, scale_initial: bool = True) -> A
     """
     dtype = memory.rho.dtype
     m = memory.rho.shape[0]
-    stored = jnp.minimum(memory.count, m)
-    newest = (memory.count - 1) % m
+    stored = jnp.minimum(memory.num_pairs, m)
+    newest = (memory.num_pairs - 1) % m
 
     def first(i, carry):
         q, alphas = carry

@@ -180,15 +180,15 @@ def lbfgs_method(memory_size: int = 10) -> Method:
         return Direction(_tree.cast(d, g), jnp.array(True), *_no_counts())
 
     def restart(model, failed):
-        retry = failed & (model.count > 0)
-        return model._replace(count=jnp.where(retry, 0, model.count)), retry
+        retry = failed & (model.num_pairs > 0)
+        return model._replace(num_pairs=jnp.where(retry, 0, model.num_pairs)), retry
 
     return Method(
         name="lbfgs",
         init=init,
         direction=direction,
         update=dirs.lbfgs_update,
-        is_fresh=lambda model: model.count == 0,
+        is_fresh=lambda model: model.num_pairs == 0,
         first_step=lambda ctx: (_capped_first_step(ctx), False),
         safeguard=_steepest_descent_fallback,
         restart=restart,
@@ -205,11 +205,11 @@ class BfgsModel(NamedTuple):
     Attributes:
         inverse_hessian: the ``(n, n)`` inverse Hessian approximation over the
             flattened params (``I`` at the start, as scipy).
-        count: accepted steps since the start or the latest reset.
+        num_steps: accepted steps since the start or the latest reset.
     """
 
     inverse_hessian: jax.Array
-    count: jax.Array
+    num_steps: jax.Array
 
 
 def bfgs_method(initial_scaling: bool = False) -> Method:
@@ -245,8 +245,8 @@ def bfgs_method(initial_scaling: bool = False) -> Method:
     def update(model, s, y):
         H = model.inverse_hessian
         s, y = (_tree.flat_view(v)[0].astype(H.dtype) for v in (s, y))
-        first = (model.count == 0) if initial_scaling else False
-        return BfgsModel(dirs.bfgs_inverse_update(H, s, y, first), model.count + 1)
+        first = (model.num_steps == 0) if initial_scaling else False
+        return BfgsModel(dirs.bfgs_inverse_update(H, s, y, first), model.num_steps + 1)
 
     def first_step(ctx):
         t0 = _capped_first_step(ctx)
@@ -255,17 +255,17 @@ def bfgs_method(initial_scaling: bool = False) -> Method:
         return jnp.where(use, jnp.minimum(t0, guess), t0), ctx.fresh
 
     def restart(model, failed):
-        retry = failed & (model.count > 0)
+        retry = failed & (model.num_steps > 0)
         H = model.inverse_hessian
         eye = jnp.eye(H.shape[0], dtype=H.dtype)
-        return BfgsModel(jnp.where(retry, eye, H), jnp.where(retry, 0, model.count)), retry
+        return BfgsModel(jnp.where(retry, eye, H), jnp.where(retry, 0, model.num_steps)), retry
 
     return Method(
         name="bfgs",
         init=init,
         direction=direction,
         update=update,
-        is_fresh=lambda model: model.count == 0,
+        is_fresh=lambda model: model.num_steps == 0,
         first_step=first_step,
         safeguard=_steepest_descent_fallback,
         restart=restart,
@@ -276,11 +276,16 @@ def bfgs_method(initial_scaling: bool = False) -> Method:
 # --- Newton and Newton-CG --------------------------------------------------------------
 
 
+def _no_model(params: Any, dtype: Any = None) -> tuple:
+    del params, dtype
+    return ()
+
+
 def _modelless(name: str, direction: Callable, safeguard: Callable) -> Method:
     """A method without a curvature model: first trial step 1, no restart, stall limit 5."""
     return Method(
         name=name,
-        init=lambda params, dtype=None: (),
+        init=_no_model,
         direction=direction,
         update=_unchanged,
         is_fresh=_never_fresh,

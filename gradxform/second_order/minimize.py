@@ -292,7 +292,7 @@ def minimize(
     checks.callable_arg("fun", fun, "fun(params) -> scalar")
     tree.check_real_floating(x0, "x0")
     options = (method, tol, maxiter, memory_size, c1, c2, max_linesearch_steps, max_cg_steps)
-    flags = (history, float64_accumulation, initial_scaling, jax.config.jax_enable_x64)
+    flags = (history, float64_accumulation, initial_scaling, jax.config.read("jax_enable_x64"))
     return _solver(fun, x0, _settings(*options, *flags))(x0)
 
 
