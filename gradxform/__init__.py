@@ -65,13 +65,6 @@ from gradxform.optimizers import (
     sgd_velocity,
 )
 from gradxform.second_order.aliases import bfgs, lbfgs, newton, newton_cg
-from gradxform.second_order.transforms import (
-    SecondOrderState,
-    scale_by_bfgs,
-    scale_by_lbfgs,
-    scale_by_newton,
-    scale_by_newton_cg,
-)
 from gradxform.second_order.linesearch import (
     ScaleByLinesearchState,
     ZoomLinesearch,
@@ -79,6 +72,13 @@ from gradxform.second_order.linesearch import (
     scale_by_zoom_linesearch,
 )
 from gradxform.second_order.minimize import History, Solution, Status, minimize
+from gradxform.second_order.transforms import (
+    SecondOrderState,
+    scale_by_bfgs,
+    scale_by_lbfgs,
+    scale_by_newton,
+    scale_by_newton_cg,
+)
 from gradxform.transforms.clipping import (
     ClipByGlobalNormState,
     ClipState,
