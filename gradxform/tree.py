@@ -364,6 +364,11 @@ def check_params(tree: Any, name: str = "params") -> None:
     """
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         where = jax.tree_util.keystr(path) or "<root>"
+        if isinstance(leaf, jax.ShapeDtypeStruct):
+            raise TypeError(
+                f"{name} must hold arrays; the leaf at {where} is a ShapeDtypeStruct "
+                "(for an abstract state call jax.eval_shape(tx.init, params))"
+            )
         if not isinstance(leaf, (jax.Array, np.ndarray)):
             raise TypeError(
                 f"{name} must hold arrays; the leaf at {where} is a {type(leaf).__name__} "

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import ALIASES
+from tests.helpers import ALIASES, SECOND_ORDER
 
 PARAMS = {"layer": {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}, "scale": jnp.array(1.5)}
 GRADS = jax.tree.map(lambda p: 0.3 * p + 0.2, PARAMS)
@@ -125,3 +125,17 @@ def test_optax_utilities_work_on_gradxform_states():
     u, state = tx.update(GRADS, state, PARAMS)
     want, _ = gx.adam(0.1).update(GRADS, gx.adam(0.1).init(PARAMS), PARAMS)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), u, want)
+
+
+@pytest.mark.parametrize("name", sorted({**ALIASES, **SECOND_ORDER}))
+def test_init_on_shape_dtype_structs_names_the_leaf_and_eval_shape_gives_the_state(name):
+    tx = {**ALIASES, **SECOND_ORDER}[name]()
+    params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
+    with pytest.raises(TypeError, match=r"the leaf at \['b'\] is a ShapeDtypeStruct"):
+        tx.init(abstract)
+    shapes = jax.eval_shape(tx.init, abstract)
+    concrete = tx.init(params)
+    assert jax.tree.structure(shapes) == jax.tree.structure(concrete)
+    for s, c in zip(jax.tree.leaves(shapes), jax.tree.leaves(concrete)):
+        assert (s.shape, s.dtype) == (c.shape, c.dtype)
