@@ -169,15 +169,9 @@ def _public_names() -> dict[int, str]:
     return names
 
 
-_NAMESPACES = (
-    "gradxform",
-    "gradxform.hessian",
-    "gradxform.schedules",
-    "gradxform.tree",
-    "gradxform.hyperparams",
-    "gradxform.checkpoint",
-    "gradxform.torch_compat",
-    "gradxform.curvature",
+# the package and the namespace modules it exports (gx.hessian, gx.schedules, ...)
+_NAMESPACES = ("gradxform",) + tuple(
+    f"gradxform.{name}" for name in gradxform.__all__ if inspect.ismodule(getattr(gradxform, name))
 )
 
 

@@ -61,3 +61,10 @@ def dtype(request):
             yield "float64"
     else:
         yield "float32"
+
+
+@pytest.fixture
+def x64():
+    """Runs a test with x64 enabled (float64 by default), for that test only."""
+    with jax.enable_x64(True):
+        yield

@@ -7,6 +7,7 @@ against something independent.
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -50,3 +51,8 @@ def naive_lbfgs_two_loop(pairs, gamma, g):
         beta = (y @ r) / (y @ s)
         r = r + (alpha - beta) * s
     return r
+
+
+def rosenbrock(x):
+    """The extended Rosenbrock function on a flat vector of even length."""
+    return jnp.sum(100 * (x[1::2] - x[::2] ** 2) ** 2 + (1 - x[::2]) ** 2)

@@ -25,21 +25,16 @@ import types
 
 import pytest
 
+import gradxform as gx
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 API = DOCS / "api"
 GUIDE = DOCS / "guide"
 
 # The namespaces whose __all__ is public API.
-PUBLIC_MODULES = (
-    "gradxform",
-    "gradxform.hessian",
-    "gradxform.schedules",
-    "gradxform.tree",
-    "gradxform.hyperparams",
-    "gradxform.checkpoint",
-    "gradxform.torch_compat",
-    "gradxform.curvature",
+PUBLIC_MODULES = ("gradxform",) + tuple(
+    f"gradxform.{name}" for name in gx.__all__ if isinstance(getattr(gx, name), types.ModuleType)
 )
 # Modules whose docstring an API page shows (``automodule``) without being a namespace.
 PAGE_MODULES = ("gradxform.base", "gradxform.optimizers", "gradxform.second_order")

@@ -11,10 +11,7 @@ from gradxform import curvature
 H = gx.hessian
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
 
 def known_operator(eigenvalues, seed=0):

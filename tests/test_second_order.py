@@ -15,18 +15,12 @@ from gradxform.second_order import directions as dirs
 from gradxform.second_order._packed import packed_while_loop
 from gradxform.second_order.linesearch import Point, zoom_search
 from tests import references
+from tests.references import rosenbrock
 
 METHODS = ["lbfgs", "bfgs", "newton", "newton-cg"]
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
-def rosenbrock(x):
-    return jnp.sum(100 * (x[1::2] - x[::2] ** 2) ** 2 + (1 - x[::2]) ** 2)
+pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
 
 RNG = np.random.default_rng(0)

@@ -20,18 +20,12 @@ import optax
 import pytest
 
 import gradxform as gx
+from tests.references import rosenbrock
 
 STEPS = 50
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
-def rosenbrock(x):
-    return jnp.sum(100 * (x[1::2] - x[::2] ** 2) ** 2 + (1 - x[::2]) ** 2)
+pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
 
 @functools.cache
