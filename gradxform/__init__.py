@@ -89,6 +89,7 @@ from gradxform.transforms.finite import (
     ApplyIfFiniteState,
     NonFiniteUpdatesError,
     apply_if_finite,
+    raise_if_gave_up,
 )
 from gradxform.transforms.moments import (
     AccumulateSquaresState,
@@ -126,6 +127,7 @@ __all__ = [
     "ApplyIfFiniteState",
     "NonFiniteUpdatesError",
     "apply_if_finite",
+    "raise_if_gave_up",
     "History",
     "ScaleByLinesearchState",
     "SecondOrderState",

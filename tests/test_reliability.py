@@ -157,14 +157,36 @@ def test_apply_if_finite_skips_bad_steps_as_if_they_never_happened():
 
 
 def test_apply_if_finite_gives_up_loudly():
+    """Outside jit the update itself raises the error, catchable by its name, in a short message."""
+    tx = gx.apply_if_finite(gx.sgd(0.1), max_consecutive_skips=2)
+    state = tx.init(PARAMS)
+    nan = jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), PARAMS)
+    _, state = tx.update(nan, state, PARAMS)
+    assert int(state.consecutive_skipped) == 1 and not bool(state.gave_up)
+    with pytest.raises(gx.NonFiniteUpdatesError, match="2 steps in a row had NaN or infinite") as e:
+        tx.update(nan, state, PARAMS)
+    assert len(str(e.value)) < 200
+
+
+def test_a_jitted_apply_if_finite_gives_up_through_its_state():
+    """A jitted step cannot raise a Python error: it warns, flags the state, and stays at zero."""
     tx = gx.apply_if_finite(gx.sgd(0.1), max_consecutive_skips=2)
     update = jax.jit(tx.update)
     state = tx.init(PARAMS)
     nan = jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), PARAMS)
     _, state = update(nan, state, PARAMS)
-    assert int(state.consecutive_skipped) == 1
-    with pytest.raises(Exception, match="2 steps in a row had NaN or infinite"):
-        jax.block_until_ready(update(nan, state, PARAMS))
+    gx.raise_if_gave_up(state)  # one skip: nothing to raise
+    with pytest.warns(RuntimeWarning, match="2 steps in a row") as record:
+        updates, state = jax.block_until_ready(update(nan, state, PARAMS))
+    assert len(record) == 1 and len(str(record[0].message)) < 300
+    assert bool(state.gave_up) and all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates))
+    updates, state = update(grads_at(PARAMS, 0), state, PARAMS)  # a finite step is applied,
+    assert bool(state.gave_up)  # and the flag stays, for a check every few steps
+    with pytest.raises(gx.NonFiniteUpdatesError, match="gave up") as e:
+        gx.raise_if_gave_up({"opt": (state, gx.EmptyState())})
+    assert len(str(e.value)) < 200
+    with pytest.raises(ValueError, match="outside jit"):
+        jax.jit(gx.raise_if_gave_up)(state)
 
 
 def test_apply_if_finite_catches_a_schedule_that_turns_nan():
