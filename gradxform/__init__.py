@@ -123,6 +123,12 @@ from gradxform.transforms.scaling import (
 
 __version__ = "0.1.0"
 
+
+def __dir__() -> list[str]:
+    """The public API only: the implementation modules stay importable but unlisted."""
+    return sorted([*__all__, "__version__"])
+
+
 __all__ = [
     "ApplyIfFiniteState",
     "NonFiniteUpdatesError",

@@ -1,5 +1,7 @@
 """The transform contract: state invariants, vmap, differentiability, errors, optax interop."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,3 +141,15 @@ def test_init_on_shape_dtype_structs_names_the_leaf_and_eval_shape_gives_the_sta
     assert jax.tree.structure(shapes) == jax.tree.structure(concrete)
     for s, c in zip(jax.tree.leaves(shapes), jax.tree.leaves(concrete)):
         assert (s.shape, s.dtype) == (c.shape, c.dtype)
+
+
+def test_the_namespace_lists_the_public_api_only():
+    """``dir(gx)`` (tab completion) shows ``__all__``, not the implementation modules."""
+    modules = {name for name, value in vars(gx).items() if isinstance(value, types.ModuleType)}
+    internal = modules - set(gx.__all__)
+    assert {"base", "optimizers", "second_order", "transforms"} <= internal
+    listed = set(dir(gx))
+    assert not listed & internal
+    assert {name for name in listed if not name.startswith("__")} == set(gx.__all__)
+    assert {"hessian", "curvature", "schedules", "tree"} <= listed & modules
+    assert all(hasattr(gx, name) for name in gx.__all__)
