@@ -168,6 +168,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
                 f"chain: state must be a tuple of {len(parts)} states, as returned by "
                 f"init; got {type(state).__name__}"
             )
+        if params is not None:
+            tree.check_complex_updates(params, updates)
         new_state = []
         for tx, tx_state in zip(parts, state):
             updates, tx_state = tx.update(updates, tx_state, params, **extra_args)
@@ -251,6 +253,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
 
     Raises:
         ValueError: naming the first path where the two trees differ.
+        TypeError: naming the first real parameter whose update is complex.
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
@@ -260,6 +263,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         (dtype(bfloat16), [1.5, 1.5])
     """
     tree.check_structure(params, updates, "params", "updates")
+    tree.check_complex_updates(params, updates)
     return jax.tree.map(
         lambda p, u: jnp.asarray(p + u).astype(jnp.asarray(p).dtype), params, updates
     )

@@ -28,6 +28,7 @@ import numpy as np
 __all__ = [
     "add",
     "cast",
+    "check_complex_updates",
     "check_real_floating",
     "check_structure",
     "ema",
@@ -37,6 +38,7 @@ __all__ = [
     "safe_divide",
     "scale",
     "squared_magnitude",
+    "squares_like",
     "zeros_like",
 ]
 
@@ -60,11 +62,14 @@ def real_dtype(dtype) -> np.dtype:
     return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.inexact) else np.dtype(dtype)
 
 
-def squared_magnitude(x: jax.Array) -> jax.Array:
+def squared_magnitude(x: jax.Array, like: jax.Array | None = None) -> jax.Array:
     """:math:`|x|^2` elementwise, real-valued for complex ``x``.
 
     Args:
         x: an array.
+        like: the accumulator the square goes into: when its dtype is wider,
+            ``x`` is cast to it first (a float16 ``x`` of 2e-4 squares to a
+            float16 subnormal, but to 4e-8 in a float32 second moment).
 
     Returns:
         ``x * x`` for real ``x``; ``(conj(x) * x).real`` for complex ``x``.
@@ -74,7 +79,13 @@ def squared_magnitude(x: jax.Array) -> jax.Array:
         >>> from gradxform import tree
         >>> tree.squared_magnitude(jnp.array([3 + 4j])).tolist()
         [25.0]
+        >>> x, accumulator = jnp.array(2e-4, jnp.float16), jnp.zeros((), jnp.float32)
+        >>> # squared in float16, 4e-8 is a subnormal 50% off; in float32 it is not
+        >>> [f"{float(tree.squared_magnitude(x, like)):.2g}" for like in (None, accumulator)]
+        ['6e-08', '4e-08']
     """
+    if like is not None:
+        x = x.astype(jnp.promote_types(x.dtype, like.dtype))
     if jnp.iscomplexobj(x):
         return (x.conj() * x).real
     return x * x
@@ -153,6 +164,42 @@ def full_like(params: Any, value, dtype=None, real: bool = False) -> Any:
         if isinstance(p, jax.Array):  # keeps the leaf's sharding (and device)
             return jnp.full_like(p, value, dtype=leaf_dtype)
         return jnp.full(jnp.shape(p), value, dtype=leaf_dtype)
+
+    return jax.tree.map(leaf, params)
+
+
+def squares_like(params: Any, value, dtype=None) -> Any:
+    r"""``value`` in every leaf of an accumulator of :math:`|g|^2` for ``params``.
+
+    A running average or sum of squared gradients (Adam's :math:`v`,
+    RMSProp's and AdaGrad's accumulators, AMSGrad's maximum) is real, and by
+    default at least float32: float16's smallest number is 6e-8, so a gradient
+    of 3e-3 squared and scaled by Adam's :math:`1 - \beta_2 = 10^{-3}` is 0
+    there, and bfloat16 rounds :math:`\beta_2 = 0.999` to 1. float64 and
+    complex128 parameters get float64.
+
+    Args:
+        params: a pytree of arrays.
+        value: the fill value (a scalar).
+        dtype: the dtype of every leaf, used as given (its real dtype); the
+            default is each parameter's real dtype, float32 for float16 and
+            bfloat16.
+
+    Returns:
+        A pytree shaped (and sharded) like ``params`` filled with ``value``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> params = {"h": jnp.ones(2, jnp.float16), "z": jnp.ones(2, jnp.complex64)}
+        >>> {k: str(v.dtype) for k, v in tree.squares_like(params, 0.0).items()}
+        {'h': 'float32', 'z': 'float32'}
+    """
+    if dtype is not None:
+        return full_like(params, value, dtype, real=True)
+
+    def leaf(p):
+        return full_like(p, value, jnp.promote_types(real_dtype(jnp.asarray(p).dtype), jnp.float32))
 
     return jax.tree.map(leaf, params)
 
@@ -239,6 +286,8 @@ def ema(decay: jax.Array, complement: jax.Array, moment: Any, sample: Any) -> An
         >>> new["w"].dtype, new["w"].tolist()
         (dtype(bfloat16), [1.5])
     """
+
+    check_complex_updates(moment, sample, "moments", "updates")
 
     def leaf(m, x):
         dt = m.dtype
@@ -351,6 +400,55 @@ def _check_leaves_match(reference: Any, other: Any, reference_name: str, other_n
             raise ValueError(
                 f"{other_name} and {reference_name} differ in shape at {where}: "
                 f"{tuple(leaf.shape)} in {other_name}, {tuple(ref.shape)} in {reference_name}"
+            )
+
+
+def _is_complex(leaf: Any) -> bool:
+    return hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.complexfloating)
+
+
+def check_complex_updates(
+    params: Any, updates: Any, params_name: str = "params", updates_name: str = "updates"
+) -> None:
+    """Raises ``TypeError`` naming the first real parameter whose update is complex.
+
+    Cast to the parameter's dtype, a complex update would lose its imaginary
+    part (NumPy and JAX only warn). Runs in Python at trace time; trees of
+    different structures are left to :func:`check_structure`.
+
+    Args:
+        params: the pytree the updates are for (or a moment shaped like it).
+        updates: the updates (gradients).
+        params_name: how the message names ``params``.
+        updates_name: how the message names ``updates``.
+
+    Raises:
+        TypeError: naming the path and both dtypes of the first complex
+            update of a real leaf.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> tree.check_complex_updates({"w": jnp.ones(2)}, {"w": jnp.ones(2, jnp.complex64)})
+        Traceback (most recent call last):
+        TypeError: updates must be real for real params; got complex64 at ['w'], ...
+    """
+    param_leaves, update_leaves = jax.tree.leaves(params), jax.tree.leaves(updates)
+    if len(param_leaves) != len(update_leaves):
+        return
+
+    def dropped(p, u):
+        return _is_complex(u) and hasattr(p, "dtype") and not _is_complex(p)
+
+    if not any(map(dropped, param_leaves, update_leaves)):
+        return  # the key paths, which cost more than the check, only name an offending leaf
+    for (path, p), u in zip(jax.tree_util.tree_flatten_with_path(params)[0], update_leaves):
+        if dropped(p, u):
+            raise TypeError(
+                f"{updates_name} must be real for real {params_name}; got {u.dtype} at "
+                f"{jax.tree_util.keystr(path) or '<root>'}, where {params_name} is {p.dtype} "
+                "(its imaginary part would be dropped: pass jnp.real(g), or make the "
+                "parameter complex)"
             )
 
 

@@ -283,10 +283,12 @@ def test_dtype_matrix(name, dtype):
         # params keep their dtype, the state never changes dtype
         assert all(p.dtype == jnp.dtype(dtype) for p in jax.tree.leaves(params))
         assert jax.tree.map(lambda a: a.dtype, state) == init_dtypes
-        # moments (state leaves shaped like params) follow the params: no silent upcast
+        # moments (state leaves shaped like params) follow the params, but second moments are
+        # at least float32 (float16 squares underflow)
         real = jnp.dtype(gx.tree.real_dtype(jnp.dtype(dtype)))
+        squares = jnp.promote_types(real, jnp.float32)
         shaped = [a for a in jax.tree.leaves(state) if a.shape in ((2, 3), (3,))]
-        assert all(a.dtype in (jnp.dtype(dtype), real) for a in shaped), name
+        assert all(a.dtype in (jnp.dtype(dtype), real, squares) for a in shaped), name
         # scalars (counts and hyperparameters) are int32 and float32 (float64 with x64 params)
         scalar_float = jnp.float64 if dtype == "float64" else jnp.float32
         assert all(
@@ -314,6 +316,62 @@ def test_moment_dtype_option_keeps_float32_moments_for_bfloat16_params():
     state = gx.adam(0.1, mu_dtype=jnp.float32, nu_dtype=jnp.float32).init(params)
     shaped = [a for a in jax.tree.leaves(state) if a.ndim > 0]
     assert shaped and all(a.dtype == jnp.float32 for a in shaped)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name", ["adam", "amsgrad", "adagrad"])
+def test_small_half_precision_gradients_still_move_the_params(name, dtype):
+    """float16 squares of |g| <= 3e-3 underflow to 0: second moments default to float32.
+
+    A constant gradient g has a closed-form step: Adam's and AMSGrad's bias-corrected
+    moments are g and g^2, so the update is -lr g / (|g| + eps); AdaGrad's (from h = 0.1,
+    the default) is -lr g / sqrt(0.1 + t g^2). Checked at every step against that
+    float64 value.
+    """
+    lr, eps = 1e-3, 1e-8
+    tx = {"adam": gx.adam, "amsgrad": gx.amsgrad, "adagrad": gx.adagrad}[name](lr)
+    g = np.array([3e-3, -1e-3, 5e-4, -2e-4])
+    params = jnp.ones(4, dtype)
+    state = tx.init(params)
+    assert jnp.dtype(jnp.float32) in {a.dtype for a in jax.tree.leaves(state) if a.shape == (4,)}
+    update = jax.jit(tx.update)
+    for t in range(1, 9):
+        updates, state = update(jnp.asarray(g, dtype), state, params)
+        want = -lr * g / (np.abs(g) + eps)
+        if name == "adagrad":
+            want = -lr * g / np.sqrt(0.1 + t * g**2)
+        np.testing.assert_allclose(np.asarray(updates, np.float64), want, rtol=2e-2)
+    assert gx.apply_updates(params, updates).dtype == jnp.dtype(dtype)
+
+
+def test_an_explicit_second_moment_dtype_is_kept():
+    params = jnp.ones(3, jnp.float16)
+    state = gx.adam(0.1, nu_dtype=jnp.float16).init(params)
+    assert {a.dtype for a in jax.tree.leaves(state) if a.ndim} == {jnp.dtype(jnp.float16)}
+
+
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_complex_gradients_of_real_params_are_an_error_naming_the_leaf(name):
+    """Cast to float32, 1 + 1j would lose its imaginary part: refused at the first step.
+
+    The chain refuses them when given params, a moment kept in the param's dtype without
+    them, and apply_updates in any case (plain SGD, whose one block keeps no moment).
+    """
+    tx = ELEMENTWISE[name]()
+    grads = {"w": PARAMS["w"], "b": PARAMS["b"].astype(jnp.complex64) * (1 + 1j)}
+    message = r"must be real for real \w+; got complex64 at \['b'\], where \w+ is float32"
+
+    def first_step(params):
+        updates, _ = jax.jit(tx.update)(grads, tx.init(PARAMS), params)
+        return gx.apply_updates(PARAMS, updates)
+
+    with pytest.raises(TypeError, match=message):
+        first_step(PARAMS)
+    if name not in ("adamw", "sgd_momentum"):  # weight decay needs params
+        with pytest.raises(TypeError, match=message):
+            first_step(None)
+    with pytest.raises(TypeError, match=message):
+        gx.apply_updates(PARAMS, grads)
 
 
 # --- hostile input ----------------------------------------------------------------------------

@@ -201,8 +201,9 @@ def ema_second_moment(
         decay: :math:`\beta` in [0, 1): a number, a schedule or a handle.
         centered: output :math:`v - |m|^2` instead of :math:`v`.
         initial_value: :math:`v` before the first update (>= 0).
-        dtype: dtype of :math:`v` and :math:`m` (default: each parameter's
-            (real) dtype).
+        dtype: dtype of :math:`v` and :math:`m` (default: :math:`m` in each
+            parameter's dtype, :math:`v` in its real dtype and at least float32,
+            see :func:`gradxform.tree.squares_like`).
 
     Returns:
         The block; its state is :class:`EmaSecondMomentState`.
@@ -218,7 +219,7 @@ def ema_second_moment(
     hp = _decay_store(decay)
 
     def init_fn(params):
-        nu = tree.full_like(params, initial_value, dtype, real=True)
+        nu = tree.squares_like(params, initial_value, dtype)
         mu = tree.zeros_like(params, dtype) if centered else EmptyState()
         return EmaSecondMomentState(nu, mu, hp.init(params))
 
@@ -227,11 +228,12 @@ def ema_second_moment(
         tree.check_structure(state.nu, updates, "second moment", "updates")
         values, hyper = hp.step(state.hyperparams, extra_args)
         decay_now, gain = values["decay"], values.complement("decay")
-        nu = tree.ema(decay_now, gain, state.nu, jax.tree.map(tree.squared_magnitude, updates))
+        squares = jax.tree.map(tree.squared_magnitude, updates, state.nu)
+        nu = tree.ema(decay_now, gain, state.nu, squares)
         if not centered:
             return nu, EmaSecondMomentState(nu, state.mu, hyper)
         mu = tree.ema(decay_now, gain, state.mu, updates)
-        variance = jax.tree.map(lambda n, m: n - tree.squared_magnitude(m), nu, mu)
+        variance = jax.tree.map(lambda n, m: n - tree.squared_magnitude(m, n), nu, mu)
         return variance, EmaSecondMomentState(nu, mu, hyper)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
@@ -254,7 +256,8 @@ def accumulate_squares(
 
     Args:
         initial_value: :math:`h` before the first update (>= 0).
-        dtype: dtype of :math:`h` (default: each parameter's (real) dtype).
+        dtype: dtype of :math:`h` (default: each parameter's real dtype, at
+            least float32, see :func:`gradxform.tree.squares_like`).
 
     Returns:
         The block; its state is :class:`AccumulateSquaresState`.
@@ -269,13 +272,13 @@ def accumulate_squares(
     initial_value = checks.real("initial_value", initial_value, lower=0)
 
     def init_fn(params):
-        return AccumulateSquaresState(tree.full_like(params, initial_value, dtype, real=True))
+        return AccumulateSquaresState(tree.squares_like(params, initial_value, dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         tree.check_structure(state.sum_of_squares, updates, "sum of squares", "updates")
         total = jax.tree.map(
-            lambda h, g: (h + tree.squared_magnitude(g)).astype(h.dtype),
+            lambda h, g: (h + tree.squared_magnitude(g, h)).astype(h.dtype),
             state.sum_of_squares,
             updates,
         )
@@ -338,7 +341,8 @@ def running_max() -> GradientTransformationExtraArgs:
     r"""AMSGrad's maximum: :math:`\hat u \leftarrow \max(\hat u, u)`, output :math:`\hat u`.
 
     Returns:
-        The block; its state is :class:`RunningMaxState` (zeros at first).
+        The block; its state is :class:`RunningMaxState` (zeros at first, in
+        the dtype of :func:`gradxform.tree.squares_like`).
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
@@ -351,7 +355,7 @@ def running_max() -> GradientTransformationExtraArgs:
     """
 
     def init_fn(params):
-        return RunningMaxState(tree.zeros_like(params, real=True))
+        return RunningMaxState(tree.squares_like(params, 0.0))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -445,7 +449,8 @@ def scale_by_rms(
         eps_in_sqrt: put :math:`\epsilon` inside the root.
         centered: divide by the root of the variance estimate.
         initial_scale: :math:`v` before the first update (>= 0).
-        dtype: dtype of the moments (default: each parameter's (real) dtype).
+        dtype: dtype of the moments (default: the first in each parameter's
+            dtype, the second as :func:`gradxform.tree.squares_like` gives).
 
     Returns:
         RMSProp's direction (before the learning rate).
@@ -483,7 +488,8 @@ def scale_by_sum_of_squares(
         initial_accumulator_value: :math:`h_0 \ge 0`.
         eps: :math:`\epsilon \ge 0`: a number, a schedule or a handle.
         eps_in_sqrt: put :math:`\epsilon` inside the root.
-        dtype: dtype of :math:`h` (default: each parameter's (real) dtype).
+        dtype: dtype of :math:`h` (default: as :func:`gradxform.tree.squares_like`
+            gives: real, at least float32).
 
     Returns:
         AdaGrad's direction (before the learning rate).
@@ -532,7 +538,8 @@ def scale_by_adam(
         amsgrad: divide by the running maximum of :math:`\hat v` (optax's AMSGrad).
         nesterov: use the look-ahead first moment (NAdam).
         mu_dtype: dtype of :math:`m` (default: each parameter's dtype).
-        nu_dtype: dtype of :math:`v` (default: each parameter's (real) dtype).
+        nu_dtype: dtype of :math:`v` (default: each parameter's real dtype, at
+            least float32, see :func:`gradxform.tree.squares_like`).
 
     Returns:
         Adam's direction (before the learning rate).
