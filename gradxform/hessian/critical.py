@@ -146,6 +146,20 @@ def _lanczos_extremes(f, params, n, eps, curvature_tol, k, max_matvecs, key) -> 
     return _Extremes(lo, lo_res, hi, hi_res, morse, smallest, tol, used, miss)
 
 
+def _use_dense(method: str, n: int, dense_limit: int, max_matvecs: int) -> bool:
+    """The choice of ``method="auto"``: dense when it cannot cost more than Lanczos.
+
+    Dense costs ``n`` products (batched) and an ``O(n^3)`` ``eigvalsh``; Lanczos
+    costs up to ``min(max_matvecs, n)`` products, one after another, and
+    ``O(m^2 n)`` reorthogonalisation for ``m`` of them. With a budget of ``n`` or
+    more it may take as many products as dense, and more arithmetic, so dense
+    is chosen there as well as up to ``dense_limit``.
+    """
+    if method != "auto":
+        return method == "dense"
+    return n <= max(dense_limit, max_matvecs)
+
+
 def classify_critical_point(
     f: Callable[[Any], jax.Array],
     params: Any,
@@ -167,9 +181,12 @@ def classify_critical_point(
         curvature_tol: curvature whose magnitude is below it has no certified
             sign; default ``sqrt(eps) * max(1, max |lambda|)``.
         method: ``"dense"`` (``eigvalsh`` of the full Hessian), ``"lanczos"``
-            (matrix-free, ``k`` pairs at each end), or ``"auto"`` (dense up to
-            ``dense_limit`` parameters).
-        dense_limit: the largest parameter count ``"auto"`` treats densely.
+            (matrix-free, ``k`` pairs at each end), or ``"auto"``: dense when
+            ``n <= max(dense_limit, max_matvecs)`` for ``n`` parameters (with a
+            budget of ``n`` products or more, Lanczos cannot cost less than
+            the ``n`` products of the dense Hessian), else Lanczos. The path
+            taken is the result's ``method``.
+        dense_limit: the largest parameter count ``"auto"`` always treats densely.
         k: Ritz pairs per end on the matrix-free path.
         max_matvecs: the matrix-free product budget; Lanczos stops as soon as
             all ``2k`` pairs have converged, so easy points use far fewer (near-zero
@@ -197,7 +214,7 @@ def classify_critical_point(
     n = flat.size
     eps = float(jnp.finfo(flat.dtype).eps)
     grad_norm = float(jnp.linalg.norm(ravel_pytree(jax.grad(f)(params))[0]))
-    use_dense = method == "dense" or (method == "auto" and n <= dense_limit)
+    use_dense = _use_dense(method, n, dense_limit, max_matvecs)
     if use_dense:
         e = _dense_extremes(f, params, eps, curvature_tol)
     else:
