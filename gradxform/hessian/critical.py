@@ -17,13 +17,28 @@ eigenvalues near zero have no reliable sign (at trained networks many sit in
   is spent: the sign is undecided for lack of products, not shown to be near
   zero. A larger ``max_matvecs`` (or the dense path) decides it.
 
-The dense path (``n <= dense_limit``) has zero residuals. The matrix-free path
-(Lanczos) also reports ``miss_probability``: Lanczos from a random start
-finds the extreme eigenvalue except with probability at most
-``1.648 sqrt(n) exp(-(2m - 1) sqrt(eps))`` (Kuczynski & Wozniakowski, 1992)
-for ``m`` steps and relative gap ``eps``; for ``minimum`` and ``maximum``
-``eps`` is the distance of the extreme Ritz value from zero relative to the
-spectral width, so the verdict holds except with that probability.
+Default tolerances follow the dtype and the problem, with ``eps`` the params'
+machine epsilon and ``|H|`` the largest ``|eigenvalue|`` found. ``grad_tol`` is
+``eps**(1/3) * max(1, |H| |x|)``: a critical point stored to working precision
+(``eps |x|`` away) has a gradient of about ``eps |H| |x|``; the margin
+``eps**(-2/3)`` above that keeps the float64 default (``6e-6`` times the scale)
+above the gradient norm at which :func:`gradxform.minimize` stops by default
+(``1e-6`` relative), and gives ``4.9e-3`` times the scale in float32.
+``curvature_tol`` is ``sqrt(eps) * max(1, |H|)``.
+
+What a verdict rests on is stated in ``guarantee``. On the dense path (the
+eigenvalues of the whole computed Hessian) and for a matrix-free ``saddle`` or
+``not_critical`` (residual certificates and the gradient alone) it is
+``"deterministic"``. A matrix-free ``minimum``, ``maximum`` or ``degenerate``
+also assumes that Lanczos, from a random start, did not miss an eigenvalue
+beyond the extreme Ritz values that would change the verdict; that fails
+with probability at most ``1.648 sqrt(n) exp(-(2m - 1) sqrt(d / w))``
+(Kuczynski & Wozniakowski, 1992) per end, for ``m`` steps, ``d`` the distance
+the extreme Ritz value would have to move to change the verdict and ``w`` the
+spectral width (taken as the Ritz width plus the residuals). The sum over the
+ends that matter is ``miss_probability``; below 1 the guarantee is
+``"probabilistic"``, at 1 (the bound says nothing) it is ``"none"``, as for
+``unresolved`` and ``not_finite``.
 """
 
 from __future__ import annotations
@@ -58,13 +73,25 @@ class CriticalPoint(NamedTuple):
         residual_min, residual_max: their certificates (0 on the dense path).
         morse_index: the number of eigenvalues below ``-curvature_tol``
             (dense: exact; matrix-free: certified negative Ritz values among the
-            bottom ``k`` computed, a lower bound).
-        condition_number: ``max |lambda| / min |lambda|`` (inf if singular).
+            ``2k`` computed, a lower bound).
+        condition_number: ``max |lambda| / min |lambda|``. Dense: exact (inf if
+            singular). Matrix-free: only for a ``minimum`` or ``maximum``, where
+            the eigenvalue nearest zero is an extreme one, as
+            ``max(|theta|) / min(|theta|)`` of the extreme Ritz values, a lower
+            bound that is tight to the residuals; NaN otherwise, because the
+            eigenvalue nearest zero is then inside the spectrum, which Lanczos
+            from the ends does not reach.
         grad_tol, curvature_tol: the tolerances used.
-        method: ``"dense"`` or ``"lanczos"``.
+        method: ``"dense"`` or ``"lanczos"``: the path taken (``"auto"`` resolved).
         num_matvecs: Hessian-vector products used (0 for dense).
-        miss_probability: for a matrix-free ``minimum``/``maximum``, the
-            bound on the chance that an eigenvalue of the other sign was missed.
+        miss_probability: matrix-free only: a bound on the chance that Lanczos
+            missed an eigenvalue that would change the verdict (0 when it does
+            not depend on that, and on the dense path).
+        guarantee: ``"deterministic"``, ``"probabilistic"`` (holds except with
+            probability ``miss_probability``) or ``"none"`` (the verdict rests
+            on no guarantee; see the module docstring).
+        note: what the verdict rests on, in words, when it is not
+            deterministic, and why ``condition_number`` is NaN; empty otherwise.
     """
 
     verdict: str
@@ -80,6 +107,8 @@ class CriticalPoint(NamedTuple):
     method: str
     num_matvecs: int
     miss_probability: float
+    guarantee: str
+    note: str
 
 
 def _verdict(grad_norm, grad_tol, lo, lo_res, hi, hi_res, tol):
@@ -108,10 +137,10 @@ class _Extremes(NamedTuple):
     hi: float
     hi_res: float
     morse: int
-    smallest: float  # the smallest |eigenvalue| seen
+    condition: float  # dense: exact; Lanczos: from the extreme Ritz values
     tol: float
     used: int
-    miss: float
+    invariant: bool  # the Krylov space became invariant (Lanczos only)
 
 
 def _tolerance(curvature_tol, eps, values) -> float:
@@ -124,26 +153,93 @@ def _dense_extremes(f, params, eps, curvature_tol) -> _Extremes:
     lam = np.asarray(jnp.linalg.eigvalsh(hessian_matrix(f, params)), np.float64)
     tol = _tolerance(curvature_tol, eps, lam)
     morse = int(np.sum(lam < -tol))
-    smallest = float(np.min(np.abs(lam)))
-    return _Extremes(float(lam[0]), 0.0, float(lam[-1]), 0.0, morse, smallest, tol, 0, 0.0)
+    smallest, largest = float(np.min(np.abs(lam))), float(np.max(np.abs(lam)))
+    condition = largest / smallest if smallest > 0 else float("inf")
+    return _Extremes(float(lam[0]), 0.0, float(lam[-1]), 0.0, morse, condition, tol, 0, False)
 
 
 def _lanczos_extremes(f, params, n, eps, curvature_tol, k, max_matvecs, key) -> _Extremes:
-    pairs = hessian_eigenpairs(f, params, min(k, n), "both", max_matvecs=max_matvecs, key=key)
-    kk = pairs.values.shape[0] // 2
-    bottom, top = np.asarray(pairs.values[:kk]), np.asarray(pairs.values[kk:])
-    b_res, t_res = np.asarray(pairs.residuals[:kk]), np.asarray(pairs.residuals[kk:])
-    tol = _tolerance(curvature_tol, eps, np.concatenate([bottom, top]))
-    lo, lo_res, hi, hi_res = float(bottom[0]), float(b_res[0]), float(top[0]), float(t_res[0])
-    morse = int(np.sum(bottom + b_res < -tol))
-    smallest = float(np.min(np.abs(np.concatenate([bottom, top]))))
-    used = int(pairs.num_matvecs)
-    width = max(hi - lo, np.finfo(np.float64).tiny)
-    gap = min(abs(lo), abs(hi)) / width
-    miss = float(min(1.0, 1.648 * np.sqrt(n) * np.exp(-(2 * used - 1) * np.sqrt(gap))))
-    if bool(pairs.invariant):  # an invariant Krylov space from a random start: exact
-        miss = 0.0
-    return _Extremes(lo, lo_res, hi, hi_res, morse, smallest, tol, used, miss)
+    k = min(k, n // 2)  # both ends without overlap
+    pairs = hessian_eigenpairs(f, params, k, "both", max_matvecs=max_matvecs, key=key)
+    values, residuals = np.asarray(pairs.values), np.asarray(pairs.residuals)
+    tol = _tolerance(curvature_tol, eps, values)
+    lo, lo_res, hi, hi_res = (float(x[i]) for i in (0, k) for x in (values, residuals))
+    # certified negatives among both ends; an end repeats a pair when the Krylov space
+    # holds fewer than 2k Ritz values, so repeats are counted once (a lower bound still)
+    morse = len({(v, r) for v, r in zip(values, residuals) if v + r < -tol})
+    near, far = sorted([abs(lo), abs(hi)])
+    condition = far / near if near > 0 else float("inf")  # used for a minimum or maximum only
+    used, invariant = int(pairs.num_matvecs), bool(pairs.invariant)
+    return _Extremes(lo, lo_res, hi, hi_res, morse, condition, tol, used, invariant)
+
+
+def _miss_probability(verdict: str, e: _Extremes, n: int) -> float:
+    """The Kuczynski-Wozniakowski bound on missing an eigenvalue that changes ``verdict``.
+
+    For each end whose extreme eigenvalue the verdict depends on, ``d`` is how
+    far the extreme Ritz value would have to move outward to change it.
+    """
+    negative, positive = e.lo + e.lo_res < -e.tol, e.hi - e.hi_res > e.tol
+    distances = []
+    if verdict == "minimum":
+        distances.append(e.lo - e.tol)
+    elif verdict == "maximum":
+        distances.append(-e.tol - e.hi)
+    elif verdict == "degenerate":
+        distances += [e.lo + e.tol] if not negative else []
+        distances += [e.tol - e.hi] if not positive else []
+    if not distances or e.invariant:  # an invariant Krylov space from a random start: exact
+        return 0.0
+    width = max((e.hi + e.hi_res) - (e.lo - e.lo_res), np.finfo(np.float64).tiny)
+    gaps = np.maximum(np.asarray(distances), 0.0) / width
+    bound = 1.648 * np.sqrt(n) * np.exp(-(2 * e.used - 1) * np.sqrt(gaps))
+    return float(min(1.0, np.sum(bound)))
+
+
+def _guarantee(verdict: str, dense: bool, miss: float) -> tuple[str, str]:
+    """``(guarantee, note)`` for a verdict (see :class:`CriticalPoint`)."""
+    if verdict == "not_finite":
+        return "none", "the gradient or the curvature is NaN or infinite"
+    if verdict == "unresolved":
+        return "none", "the product budget ran out before the sign was decided"
+    if dense or verdict in ("saddle", "not_critical"):
+        return "deterministic", ""
+    if miss >= 1.0:
+        return "none", (
+            "no guarantee: the bound on the chance that Lanczos missed an eigenvalue "
+            "that would change the verdict is vacuous (1); use method='dense' or a "
+            "larger max_matvecs"
+        )
+    return "probabilistic", f"holds unless Lanczos missed an eigenvalue (chance <= {miss:.2g})"
+
+
+def _result(grad_norm, grad_tol, e: _Extremes, dense: bool, n: int) -> CriticalPoint:
+    verdict = _verdict(grad_norm, grad_tol, e.lo, e.lo_res, e.hi, e.hi_res, e.tol)
+    miss = 0.0 if dense else _miss_probability(verdict, e, n)
+    guarantee, note = _guarantee(verdict, dense, miss)
+    condition = e.condition
+    if not dense and verdict not in ("minimum", "maximum"):
+        condition = float("nan")
+        if verdict != "not_finite":
+            why = "condition_number undetermined: the eigenvalue nearest zero is interior"
+            note = f"{note}; {why}" if note else why
+    return CriticalPoint(
+        verdict=verdict,
+        grad_norm=grad_norm,
+        lambda_min=e.lo,
+        lambda_max=e.hi,
+        residual_min=e.lo_res,
+        residual_max=e.hi_res,
+        morse_index=e.morse,
+        condition_number=float(condition),
+        grad_tol=grad_tol,
+        curvature_tol=float(e.tol),
+        method="dense" if dense else "lanczos",
+        num_matvecs=e.used,
+        miss_probability=miss,
+        guarantee=guarantee,
+        note=note,
+    )
 
 
 def _use_dense(method: str, n: int, dense_limit: int, max_matvecs: int) -> bool:
@@ -153,10 +249,11 @@ def _use_dense(method: str, n: int, dense_limit: int, max_matvecs: int) -> bool:
     costs up to ``min(max_matvecs, n)`` products, one after another, and
     ``O(m^2 n)`` reorthogonalisation for ``m`` of them. With a budget of ``n`` or
     more it may take as many products as dense, and more arithmetic, so dense
-    is chosen there as well as up to ``dense_limit``.
+    is chosen there as well as up to ``dense_limit``. A single parameter is always
+    treated densely.
     """
     if method != "auto":
-        return method == "dense"
+        return method == "dense" or n < 2  # one parameter has no two ends to run Lanczos on
     return n <= max(dense_limit, max_matvecs)
 
 
@@ -164,7 +261,7 @@ def classify_critical_point(
     f: Callable[[Any], jax.Array],
     params: Any,
     *,
-    grad_tol: float = 1e-6,
+    grad_tol: float | None = None,
     curvature_tol: float | None = None,
     method: str = "auto",
     dense_limit: int = 2000,
@@ -177,11 +274,14 @@ def classify_critical_point(
     Args:
         f: the objective, ``f(params) -> scalar``.
         params: the point, a pytree of float arrays.
-        grad_tol: the gradient norm below which ``params`` counts as critical.
+        grad_tol: the gradient norm below which ``params`` counts as critical;
+            default ``eps**(1/3) * max(1, |H| |params|)`` (``eps`` of the params'
+            dtype, ``|H|`` the largest ``|eigenvalue|`` found).
         curvature_tol: curvature whose magnitude is below it has no certified
-            sign; default ``sqrt(eps) * max(1, max |lambda|)``.
+            sign; default ``sqrt(eps) * max(1, |H|)``.
         method: ``"dense"`` (``eigvalsh`` of the full Hessian), ``"lanczos"``
-            (matrix-free, ``k`` pairs at each end), or ``"auto"``: dense when
+            (matrix-free, ``min(k, n // 2)`` pairs at each end; dense for
+            ``n = 1``), or ``"auto"``: dense when
             ``n <= max(dense_limit, max_matvecs)`` for ``n`` parameters (with a
             budget of ``n`` products or more, Lanczos cannot cost less than
             the ``n`` products of the dense Hessian), else Lanczos. The path
@@ -194,17 +294,20 @@ def classify_critical_point(
         key: PRNG key for Lanczos' random start (default ``PRNGKey(0)``).
 
     Returns:
-        A :class:`CriticalPoint`: the verdict and the evidence behind it.
+        A :class:`CriticalPoint`: the verdict, the evidence behind it and
+        what it rests on (``guarantee``, ``note``).
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
         >>> saddle = lambda p: p[0] ** 2 - p[1] ** 2
-        >>> gx.hessian.classify_critical_point(saddle, jnp.zeros(2)).verdict
-        'saddle'
+        >>> point = gx.hessian.classify_critical_point(saddle, jnp.zeros(2))
+        >>> point.verdict, point.method, point.guarantee
+        ('saddle', 'dense', 'deterministic')
     """
     check_objective(f, params)
     checks.choice("method", method, ("auto", "dense", "lanczos"))
-    grad_tol = checks.real("grad_tol", grad_tol, lower=0)
+    if grad_tol is not None:
+        grad_tol = checks.real("grad_tol", grad_tol, lower=0)
     if curvature_tol is not None:
         curvature_tol = checks.real("curvature_tol", curvature_tol, lower=0)
     dense_limit = checks.integer("dense_limit", dense_limit, minimum=0)
@@ -214,25 +317,12 @@ def classify_critical_point(
     n = flat.size
     eps = float(jnp.finfo(flat.dtype).eps)
     grad_norm = float(jnp.linalg.norm(ravel_pytree(jax.grad(f)(params))[0]))
-    use_dense = _use_dense(method, n, dense_limit, max_matvecs)
-    if use_dense:
+    dense = _use_dense(method, n, dense_limit, max_matvecs)
+    if dense:
         e = _dense_extremes(f, params, eps, curvature_tol)
     else:
         e = _lanczos_extremes(f, params, n, eps, curvature_tol, k, max_matvecs, key)
-    verdict = _verdict(grad_norm, grad_tol, e.lo, e.lo_res, e.hi, e.hi_res, e.tol)
-    largest = max(abs(e.lo), abs(e.hi))
-    return CriticalPoint(
-        verdict=verdict,
-        grad_norm=grad_norm,
-        lambda_min=e.lo,
-        lambda_max=e.hi,
-        residual_min=e.lo_res,
-        residual_max=e.hi_res,
-        morse_index=e.morse,
-        condition_number=float(largest / e.smallest) if e.smallest > 0 else float("inf"),
-        grad_tol=grad_tol,
-        curvature_tol=float(e.tol),
-        method="dense" if use_dense else "lanczos",
-        num_matvecs=e.used,
-        miss_probability=e.miss if verdict in ("minimum", "maximum") else 0.0,
-    )
+    if grad_tol is None:
+        scale = max(abs(e.lo), abs(e.hi)) * float(np.linalg.norm(np.asarray(flat, np.float64)))
+        grad_tol = float(np.cbrt(eps) * (max(1.0, scale) if np.isfinite(scale) else 1.0))
+    return _result(grad_norm, grad_tol, e, dense, n)
