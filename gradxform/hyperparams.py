@@ -8,10 +8,13 @@ in the state, so that
 * it can be read by name: ``gx.get_hyperparams(state)["learning_rate"]``, or
   ``optax.tree_utils.tree_get(state, "learning_rate")``;
 * it can be changed between steps without recompiling a jitted step:
-  ``state = gx.set_hyperparams(state, learning_rate=1e-4)`` (a value set on a
-  scheduled hyperparameter is replaced by the schedule at the next step);
+  ``state = gx.set_hyperparams(state, learning_rate=1e-4)``, checked as when
+  built (a value set on a scheduled hyperparameter replaces the schedule
+  until cleared with ``gx.set_hyperparams(state, learning_rate=None)``);
 * a schedule is evaluated at the number of updates taken so far (0 at the
-  first update), and the value stored is the one the latest update used.
+  first update), and the value stored is the one the latest update used; a
+  scheduled value outside the range its blocks declared is clamped into it
+  and counted (``<name>_clamped`` in the state).
 
 Design: one store per optimizer, shared by handles
 --------------------------------------------------
@@ -35,17 +38,21 @@ so ``b1``, read by the first moment and by its bias correction, is one entry
 of one store by construction, and ``gx.set_hyperparams`` or
 ``optax.tree_utils.tree_set`` changes it for both.
 
-Blocks declare what they read, when they are built: ``check`` validates a
-value (``<name> must be <what>; got <value>``), ``use_complement`` asks for
+Blocks declare what they read, when they are built: ``check`` declares a
+value's valid range (a :class:`Limit`) and validates it (``<name> must be
+<what>; got <value>``; a schedule at step 0), ``use_complement`` asks for
 ``1 - value`` rounded once (see below) and ``use_count`` for the step count.
 A store keeps one int32 count, saturating at ``2**31 - 1``, only if a block
 reads it or a value is a schedule; so Adam's state holds one count (read by
 both bias corrections and by any schedule) and SGD's none.
 
 A store's state is a :class:`HyperparamState` ``(count, values,
-complements)``. Values are float32, or float64 when a parameter leaf is
-float64 (or complex128), cast to each leaf's dtype where used; integer
-hyperparameters are int32.
+complements, overrides, clamped, limits)``; ``limits``, the declared ranges,
+holds no arrays (it is part of the tree structure), so that
+:func:`set_hyperparams` applies the checks made when the blocks were built.
+Values are float32, or float64 when a parameter leaf is float64 (or
+complex128), cast to each leaf's dtype where used; integer hyperparameters
+are int32.
 
 Rounding: ``1 - decay``
 -----------------------
@@ -63,6 +70,7 @@ value flow through the complement either way.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -85,6 +93,8 @@ __all__ = [
     "HyperparamChainState",
     "HyperparamState",
     "Hyperparams",
+    "Limit",
+    "Limits",
     "ScalarOrSchedule",
     "Values",
     "get_hyperparams",
@@ -112,6 +122,122 @@ def increment_count(count: jax.Array) -> jax.Array:
     return jnp.where(count < _INT32_MAX, count + 1, count)
 
 
+@dataclasses.dataclass(frozen=True)
+class Limit:
+    """A valid range of a hyperparameter, declared by a block that reads it.
+
+    Made by :meth:`Hyperparams.check`; the same limit checks the value when
+    the block is built, every value :func:`set_hyperparams` sets, and clamps
+    a schedule's values at run time.
+
+    Attributes:
+        lower, upper: the bounds (``None``: unbounded), closed unless ``*_open``.
+        lower_open, upper_open: exclude the bound.
+        integer: the value must be an integer (stored as int32).
+    """
+
+    lower: float | None = None
+    upper: float | None = None
+    lower_open: bool = False
+    upper_open: bool = False
+    integer: bool = False
+
+    def check(self, name: str, value: Any) -> None:
+        """Raises unless ``value`` (a number, a concrete array or a schedule) lies in the range.
+
+        A traced value (inside ``jit``) cannot be checked and passes; a
+        schedule is checked at step 0.
+
+        Args:
+            name: the name the error gives.
+            value: the value.
+
+        Raises:
+            TypeError, ValueError: ``<name> must be <what>; got <value>``.
+        """
+        if isinstance(value, jax.core.Tracer):
+            return
+        if self.integer:
+            if _is_real_scalar_array(value) and jnp.issubdtype(value.dtype, jnp.integer):
+                value = int(value)
+            lower = None if self.lower is None else int(self.lower)
+            checks.integer(name, value, minimum=lower)
+            return
+        bounds = dataclasses.asdict(self)
+        del bounds["integer"]
+        if not callable(value):
+            concrete = _concrete(value)
+            checks.real(name, value if concrete is None else concrete, **bounds)
+            return
+        first = float(str(np.asarray(value(jnp.zeros([], jnp.int32)))))  # as its dtype prints
+        try:
+            checks.real(name, first, **bounds)
+        except ValueError as error:  # the same range, said of the schedule
+            what = str(error).removeprefix(f"{name} must be ").rsplit("; got ", 1)[0]
+            checks.fail(name, f"a schedule whose value at step 0 is {what}", first)
+
+    def __str__(self) -> str:
+        left = "(" if self.lower_open or self.lower is None else "["
+        right = ")" if self.upper_open or self.upper is None else "]"
+        low = "-inf" if self.lower is None else self.lower
+        high = "inf" if self.upper is None else self.upper
+        return f"{'integer in ' if self.integer else ''}{left}{low}, {high}{right}"
+
+    def clamp(self, value: jax.Array) -> jax.Array:
+        """``value`` moved into the range (the nearest value inside); NaN stays NaN.
+
+        Args:
+            value: a scalar array.
+
+        Returns:
+            The clamped scalar, of ``value``'s dtype.
+        """
+        floating = jnp.issubdtype(value.dtype, jnp.floating)
+        if self.lower is not None:
+            low = jnp.asarray(self.lower, value.dtype)
+            if self.lower_open and floating:
+                low = jnp.nextafter(low, jnp.asarray(jnp.inf, value.dtype))
+            value = jnp.where(value < low, low, value)
+        if self.upper is not None:
+            high = jnp.asarray(self.upper, value.dtype)
+            if self.upper_open and floating:
+                high = jnp.nextafter(high, jnp.asarray(-jnp.inf, value.dtype))
+            value = jnp.where(value > high, high, value)
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The ranges the blocks declared for a store's hyperparameters.
+
+    A static part of :class:`HyperparamState`: it holds no arrays (a pytree
+    node without leaves), so it is saved, restored and traced as structure.
+
+    Attributes:
+        by_name: ``(name, (limit, ...))`` pairs, for the names that have limits.
+    """
+
+    by_name: tuple[tuple[str, tuple[Limit, ...]], ...] = ()
+
+    def get(self, name: str) -> tuple[Limit, ...]:
+        """The limits of ``name`` (empty if it has none).
+
+        Args:
+            name: a hyperparameter's name in the state.
+
+        Returns:
+            Its limits.
+        """
+        return dict(self.by_name).get(name, ())
+
+    def __repr__(self) -> str:
+        said = (f"{name} in {' and '.join(map(str, limits))}" for name, limits in self.by_name)
+        return f"Limits({', '.join(said)})"
+
+
+jax.tree_util.register_static(Limits)
+
+
 class HyperparamState(NamedTuple):
     """The state of one :class:`Hyperparams` store.
 
@@ -122,11 +248,21 @@ class HyperparamState(NamedTuple):
             update: the value the first update will use).
         complements: ``"one_minus_<name>"`` -> ``1 - value`` rounded once from
             the exact difference, for the decays whose complement is read.
+        overrides: ``"<name>_is_set"`` -> True while a value set with
+            :func:`set_hyperparams` replaces the schedule of ``name`` (one
+            bool per scheduled hyperparameter).
+        clamped: ``"<name>_clamped"`` -> the number of updates at which the
+            schedule of ``name`` gave a value outside its range, which was
+            clamped into it (one int32 per scheduled hyperparameter with a range).
+        limits: the declared ranges (:class:`Limits`, no arrays).
     """
 
     count: jax.Array | None  # type: ignore[assignment]  # optax's field name, over tuple.count
     values: dict[str, jax.Array]
     complements: dict[str, jax.Array]
+    overrides: dict[str, jax.Array]
+    clamped: dict[str, jax.Array]
+    limits: Limits
 
 
 class HyperparamChainState(NamedTuple):
@@ -155,12 +291,13 @@ class Hyperparam:
         owner: the store that holds it.
     """
 
-    __slots__ = ("complement", "integer", "name", "owner", "spec")
+    __slots__ = ("complement", "integer", "limits", "name", "owner", "spec")
 
     def __init__(self, name: str, spec: Any, owner: Hyperparams):
         self.name, self.spec, self.owner = name, spec, owner
         self.complement = False  # does an update read 1 - value?
         self.integer = False  # stored as int32?
+        self.limits: tuple[Limit, ...] = ()  # the ranges the blocks reading it declared
 
     def __repr__(self) -> str:
         return f"Hyperparam({self.name!r}, {self.spec!r})"
@@ -231,6 +368,34 @@ def _exact_complement(spec: Any, value: jax.Array) -> jax.Array:
     if checks.is_real_number(spec):
         return jnp.asarray(np.asarray(1.0 - float(spec), value.dtype))
     return 1 - value
+
+
+def _override_key(name: str) -> str:
+    return f"{name}_is_set"
+
+
+def _clamped_key(name: str) -> str:
+    return f"{name}_clamped"
+
+
+def _bounded(limits: tuple[Limit, ...]) -> bool:
+    return any(limit.lower is not None or limit.upper is not None for limit in limits)
+
+
+def _scheduled(handle: Hyperparam, state: HyperparamState, clamped: dict) -> jax.Array:
+    """A scheduled value for this update: the set value while one is set, else the
+    schedule's, clamped into the declared range (counted in ``clamped``)."""
+    stored = jnp.asarray(state.values[handle.name])
+    value = jnp.asarray(handle.spec(state.count), stored.dtype)
+    fresh = value
+    for limit in handle.limits:
+        value = limit.clamp(value)
+    is_set = state.overrides[_override_key(handle.name)]
+    key = _clamped_key(handle.name)
+    if key in clamped:
+        outside = ~is_set & ((value != fresh) | ~jnp.isfinite(fresh))
+        clamped[key] = jnp.where(outside, increment_count(clamped[key]), clamped[key])
+    return jnp.where(is_set, stored, value)
 
 
 def _current_complement(stored: jax.Array, value: jax.Array) -> jax.Array:
@@ -361,7 +526,11 @@ class Hyperparams:
         upper_open: bool = False,
         integer: bool = False,
     ) -> Hyperparams:
-        """Checks a hyperparameter's value when the block is built (schedules pass).
+        """Declares a hyperparameter's valid range and checks its value when the block is built.
+
+        A schedule is checked at step 0, and its later values are clamped
+        into the range (:meth:`step`); :func:`set_hyperparams` checks new
+        values against the same range.
 
         Args:
             name: the block's name for it.
@@ -376,25 +545,11 @@ class Hyperparams:
             TypeError, ValueError: ``<name> must be <what>; got <value>``.
         """
         handle = self._handles[name]
-        if integer:
-            handle.integer = True
-            spec = handle.spec
-            if isinstance(spec, jax.core.Tracer):
-                return self
-            if _is_real_scalar_array(spec) and jnp.issubdtype(spec.dtype, jnp.integer):
-                spec = int(spec)
-            checks.integer(handle.name, spec, minimum=None if lower is None else int(lower))
-            return self
-        value = _concrete(handle.spec)
-        if value is not None:
-            checks.real(
-                handle.name,
-                value,
-                lower=lower,
-                upper=upper,
-                lower_open=lower_open,
-                upper_open=upper_open,
-            )
+        limit = Limit(lower, upper, lower_open, upper_open, integer)
+        handle.integer = handle.integer or integer
+        if limit not in handle.limits:
+            handle.limits += (limit,)
+        limit.check(handle.name, handle.spec)
         return self
 
     def use_complement(self, name: str) -> Hyperparams:
@@ -434,19 +589,28 @@ class Hyperparams:
             return EmptyState()
         tree.check_params(params)
         dtype = _storage_dtype(params)
-        values, complements = {}, {}
+        values, complements, overrides, clamped = {}, {}, {}, {}
         for h in self._owned:
             spec = h.spec(jnp.zeros([], jnp.int32)) if callable(h.spec) else h.spec
             values[h.name] = _stored(spec, jnp.int32 if h.integer else dtype)
             if h.complement:
                 complements[_complement_key(h.name)] = _exact_complement(spec, values[h.name])
+            if callable(h.spec):
+                overrides[_override_key(h.name)] = jnp.asarray(False)
+                if _bounded(h.limits):
+                    clamped[_clamped_key(h.name)] = jnp.zeros([], jnp.int32)
         count = jnp.zeros([], jnp.int32) if self._count else None
-        return HyperparamState(count, values, complements)
+        limits = Limits(tuple((h.name, h.limits) for h in self._owned if h.limits))
+        return HyperparamState(count, values, complements, overrides, clamped, limits)
 
     def step(
         self, state: HyperparamState | EmptyState, extra_args: dict | None = None
     ) -> tuple[Values, HyperparamState | EmptyState]:
         """The values for this update, and the store's next state.
+
+        A schedule's value is clamped into the range the blocks declared
+        (:meth:`check`; the update is counted in ``clamped``), unless a value
+        set with :func:`set_hyperparams` replaces the schedule.
 
         Args:
             state: the store's state, from :meth:`init` or the previous step.
@@ -464,20 +628,25 @@ class Hyperparams:
         if not self._owned:
             return Values(self._handles, values, complements, count), state
         assert isinstance(state, HyperparamState)  # a store that owns a value has a state
-        new_values, new_complements = {}, {}
+        new_values, new_complements, clamped = {}, {}, dict(state.clamped)
         for h in self._owned:
             stored = jnp.asarray(state.values[h.name])
-            value = jnp.asarray(h.spec(state.count), stored.dtype) if callable(h.spec) else stored
+            value = _scheduled(h, state, clamped) if callable(h.spec) else stored
             values[h] = new_values[h.name] = value
             if h.complement:
                 key = _complement_key(h.name)
-                stored_c = 1 - value if callable(h.spec) else state.complements[key]
+                stored_c = state.complements[key]
+                if callable(h.spec):
+                    stored_c = jnp.where(
+                        state.overrides[_override_key(h.name)], stored_c, 1 - value
+                    )
                 new_complements[key] = stored_c  # kept as is: a constant while unset
                 complements[h] = _current_complement(stored_c, value)
         old_count: jax.Array | None = state.count
         next_count = None if old_count is None else increment_count(old_count)
         count = next_count if next_count is not None else count
-        new_state = HyperparamState(next_count, new_values, new_complements)
+        new_state = state._replace(count=next_count, values=new_values)
+        new_state = new_state._replace(complements=new_complements, clamped=clamped)
         return Values(self._handles, values, complements, count), new_state
 
     def chain(self, *transforms: GradientTransformation) -> GradientTransformationExtraArgs:
@@ -561,34 +730,76 @@ def get_hyperparams(opt_state: Any) -> dict[str, jax.Array]:
     return found
 
 
-def _check_new_value(name: str, value: Any, known: dict[str, jax.Array]) -> None:
-    if name not in known:
-        what = f"a hyperparameter of this state (one of {', '.join(sorted(known))})"
-        checks.fail(name, what, value)
+def _hyperparam_states(opt_state: Any) -> list[HyperparamState]:
+    nodes = jax.tree.leaves(opt_state, is_leaf=_is_hyperparam_state)
+    return [node for node in nodes if _is_hyperparam_state(node)]
+
+
+def _check_new_value(name: str, value: Any, stores: list[HyperparamState]) -> None:
+    """The checks the blocks made when built (each store's limits), for a concrete value."""
+    holders = [node for node in stores if name in node.values]
+    if not holders:
+        known = sorted({key for node in stores for key in node.values})
+        checks.fail(name, f"a hyperparameter of this state (one of {', '.join(known)})", value)
+    if value is None:
+        if not all(_override_key(name) in node.overrides for node in holders):
+            what = "a number or a scalar array (None clears a value set on a scheduled "
+            checks.fail(name, what + "hyperparameter, and this one is not scheduled)", value)
+        return
     if callable(value):
         what = "a number or a scalar array (a schedule is fixed when the transform is built)"
         checks.fail(name, what, value, TypeError)
     _check_spec(name, value)
-    if jnp.issubdtype(jnp.result_type(known[name]), jnp.integer) and checks.is_real_number(value):
-        checks.integer(name, value)
+    for node in holders:
+        integer = jnp.issubdtype(jnp.result_type(node.values[name]), jnp.integer)
+        for limit in node.limits.get(name) or (Limit(integer=integer),):
+            limit.check(name, value)
 
 
-def set_hyperparams(opt_state: Any, **values: float | jax.Array) -> Any:
+def _replaced(node: HyperparamState, values: dict[str, Any]) -> HyperparamState:
+    """``node`` with the values set (a scheduled one marked set, or cleared by ``None``)."""
+    new_values, new_complements = dict(node.values), dict(node.complements)
+    overrides = dict(node.overrides)
+    for name, value in values.items():
+        if name not in new_values:
+            continue
+        if _override_key(name) in overrides:
+            overrides[_override_key(name)] = jnp.asarray(value is not None)
+        if value is None:
+            continue
+        new_values[name] = _stored(value, jnp.result_type(new_values[name]))
+        key = _complement_key(name)
+        if key in new_complements:
+            new_complements[key] = _exact_complement(value, new_values[name])
+    return node._replace(values=new_values, complements=new_complements, overrides=overrides)
+
+
+def set_hyperparams(opt_state: Any, **values: float | jax.Array | None) -> Any:
     """Returns ``opt_state`` with the named hyperparameters set, and their complements.
 
     The new values keep the stored dtype and shape, so a jitted step that
     takes the state as an argument does not recompile. The next update equals
-    that of a transform built with the new values.
+    that of a transform built with the new values. Each value is checked as
+    when the transform was built (``learning_rate >= 0``, decays in
+    ``[0, 1)``, ...); a value traced inside ``jit`` cannot be, and is not.
+
+    A value set on a scheduled hyperparameter replaces the schedule until it
+    is cleared with ``None`` (``set_hyperparams(state, learning_rate=None)``);
+    the step count keeps advancing meanwhile, so the schedule resumes where
+    it would have been.
 
     Args:
         opt_state: an optimizer state.
-        **values: name -> new number or scalar array.
+        **values: name -> new number or scalar array, or ``None`` to hand a
+            scheduled hyperparameter back to its schedule.
 
     Returns:
         The state with the values replaced wherever the names occur.
 
     Raises:
-        ValueError: if a name is not a hyperparameter of the state.
+        ValueError: if a name is not a hyperparameter of the state, a value
+            lies outside the range its blocks accept, or ``None`` is given
+            for a hyperparameter that is not scheduled.
         TypeError: for a schedule or a value that is not a real scalar.
 
     Example:
@@ -597,20 +808,11 @@ def set_hyperparams(opt_state: Any, **values: float | jax.Array) -> Any:
         >>> float(gx.get_hyperparams(state)["b1"])
         0.5
     """
-    known = get_hyperparams(opt_state)
+    stores = _hyperparam_states(opt_state)
     for name, value in values.items():
-        _check_new_value(name, value, known)
+        _check_new_value(name, value, stores)
 
     def replace(node):
-        if not _is_hyperparam_state(node):
-            return node
-        new_values, new_complements = dict(node.values), dict(node.complements)
-        for name, value in values.items():
-            if name in new_values:
-                new_values[name] = _stored(value, jnp.result_type(new_values[name]))
-                key = _complement_key(name)
-                if key in new_complements:
-                    new_complements[key] = _exact_complement(value, new_values[name])
-        return node._replace(values=new_values, complements=new_complements)
+        return _replaced(node, values) if _is_hyperparam_state(node) else node
 
     return jax.tree.map(replace, opt_state, is_leaf=_is_hyperparam_state)

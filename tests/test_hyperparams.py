@@ -1,8 +1,10 @@
 """Hyperparameters live in the state, each name in one place: readable, settable, no recompiling.
 
 Oracles: a freshly built optimizer with the new value (set_hyperparams,
-tree_set), the schedule that does the same (mid-run changes), closed forms
-(complements, derivatives) and trace counts (recompilation).
+tree_set, a value set over a schedule), the schedule that does the same
+(mid-run changes), the constructors' own errors (checks on set), closed forms
+(complements, derivatives, RMSProp's and AdaGrad's eps) and trace counts
+(recompilation).
 """
 
 import jax
@@ -191,8 +193,12 @@ def test_one_count_and_each_name_once_in_adam():
 
 
 def test_stores_keep_a_count_only_when_an_update_reads_it():
-    def counts(tx):
-        return sum(x.dtype == jnp.int32 for x in jax.tree.leaves(tx.init(PARAMS)))
+    def counts(tx):  # int32 leaves other than a schedule's clamp counter
+        leaves = jax.tree_util.tree_leaves_with_path(tx.init(PARAMS))
+        return sum(
+            x.dtype == jnp.int32 and not jax.tree_util.keystr(p).endswith("_clamped']")
+            for p, x in leaves
+        )
 
     assert counts(gx.sgd(0.1, momentum=0.9)) == counts(gx.rmsprop(0.1)) == 0
     assert counts(gx.sgd(0.1, 0.9, dampening=0.1)) == 1  # torch's undampened first step
@@ -380,3 +386,132 @@ def test_invalid_hyperparameters_raise_when_built(build, argument):
 def test_wrong_types_raise_type_error_naming_argument(build, message):
     with pytest.raises((TypeError, ValueError), match=message):
         build()
+
+
+# --- a value set on a scheduled hyperparameter, checks on set, the names read and set ---------
+
+
+def halving(t):
+    """0.1 * 0.5**t, written out (the schedule the tests below set over)."""
+    return 0.1 * 0.5 ** jnp.asarray(t, jnp.float32)
+
+
+def test_a_value_set_on_a_schedule_replaces_it_until_cleared():
+    """Set lr=0 on a scheduled Adam: the params stay put (jitted, no retrace); None hands the
+    learning rate back to the schedule, at the count it would have reached anyway."""
+    tx = gx.adam(halving)
+    step, traces = make_counted_step(tx)
+    params, state = step(PARAMS, tx.init(PARAMS), GRADS)
+    state = gx.set_hyperparams(state, learning_rate=0.0)
+    frozen = params
+    for _ in range(3):
+        params, state = step(params, state, GRADS)
+        assert float(gx.get_hyperparams(state)["learning_rate"]) == 0.0
+    jax.tree.map(np.testing.assert_array_equal, params, frozen)
+    assert bool(optax.tree_utils.tree_get(state, "learning_rate_is_set"))
+    state = gx.set_hyperparams(state, learning_rate=None)
+    params, state = step(params, state, GRADS)  # update 4 (0-based): the schedule's value
+    assert float(gx.get_hyperparams(state)["learning_rate"]) == pytest.approx(0.1 * 0.5**4)
+    assert not np.array_equal(params["w"], frozen["w"])
+    assert len(traces) == 1
+
+
+@pytest.mark.parametrize(
+    "make, name, value",
+    [
+        (lambda v: gx.sgd(v), "learning_rate", 0.03),
+        (lambda v: gx.adam(0.01, b1=v), "b1", 0.5),  # a decay: its complement is set too
+        (lambda v: gx.sgd(0.1, momentum=0.9, dampening=v), "dampening", 0.3),
+    ],
+)
+def test_a_value_set_on_a_schedule_steps_as_a_build_with_that_value(make, name, value):
+    scheduled = make(lambda t: 0.2 / (1 + jnp.asarray(t, jnp.float32)))
+    state = gx.set_hyperparams(scheduled.init(X), **{name: value})
+    fresh = make(value)
+    ours, state = two_steps(scheduled, state)
+    assert_bitwise(ours, two_steps(fresh, fresh.init(X))[0])
+    assert float(gx.get_hyperparams(state)[name]) == np.float32(value)
+
+
+def test_tree_set_of_value_and_flag_overrides_a_schedule():
+    tx = gx.sgd(halving)
+    state = optax.tree_utils.tree_set(
+        tx.init(X), learning_rate=jnp.float32(0.03), learning_rate_is_set=jnp.asarray(True)
+    )
+    fresh = gx.sgd(0.03)
+    assert_bitwise(two_steps(tx, state)[0], two_steps(fresh, fresh.init(X))[0])
+
+
+def test_clearing_needs_a_scheduled_hyperparameter():
+    with pytest.raises(ValueError, match="^learning_rate must be a number .*not scheduled"):
+        gx.set_hyperparams(gx.sgd(0.1).init(X), learning_rate=None)
+
+
+@pytest.mark.parametrize(
+    "make, kwargs, name, bad",
+    [
+        (gx.sgd, {"learning_rate": 0.1}, "learning_rate", -1.0),
+        (gx.adam, {"learning_rate": 0.1}, "b1", 1.5),
+        (gx.adam, {"learning_rate": 0.1}, "learning_rate", float("nan")),
+        (gx.adam, {"learning_rate": 0.1}, "b2", jnp.asarray(1.0)),
+        (gx.adam, {"learning_rate": 0.1}, "eps", -1e-8),
+        (gx.sgd, {"learning_rate": 0.1, "momentum": 0.9}, "momentum", 1.0),
+        (gx.sgd, {"learning_rate": 0.1, "momentum": 0.9, "dampening": 0.1}, "dampening", 1.5),
+        (gx.rmsprop, {"learning_rate": 0.1}, "decay", -0.1),
+        (gx.adamw, {"learning_rate": 0.1}, "weight_decay", -1e-4),
+        (guarded_adam, {"learning_rate": 0.1}, "max_consecutive_skips", 0),
+        (gx.adam, {"learning_rate": halving}, "learning_rate", -1.0),  # set on a schedule
+    ],
+)
+def test_set_hyperparams_checks_values_as_the_constructor_does(make, kwargs, name, bad):
+    """The error on set is the constructor's, word for word."""
+    with pytest.raises(ValueError) as built:
+        make(**{**kwargs, name: bad})
+    state = make(**kwargs).init(X)
+    with pytest.raises(ValueError) as on_set:
+        gx.set_hyperparams(state, **{name: bad})
+    assert str(on_set.value) == str(built.value)
+    assert str(on_set.value).startswith(f"{name} must be ")
+
+
+def test_set_hyperparams_cannot_check_a_traced_value():
+    """Inside jit the value is unknown: it is stored unchecked (as documented)."""
+    state = gx.sgd(0.1).init(X)
+    state = jax.jit(lambda s, v: gx.set_hyperparams(s, learning_rate=v))(state, -1.0)
+    assert float(gx.get_hyperparams(state)["learning_rate"]) == -1.0
+
+
+EPS_G = np.array([0.3, -1.2, 0.05])
+
+
+@pytest.mark.parametrize(
+    "make, accumulate, inside",
+    [
+        (lambda eps: gx.rmsprop(0.1, decay=0.75, eps=eps), lambda g2: 0.25 * g2, True),
+        (
+            lambda eps: gx.rmsprop(0.1, decay=0.75, eps=eps, eps_in_sqrt=False),
+            lambda g2: 0.25 * g2,
+            False,
+        ),
+        (lambda eps: gx.adagrad(0.1, 0.2, eps=eps), lambda g2: 0.2 + g2, True),
+        (lambda eps: gx.adagrad(0.1, 0.2, eps=eps, eps_in_sqrt=False), lambda g2: 0.2 + g2, False),
+        (lambda eps: gx.torch_compat.rmsprop(0.1, 0.75, eps=eps), lambda g2: 0.25 * g2, False),
+        (
+            lambda eps: gx.torch_compat.adagrad(0.1, initial_accumulator_value=0.2, eps=eps),
+            lambda g2: 0.2 + g2,
+            False,
+        ),
+    ],
+    ids=["rmsprop", "rmsprop_outside", "adagrad", "adagrad_outside", "torch_rms", "torch_ada"],
+)
+def test_eps_is_read_and_set_under_the_name_given(make, accumulate, inside):
+    """get_hyperparams shows the eps passed, under 'eps'; setting 'eps' changes that term
+    (checked against the formula, in float64 NumPy)."""
+    state = make(1e-6).init(jnp.zeros(3))
+    values = gx.get_hyperparams(state)
+    assert "eps_root" not in values and values["eps"] == np.float32(1e-6)
+    state = gx.set_hyperparams(state, eps=0.5)
+    updates, _ = make(1e-6).update(jnp.asarray(EPS_G, jnp.float32), state)
+    acc = accumulate(EPS_G**2)
+    denominator = np.sqrt(acc + 0.5) if inside else np.sqrt(acc) + 0.5
+    np.testing.assert_allclose(updates, -0.1 * EPS_G / denominator, rtol=1e-6)

@@ -292,6 +292,66 @@ def test_schedule_drives_any_hyperparameter_without_recompiling():
 
 
 @pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda: gx.sgd(S.constant(-0.1)),
+            "learning_rate must be a schedule whose value at step 0 is a real number >= 0; "
+            "got -0.1",
+        ),
+        (
+            lambda: gx.adam(S.linear_decay(-1e-3, 1e-3, 10)),
+            "learning_rate must be a schedule whose value at step 0 is a real number >= 0; "
+            "got -0.001",
+        ),
+        (
+            lambda: gx.adam(0.1, b1=S.constant(1.0)),
+            r"b1 must be a schedule whose value at step 0 is a real number in \[0, 1\); got 1.0",
+        ),
+    ],
+)
+def test_a_schedule_out_of_range_at_step_0_raises_when_built(build, message):
+    """As gx.sgd(-0.1) does: a negative learning rate would turn descent into ascent."""
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        build()
+
+
+def test_a_schedule_leaving_its_range_later_is_clamped_and_counted():
+    """lr_t = 0.1 - 0.05 t is negative from t = 3: SGD takes steps max(lr_t, 0) * g (never
+    ascent), and the state counts the clamped updates, under jit without retracing."""
+    tx = gx.sgd(S.linear_decay(0.1, -0.2, 6))  # 0.1, 0.05, 0, -0.05, -0.1, -0.15, -0.2, ...
+    grads = jnp.array([1.0, -2.0])
+
+    @jax.jit
+    def step(params, state):
+        updates, state = tx.update(grads, state)
+        return gx.apply_updates(params, updates), state
+
+    params, state = jnp.zeros(2), tx.init(jnp.zeros(2))
+    rates = [0.1 - 0.05 * t for t in range(6)]
+    for rate in rates:
+        params, state = step(params, state)
+        used = float(gx.get_hyperparams(state)["learning_rate"])
+        assert used == pytest.approx(max(rate, 0.0), abs=1e-8)
+    expected = -sum(max(r, 0.0) for r in rates) * np.asarray([1.0, -2.0])
+    np.testing.assert_allclose(params, expected, rtol=1e-6)
+    clamped = sum(r < -1e-9 for r in rates)
+    assert int(optax.tree_utils.tree_get(state, "learning_rate_clamped")) == clamped == 3
+    assert step._cache_size() == 1
+
+
+def test_a_decay_schedule_reaching_1_is_clamped_below_1():
+    """b2 in [0, 1): a schedule reaching 1 is used as the largest float32 below 1."""
+    tx = gx.adam(0.1, b2=S.linear_decay(0.999, 1.0, 1))
+    state = tx.init(jnp.zeros(2))
+    for _ in range(2):
+        updates, state = tx.update(jnp.array([1.0, -1.0]), state)
+    assert float(gx.get_hyperparams(state)["b2"]) == np.nextafter(np.float32(1), np.float32(0))
+    assert np.all(np.isfinite(updates))
+    assert int(optax.tree_utils.tree_get(state, "b2_clamped")) == 1
+
+
+@pytest.mark.parametrize(
     "build, argument",
     [
         (lambda: S.step_decay(0.1, 0.5, 0), "step_size"),
