@@ -399,8 +399,98 @@ def format_hessian(report: dict) -> str:
     )
 
 
+def _loss_curve(row: dict, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """The steps and losses one panel draws: a trailing mean of ``window`` minibatch losses."""
+    losses = np.asarray(row["losses"], np.float64)
+    if OPTIMIZERS[row["name"]][2]:  # full batch: the loss itself, no noise to average
+        return np.arange(1, len(losses) + 1), losses
+    return np.arange(window, len(losses) + 1), np.convolve(
+        losses, np.ones(window) / window, "valid"
+    )
+
+
+def _positive_range(curves: list[np.ndarray]) -> tuple[float, float]:
+    values = np.concatenate(curves)
+    values = values[np.isfinite(values) & (values > 0)]
+    return (float(values.min()), float(values.max())) if values.size else (1e-3, 1.0)
+
+
+def _leaves_note(x: np.ndarray, y: np.ndarray, first_below: int) -> str:
+    zero = np.flatnonzero(y == 0)
+    note = f"below the axis from step {x[first_below]}"
+    return note + (f",\n0 (float32) from step {x[zero[0]]}" if zero.size else "")
+
+
+def loss_figure(rows: list[dict]):
+    """The loss curves: one panel per optimizer, the others in light grey behind it.
+
+    Minibatch losses are drawn as a trailing mean over ``min(20, steps // 10)``
+    steps (the title says how many); full-batch L-BFGS's loss as it is. The
+    y-axis (log scale, shared) runs from the data: up to the highest curve,
+    down to the lowest minibatch curve, and a curve that leaves it at the
+    bottom (full-batch L-BFGS reaches float32 zero) says from which step.
+
+    Args:
+        rows: as returned by :func:`run`.
+
+    Returns:
+        The matplotlib ``Figure`` (Agg backend); the caller saves and closes it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    window = max(1, min(20, len(rows[0]["losses"]) // 10))
+    curves = [_loss_curve(r, window) for r in rows]
+    # the top from every curve, the bottom from the minibatch ones: full-batch L-BFGS
+    # separates the data and its loss falls to float32 zero
+    minibatch = [y for r, (_, y) in zip(rows, curves) if not OPTIMIZERS[r["name"]][2]]
+    low, high = _positive_range(minibatch or [y for _, y in curves])
+    high = max(high, _positive_range([y for _, y in curves])[1])
+    cols = min(4, len(rows))
+    nrows = -(-len(rows) // cols)
+    fig, axes = plt.subplots(
+        nrows,
+        cols,
+        figsize=(3.1 * cols, 2.3 * nrows + 0.9),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    bottom, top = low / 1.5, high * 1.3
+    for ax, row, (x, y) in zip(axes.flat, rows, curves):
+        for other_x, other_y in curves:
+            ax.plot(other_x, other_y, color="0.82", lw=0.8)
+        full_batch = OPTIMIZERS[row["name"]][2]
+        ax.plot(x, y, color="black" if full_batch else "C0", lw=1.8)
+        ax.set_title(f"{row['optimizer']}: {row['train_loss']:.3g}", fontsize=9)
+        below = np.flatnonzero(y < bottom)
+        if below.size:
+            ax.text(0.97, 0.05, _leaves_note(x, y, below[0]), ha="right", va="bottom",
+                    transform=ax.transAxes, fontsize=8)  # fmt: skip
+    for ax in axes.flat[len(rows) :]:
+        ax.axis("off")
+    ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5) if bottom <= t <= top]
+    axes[0, 0].set(yscale="log", ylim=(bottom, top))
+    axes[0, 0].set_yticks(ticks, [f"{t:g}" for t in ticks])
+    axes[0, 0].minorticks_off()
+    fig.suptitle(
+        "MLP 64-64-10 on digits, one panel per optimizer (grey: the others); title: final "
+        f"training loss\nminibatch loss as a trailing mean over {window} steps"
+        + ("; L-BFGS: full-batch loss" if len(minibatch) < len(rows) else ""),
+        fontsize=10,
+    )
+    fig.supxlabel("step", fontsize=9)
+    fig.supylabel("training loss (log scale)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def write_figures(rows: list[dict], report: dict | None, out: pathlib.Path) -> list[pathlib.Path]:
     """Loss curves (and the Hessian spectrum when ``report``) as PNG files in ``out``.
+
+    ``loss_curves.png`` is :func:`loss_figure`.
 
     Args:
         rows: as returned by :func:`run`.
@@ -416,33 +506,10 @@ def write_figures(rows: list[dict], report: dict | None, out: pathlib.Path) -> l
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    fig, ax = plt.subplots(figsize=(8, 5))
-    colors = plt.get_cmap("tab20")(np.arange(20))  # eleven optimizers: more than the default cycle
-    for i, r in enumerate(rows):
-        losses = r["losses"]
-        window = max(1, min(20, len(losses) // 10))
-        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-        full_batch = OPTIMIZERS[r["name"]][2]
-        ax.plot(
-            np.arange(len(smooth)) + window,
-            smooth,
-            label=r["optimizer"],
-            color="black" if full_batch else colors[i % len(colors)],
-            ls="--" if full_batch else "-",
-        )
-    ax.set(
-        xlabel="step",
-        ylabel="training loss (minibatch, smoothed; L-BFGS: full batch)",
-        yscale="log",
-        ylim=(1e-3, None),  # full-batch L-BFGS reaches float32 zero and would flatten the rest
-        title="MLP 64-64-10 on digits",
-    )
-    ax.legend(fontsize=8)
-    path = out / "loss_curves.png"
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    written = [out / "loss_curves.png"]
+    fig = loss_figure(rows)
+    fig.savefig(written[0], dpi=100)
     plt.close(fig)
-    written.append(path)
     if report is not None:
         density = report["density"]
         fig, ax = plt.subplots(figsize=(8, 4))
