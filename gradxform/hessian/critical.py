@@ -150,7 +150,9 @@ def _tolerance(curvature_tol, eps, values) -> float:
 
 
 def _dense_extremes(f, params, eps, curvature_tol) -> _Extremes:
-    lam = np.asarray(jnp.linalg.eigvalsh(hessian_matrix(f, params)), np.float64)
+    # LAPACK's eigenvalues-only driver: a few times cheaper than jnp.linalg.eigvalsh,
+    # which computes the eigenvectors as well
+    lam = np.linalg.eigvalsh(np.asarray(hessian_matrix(f, params), np.float64))
     tol = _tolerance(curvature_tol, eps, lam)
     morse = int(np.sum(lam < -tol))
     smallest, largest = float(np.min(np.abs(lam))), float(np.max(np.abs(lam)))
