@@ -75,12 +75,12 @@ class CriticalPoint(NamedTuple):
             (dense: exact; matrix-free: certified negative Ritz values among the
             ``2k`` computed, a lower bound).
         condition_number: ``max |lambda| / min |lambda|``. Dense: exact (inf if
-            singular). Matrix-free: only for a ``minimum`` or ``maximum``, where
-            the eigenvalue nearest zero is an extreme one, as
-            ``max(|theta|) / min(|theta|)`` of the extreme Ritz values, a lower
-            bound that is tight to the residuals; NaN otherwise, because the
-            eigenvalue nearest zero is then inside the spectrum, which Lanczos
-            from the ends does not reach.
+            singular). Matrix-free: only when the curvature is certified of one
+            sign (as for a ``minimum`` or ``maximum``), where the eigenvalue
+            nearest zero is an extreme one, as ``max(|theta|) / min(|theta|)``
+            of the extreme Ritz values, a lower bound that is tight to the
+            residuals; NaN otherwise, because the eigenvalue nearest zero may
+            then be inside the spectrum, which Lanczos from the ends does not reach.
         grad_tol, curvature_tol: the tolerances used.
         method: ``"dense"`` or ``"lanczos"``: the path taken (``"auto"`` resolved).
         num_matvecs: Hessian-vector products used (0 for dense).
@@ -137,7 +137,7 @@ class _Extremes(NamedTuple):
     hi: float
     hi_res: float
     morse: int
-    condition: float  # dense: exact; Lanczos: from the extreme Ritz values
+    condition: float  # dense: exact; Lanczos: from the extreme Ritz values (one-signed only)
     tol: float
     used: int
     invariant: bool  # the Krylov space became invariant (Lanczos only)
@@ -170,7 +170,7 @@ def _lanczos_extremes(f, params, n, eps, curvature_tol, k, max_matvecs, key) -> 
     # holds fewer than 2k Ritz values, so repeats are counted once (a lower bound still)
     morse = len({(v, r) for v, r in zip(values, residuals) if v + r < -tol})
     near, far = sorted([abs(lo), abs(hi)])
-    condition = far / near if near > 0 else float("inf")  # used for a minimum or maximum only
+    condition = far / near if near > 0 else float("inf")
     used, invariant = int(pairs.num_matvecs), bool(pairs.invariant)
     return _Extremes(lo, lo_res, hi, hi_res, morse, condition, tol, used, invariant)
 
@@ -220,10 +220,11 @@ def _result(grad_norm, grad_tol, e: _Extremes, dense: bool, n: int) -> CriticalP
     miss = 0.0 if dense else _miss_probability(verdict, e, n)
     guarantee, note = _guarantee(verdict, dense, miss)
     condition = e.condition
-    if not dense and verdict not in ("minimum", "maximum"):
+    one_signed = e.lo - e.lo_res > e.tol or e.hi + e.hi_res < -e.tol
+    if not dense and not one_signed:  # the eigenvalue nearest zero may be interior
         condition = float("nan")
         if verdict != "not_finite":
-            why = "condition_number undetermined: the eigenvalue nearest zero is interior"
+            why = "condition_number undetermined: the eigenvalue nearest zero may be interior"
             note = f"{note}; {why}" if note else why
     return CriticalPoint(
         verdict=verdict,
