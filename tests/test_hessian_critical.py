@@ -99,3 +99,12 @@ def test_float32_minimum_with_rounding_level_gradient_is_critical():
     # a point a unit step away is not critical: |A 1| is far above the tolerance
     assert away.verdict == "not_critical"
     assert away.grad_norm > 10 * away.grad_tol
+
+
+def test_dense_path_reports_a_nan_hessian_as_not_finite():
+    def f(x):  # NaN everywhere below sum(x) = 10: value, gradient and Hessian
+        return jnp.sum(x**3) * jnp.where(jnp.sum(x) < 10, jnp.nan, 1.0)
+
+    point = H.classify_critical_point(f, jnp.ones(3), method="dense")
+    assert point.verdict == "not_finite" and point.guarantee == "none"
+    assert np.isnan(point.lambda_min) and np.isnan(point.condition_number)

@@ -152,7 +152,11 @@ def _tolerance(curvature_tol, eps, values) -> float:
 def _dense_extremes(f, params, eps, curvature_tol) -> _Extremes:
     # LAPACK's eigenvalues-only driver: a few times cheaper than jnp.linalg.eigvalsh,
     # which computes the eigenvectors as well
-    lam = np.linalg.eigvalsh(np.asarray(hessian_matrix(f, params), np.float64))
+    matrix = np.asarray(hessian_matrix(f, params), np.float64)
+    if not np.all(np.isfinite(matrix)):  # LAPACK would raise; the verdict is not_finite
+        tol = _tolerance(curvature_tol, eps, np.zeros(1))
+        return _Extremes(np.nan, 0.0, np.nan, 0.0, 0, np.nan, tol, 0, False)
+    lam = np.linalg.eigvalsh(matrix)
     tol = _tolerance(curvature_tol, eps, lam)
     morse = int(np.sum(lam < -tol))
     smallest, largest = float(np.min(np.abs(lam))), float(np.max(np.abs(lam)))
