@@ -190,7 +190,8 @@ def adagrad(
         initial_accumulator_value: :math:`h_0 \ge 0`.
         eps: :math:`\epsilon \ge 0`.
         eps_in_sqrt: put :math:`\epsilon` inside the root.
-        dtype: dtype of :math:`h` (default: each parameter's (real) dtype).
+        dtype: dtype of :math:`h` (default: each parameter's real dtype, at least
+            float32; see :func:`gradxform.tree.squares_like`).
 
     Returns:
         AdaGrad; its state holds one store and the sums of squares.
@@ -318,7 +319,8 @@ def adam(
         amsgrad: divide by the running maximum of :math:`\hat v`.
         nesterov: use Nesterov's look-ahead first moment.
         mu_dtype: dtype of :math:`m` (default: each parameter's dtype).
-        nu_dtype: dtype of :math:`v` (default: each parameter's (real) dtype).
+        nu_dtype: dtype of :math:`v` (default: each parameter's real dtype, at
+            least float32; see :func:`gradxform.tree.squares_like`).
 
     Returns:
         Adam; its state holds one store (five values, two complements, a count), m and v.
