@@ -32,13 +32,13 @@ eigenvalues of the whole computed Hessian) and for a matrix-free ``saddle`` or
 ``"deterministic"``. A matrix-free ``minimum``, ``maximum`` or ``degenerate``
 also assumes that Lanczos, from a random start, did not miss an eigenvalue
 beyond the extreme Ritz values that would change the verdict; that fails
-with probability at most ``1.648 sqrt(n) exp(-(2m - 1) sqrt(d / w))``
-(Kuczynski & Wozniakowski, 1992) per end, for ``m`` steps, ``d`` the distance
-the extreme Ritz value would have to move to change the verdict and ``w`` the
-spectral width (taken as the Ritz width plus the residuals). The sum over the
-ends that matter is ``miss_probability``; below 1 the guarantee is
-``"probabilistic"``, at 1 (the bound says nothing) it is ``"none"``, as for
-``unresolved`` and ``not_finite``.
+with probability at most ``miss_probability`` =
+``1.648 sqrt(n) exp(-(2m - 1) sqrt(d / w))`` (Kuczynski & Wozniakowski, 1992)
+for ``m`` products, ``d`` the distance the extreme Ritz value would have to
+move to change the verdict and ``w`` the spectral width (taken as the Ritz
+width plus the residuals). Below 1 the guarantee is ``"probabilistic"``; at 1
+(the bound says nothing) it is ``"none"``, as for ``unresolved`` and
+``not_finite``.
 """
 
 from __future__ import annotations
@@ -182,24 +182,29 @@ def _lanczos_extremes(f, params, n, eps, curvature_tol, k, max_matvecs, key) -> 
 def _miss_probability(verdict: str, e: _Extremes, n: int) -> float:
     """The Kuczynski-Wozniakowski bound on missing an eigenvalue that changes ``verdict``.
 
-    For each end whose extreme eigenvalue the verdict depends on, ``d`` is how
-    far the extreme Ritz value would have to move outward to change it.
+    ``d`` is how far an extreme Ritz value would have to move outward for the
+    verdict to change: below ``tol`` for a minimum, below ``-tol`` for a
+    degenerate point with certified positive curvature (it would be a saddle),
+    and the mirror images at the top.
     """
-    negative, positive = e.lo + e.lo_res < -e.tol, e.hi - e.hi_res > e.tol
-    distances = []
-    if verdict == "minimum":
-        distances.append(e.lo - e.tol)
-    elif verdict == "maximum":
-        distances.append(-e.tol - e.hi)
-    elif verdict == "degenerate":
-        distances += [e.lo + e.tol] if not negative else []
-        distances += [e.tol - e.hi] if not positive else []
-    if not distances or e.invariant:  # an invariant Krylov space from a random start: exact
-        return 0.0
+    if verdict not in ("minimum", "maximum", "degenerate") or e.invariant:
+        return 0.0  # no miss changes it; or an invariant Krylov space from a random start
     width = max((e.hi + e.hi_res) - (e.lo - e.lo_res), np.finfo(np.float64).tiny)
-    gaps = np.maximum(np.asarray(distances), 0.0) / width
-    bound = 1.648 * np.sqrt(n) * np.exp(-(2 * e.used - 1) * np.sqrt(gaps))
-    return float(min(1.0, np.sum(bound)))
+
+    def bound(d):
+        gap = max(d, 0.0) / width
+        return float(min(1.0, 1.648 * np.sqrt(n) * np.exp(-(2 * e.used - 1) * np.sqrt(gap))))
+
+    if verdict == "minimum":
+        return bound(e.lo - e.tol)
+    if verdict == "maximum":
+        return bound(-e.tol - e.hi)
+    below, above = bound(e.lo + e.tol), bound(e.tol - e.hi)
+    if e.hi - e.hi_res > e.tol:  # positive curvature certified: a miss below makes a saddle
+        return below
+    if e.lo + e.lo_res < -e.tol:  # negative curvature certified: a miss above does
+        return above
+    return min(below, above)  # it takes a miss at both ends
 
 
 def _guarantee(verdict: str, dense: bool, miss: float) -> tuple[str, str]:
