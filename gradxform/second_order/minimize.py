@@ -22,9 +22,10 @@ scalars stacked per dtype (:func:`~gradxform.second_order._packed.packed_while_l
 
 from __future__ import annotations
 
+import collections
 import enum
 import functools
-import math
+import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -85,21 +86,60 @@ MESSAGES = {
 
 
 class History(NamedTuple):
-    """Per-iteration value and gradient norm.
+    """Per-iteration value and gradient norm, in buffers of ``maxiter + 1`` entries.
 
-    Entry ``k`` is after ``k`` iterations; entries after the last iteration are NaN.
+    Entry ``k`` is after ``k`` iterations (the same point again where an
+    iteration's search failed); the first ``length`` entries are recorded and
+    the rest are NaN. :meth:`trimmed` returns the recorded part, and the
+    ``repr`` summarises it instead of printing the buffers.
 
     Attributes:
         value: ``f`` at each iterate, shape ``(maxiter + 1,)``.
         grad_norm: ``|grad f|`` there.
+        length: the number of recorded entries, ``iterations + 1``.
     """
 
     value: jax.Array
     grad_norm: jax.Array
+    length: jax.Array
+
+    def trimmed(self) -> History:
+        """The recorded entries only (call it outside ``jax.jit``).
+
+        Returns:
+            A :class:`History` whose buffers keep their first ``length``
+            entries (under ``vmap``, the longest solve's: shorter rows keep
+            NaN after their own ``length``).
+        """
+        if _traced(self):
+            checks.fail("history", "concrete to be trimmed (outside jax.jit)", self.length)
+        n = int(np.max(np.asarray(self.length)))
+        return History(self.value[..., :n], self.grad_norm[..., :n], self.length)
+
+    def __repr__(self) -> str:
+        if _traced(self):
+            return f"History(value={self.value!r}, grad_norm={self.grad_norm!r})"
+        lengths, capacity = np.asarray(self.length), self.value.shape[-1]
+        if lengths.ndim:
+            return (
+                f"History({lengths.min()} to {lengths.max()} of {capacity} entries recorded "
+                f"per solve, batch shape {lengths.shape}; .trimmed() gives them)"
+            )
+        value, grad_norm = np.asarray(self.value), np.asarray(self.grad_norm)
+        last = int(lengths) - 1
+        return (
+            f"History({last + 1} of {capacity} entries recorded: value "
+            f"{_short(value[0])} -> {_short(value[last])}, grad_norm {_short(grad_norm[0])} -> "
+            f"{_short(grad_norm[last])}; .trimmed() gives them)"
+        )
 
 
 class Solution(NamedTuple):
     """What :func:`minimize` returns.
+
+    Its ``repr`` is a summary (status, value, counts; large arrays shortened,
+    the history as :class:`History` summarises itself); the fields hold the
+    full arrays.
 
     Attributes:
         params: the last iterate, shaped like ``x0``.
@@ -138,21 +178,62 @@ class Solution(NamedTuple):
             return MESSAGES[Status(int(codes))]
         return [MESSAGES[Status(int(c))] for c in codes.ravel()]
 
+    def __repr__(self) -> str:
+        fields = self._asdict()
+        if _traced(self):
+            return "Solution(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
+        codes = np.asarray(self.status).ravel()
+        names = [Status(int(c)).name for c in codes]
+        status = names[0] if np.ndim(self.status) == 0 else str(dict(collections.Counter(names)))
+        counts = ("num_fun_evals", "num_grad_evals", "num_hess_evals", "num_hvp_evals")
+        for name in ("value", "grad_norm", "iterations", *counts):
+            fields[name] = _Text(_short(fields[name]))
+        fields.update(
+            status=_Text(status), params=jax.tree.map(lambda a: _Text(_short(a)), self.params)
+        )
+        return "Solution(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
+
+
+class _Text(str):
+    """A string whose ``repr`` is itself (to print summaries inside containers)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _short(x) -> str:
+    """``x`` in few characters: a scalar to 6 digits, an array as dtype, shape and some entries."""
+    a = np.asarray(x)
+    if a.ndim == 0:
+        return f"{a.item():.6g}" if a.dtype.kind == "f" else str(a.item())
+    entries = np.array2string(a, precision=6, threshold=6, edgeitems=2, separator=", ")
+    return f"{a.dtype.name}{list(a.shape)} {' '.join(entries.split())}"
+
+
+def _traced(record) -> bool:
+    """True if a leaf of ``record`` is a tracer (a repr or trim inside ``jax.jit``)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(record))
+
 
 class _Settings(NamedTuple):
-    """Everything static about one solve (the compile cache's key, with the objective)."""
+    """What fixes the compiled solver: its cache key, with the objective."""
 
     method: str
-    tol: float
-    maxiter: int
     memory_size: int
-    c1: float
-    c2: float
     max_linesearch_steps: int
     max_cg_steps: int | None
     initial_scaling: bool
-    history: bool
+    history_length: int  # maxiter + 1 with history=True (the buffers' shape), else 0
     float64_accumulation: bool
+
+
+class _Runtime(NamedTuple):
+    """The numeric settings the compiled solver takes as arguments (no recompiling)."""
+
+    tol: Any
+    maxiter: Any
+    c1: Any
+    c2: Any
 
 
 class _Loop(NamedTuple):
@@ -173,21 +254,56 @@ class _Loop(NamedTuple):
 
 
 class _Problem(NamedTuple):
-    """The fixed data of one compiled solve."""
+    """The fixed data of one traced solve."""
 
     method: meth.Method
     settings: _Settings
+    runtime: _Runtime
     objective: Any  # f on flat vectors
     value_and_grad: Any
     search: ZoomLinesearch
     model_dtype: Any  # float64 with float64_accumulation, else None (the iterate's)
 
 
-def _check_settings(*args) -> _Settings:
-    """The checked :class:`_Settings` of ``minimize``'s scalar arguments (see ``_settings``)."""
+def _number(name: str, value, check, what: str, kind):
+    """``check(name, value)``; a traced value (``minimize`` inside ``jax.jit``) can only be
+    checked to be a scalar of ``kind``."""
+    if not isinstance(value, jax.core.Tracer):
+        return check(name, value)
+    if jnp.ndim(value) != 0 or not jnp.issubdtype(value.dtype, kind):
+        checks.fail(name, what, value, TypeError)
+    return value
+
+
+def _check_runtime(tol, maxiter, c1, c2, history: bool) -> _Runtime:
+    """The checked runtime settings (any of them may be traced, except ``maxiter`` with
+    ``history``, which fixes the history's length)."""
+    if history and isinstance(maxiter, jax.core.Tracer):
+        checks.fail("maxiter", "a Python int with history=True (it fixes its length)", maxiter)
+    real = functools.partial(_number, what="a real scalar", kind=jnp.floating)
+    if isinstance(c1, jax.core.Tracer) or isinstance(c2, jax.core.Tracer):
+        unit = functools.partial(checks.real, lower=0, upper=1, lower_open=True, upper_open=True)
+        c1, c2 = real("c1", c1, unit), real("c2", c2, unit)
+    else:
+        c1, c2 = checks.wolfe_constants(c1, c2)
+    return _Runtime(
+        tol=real("tol", tol, functools.partial(checks.real, lower=0, lower_open=True)),
+        maxiter=_number(
+            "maxiter",
+            maxiter,
+            functools.partial(checks.integer, minimum=1),
+            what="an integer scalar",
+            kind=jnp.integer,
+        ),
+        c1=c1,
+        c2=c2,
+    )
+
+
+def _check_settings(*args) -> tuple[_Settings, _Runtime]:
+    """The checked settings of ``minimize``'s scalar arguments (see ``_settings``)."""
     method, tol, maxiter, memory_size, c1, c2, steps, cg_steps, *flags, x64 = args
     checks.choice("method", method, tuple(METHODS))
-    c1, c2 = checks.wolfe_constants(c1, c2)
     history, float64_accumulation, initial_scaling = (
         checks.boolean(name, value)
         for name, value in zip(("history", "float64_accumulation", "initial_scaling"), flags)
@@ -198,27 +314,27 @@ def _check_settings(*args) -> _Settings:
             "False unless jax_enable_x64 is set (jax.config.update('jax_enable_x64', True))",
             float64_accumulation,
         )
-    return _Settings(
+    runtime = _check_runtime(tol, maxiter, c1, c2, history)
+    settings = _Settings(
         method=method,
-        tol=checks.real("tol", tol, lower=0, lower_open=True),
-        maxiter=checks.integer("maxiter", maxiter, minimum=1),
         memory_size=checks.integer("memory_size", memory_size, minimum=1),
-        c1=c1,
-        c2=c2,
         max_linesearch_steps=checks.integer("max_linesearch_steps", steps, minimum=1),
         max_cg_steps=None
         if cg_steps is None
         else checks.integer("max_cg_steps", cg_steps, minimum=1),
         initial_scaling=initial_scaling,
-        history=history,
+        history_length=runtime.maxiter + 1 if history else 0,
         float64_accumulation=float64_accumulation,
     )
+    with jax.ensure_compile_time_eval():  # arrays even inside jit: the cache holds no tracer
+        arrays = (v if isinstance(v, jax.core.Tracer) else jnp.asarray(v) for v in runtime)
+        return settings, _Runtime(*arrays)  # arrays take jit's fast path; Python scalars don't
 
 
 _cached_settings = functools.lru_cache(maxsize=256, typed=True)(_check_settings)
 
 
-def _settings(*args) -> _Settings:
+def _settings(*args) -> tuple[_Settings, _Runtime]:
     """:func:`_check_settings`, remembered for hashable arguments: a repeated solve pays
     for its checks once (they cost about as much as a small solve's dispatch)."""
     try:
@@ -228,11 +344,21 @@ def _settings(*args) -> _Settings:
     return _cached_settings(*args)
 
 
+def _check_args(args) -> tuple:
+    """``args`` as a tuple (a single value is wrapped, as scipy does) of array pytrees."""
+    args = args if isinstance(args, tuple) else (args,)
+    for leaf in jax.tree.leaves(args):
+        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, numbers.Number)):
+            checks.fail("args", "a tuple of arrays or pytrees of arrays", args, TypeError)
+    return args
+
+
 def minimize(
     fun,
     x0,
     method: str = "lbfgs",
     *,
+    args: Any = (),
     tol: float = 1e-6,
     maxiter: int = 500,
     memory_size: int = 10,
@@ -244,7 +370,7 @@ def minimize(
     history: bool = False,
     float64_accumulation: bool = False,
 ) -> Solution:
-    """Minimizes ``fun(params) -> scalar`` from ``x0`` (any pytree of float arrays).
+    """Minimizes ``fun(params, *args) -> scalar`` from ``x0`` (any pytree of float arrays).
 
     Stops with :attr:`Status.SUCCESS` when ``|grad| <= tol * max(1, |grad(x0)|)``
     (2-norms) and, for ``"newton"``, the Hessian has no eigenvalue below
@@ -253,13 +379,23 @@ def minimize(
     :func:`gradxform.bfgs`, :func:`gradxform.newton` and
     :func:`gradxform.newton_cg` take per ``update``.
 
+    Compiled once per ``fun`` (its identity), ``method``, shape-fixing option
+    (``memory_size``, ``max_linesearch_steps``, ``max_cg_steps``, the flags,
+    ``maxiter`` with ``history=True``) and layout of ``x0`` and ``args``: the
+    data in ``args``, ``x0``, ``tol``, ``maxiter``, ``c1`` and ``c2`` are
+    arguments, so changing them does not recompile (a closure made afresh per
+    solve does). Works inside ``jax.jit``, where those may be traced
+    (``maxiter`` not with ``history=True``), and under ``jax.vmap``.
+
     Args:
-        fun: the objective; traced once.
+        fun: the objective, ``fun(params, *args) -> scalar`` (scipy's convention).
         x0: the start; its dtype (float32 or float64) is the working precision.
         method: ``"lbfgs"`` (memory ``memory_size``), ``"bfgs"`` (dense inverse
             Hessian, O(n^2) per iteration), ``"newton"`` (exact Hessian,
             eigenvalue-modified), ``"newton-cg"`` (truncated CG with
             Hessian-vector products, at most ``max_cg_steps``, default ``n``).
+        args: the data, ``fun``'s other arguments: a tuple of arrays or pytrees
+            of arrays (a value that is not a tuple is passed as ``(args,)``).
         tol: relative gradient tolerance (> 0).
         maxiter: iteration limit (>= 1).
         memory_size: L-BFGS's number of pairs (>= 1).
@@ -282,62 +418,73 @@ def minimize(
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
-        >>> rosenbrock = lambda p: (1 - p["x"]) ** 2 + 100 * (p["y"] - p["x"] ** 2) ** 2
-        >>> sol = gx.minimize(rosenbrock, {"x": jnp.array(-1.2), "y": jnp.array(1.0)})
+        >>> rosenbrock = lambda p, a: (a - p["x"]) ** 2 + 100 * (p["y"] - p["x"] ** 2) ** 2
+        >>> x0 = {"x": jnp.array(-1.2), "y": jnp.array(1.0)}
+        >>> sol = gx.minimize(rosenbrock, x0, args=(jnp.array(1.0),))  # fun(x0, 1.0)
         >>> sol.message
         'converged: gradient norm <= tol * max(1, |g0|)'
         >>> [round(float(v), 4) for v in (sol.params["x"], sol.params["y"])]
         [1.0, 1.0]
     """
-    checks.callable_arg("fun", fun, "fun(params) -> scalar")
+    checks.callable_arg("fun", fun, "fun(params, *args) -> scalar")
     tree.check_real_floating(x0, "x0")
+    args = _check_args(args)
     options = (method, tol, maxiter, memory_size, c1, c2, max_linesearch_steps, max_cg_steps)
     flags = (history, float64_accumulation, initial_scaling, jax.config.read("jax_enable_x64"))
-    return _solver(fun, x0, _settings(*options, *flags))(x0)
+    settings, runtime = _settings(*options, *flags)
+    return _solver(fun, settings)(x0, args, runtime)
 
 
-def _solver(fun, x0, settings: _Settings):
-    """The compiled solver for ``fun``, ``x0``'s layout and ``settings``."""
-    leaves, treedef = jax.tree.flatten(x0)
-    leaf_spec = tuple(
-        (jnp.shape(x), x.dtype if hasattr(x, "dtype") else jnp.result_type(x)) for x in leaves
-    )
-    if settings.max_cg_steps is None:
-        settings = settings._replace(max_cg_steps=sum(math.prod(s) for s, _ in leaf_spec))
-    return _compiled(fun, treedef, leaf_spec, settings)
+def _solver(fun, settings: _Settings):
+    """The jitted solver for ``fun`` and ``settings``, cached where ``fun`` is hashable."""
+    try:
+        hash(fun)
+    except TypeError:
+        return _compile(fun, settings)
+    return _cached_compile(fun, settings)
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled(fun, treedef, leaf_spec, settings: _Settings):
-    """The jitted solver for one objective, tree layout and settings (cached)."""
-    example = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaf_spec])
-    curvature.check_objective(fun, example, "fun")  # once per objective and layout
-    unravel = _tree.flat_view(jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), example))[1]
+def _compile(fun, settings: _Settings):
+    """The jitted solver ``(x0, args, runtime) -> Solution`` of one objective and settings.
 
-    def objective(v):
-        return fun(unravel(v))
+    ``jax.jit`` traces it once per layout of ``x0`` and ``args``; the objective
+    is checked then, before anything is compiled.
+    """
 
-    dtype = _tree.scalar_dtype(example)
-    problem = _Problem(
-        method=METHODS[settings.method](settings),
-        settings=settings,
-        objective=objective,
-        value_and_grad=_tree.value_and_grad(objective, dtype),
-        search=ZoomLinesearch(settings.c1, settings.c2, 1.0, settings.max_linesearch_steps),
-        model_dtype=jnp.float64 if settings.float64_accumulation else None,
-    )
+    def solve_tree(x0_tree, args, runtime: _Runtime):
+        def fun_of_params(params):
+            return fun(params, *args)
 
-    def solve_tree(x0_tree):
-        out = _solve(problem, _tree.flat_view(x0_tree)[0])
+        curvature.check_objective(fun_of_params, x0_tree, "fun")
+        x0, unravel = _tree.flat_view(x0_tree)
+        out = _solve(_problem(lambda v: fun_of_params(unravel(v)), x0_tree, settings, runtime), x0)
         return out._replace(params=unravel(out.params))
 
     return jax.jit(solve_tree)
 
 
+_cached_compile = functools.lru_cache(maxsize=64)(_compile)
+
+
+def _problem(objective, x0_tree, settings: _Settings, runtime: _Runtime) -> _Problem:
+    """The traced solve's :class:`_Problem` (``objective`` is ``f`` on flat vectors)."""
+    if settings.max_cg_steps is None:
+        settings = settings._replace(max_cg_steps=_tree.size(x0_tree))
+    return _Problem(
+        method=METHODS[settings.method](settings),
+        settings=settings,
+        runtime=runtime,
+        objective=objective,
+        value_and_grad=_tree.value_and_grad(objective, _tree.scalar_dtype(x0_tree)),
+        search=ZoomLinesearch(runtime.c1, runtime.c2, 1.0, settings.max_linesearch_steps),
+        model_dtype=jnp.float64 if settings.float64_accumulation else None,
+    )
+
+
 def _solve(problem: _Problem, x0: jax.Array) -> Solution:
     f0, g0 = problem.value_and_grad(x0)
     gnorm0 = _tree.norm(g0, f0.dtype)
-    gtol = problem.settings.tol * jnp.maximum(1, gnorm0)
+    gtol = jnp.asarray(problem.runtime.tol, gnorm0.dtype) * jnp.maximum(1, gnorm0)
     state = packed_while_loop(
         lambda s: s.status == _RUNNING,
         lambda s: _advance(problem, gtol, _body(problem, s)),
@@ -354,15 +501,16 @@ def _solve(problem: _Problem, x0: jax.Array) -> Solution:
         num_hess_evals=state.nhev,
         num_hvp_evals=state.nhvp,
         status=state.status,
-        history=History(state.hist_f, state.hist_g) if problem.settings.history else None,
+        history=History(state.hist_f, state.hist_g, state.k + 1)
+        if problem.settings.history_length
+        else None,
     )
 
 
 def _initial(problem: _Problem, x0, f0, g0, gnorm0) -> _Loop:
     finite0 = jnp.isfinite(f0) & _tree.all_finite(g0)
-    length = problem.settings.maxiter + 1 if problem.settings.history else 0
-    nan = jnp.full(length, jnp.nan, x0.dtype)
-    if problem.settings.history:
+    nan = jnp.full(problem.settings.history_length, jnp.nan, x0.dtype)
+    if problem.settings.history_length:
         hist_f, hist_g = nan.at[0].set(f0), nan.at[0].set(gnorm0)
     else:
         hist_f, hist_g = nan, nan
@@ -419,12 +567,8 @@ def _body(problem: _Problem, s: _Loop) -> _Loop:
         f_best=jnp.where(ok, jnp.minimum(s.f_best, new.value), s.f_best),
         g_best=jnp.where(ok, jnp.minimum(s.g_best, gnorm), s.g_best),
     )
-    if problem.settings.history:
-        moved = s.status == _RUNNING
-        s = s._replace(
-            hist_f=jnp.where(moved, s.hist_f.at[s.k].set(new.value), s.hist_f),
-            hist_g=jnp.where(moved, s.hist_g.at[s.k].set(gnorm), s.hist_g),
-        )
+    if problem.settings.history_length:  # entry k: after k iterations, moved or not
+        s = s._replace(hist_f=s.hist_f.at[s.k].set(new.value), hist_g=s.hist_g.at[s.k].set(gnorm))
     return s
 
 
@@ -439,7 +583,7 @@ def _advance(problem: _Problem, gtol, s: _Loop) -> _Loop:
     p = s.point
     found = problem.method.direction(s.model, problem.objective, p.x, p.grad)
     converged = (_tree.norm(p.grad, p.value.dtype) <= gtol) & found.stationary
-    maxiter = problem.settings.maxiter
+    maxiter = problem.runtime.maxiter
     status = jnp.where(
         converged, Status.SUCCESS, jnp.where(s.k >= maxiter, Status.MAXITER, _RUNNING)
     )
