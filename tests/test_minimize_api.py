@@ -17,6 +17,7 @@ from tests.references import rosenbrock
 pytestmark = pytest.mark.usefixtures("x64")
 
 LAM = 0.1
+SLOW_METHODS = ("bfgs", "newton", "newton-cg")  # one compilation each, ~2 s
 
 
 def logistic(w, X, y, lam):
@@ -98,7 +99,7 @@ def test_changing_tol_maxiter_or_the_wolfe_constants_does_not_retrace():
 
 
 @pytest.mark.parametrize(
-    "method", ["lbfgs", pytest.param("bfgs", marks=pytest.mark.slow), "newton", "newton-cg"]
+    "method", ["lbfgs", *(pytest.param(m, marks=pytest.mark.slow) for m in SLOW_METHODS)]
 )
 def test_args_are_passed_as_scipy_passes_them(datasets, method):
     X, y = datasets[0]
@@ -116,6 +117,7 @@ def test_a_single_argument_need_not_be_a_tuple():
     np.testing.assert_allclose(sol.params, a, atol=1e-8)
 
 
+@pytest.mark.slow  # three compilations
 def test_jit_and_vmap_around_minimize(datasets):
     def solve(x0, X, y, tol):
         return gx.minimize(logistic, x0, args=(X, y, LAM), tol=tol)
@@ -134,7 +136,7 @@ def test_jit_and_vmap_around_minimize(datasets):
         np.testing.assert_allclose(batched.params[i], scipy_solution(X, y), atol=1e-7)
 
 
-@pytest.mark.parametrize("maxiter", [999, 1000])
+@pytest.mark.parametrize("maxiter", [999, pytest.param(1000, marks=pytest.mark.slow)])
 def test_repr_is_a_short_summary_and_history_trims(maxiter):
     x0 = jnp.array([-1.2, 1.0])
     sol = gx.minimize(lambda x: rosenbrock(x), x0, tol=1e-10, maxiter=maxiter, history=True)
@@ -156,6 +158,7 @@ def test_repr_is_a_short_summary_and_history_trims(maxiter):
     np.testing.assert_allclose(trimmed.grad_norm[-1], sol.grad_norm, rtol=0)
 
 
+@pytest.mark.slow
 def test_batched_repr_and_history():
     starts = jnp.array([[-1.2, 1.0], [2.0, 2.0], [1.0, 1.0]])
     sols = jax.vmap(lambda p: gx.minimize(rosenbrock, p, history=True, maxiter=999))(starts)
