@@ -298,7 +298,9 @@ def classify_critical_point(
             budget of ``n`` products or more, Lanczos cannot cost less than
             the ``n`` products of the dense Hessian), else Lanczos. The path
             taken is the result's ``method``.
-        dense_limit: the largest parameter count ``"auto"`` always treats densely.
+        dense_limit: the largest parameter count ``"auto"`` always treats
+            densely, for a deterministic verdict and the exact condition
+            number, even where Lanczos might stop after fewer products.
         k: Ritz pairs per end on the matrix-free path.
         max_matvecs: the matrix-free product budget; Lanczos stops as soon as
             all ``2k`` pairs have converged, so easy points use far fewer (near-zero
