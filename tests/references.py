@@ -56,3 +56,38 @@ def naive_lbfgs_two_loop(pairs, gamma, g):
 def rosenbrock(x):
     """The extended Rosenbrock function on a flat vector of even length."""
     return jnp.sum(100 * (x[1::2] - x[::2] ** 2) ** 2 + (1 - x[::2]) ** 2)
+
+
+# --- Moré, Garbow & Hillstrom (1981) test problems -------------------------------------
+
+
+def brown_badly_scaled(x):
+    """Moré, Garbow & Hillstrom (1981) #4: minimum f = 0 at (1e6, 2e-6), Hessian condition ~1e12."""
+    return (x[0] - 1e6) ** 2 + (x[1] - 2e-6) ** 2 + (x[0] * x[1] - 2) ** 2
+
+
+def chebyquad(x):
+    """Moré, Garbow & Hillstrom #35 (Fletcher's Chebyquad): indefinite Hessians on the way."""
+    y = 2 * x - 1
+    previous, current, residuals = jnp.ones_like(y), y, []
+    for i in range(1, x.shape[0] + 1):
+        integral = 0.0 if i % 2 else -1.0 / (i * i - 1)
+        residuals.append(jnp.mean(current) - integral)
+        previous, current = current, 2 * y * current - previous
+    return jnp.sum(jnp.stack(residuals) ** 2)
+
+
+def boundary_value(x):
+    """Moré, Garbow & Hillstrom #28 (discrete boundary value): f = 0 at the solution, an
+    ill-conditioned (~1e7 at n = 100) Hessian that truncated CG must work through."""
+    h = 1.0 / (x.shape[0] + 1)
+    t = jnp.arange(1, x.shape[0] + 1) * h
+    padded = jnp.pad(x, 1)
+    residuals = 2 * x - padded[:-2] - padded[2:] + h**2 * (x + t + 1) ** 3 / 2
+    return jnp.sum(residuals**2)
+
+
+def boundary_value_start(n):
+    """Its standard start, ``x_i = t_i (t_i - 1)`` with ``t_i = i / (n + 1)``."""
+    t = np.arange(1, n + 1) / (n + 1)
+    return t * (t - 1)

@@ -53,17 +53,18 @@ def test_newton_direction_matches_its_dense_definition(spectrum):
     lam = np.asarray(spectrum)
     H = Q @ np.diag(lam) @ Q.T
     H = (H + H.T) / 2
-    d, lam_min, negative = dirs.newton_direction(jnp.asarray(H), jnp.asarray(B))
+    d, lam_min, negative, modified = dirs.newton_direction(jnp.asarray(H), jnp.asarray(B))
     if lam.min() > 0:  # the Cholesky path: the exact Newton step
         np.testing.assert_allclose(d, -np.linalg.solve(H, B), rtol=1e-10)
-        assert not negative and float(lam_min) > 0
+        assert not negative and not modified and float(lam_min) > 0
         return
+    assert modified
     w, V = np.linalg.eigh(H)
-    delta = np.sqrt(np.finfo(np.float64).eps) * max(1.0, np.abs(w).max())
+    delta = np.sqrt(np.finfo(np.float64).eps) * np.abs(w).max()
     coeffs = V.T @ B
     expected = -V @ (coeffs / np.maximum(np.abs(w), delta))
-    if w[0] < -delta:  # plus the unit eigenvector of lam_min, signed downhill
-        expected = expected - np.sign(coeffs[0]) * V[:, 0]
+    if w[0] < -delta:  # plus the eigenvector of lam_min, signed downhill, as long as that step
+        expected = expected - np.sign(coeffs[0]) * np.linalg.norm(expected) * V[:, 0]
     np.testing.assert_allclose(d, expected, rtol=1e-8, atol=1e-8)
     assert bool(negative) == (w[0] < -delta)
     np.testing.assert_allclose(float(lam_min), w[0], atol=1e-12)

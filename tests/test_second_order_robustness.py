@@ -5,6 +5,11 @@ badly scaled quadratic), the same run in the objective's precision (mixed
 precision), the same run on stacked real and imaginary parts (complex), the
 same run with the data bound by hand (extra arguments), init on concrete
 zeros (abstract init), and the method's own rule (restart).
+
+Newton and Newton-CG on hard problems (issue #15, item 15): closed-form minimisers
+(an ill-conditioned quadratic, Brown's badly scaled function), scipy's trust-exact and
+Newton-CG (values, evaluation and product counts), and a host-side count of the Hessians
+actually computed.
 """
 
 import functools
@@ -14,9 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.optimize
 
 import gradxform as gx
-from gradxform.second_order import methods
+from gradxform import curvature
+from gradxform.second_order import directions, methods
+from tests.references import boundary_value, boundary_value_start, brown_badly_scaled, chebyquad
 
 
 def run(opt, f, x, steps, conjugate=False, **extra):
@@ -304,3 +312,113 @@ def test_line_search_constants_are_hyperparameters_set_without_recompiling():
     # the first trial is min(initial_step, 1/|g|): below 1/|g| the search starts shorter
     x1_short, _ = step(jnp.zeros(3), gx.set_hyperparams(state, initial_step=1e-3))
     assert not np.array_equal(x1, x1_short) and step._cache_size() == 1
+
+
+# --- Newton and Newton-CG on hard problems (issue #15, item 15) ---------------------------
+
+
+@pytest.mark.usefixtures("x64")
+def test_newton_takes_the_exact_step_on_an_ill_conditioned_positive_definite_hessian():
+    """Condition 1e10 is positive definite in float64: one exact Newton step lands on the
+    minimum (it was eigenvalue-floored to x = (0.993, 0) before)."""
+    sol = gx.minimize(
+        lambda x: 0.5 * (x[0] ** 2 + 1e10 * x[1] ** 2), jnp.ones(2), method="newton", tol=1e-8
+    )
+    assert sol.success and int(sol.iterations) == 1
+    np.testing.assert_allclose(sol.params, [0.0, 0.0], atol=1e-12)
+    # the direction is numpy's solve of H d = -g, also at condition 1e12 with rotated axes
+    q = np.linalg.qr(RNG.normal(size=(5, 5)))[0]
+    H = q @ np.diag(np.logspace(0, 12, 5)) @ q.T
+    H = (H + H.T) / 2
+    g = RNG.normal(size=5)
+    found = directions.newton_direction(jnp.asarray(H), jnp.asarray(g))
+    assert not bool(found.modified)
+    np.testing.assert_allclose(found.direction, -np.linalg.solve(H, g), rtol=1e-3)
+
+
+@pytest.mark.usefixtures("x64")
+def test_newton_solves_browns_badly_scaled_function():
+    sol = gx.minimize(brown_badly_scaled, jnp.ones(2), method="newton")
+    assert sol.success, sol.message
+    np.testing.assert_allclose(sol.params, [1e6, 2e-6], rtol=1e-6)
+    assert float(sol.value) < 1e-10  # it stopped at f = 0.2075 before
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("x64")
+def test_newton_escapes_negative_curvature_at_the_problems_scale():
+    """Chebyquad (n = 8) meets indefinite Hessians: with a unit escape every such iteration
+    spent 5-8 evaluations (83 in all); scaled to the modified step, the first trial is
+    usually accepted. Oracle: scipy's trust-exact (its value and its evaluation count)."""
+    x0 = np.arange(1, 9) / 9.0
+    value_and_grad = jax.jit(jax.value_and_grad(chebyquad))
+    reference = scipy.optimize.minimize(
+        lambda x: tuple(np.asarray(v) for v in value_and_grad(x)),
+        x0,
+        jac=True,
+        hess=lambda x: np.asarray(jax.hessian(chebyquad)(jnp.asarray(x))),
+        method="trust-exact",
+        options={"gtol": 1e-8},
+    )
+    sol = gx.minimize(chebyquad, jnp.asarray(x0), method="newton")
+    assert sol.success, sol.message
+    np.testing.assert_allclose(sol.value, reference.fun, rtol=1e-8)  # MGH: 3.51687e-3
+    assert int(sol.num_fun_evals) <= 1.5 * reference.nfev, (int(sol.num_fun_evals), reference)
+
+
+@pytest.mark.usefixtures("x64")
+def test_num_hess_evals_counts_every_hessian_computed(monkeypatch):
+    """An independent count: a host callback in every dense Hessian actually run. The
+    eigendecomposition path computes the Hessian twice (6 were reported for 7 computed)."""
+    computed = []
+    dense_hessian = curvature.dense_hessian
+
+    def counted(f, x):
+        jax.debug.callback(lambda: computed.append(1))
+        return dense_hessian(f, x)
+
+    monkeypatch.setattr(curvature, "dense_hessian", counted)
+    sol = gx.minimize(
+        lambda x: x[0] ** 2 - x[1] ** 2 + x[1] ** 4, jnp.array([1.0, 0.1]), method="newton"
+    )
+    jax.effects_barrier()
+    assert sol.success
+    assert int(sol.num_hess_evals) == len(computed) > int(sol.iterations) + 1
+
+
+def test_newton_cg_scales_steepest_descent_by_the_curvature_it_meets():
+    """Negative curvature at CG's first step: -(|g|^2 / |g.Hg|) g (scipy), not -g."""
+    H = jnp.diag(jnp.array([-4.0, 1.0, 2.0]))
+    g = jnp.array([1.0, 0.1, 0.1])
+    d, used = directions.newton_cg_direction(lambda v: H @ v, g, 10)
+    expected = -(g @ g) / abs(g @ H @ g) * g
+    np.testing.assert_allclose(d, expected, rtol=1e-6)
+    assert int(used) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("x64")
+def test_newton_cg_products_within_a_factor_of_scipy_on_a_boundary_value_problem():
+    """MGH #28 with n = 100 (Hessian condition ~1e7): CG capped at n steps took 51,310
+    products where scipy's Newton-CG (cap 20 n) takes 542."""
+    x0 = boundary_value_start(100)
+    value_and_grad = jax.jit(jax.value_and_grad(boundary_value))
+    hvp = jax.jit(lambda x, v: jax.jvp(jax.grad(boundary_value), (x,), (v,))[1])
+    products = []
+
+    def hessp(x, v):
+        products.append(1)
+        return np.asarray(hvp(jnp.asarray(x), jnp.asarray(v)))
+
+    reference = scipy.optimize.minimize(
+        lambda x: tuple(np.asarray(v) for v in value_and_grad(x)),
+        x0,
+        jac=True,
+        hessp=hessp,
+        method="Newton-CG",
+        options={"xtol": 1e-14},
+    )
+    sol = gx.minimize(boundary_value, jnp.asarray(x0), method="newton-cg")
+    assert sol.success and reference.success
+    assert float(sol.value) < 1e-8
+    assert int(sol.num_hvp_evals) <= 2 * len(products), (int(sol.num_hvp_evals), len(products))

@@ -19,6 +19,7 @@ from gradxform.second_order import _tree
 
 __all__ = [
     "LbfgsMemory",
+    "NewtonDirection",
     "bfgs_inverse_update",
     "lbfgs_init",
     "lbfgs_two_loop",
@@ -193,22 +194,76 @@ def bfgs_inverse_update(H: jax.Array, s: jax.Array, y: jax.Array, first: Any = F
 # --- Newton -----------------------------------------------------------------------------
 
 
+class NewtonDirection(NamedTuple):
+    """What :func:`newton_direction` found.
+
+    Attributes:
+        direction: the search direction ``d``.
+        lam_min: the smallest eigenvalue of ``H`` where the eigendecomposition
+            ran; on the Cholesky path the smallest squared pivot, a stand-in
+            that is positive exactly there.
+        negative: ``lam_min < -delta`` (a saddle or maximum: no stopping there).
+        modified: the factorisation failed, so the eigendecomposition ran (and
+            ``recompute``, if given, computed the Hessian a second time).
+    """
+
+    direction: jax.Array
+    lam_min: jax.Array
+    negative: jax.Array
+    modified: jax.Array
+
+
+def _positive_definite(chol: jax.Array, hessian: jax.Array) -> jax.Array:
+    """True where the Cholesky factor exists with every squared pivot above
+    ``n eps max_i H_ii``: below that, rounding decides whether the factorisation succeeds."""
+    n = hessian.shape[0]
+    pivots = jnp.diagonal(chol)  # NaN throughout where the factorisation failed
+    scale = n * jnp.finfo(chol.dtype).eps * jnp.max(jnp.abs(jnp.diagonal(hessian)))
+    return jnp.all(pivots**2 > scale)  # False for NaN, and for a zero Hessian
+
+
+def _modified_newton(hessian: jax.Array, g: jax.Array, x: jax.Array | None) -> NewtonDirection:
+    """The absolute-value modification of ``H`` and, at negative curvature, the escape."""
+    lam, V = jnp.linalg.eigh(hessian)
+    root_eps = jnp.sqrt(jnp.finfo(g.dtype).eps)
+    size = jnp.max(jnp.abs(lam))
+    delta = root_eps * jnp.where(size > 0, size, 1)
+    coeffs = V.T @ g
+    d = -V @ (coeffs / jnp.maximum(jnp.abs(lam), delta))
+    negative = lam[0] < -delta
+    # as long as the modified step; near a saddle that vanishes with the gradient, so at
+    # least (|lam_min| / |lam|max) |x|; of unit length at a stationary point x = 0
+    length = jnp.linalg.norm(d)
+    if x is not None:
+        relative = -lam[0] / jnp.where(size > 0, size, 1)
+        length = jnp.maximum(length, relative * jnp.linalg.norm(x).astype(length.dtype))
+    length = jnp.where(length > 0, length, 1)
+    escape = -jnp.where(coeffs[0] > 0, 1, -1) * length * V[:, 0]
+    return NewtonDirection(jnp.where(negative, d + escape, d), lam[0], negative, jnp.array(True))
+
+
 def newton_direction(
-    hessian: jax.Array, g: jax.Array, recompute: Callable[[], jax.Array] | None = None
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+    hessian: jax.Array,
+    g: jax.Array,
+    recompute: Callable[[], jax.Array] | None = None,
+    x: jax.Array | None = None,
+) -> NewtonDirection:
     """A descent direction from the exact (symmetric) Hessian, safe at saddles and maxima.
 
-    First a Cholesky factorisation of the lower triangle: where ``H`` is
-    positive definite with every squared pivot above
-    ``sqrt(eps) max(1, max_i H_ii)`` (for a positive definite ``H``,
-    ``max_i H_ii = max_ij |H_ij|``) this is the Newton step ``d = -H^-1 g``.
-    Otherwise, with ``H = V diag(lam) V^T``:
+    First a Cholesky factorisation of the lower triangle: where it succeeds
+    with every squared pivot above ``n eps max_i H_ii`` (``H`` positive
+    definite in working precision), ``d = -H^-1 g``, the exact Newton step
+    however ill-conditioned ``H`` is. Otherwise, with ``H = V diag(lam) V^T``
+    and ``delta = sqrt(eps) max|lam|`` (relative to ``H``'s own scale):
     ``d = -V diag(1 / max(|lam|, delta)) V^T g`` (the absolute-value
     modification, so negative-curvature components move downhill), plus, when
-    ``lam_min < -delta``, the unit eigenvector of ``lam_min`` signed to
-    descend, so the step leaves a saddle or maximum even where the gradient
-    vanishes; here ``delta = sqrt(eps) max(1, max |lam|)``. The
-    eigendecomposition runs only when the factorisation fails.
+    ``lam_min < -delta``, the eigenvector of ``lam_min`` signed to descend and
+    scaled to the length of that modified step, so the step leaves a saddle
+    or maximum at the problem's own scale and the line search's first trial
+    is usually accepted. Near a saddle that step vanishes with the gradient:
+    the escape is never shorter than ``(|lam_min| / max|lam|) |x|`` (given
+    ``x``), and is of unit length where both are zero. The eigendecomposition
+    runs only when the factorisation fails.
 
     Args:
         hessian: the ``(n, n)`` Hessian.
@@ -216,34 +271,24 @@ def newton_direction(
         recompute: a zero-argument function returning the Hessian again; the
             eigendecomposition branch calls it instead of keeping ``hessian``,
             so the factorisation can overwrite ``hessian`` in place.
+        x: the point (a flat vector), for the escape's shortest length
+            (without it, the escape may vanish with the gradient).
 
     Returns:
-        ``(d, lam_min, negative)``: the direction, the smallest eigenvalue
-        (the smallest squared Cholesky pivot when ``H`` is positive definite,
-        a stand-in that is positive exactly then), and ``lam_min < -delta``.
+        A :class:`NewtonDirection`.
     """
-    eps = jnp.finfo(g.dtype).eps
     chol = jax.lax.linalg.cholesky(hessian, symmetrize_input=False)
-    pivots = jnp.diagonal(chol)  # NaN throughout where the factorisation failed
-    diagonal_scale = jnp.maximum(1, jnp.max(jnp.abs(jnp.diagonal(hessian))))
-    positive = jnp.all(pivots**2 > jnp.sqrt(eps) * diagonal_scale)  # False for NaN
-
+    positive = _positive_definite(chol, hessian)
     # solved on both paths (NaN where the factorisation failed), so the factor never
     # crosses into the conditional, which would copy it into another layout
     newton = -jax.scipy.linalg.cho_solve((chol, True), g)
-    smallest_pivot = jnp.min(pivots**2)
+    smallest_pivot = jnp.min(jnp.diagonal(chol) ** 2)
 
     def newton_step(_):
-        return newton, smallest_pivot, jnp.array(False)
+        return NewtonDirection(newton, smallest_pivot, jnp.array(False), jnp.array(False))
 
     def modified_step(_):
-        lam, V = jnp.linalg.eigh(hessian if recompute is None else recompute())
-        delta = jnp.sqrt(eps) * jnp.maximum(1, jnp.max(jnp.abs(lam)))
-        coeffs = V.T @ g
-        d = -V @ (coeffs / jnp.maximum(jnp.abs(lam), delta))
-        escape = -jnp.where(coeffs[0] > 0, 1, -1) * V[:, 0]
-        negative = lam[0] < -delta
-        return jnp.where(negative, d + escape, d), lam[0], negative
+        return _modified_newton(hessian if recompute is None else recompute(), g, x)
 
     return jax.lax.cond(positive, newton_step, modified_step, None)
 
@@ -251,9 +296,12 @@ def newton_direction(
 def newton_cg_direction(hvp: Callable[[Any], Any], g: Any, max_steps: int) -> tuple[Any, jax.Array]:
     """Truncated CG on ``H d = -g`` (N&W Alg. 7.1), matrix-free through ``hvp(v) = H v``.
 
-    Stops when ``|r| <= min(0.5, sqrt|g|) |g|`` (``r = H d + g``), after
-    ``max_steps``, or at negative curvature ``Re<p, H p> <= 0`` (returning
-    the iterate so far, or ``-g`` at the first step).
+    Stops when ``|r| <= min(0.5, sqrt|g|) |g|`` (``r = H d + g``, the
+    forcing term of N&W eq. 7.3 and scipy), after ``max_steps``, or at
+    non-positive curvature ``Re<p, H p> <= 0``, returning the iterate so far;
+    at the first step that is steepest descent scaled by the curvature met,
+    ``-(|g|^2 / |Re<g, H g>|) g`` (scipy's fallback), or ``-g`` where that
+    curvature is zero.
 
     Args:
         hvp: ``v -> H v`` on pytrees shaped like ``g``.
@@ -282,7 +330,9 @@ def newton_cg_direction(hvp: Callable[[Any], Any], g: Any, max_steps: int) -> tu
         r_new = _tree.axpy(alpha, Hp, r)
         beta = _tree.inner(r_new, r_new, dtype) / rr
         p_new = jax.tree.map(lambda a, b: (-a + beta * b).astype(a.dtype), r_new, p)
-        z_out = _tree.select(negative, _tree.select(i == 0, _tree.neg(g), z), z_new)
+        # at the first step p = -g: the steepest-descent step the curvature met scales
+        scaled = _tree.scale(jnp.where(curvature < 0, rr / -curvature, 1), p)
+        z_out = _tree.select(negative, _tree.select(i == 0, scaled, z), z_new)
         return i + 1, z_out, _tree.select(negative, r, r_new), p_new, negative
 
     init = (jnp.zeros([], jnp.int32), _tree.zeros(g), g, _tree.neg(g), jnp.array(False))

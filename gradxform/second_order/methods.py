@@ -302,7 +302,9 @@ def newton_method() -> Method:
     The Hessian is the dense forward-over-reverse Hessian of the objective
     over the flattened params. First trial step 1; no model, so no restart.
     A small gradient ends a solve only where the Hessian has no eigenvalue
-    below ``-sqrt(eps) max(1, |lam|max)``.
+    below ``-sqrt(eps) |lam|max``. Each direction computes the Hessian once,
+    twice where the factorisation fails (the eigendecomposition recomputes it);
+    ``Direction.hessians`` counts both.
 
     Returns:
         The :class:`Method`.
@@ -319,8 +321,12 @@ def newton_method() -> Method:
         def hessian():
             return curvature.dense_hessian(f_flat, flat_x)
 
-        d, _, negative = dirs.newton_direction(hessian(), flat_g, recompute=hessian)
-        return Direction(unflatten(d), ~negative, jnp.ones([], jnp.int32), jnp.zeros([], jnp.int32))
+        found = dirs.newton_direction(hessian(), flat_g, recompute=hessian, x=flat_x)
+        # the eigendecomposition path computes the Hessian a second time (``recompute``)
+        hessians = jnp.where(found.modified, 2, 1).astype(jnp.int32)
+        return Direction(
+            unflatten(found.direction), ~found.negative, hessians, jnp.zeros([], jnp.int32)
+        )
 
     return _modelless("newton", direction, _keep_direction)
 

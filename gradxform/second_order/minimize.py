@@ -393,7 +393,7 @@ def minimize(
         method: ``"lbfgs"`` (memory ``memory_size``), ``"bfgs"`` (dense inverse
             Hessian, O(n^2) per iteration), ``"newton"`` (exact Hessian,
             eigenvalue-modified), ``"newton-cg"`` (truncated CG with
-            Hessian-vector products, at most ``max_cg_steps``, default ``n``).
+            Hessian-vector products, at most ``max_cg_steps``, default ``20 n``).
         args: the data, ``fun``'s other arguments: a tuple of arrays or pytrees
             of arrays (a value that is not a tuple is passed as ``(args,)``).
         tol: relative gradient tolerance (> 0).
@@ -402,7 +402,7 @@ def minimize(
         c1: sufficient-decrease constant of the strong-Wolfe line search.
         c2: its curvature constant (``0 < c1 < c2 < 1``).
         max_linesearch_steps: evaluations per line search.
-        max_cg_steps: Newton-CG's CG steps per iteration (default ``n``).
+        max_cg_steps: Newton-CG's CG steps per iteration (default ``20 n``, as scipy).
         initial_scaling: BFGS: ``H_0 = (s.y / y.y) I`` at the first update
             (N&W eq. 6.20) instead of ``I``.
         history: also return the value and gradient norm at every iteration.
@@ -469,7 +469,7 @@ _cached_compile = functools.lru_cache(maxsize=64)(_compile)
 def _problem(objective, x0_tree, settings: _Settings, runtime: _Runtime) -> _Problem:
     """The traced solve's :class:`_Problem` (``objective`` is ``f`` on flat vectors)."""
     if settings.max_cg_steps is None:
-        settings = settings._replace(max_cg_steps=_tree.size(x0_tree))
+        settings = settings._replace(max_cg_steps=20 * _tree.size(x0_tree))
     return _Problem(
         method=METHODS[settings.method](settings),
         settings=settings,
