@@ -1,76 +1,7 @@
-r"""Hyperparameters that live in the optimizer state, each name in one place.
-
-Every numeric hyperparameter of a gradxform transform (learning rate, decays,
-eps, weight decay, the finite guard's limit, ...) is a number, a scalar array
-or a schedule (a function of the step count), and its current value is stored
-in the state, so that
-
-* it can be read by name: ``gx.get_hyperparams(state)["learning_rate"]``, or
-  ``optax.tree_utils.tree_get(state, "learning_rate")``;
-* it can be changed between steps without recompiling a jitted step:
-  ``state = gx.set_hyperparams(state, learning_rate=1e-4)``, checked as when
-  built (a value set on a scheduled hyperparameter replaces the schedule
-  until cleared with ``gx.set_hyperparams(state, learning_rate=None)``);
-* a schedule is evaluated at the number of updates taken so far (0 at the
-  first update), and the value stored is the one the latest update used; a
-  scheduled value outside the range its blocks declared is clamped into it
-  and counted (``<name>_clamped`` in the state).
-
-Design: one store per optimizer, shared by handles
---------------------------------------------------
-
-A :class:`Hyperparams` is a *store*: ``hp = Hyperparams(b1=0.9, lr=...)``
-declares each hyperparameter once and ``hp["b1"]`` is a :class:`Hyperparam`,
-a handle on it. A block (``ema_first_moment``, ``bias_correct``, ...) takes a
-number, a schedule or a handle. Given a number it makes a store of its own, so
-a block used alone works; given a handle it stores nothing and reads the value
-that the handle's store computed for this step. ``hp.chain(*blocks)`` is
-:func:`gradxform.chain` with the store in front: its state is
-:class:`HyperparamChainState` ``(hyperparams, inner_state)``, and each update
-first steps the store, then passes the values to the blocks (as the extra
-argument ``hyperparams``). Adam is::
-
-    hp = Hyperparams(learning_rate=lr, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
-    hp.chain(scale_by_adam(hp["b1"], hp["b2"], hp["eps"], eps_root=hp["eps_root"]),
-             scale_by_learning_rate(hp["learning_rate"]))
-
-so ``b1``, read by the first moment and by its bias correction, is one entry
-of one store by construction, and ``gx.set_hyperparams`` or
-``optax.tree_utils.tree_set`` changes it for both.
-
-Blocks declare what they read, when they are built: ``check`` declares a
-value's valid range (a :class:`Limit`) and validates it (``<name> must be
-<what>; got <value>``; a schedule at step 0), ``use_complement`` asks for
-``1 - value`` rounded once (see below) and ``use_count`` for the step count.
-A store keeps one int32 count, saturating at ``2**31 - 1``, only if a block
-reads it or a value is a schedule; so Adam's state holds one count (read by
-both bias corrections and by any schedule) and SGD's none.
-
-A store's state is a :class:`HyperparamState` ``(count, values,
-complements, overrides, clamped, limits)``; ``limits``, the declared ranges,
-holds no arrays (it is part of the tree structure), so that
-:func:`set_hyperparams` applies the checks made when the blocks were built.
-Values are float32, or float64 when a parameter leaf is float64 (or
-complex128), cast to each leaf's dtype where used; integer hyperparameters
-are int32.
-
-Rounding: ``1 - decay``
------------------------
-
-For a decay given as a Python number, ``1 - decay`` is stored beside it under
-the key ``one_minus_<name>``: the float32 rounding of the exact ``1 - decay``,
-as optax and torch compute it in Python (``1 - float32(0.999)`` is not
-``float32(1 - 0.999)``). Only decays whose complement an update reads have one.
-An update uses the stored complement while it agrees with the value to within
-two ulps, and ``1 - value`` otherwise, so a value changed with
-``optax.tree_utils.tree_set`` (which leaves the complement alone) is used
-correctly; :func:`set_hyperparams` sets both. Derivatives with respect to the
-value flow through the complement either way.
-"""
+"""The store: :class:`Hyperparams`, its handles, its state and the values it hands to blocks."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -87,19 +18,16 @@ from gradxform.base import (
     chain,
     with_extra_args,
 )
+from gradxform.hyperparams.limits import Limit, Limits, is_real_scalar_array
 
 __all__ = [
     "Hyperparam",
     "HyperparamChainState",
     "HyperparamState",
     "Hyperparams",
-    "Limit",
-    "Limits",
     "ScalarOrSchedule",
     "Values",
-    "get_hyperparams",
     "increment_count",
-    "set_hyperparams",
 ]
 
 ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], jax.Array]
@@ -120,122 +48,6 @@ def increment_count(count: jax.Array) -> jax.Array:
         ``count + 1``, or ``count`` when it is already ``2**31 - 1``.
     """
     return jnp.where(count < _INT32_MAX, count + 1, count)
-
-
-@dataclasses.dataclass(frozen=True)
-class Limit:
-    """A valid range of a hyperparameter, declared by a block that reads it.
-
-    Made by :meth:`Hyperparams.check`; the same limit checks the value when
-    the block is built, every value :func:`set_hyperparams` sets, and clamps
-    a schedule's values at run time.
-
-    Attributes:
-        lower, upper: the bounds (``None``: unbounded), closed unless ``*_open``.
-        lower_open, upper_open: exclude the bound.
-        integer: the value must be an integer (stored as int32).
-    """
-
-    lower: float | None = None
-    upper: float | None = None
-    lower_open: bool = False
-    upper_open: bool = False
-    integer: bool = False
-
-    def check(self, name: str, value: Any) -> None:
-        """Raises unless ``value`` (a number, a concrete array or a schedule) lies in the range.
-
-        A traced value (inside ``jit``) cannot be checked and passes; a
-        schedule is checked at step 0.
-
-        Args:
-            name: the name the error gives.
-            value: the value.
-
-        Raises:
-            TypeError, ValueError: ``<name> must be <what>; got <value>``.
-        """
-        if isinstance(value, jax.core.Tracer):
-            return
-        if self.integer:
-            if _is_real_scalar_array(value) and jnp.issubdtype(value.dtype, jnp.integer):
-                value = int(value)
-            lower = None if self.lower is None else int(self.lower)
-            checks.integer(name, value, minimum=lower)
-            return
-        bounds = dataclasses.asdict(self)
-        del bounds["integer"]
-        if not callable(value):
-            concrete = _concrete(value)
-            checks.real(name, value if concrete is None else concrete, **bounds)
-            return
-        first = float(str(np.asarray(value(jnp.zeros([], jnp.int32)))))  # as its dtype prints
-        try:
-            checks.real(name, first, **bounds)
-        except ValueError as error:  # the same range, said of the schedule
-            what = str(error).removeprefix(f"{name} must be ").rsplit("; got ", 1)[0]
-            checks.fail(name, f"a schedule whose value at step 0 is {what}", first)
-
-    def __str__(self) -> str:
-        left = "(" if self.lower_open or self.lower is None else "["
-        right = ")" if self.upper_open or self.upper is None else "]"
-        low = "-inf" if self.lower is None else self.lower
-        high = "inf" if self.upper is None else self.upper
-        return f"{'integer in ' if self.integer else ''}{left}{low}, {high}{right}"
-
-    def clamp(self, value: jax.Array) -> jax.Array:
-        """``value`` moved into the range (the nearest value inside); NaN stays NaN.
-
-        Args:
-            value: a scalar array.
-
-        Returns:
-            The clamped scalar, of ``value``'s dtype.
-        """
-        floating = jnp.issubdtype(value.dtype, jnp.floating)
-        if self.lower is not None:
-            low = jnp.asarray(self.lower, value.dtype)
-            if self.lower_open and floating:
-                low = jnp.nextafter(low, jnp.asarray(jnp.inf, value.dtype))
-            value = jnp.where(value < low, low, value)
-        if self.upper is not None:
-            high = jnp.asarray(self.upper, value.dtype)
-            if self.upper_open and floating:
-                high = jnp.nextafter(high, jnp.asarray(-jnp.inf, value.dtype))
-            value = jnp.where(value > high, high, value)
-        return value
-
-
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    """The ranges the blocks declared for a store's hyperparameters.
-
-    A static part of :class:`HyperparamState`: it holds no arrays (a pytree
-    node without leaves), so it is saved, restored and traced as structure.
-
-    Attributes:
-        by_name: ``(name, (limit, ...))`` pairs, for the names that have limits.
-    """
-
-    by_name: tuple[tuple[str, tuple[Limit, ...]], ...] = ()
-
-    def get(self, name: str) -> tuple[Limit, ...]:
-        """The limits of ``name`` (empty if it has none).
-
-        Args:
-            name: a hyperparameter's name in the state.
-
-        Returns:
-            Its limits.
-        """
-        return dict(self.by_name).get(name, ())
-
-    def __repr__(self) -> str:
-        said = (f"{name} in {' and '.join(map(str, limits))}" for name, limits in self.by_name)
-        return f"Limits({', '.join(said)})"
-
-
-jax.tree_util.register_static(Limits)
 
 
 class HyperparamState(NamedTuple):
@@ -303,24 +115,6 @@ class Hyperparam:
         return f"Hyperparam({self.name!r}, {self.spec!r})"
 
 
-def _concrete(value: Any) -> float | None:
-    """A Python float for a number or a concrete real scalar array, else ``None``."""
-    if checks.is_real_number(value):
-        return float(value)
-    if isinstance(value, (np.ndarray, np.generic, jax.Array)) and not isinstance(
-        value, jax.core.Tracer
-    ):
-        return float(value) if _is_real_scalar_array(value) else None
-    return None
-
-
-def _is_real_scalar_array(value: Any) -> bool:
-    if not isinstance(value, (np.ndarray, np.generic, jax.Array)) or np.ndim(value) != 0:
-        return False
-    kind = np.dtype(value.dtype).kind
-    return kind in "iuf" or value.dtype == jnp.bfloat16
-
-
 def _check_schedule(name: str, schedule: Callable) -> None:
     """Calls a schedule at step 0 when it is declared: it must give a finite real scalar."""
     step = jax.ShapeDtypeStruct((), jnp.int32)
@@ -338,10 +132,10 @@ def _check_schedule(name: str, schedule: Callable) -> None:
         checks.fail(name, "a schedule whose value at step 0 is finite", first)
 
 
-def _check_spec(name: str, spec: Any) -> None:
+def check_spec(name: str, spec: Any) -> None:
     if callable(spec):
         _check_schedule(name, spec)
-    elif not (checks.is_real_number(spec) or _is_real_scalar_array(spec)):
+    elif not (checks.is_real_number(spec) or is_real_scalar_array(spec)):
         checks.fail(name, _SPEC, spec, TypeError)
 
 
@@ -352,25 +146,25 @@ def _storage_dtype(params: Any) -> np.dtype:
     return np.dtype("float32")
 
 
-def _complement_key(name: str) -> str:
+def complement_key(name: str) -> str:
     return f"one_minus_{name}"
 
 
-def _stored(value: Any, dtype) -> jax.Array:
+def stored(value: Any, dtype) -> jax.Array:
     """``value`` as the stored scalar: rounded to nearest from a Python number."""
     if checks.is_real_number(value):
         return jnp.asarray(np.asarray(value, dtype))
     return jnp.asarray(value, dtype)
 
 
-def _exact_complement(spec: Any, value: jax.Array) -> jax.Array:
+def exact_complement(spec: Any, value: jax.Array) -> jax.Array:
     """``1 - spec`` rounded once to ``value``'s dtype (from ``value`` for arrays and schedules)."""
     if checks.is_real_number(spec):
         return jnp.asarray(np.asarray(1.0 - float(spec), value.dtype))
     return 1 - value
 
 
-def _override_key(name: str) -> str:
+def override_key(name: str) -> str:
     return f"{name}_is_set"
 
 
@@ -385,17 +179,17 @@ def _bounded(limits: tuple[Limit, ...]) -> bool:
 def _scheduled(handle: Hyperparam, state: HyperparamState, clamped: dict) -> jax.Array:
     """A scheduled value for this update: the set value while one is set, else the
     schedule's, clamped into the declared range (counted in ``clamped``)."""
-    stored = jnp.asarray(state.values[handle.name])
-    value = jnp.asarray(handle.spec(state.count), stored.dtype)
+    held = jnp.asarray(state.values[handle.name])
+    value = jnp.asarray(handle.spec(state.count), held.dtype)
     fresh = value
     for limit in handle.limits:
         value = limit.clamp(value)
-    is_set = state.overrides[_override_key(handle.name)]
+    is_set = state.overrides[override_key(handle.name)]
     key = _clamped_key(handle.name)
     if key in clamped:
         outside = ~is_set & ((value != fresh) | ~jnp.isfinite(fresh))
         clamped[key] = jnp.where(outside, increment_count(clamped[key]), clamped[key])
-    return jnp.where(is_set, stored, value)
+    return jnp.where(is_set, held, value)
 
 
 def _current_complement(stored: jax.Array, value: jax.Array) -> jax.Array:
@@ -502,7 +296,7 @@ class Hyperparams:
             if isinstance(spec, Hyperparam):
                 self._handles[name] = spec
                 continue
-            _check_spec(name, spec)
+            check_spec(name, spec)
             handle = Hyperparam(name, spec, self)
             self._handles[name] = handle
             self._owned.append(handle)
@@ -592,11 +386,11 @@ class Hyperparams:
         values, complements, overrides, clamped = {}, {}, {}, {}
         for h in self._owned:
             spec = h.spec(jnp.zeros([], jnp.int32)) if callable(h.spec) else h.spec
-            values[h.name] = _stored(spec, jnp.int32 if h.integer else dtype)
+            values[h.name] = stored(spec, jnp.int32 if h.integer else dtype)
             if h.complement:
-                complements[_complement_key(h.name)] = _exact_complement(spec, values[h.name])
+                complements[complement_key(h.name)] = exact_complement(spec, values[h.name])
             if callable(h.spec):
-                overrides[_override_key(h.name)] = jnp.asarray(False)
+                overrides[override_key(h.name)] = jnp.asarray(False)
                 if _bounded(h.limits):
                     clamped[_clamped_key(h.name)] = jnp.zeros([], jnp.int32)
         count = jnp.zeros([], jnp.int32) if self._count else None
@@ -634,12 +428,10 @@ class Hyperparams:
             value = _scheduled(h, state, clamped) if callable(h.spec) else stored
             values[h] = new_values[h.name] = value
             if h.complement:
-                key = _complement_key(h.name)
+                key = complement_key(h.name)
                 stored_c = state.complements[key]
                 if callable(h.spec):
-                    stored_c = jnp.where(
-                        state.overrides[_override_key(h.name)], stored_c, 1 - value
-                    )
+                    stored_c = jnp.where(state.overrides[override_key(h.name)], stored_c, 1 - value)
                 new_complements[key] = stored_c  # kept as is: a constant while unset
                 complements[h] = _current_complement(stored_c, value)
         old_count: jax.Array | None = state.count
@@ -699,120 +491,3 @@ class Hyperparams:
             return apply(updates, values, params), state_type(hyper)
 
         return GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _is_hyperparam_state(x: Any) -> bool:
-    return isinstance(x, HyperparamState)
-
-
-def get_hyperparams(opt_state: Any) -> dict[str, jax.Array]:
-    """Reads every hyperparameter in an optimizer state, by name.
-
-    Args:
-        opt_state: the state of any transform (gradxform's, or an optax chain
-            holding gradxform transforms).
-
-    Returns:
-        Name -> current value. A name held by two stores (two optimizers
-        chained by hand) appears once, with the first value found.
-
-    Example:
-        >>> import gradxform as gx, jax.numpy as jnp
-        >>> state = gx.adam(1e-3).init(jnp.zeros(3))
-        >>> sorted(gx.get_hyperparams(state))
-        ['b1', 'b2', 'eps', 'eps_root', 'learning_rate']
-    """
-    found: dict[str, jax.Array] = {}
-    for node in jax.tree.leaves(opt_state, is_leaf=_is_hyperparam_state):
-        if _is_hyperparam_state(node):
-            for name, value in node.values.items():
-                found.setdefault(name, value)
-    return found
-
-
-def _hyperparam_states(opt_state: Any) -> list[HyperparamState]:
-    nodes = jax.tree.leaves(opt_state, is_leaf=_is_hyperparam_state)
-    return [node for node in nodes if _is_hyperparam_state(node)]
-
-
-def _check_new_value(name: str, value: Any, stores: list[HyperparamState]) -> None:
-    """The checks the blocks made when built (each store's limits), for a concrete value."""
-    holders = [node for node in stores if name in node.values]
-    if not holders:
-        known = sorted({key for node in stores for key in node.values})
-        checks.fail(name, f"a hyperparameter of this state (one of {', '.join(known)})", value)
-    if value is None:
-        if not all(_override_key(name) in node.overrides for node in holders):
-            what = "a number or a scalar array (None clears a value set on a scheduled "
-            checks.fail(name, what + "hyperparameter, and this one is not scheduled)", value)
-        return
-    if callable(value):
-        what = "a number or a scalar array (a schedule is fixed when the transform is built)"
-        checks.fail(name, what, value, TypeError)
-    _check_spec(name, value)
-    for node in holders:
-        integer = jnp.issubdtype(jnp.result_type(node.values[name]), jnp.integer)
-        for limit in node.limits.get(name) or (Limit(integer=integer),):
-            limit.check(name, value)
-
-
-def _replaced(node: HyperparamState, values: dict[str, Any]) -> HyperparamState:
-    """``node`` with the values set (a scheduled one marked set, or cleared by ``None``)."""
-    new_values, new_complements = dict(node.values), dict(node.complements)
-    overrides = dict(node.overrides)
-    for name, value in values.items():
-        if name not in new_values:
-            continue
-        if _override_key(name) in overrides:
-            overrides[_override_key(name)] = jnp.asarray(value is not None)
-        if value is None:
-            continue
-        new_values[name] = _stored(value, jnp.result_type(new_values[name]))
-        key = _complement_key(name)
-        if key in new_complements:
-            new_complements[key] = _exact_complement(value, new_values[name])
-    return node._replace(values=new_values, complements=new_complements, overrides=overrides)
-
-
-def set_hyperparams(opt_state: Any, **values: float | jax.Array | None) -> Any:
-    """Returns ``opt_state`` with the named hyperparameters set, and their complements.
-
-    The new values keep the stored dtype and shape, so a jitted step that
-    takes the state as an argument does not recompile. The next update equals
-    that of a transform built with the new values. Each value is checked as
-    when the transform was built (``learning_rate >= 0``, decays in
-    ``[0, 1)``, ...); a value traced inside ``jit`` cannot be, and is not.
-
-    A value set on a scheduled hyperparameter replaces the schedule until it
-    is cleared with ``None`` (``set_hyperparams(state, learning_rate=None)``);
-    the step count keeps advancing meanwhile, so the schedule resumes where
-    it would have been.
-
-    Args:
-        opt_state: an optimizer state.
-        **values: name -> new number or scalar array, or ``None`` to hand a
-            scheduled hyperparameter back to its schedule.
-
-    Returns:
-        The state with the values replaced wherever the names occur.
-
-    Raises:
-        ValueError: if a name is not a hyperparameter of the state, a value
-            lies outside the range its blocks accept, or ``None`` is given
-            for a hyperparameter that is not scheduled.
-        TypeError: for a schedule or a value that is not a real scalar.
-
-    Example:
-        >>> import gradxform as gx, jax.numpy as jnp
-        >>> state = gx.set_hyperparams(gx.adam(1e-3).init(jnp.zeros(3)), b1=0.5)
-        >>> float(gx.get_hyperparams(state)["b1"])
-        0.5
-    """
-    stores = _hyperparam_states(opt_state)
-    for name, value in values.items():
-        _check_new_value(name, value, stores)
-
-    def replace(node):
-        return _replaced(node, values) if _is_hyperparam_state(node) else node
-
-    return jax.tree.map(replace, opt_state, is_leaf=_is_hyperparam_state)
