@@ -5,7 +5,9 @@ runs to ``|grad f| <= 1e-6 max(1, |grad f(x0)|)`` (2-norm). Reported per
 solver: whether the final gradient meets that target (measured here, not the
 solver's own verdict), gradient evaluations counted by instrumenting the
 objective (a callback inside the JAX objective; a wrapper around scipy's),
-iterations, compile time (first call minus a warm call) and the warm run time:
+iterations, second-order products (dense Hessians for Newton and trust-exact,
+Hessian-vector products for Newton-CG; each solver's own count, scipy's counted by
+wrapping its ``hess``/``hessp``), compile time (first call minus a warm call) and the warm run time:
 the median over 7 rounds, each running every solver of the problem in turn (the
 box's speed drifts; interleaving gives every solver the same conditions). Writes
 ``benchmarks/results/second_order.{json,md}``.
@@ -21,6 +23,7 @@ import json
 import pathlib
 import platform
 import statistics
+import sys
 import time
 
 import jax
@@ -32,6 +35,14 @@ jax.config.update("jax_enable_x64", True)
 
 import gradxform as gx  # noqa: E402
 from gradxform.curvature import dense_hessian  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the shared test problems
+from tests.references import (  # noqa: E402
+    boundary_value,
+    boundary_value_start,
+    brown_badly_scaled,
+    chebyquad,
+)
 
 TOL = 1e-6
 
@@ -76,6 +87,9 @@ def make_logistic_digits(l2=1e-3):
 def problems(quick: bool):
     table = {
         "rosenbrock_2d": (rosenbrock, np.array([-1.2, 1.0])),
+        "brown_badly_scaled_2": (brown_badly_scaled, np.array([1.0, 1.0])),
+        "chebyquad_8": (chebyquad, np.arange(1, 9) / 9.0),
+        "boundary_value_100": (boundary_value, boundary_value_start(100)),
         "ext_rosenbrock_100": (rosenbrock, np.tile([-1.2, 1.0], 50)),
         "quadratic_100_cond1e4": (make_quadratic(100), np.zeros(100)),
         "logistic_digits_650": (make_logistic_digits(), np.zeros(650)),
@@ -158,15 +172,16 @@ def gx_solver(method, **options):
             # count value_and_grad calls as the solver reports them (marked * in the table)
             sol = solve(fun, x0, maxiter)
             evals = f"{int(sol.num_grad_evals)}*"
+            products = int(sol.num_hess_evals if method == "newton" else sol.num_hvp_evals)
         else:
             counter = Counter()
             sol = solve(counted(fun, counter), x0, maxiter)
-            evals = counter.n
+            evals, products = counter.n, None
         timing = deferred(lambda: solve(fun, x0, maxiter).params)
         if method == "newton" and x0.size <= 100:
             work = newton_floor(fun, int(sol.num_hess_evals), int(sol.num_fun_evals))
             timing.floor = deferred(lambda: work(x0))
-        return np.asarray(sol.params), evals, int(sol.iterations), timing
+        return np.asarray(sol.params), evals, int(sol.iterations), products, timing
 
     return run
 
@@ -222,7 +237,7 @@ def optax_lbfgs(fun, x0, maxiter):
     jitted = jax.jit(lambda x0: solve(fun, x0)[0])
     timing = deferred(lambda: jitted(x0))
     # the loop's first step evaluates f at x0 once more than gx (no value in state yet)
-    return np.asarray(x), counter.n, int(k), timing
+    return np.asarray(x), counter.n, int(k), None, timing
 
 
 def optimistix_solver(name):
@@ -239,7 +254,7 @@ def optimistix_solver(name):
         x, k = jax.jit(lambda x0: solve(counted(fun, counter), x0))(x0)
         jitted = jax.jit(lambda x0: solve(fun, x0)[0])
         timing = deferred(lambda: jitted(x0))
-        return np.asarray(x), counter.n, int(k), timing
+        return np.asarray(x), counter.n, int(k), None, timing
 
     return run
 
@@ -251,7 +266,7 @@ def scipy_solver(method):
         value_and_grad = jax.jit(jax.value_and_grad(fun))
         hess = jax.jit(jax.hessian(fun))
         hvp = jax.jit(lambda x, v: jax.jvp(jax.grad(fun), (x,), (v,))[1])
-        counter = Counter()
+        counter, products = Counter(), Counter()
 
         def fg(x):
             counter()
@@ -268,12 +283,20 @@ def scipy_solver(method):
         elif method == "BFGS":
             kwargs["options"] = {"gtol": target, "norm": 2, "maxiter": maxiter}
         elif method == "Newton-CG":
-            kwargs["hessp"] = lambda x, v: np.asarray(
-                hvp(jnp.asarray(x, dtype), jnp.asarray(v, dtype)), np.float64
-            )
+
+            def hessp(x, v):
+                products()
+                return np.asarray(hvp(jnp.asarray(x, dtype), jnp.asarray(v, dtype)), np.float64)
+
+            kwargs["hessp"] = hessp
             kwargs["options"] = {"xtol": 1e-14, "maxiter": maxiter}
         elif method == "trust-exact":
-            kwargs["hess"] = lambda x: np.asarray(hess(jnp.asarray(x, dtype)), np.float64)
+
+            def hessian(x):
+                products()
+                return np.asarray(hess(jnp.asarray(x, dtype)), np.float64)
+
+            kwargs["hess"] = hessian
             kwargs["options"] = {"gtol": target, "maxiter": maxiter}
 
         def solve():
@@ -281,8 +304,9 @@ def scipy_solver(method):
 
         res = solve()
         evals = counter.n
+        used = products.n if method in ("Newton-CG", "trust-exact") else None
         timing = deferred(solve, compiled=False)  # its jitted pieces are compiled by now
-        return res.x.astype(dtype), evals, int(res.nit), timing
+        return res.x.astype(dtype), evals, int(res.nit), used, timing
 
     return run
 
@@ -376,6 +400,17 @@ def bar_lines(rows):
                     peer["iterations"],
                     met,
                 )
+        if solver == "gx newton-cg":
+            peer = table.get((problem, dtype, "scipy Newton-CG"))
+            if peer is not None and peer["converged"]:
+                met = r["converged"] and r["products"] <= 2 * peer["products"]
+                add(
+                    "Newton-CG: Hessian-vector products <= 2 x scipy Newton-CG",
+                    key,
+                    r["products"],
+                    peer["products"],
+                    met,
+                )
         if solver in SCIPY_PEER and r["n"] <= 100:
             peer = table.get((problem, dtype, SCIPY_PEER[solver]))
             if peer is not None:
@@ -433,7 +468,7 @@ def main() -> None:
                 if wanted_solvers and sname not in wanted_solvers:
                     continue
                 try:
-                    x, evals, iters, timing = run(fun, x0, args.maxiter)
+                    x, evals, iters, products, timing = run(fun, x0, args.maxiter)
                     gnorm = float(jnp.linalg.norm(jax.grad(fun)(jnp.asarray(x, jnp.float64))))
                     hess_pd = None
                     if x0.size <= 650 and ("newton" in sname.lower() or "trust" in sname):
@@ -453,6 +488,7 @@ def main() -> None:
                         target=target,
                         grad_evals=evals,
                         iterations=iters,
+                        products=products,
                         hessian_pd=hess_pd,
                         value=float(fun(jnp.asarray(x, jnp.float64))),
                     )
@@ -485,19 +521,23 @@ def main() -> None:
         "JAX objective, a wrapper around scipy's); * marks gx Newton rows, where a callback would "
         "also fire inside Hessian products, so the solver's own count of value_and_grad calls is shown.",
         "",
-        "| problem | n | dtype | solver | converged | grad evals | iterations | compile s | run s | Hessian PD |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Products: dense Hessians (gx newton, scipy trust-exact) or Hessian-vector products "
+        "(gx newton-cg, scipy Newton-CG).",
+        "",
+        "| problem | n | dtype | solver | converged | grad evals | iterations | products | compile s | run s | Hessian PD |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
             lines.append(
-                f"| {r['problem']} | {r['n']} | {r['dtype']} | {r['solver']} | error: {r['error'][:60]} | | | | | |"
+                f"| {r['problem']} | {r['n']} | {r['dtype']} | {r['solver']} | error: {r['error'][:60]} | | | | | | |"
             )
             continue
         pd = "" if r["hessian_pd"] is None else ("yes" if r["hessian_pd"] else "NO")
         lines.append(
             f"| {r['problem']} | {r['n']} | {r['dtype']} | {r['solver']} | {'yes' if r['converged'] else 'NO'} | "
-            f"{r['grad_evals']} | {r['iterations']} | {r['compile_s']:.2f} | {r['run_s']:.4f} | {pd} |"
+            f"{r['grad_evals']} | {r['iterations']} | {'' if r['products'] is None else r['products']} | "
+            f"{r['compile_s']:.2f} | {r['run_s']:.4f} | {pd} |"
         )
     lines += ["", *bar_lines(rows)]
     args.out.mkdir(parents=True, exist_ok=True)
