@@ -367,6 +367,24 @@ def test_newton_escapes_negative_curvature_at_the_problems_scale():
 
 
 @pytest.mark.usefixtures("x64")
+@pytest.mark.parametrize("scale", [1e-3, 1e3])
+def test_newton_direction_follows_a_change_of_units(scale):
+    """``f(x) = F(scale x)`` has gradient ``scale g`` and Hessian ``scale^2 H``, and its
+    direction must be ``d / scale``, at indefinite points too (the escape was a unit vector
+    whatever the units, and the floor on |lam| was absolute)."""
+    q = np.linalg.qr(RNG.normal(size=(4, 4)))[0]
+    H = q @ np.diag([-3.0, -0.5, 2.0, 8.0]) @ q.T
+    H = (H + H.T) / 2
+    g, x = RNG.normal(size=4), RNG.normal(size=4)
+    found = directions.newton_direction(jnp.asarray(H), jnp.asarray(g), x=jnp.asarray(x))
+    scaled = directions.newton_direction(
+        jnp.asarray(scale**2 * H), jnp.asarray(scale * g), x=jnp.asarray(x / scale)
+    )
+    assert bool(found.negative) and bool(scaled.negative)
+    np.testing.assert_allclose(scale * scaled.direction, found.direction, rtol=1e-9)
+
+
+@pytest.mark.usefixtures("x64")
 def test_num_hess_evals_counts_every_hessian_computed(monkeypatch):
     """An independent count: a host callback in every dense Hessian actually run. The
     eigendecomposition path computes the Hessian twice (6 were reported for 7 computed)."""
