@@ -377,3 +377,71 @@ def test_batch_mean_hvp_is_the_average_of_per_batch_hvps():
 def test_bad_input_is_a_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_a_larger_budget_gives_the_same_answer_at_the_same_stopping_point():
+    # the windows a step works on depend on the steps taken, not on max_matvecs
+    op, A = known_operator(np.r_[-4.0, -3.0, np.linspace(-1, 1, 60), 5.0, 7.0])
+    small = H.eigenpairs(op, k=2, which="both", max_matvecs=40)
+    large = H.eigenpairs(op, k=2, which="both", max_matvecs=400)
+    assert int(small.num_matvecs) == int(large.num_matvecs) < 40
+    np.testing.assert_allclose(large.values, small.values, rtol=1e-13)
+    np.testing.assert_allclose(large.residuals, small.residuals, rtol=1e-6, atol=1e-15)
+    lam = np.linalg.eigvalsh(A)
+    np.testing.assert_allclose(small.values, [-4, -3, 7, 5], rtol=1e-9)
+    assert bool(small.converged.all()) and abs(lam[0] + 4) < 1e-12
+
+
+@pytest.mark.parametrize("which", ["bottom", "top"])
+def test_repeated_eigenvalues_are_found_or_flagged(which):
+    # one start vector sees each distinct eigenvalue once: diag(1, 1, 1, 2, ..., 8) gave
+    # [1, 2, 3] as the bottom 3, converged (and top-3 of its negative gave [-1, -2, -3])
+    sign = 1.0 if which == "bottom" else -1.0
+    op, A = known_operator(sign * np.r_[1.0, 1.0, 1.0, np.arange(2.0, 9.0)], seed=3)
+    pairs = H.eigenpairs(op, k=3, which=which, max_matvecs=60)
+    lam = np.linalg.eigvalsh(A)
+    want = lam[:3] if which == "bottom" else lam[::-1][:3]
+    ok = np.asarray(pairs.converged)
+    assert ok.any()
+    np.testing.assert_allclose(np.asarray(pairs.values)[ok], want[ok], rtol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def clustered_float32():
+    """An MLP-like spectrum in float32: two small eigenvalues, a tight 10-fold cluster at
+    4.66e-5, then values up to 1 (the bottom of the issue's 939-parameter MLP)."""
+    rest = np.geomspace(1e-4, 1.0, 108)
+    spectrum = np.r_[2.127e-5, 3.831e-5, np.linspace(4.663e-5, 4.667e-5, 10), rest]
+    _, A = known_operator(spectrum, seed=6)
+    A32 = jnp.asarray(A, jnp.float32)
+    op = H.FlatOperator(lambda v: A32 @ v, A.shape[0], jnp.float32, lambda v: v)
+    return op, np.linalg.eigvalsh(A)  # the exact (float64) matrix, not its float32 rounding
+
+
+@pytest.mark.slow  # over 3 s: several restarts compile and run
+@pytest.mark.parametrize("which", ["bottom", "top"])
+def test_float32_pairs_flagged_converged_are_the_extreme_eigenvalues(clustered_float32, which):
+    # the old tolerance was relative to the largest Ritz value (1.5e-4 absolute here), so
+    # wrong bottom values passed; and a certificate covers the operator as computed, so
+    # the exact eigenvalue is only within residual + operator_error
+    op, lam = clustered_float32
+    pairs = H.eigenpairs(op, k=5, which=which, max_matvecs=120)
+    want = lam[:5] if which == "bottom" else lam[::-1][:5]
+    bound = np.asarray(pairs.residuals) + float(pairs.operator_error)
+    ok = np.asarray(pairs.converged)
+    assert ok[0]
+    error = np.abs(np.asarray(pairs.values, np.float64) - want)
+    assert np.all(error[ok] <= bound[ok]), (pairs.values, want, bound, ok)
+    assert float(pairs.operator_error) < 1e-5  # an estimate of eps |H|, not a vacuous bound
+
+
+@pytest.mark.parametrize(
+    "k, which, size", [(5, "top", 3), (4, "bottom", 3), (2, "both", 3), (3, "both", 5)]
+)
+def test_more_pairs_than_the_operator_has_is_an_error(k, which, size):
+    # k > n was truncated and returned one eigenvector several times, all converged
+    op = H.FlatOperator(lambda v: 2.0 * v, size, jnp.float64, lambda v: v)
+    with pytest.raises(ValueError, match=rf"k must be at most .*operator size n = {size}"):
+        H.eigenpairs(op, k=k, which=which)
+    with pytest.raises(ValueError, match=rf"n = {size} for which='{which}'; got {k}"):
+        H.hessian_eigenpairs(lambda p: jnp.sum(p**2), jnp.ones(size), k=k, which=which)
