@@ -53,7 +53,7 @@ PROBLEMS = {
 
 def optimizer(method, n):
     if method == "newton-cg":
-        return gx.newton_cg(max_cg_steps=n)  # minimize's default: n
+        return gx.newton_cg(max_cg_steps=20 * n)  # minimize's default: 20 n (scipy's cap)
     return {"lbfgs": gx.lbfgs, "bfgs": gx.bfgs, "newton": gx.newton}[method]()
 
 
