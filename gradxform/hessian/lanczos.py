@@ -177,7 +177,7 @@ def _run(matvec, q0, Q, limit, stop, check_every, mv_dtype, stop_basis=True) -> 
         done = breakdown | (j + 1 >= jnp.minimum(limit, steps))
         if stop is not None:
             check = ((j + 1) % check_every == 0) & ~done
-            result = LanczosResult(Q if stop_basis else None, alpha, beta, j + 1)
+            result = LanczosResult(Q if stop_basis else Q[:0], alpha, beta, j + 1)
             done = done | (check & jax.lax.cond(check, stop, lambda r: False, result))
         return _Step(j + 1, Q, alpha, beta, done, scale)
 
@@ -262,8 +262,8 @@ class Eigenpairs(NamedTuple):
             no pair then counts as converged.
         operator_error: an estimate of the computed operator's own rounding
             error, ``8 eps |H|`` (``eps`` of the products' dtype, ``|H|``
-            estimated as ``max |alpha_j| + beta_j`` over the Lanczos steps). The residuals certify the
-            operator as computed; an eigenvalue of the exact Hessian lies
+            estimated as ``max |alpha_j| + beta_j`` over the Lanczos steps).
+            The residuals certify the operator as computed; an eigenvalue of the exact Hessian lies
             within about ``residual + operator_error`` of each value.
     """
 
@@ -603,19 +603,7 @@ def eigenpairs(
     """
     spec, work = _spec(operator, k, which, tol, max_matvecs, float64_accumulation)
     key = jax.random.PRNGKey(0) if key is None else key
-    slots = 2 * spec.k if which == "both" else spec.k
-    pool = _Pool(
-        jnp.zeros(slots, work),
-        jnp.zeros(slots, work),
-        jnp.zeros((slots, operator.size), work),
-        jnp.zeros(slots, bool),
-    )
-    zero = jnp.zeros([], jnp.int32)
-    init = _State(
-        pool, jnp.zeros((spec.steps, operator.size), work), zero, zero,
-        jnp.array(-jnp.inf, work), jnp.array(jnp.inf, work), jnp.zeros([], work),
-        jnp.array(False), jnp.array(False),
-    )  # fmt: skip
+    init = _initial_state(spec, work)
     final = jax.lax.while_loop(
         lambda c: ~c.done, functools.partial(_round, operator, key, spec), init
     )
@@ -633,6 +621,23 @@ def eigenpairs(
         finite=finite,
         operator_error=_OPERATOR_ERROR_FACTOR * spec.eps * final.scale,
     )
+
+
+def _initial_state(spec: _Spec, work) -> _State:
+    """An empty pool and basis buffer before the first round."""
+    slots = 2 * spec.k if spec.which == "both" else spec.k
+    pool = _Pool(
+        jnp.zeros(slots, work),
+        jnp.zeros(slots, work),
+        jnp.zeros((slots, spec.n), work),
+        jnp.zeros(slots, bool),
+    )
+    zero = jnp.zeros([], jnp.int32)
+    return _State(
+        pool, jnp.zeros((spec.steps, spec.n), work), zero, zero,
+        jnp.array(-jnp.inf, work), jnp.array(jnp.inf, work), jnp.zeros([], work),
+        jnp.array(False), jnp.array(False),
+    )  # fmt: skip
 
 
 def _spec(operator, k, which, tol, max_matvecs, float64_accumulation):
