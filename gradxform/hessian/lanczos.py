@@ -576,8 +576,8 @@ def eigenpairs(
     Args:
         operator: the :class:`FlatOperator` (see :func:`hessian_eigenpairs`
             for ``f, params``).
-        k: pairs per end (a Python int), at most the operator's size ``n``
-            (``2k <= n`` for ``"both"``).
+        k: pairs per end (a Python int), at most the operator's size ``n``;
+            for ``"both"`` with ``2k > n`` the two ends share pairs.
         which: ``"top"``, ``"bottom"`` or ``"both"``.
         tol: relative residual tolerance; default ``sqrt(eps)`` of the working dtype.
         max_matvecs: the product budget over all restarts, which also bounds
@@ -591,7 +591,7 @@ def eigenpairs(
         An :class:`Eigenpairs` record; ``vectors`` are mapped back by ``operator.unravel``.
 
     Raises:
-        ValueError: if ``k`` exceeds the operator's size (``2k`` for ``"both"``).
+        ValueError: if ``k`` exceeds the operator's size.
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
@@ -644,10 +644,8 @@ def _spec(operator, k, which, tol, max_matvecs, float64_accumulation):
     """The checked static settings and the working dtype."""
     checks.choice("which", which, ("top", "bottom", "both"))
     k = checks.integer("k", k, minimum=1)
-    per_end = operator.size // 2 if which == "both" else operator.size
-    if k > per_end:
-        what = f"at most {'half ' if which == 'both' else ''}the operator size n = {operator.size}"
-        checks.fail("k", f"{what} for which={which!r}", k)
+    if k > operator.size:
+        checks.fail("k", f"at most the operator size n = {operator.size} for which={which!r}", k)
     max_matvecs = checks.integer("max_matvecs", max_matvecs, minimum=1)
     float64_accumulation = checks.boolean("float64_accumulation", float64_accumulation)
     if float64_accumulation and not jax.config.read("jax_enable_x64"):
@@ -658,7 +656,7 @@ def _spec(operator, k, which, tol, max_matvecs, float64_accumulation):
         tol = float(np.sqrt(np.finfo(work).eps))
     tol = checks.real("tol", tol, lower=0, lower_open=True)
     eps = float(jnp.finfo(operator.dtype).eps)
-    steps = min(max(max_matvecs, 2 * k), operator.size)  # room for 2k Ritz values
+    steps = min(max(max_matvecs, 2 * k), operator.size)  # room for 2k Ritz values (or all n)
     return _Spec(k, which, tol, max_matvecs, steps, operator.size, eps), work
 
 
