@@ -40,18 +40,18 @@ class Limit:
     Made by :meth:`Hyperparams.check`; the same limit checks the value when
     the block is built, every value :func:`set_hyperparams` sets, and clamps
     a schedule's values at run time.
+
+    Args:
+        lower, upper: the bounds (``None``: unbounded), closed unless ``*_open``.
+        lower_open, upper_open: exclude the bound.
+        integer: the value must be an integer (stored as int32).
     """
 
     lower: float | None = None
-    """The lower bound (``None``: unbounded), closed unless ``lower_open``."""
     upper: float | None = None
-    """The upper bound (``None``: unbounded), closed unless ``upper_open``."""
     lower_open: bool = False
-    """Exclude the lower bound."""
     upper_open: bool = False
-    """Exclude the upper bound."""
     integer: bool = False
-    """The value must be an integer (stored as int32)."""
 
     def check(self, name: str, value: Any) -> None:
         """Raises unless ``value`` (a number, a concrete array or a schedule) lies in the range.
@@ -123,10 +123,12 @@ class Limits:
 
     A static part of :class:`HyperparamState`: it holds no arrays (a pytree
     node without leaves), so it is saved, restored and traced as structure.
+
+    Args:
+        by_name: ``(name, (limit, ...))`` pairs, for the names that have limits.
     """
 
     by_name: tuple[tuple[str, tuple[Limit, ...]], ...] = ()
-    """``(name, (limit, ...))`` pairs, for the names that have limits."""
 
     def get(self, name: str) -> tuple[Limit, ...]:
         """The limits of ``name`` (empty if it has none).
