@@ -40,7 +40,7 @@ SLOW_DOCTESTS = {
     "gradxform.second_order.aliases.lbfgs",
     "gradxform.second_order.aliases.newton",
     "gradxform.second_order.aliases.newton_cg",
-    "gradxform.hessian.lanczos.eigenpairs",
+    "gradxform.hessian.extreme.eigenpairs",
 }
 
 

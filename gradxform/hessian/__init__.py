@@ -24,14 +24,8 @@ from gradxform.hessian.estimators import (
     spectral_density,
     trace,
 )
-from gradxform.hessian.lanczos import (
-    Eigenpairs,
-    LanczosResult,
-    eigenpairs,
-    hessian_eigenpairs,
-    lanczos,
-    ritz_pairs,
-)
+from gradxform.hessian.extreme import Eigenpairs, eigenpairs, hessian_eigenpairs
+from gradxform.hessian.lanczos import LanczosResult, lanczos, ritz_pairs
 from gradxform.hessian.operators import (
     FlatOperator,
     batch_mean,

@@ -53,7 +53,7 @@ from jax.flatten_util import ravel_pytree
 
 from gradxform import checks
 from gradxform.curvature import check_objective
-from gradxform.hessian.lanczos import hessian_eigenpairs
+from gradxform.hessian.extreme import hessian_eigenpairs
 from gradxform.hessian.operators import hessian_matrix
 
 __all__ = ["CriticalPoint", "classify_critical_point"]
@@ -141,6 +141,7 @@ class _Extremes(NamedTuple):
     tol: float
     used: int
     invariant: bool  # the Krylov space became invariant (Lanczos only)
+    krylov: int = 0  # steps of the first Lanczos run, the dimension the miss bound is for
 
 
 def _tolerance(curvature_tol, eps, values) -> float:
@@ -176,7 +177,8 @@ def _lanczos_extremes(f, params, n, eps, curvature_tol, k, max_matvecs, key) -> 
     near, far = sorted([abs(lo), abs(hi)])
     condition = far / near if near > 0 else float("inf")
     used, invariant = int(pairs.num_matvecs), bool(pairs.invariant)
-    return _Extremes(lo, lo_res, hi, hi_res, morse, condition, tol, used, invariant)
+    krylov = int(pairs.krylov_dimension)
+    return _Extremes(lo, lo_res, hi, hi_res, morse, condition, tol, used, invariant, krylov)
 
 
 def _miss_probability(verdict: str, e: _Extremes, n: int) -> float:
@@ -193,7 +195,7 @@ def _miss_probability(verdict: str, e: _Extremes, n: int) -> float:
 
     def bound(d):
         gap = max(d, 0.0) / width
-        return float(min(1.0, 1.648 * np.sqrt(n) * np.exp(-(2 * e.used - 1) * np.sqrt(gap))))
+        return float(min(1.0, 1.648 * np.sqrt(n) * np.exp(-(2 * e.krylov - 1) * np.sqrt(gap))))
 
     if verdict == "minimum":
         return bound(e.lo - e.tol)
