@@ -43,10 +43,9 @@ def get_hyperparams(opt_state: Any) -> dict[str, jax.Array]:
         ['b1', 'b2', 'eps', 'eps_root', 'learning_rate']
     """
     found: dict[str, jax.Array] = {}
-    for node in jax.tree.leaves(opt_state, is_leaf=_is_hyperparam_state):
-        if _is_hyperparam_state(node):
-            for name, value in node.values.items():
-                found.setdefault(name, value)
+    for node in _hyperparam_states(opt_state):
+        for name, value in node.values.items():
+            found.setdefault(name, value)
     return found
 
 
