@@ -1,271 +1,611 @@
-"""One optimizer step on four parameter trees: gradxform vs optax vs torch.optim.
+"""One optimizer step: gradxform, its grouped engine, optax and torch.optim.
 
 The step is ``(params, grads, state) -> (params, state)``, jitted with the
-params and state buffers donated (torch: ``opt.step()`` in place). For every
-tree and optimizer it reports the median step time, the effective bandwidth at
-the minimal memory traffic (bytes read and written per parameter: SGD 12,
-momentum / Nesterov / AdaGrad / RMSProp 20, Adam / AdamW 28), the first call
-(trace + compile + one step) and the ratio of every peer to gradxform, all
-measured in this one process. Writes JSON and a Markdown table under
-``benchmarks/results/``.
+params and state buffers donated (torch: ``opt.step()`` in place), float32.
+For every tree and optimizer it reports:
 
-    python benchmarks/update_step.py                      # CPU trees, ~16M params
-    python benchmarks/update_step.py --device gpu         # GPU trees, ~100M params
-    python benchmarks/update_step.py --trees 1000x1000 --optimizers adam
+- the median step time of each implementation, measured in interleaved rounds
+  (one step of each implementation in turn, ``--repeats`` rounds), so that all
+  of them see the same machine load;
+- the first call: ``tx.init`` + trace + compile + one step (torch: the first
+  ``opt.step()``, which creates the state);
+- the peak host memory of that first call: the process's peak resident memory
+  during it (``VmHWM``, reset through ``/proc/self/clear_refs`` after the imports
+  and the creation of params and grads) less its resident memory at that reset;
+  where Linux does not allow the reset, the growth of ``ru_maxrss``.
 
-Trees (CPU / GPU): one leaf; the 148 leaves of GPT-2 small (GPU: the real
-shapes, 124M; CPU: width 256 and a 16,384 vocabulary, 14M); 1,000 equal leaves;
-10,000 equal leaves; and 1,000 leaves of 1,000 floats (the issue's CPU bar).
+On CPU every implementation runs in its own worker process, forked from a
+server process that imported the libraries and did nothing else: a fresh process
+after its imports, so that its first call pays for everything a user's first
+call pays for and its peak memory is its own. The main process starts the
+workers one at a time, then asks each for a step in turn. With
+``--in-process`` (implied by ``--device gpu``) everything runs in this process:
+cheaper, but first calls after the first share warm caches, and no peak memory
+is reported.
+
+    python benchmarks/update_step.py                    # CPU: 4 trees, every optimizer
+    python benchmarks/update_step.py --trees 10000      # CPU: 10,000 leaves, Adam, first call
+    python benchmarks/update_step.py --device gpu       # GPU: 4 trees, Adam, < 5 minutes
+    python benchmarks/update_step.py --quick --in-process   # smoke run, tiny trees
+
+Trees (CPU / GPU): ``1leaf`` one leaf (2M / 100M floats); ``gpt2`` the 148
+leaves of GPT-2 small (CPU: width 256 and a 16,384 vocabulary, 14M; GPU: the
+real shapes, 124M); ``1000x1000`` 1,000 leaves of 1,000 floats (CPU);
+``1000x16k`` 1,000 leaves of 16,000 floats (CPU); ``1000`` 1,000 leaves of
+100,000 floats (GPU); ``10000`` 10,000 leaves (CPU: of 1,600 floats, opt-in,
+first call and peak memory only; GPU: of 10,000 floats). Writes JSON and a
+Markdown table under ``benchmarks/results/`` after every optimizer, so a run
+cut short keeps what finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.util
 import json
+import multiprocessing
+import os
 import pathlib
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-import jax
-import numpy as np
-import optax
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # GPU: room for torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's idle threads sleep
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # this checkout's gradxform
 
-import gradxform as gx
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import gradxform as gx  # noqa: E402
 
 LR = 1e-3
-# name -> (gradxform, optax, torch class and kwargs, bytes moved per parameter)
-OPTIMIZERS = {
-    "sgd": (lambda: gx.sgd(LR), lambda: optax.sgd(LR), ("SGD", {"lr": LR}), 12),
-    "momentum": (
+
+
+class Spec(NamedTuple):
+    """One optimizer in each library, with the same hyperparameters."""
+
+    gradxform: Callable[[], Any]
+    optax: Callable[[], Any]
+    torch: tuple[str, dict] | None  # torch.optim class and kwargs; None: torch lacks it
+    traffic: int  # bytes read and written per float32 parameter, at the minimum
+    elementwise: bool = True  # the grouped engine applies
+
+
+# One line per optimizer. torch's AMSGrad takes the maximum before the bias
+# correction (same cost); torch's NAdam is a different method, so no torch column.
+OPTIMIZERS: dict[str, Spec] = {
+    "sgd": Spec(lambda: gx.sgd(LR), lambda: optax.sgd(LR), ("SGD", {"lr": LR}), 12),
+    "momentum": Spec(
         lambda: gx.sgd(LR, 0.9),
         lambda: optax.sgd(LR, 0.9),
         ("SGD", {"lr": LR, "momentum": 0.9}),
         20,
     ),
-    "nesterov": (
+    "nesterov": Spec(
         lambda: gx.sgd(LR, 0.9, nesterov=True),
         lambda: optax.sgd(LR, 0.9, nesterov=True),
         ("SGD", {"lr": LR, "momentum": 0.9, "nesterov": True}),
         20,
     ),
-    "adagrad": (lambda: gx.adagrad(LR), lambda: optax.adagrad(LR), ("Adagrad", {"lr": LR}), 20),
-    "rmsprop": (lambda: gx.rmsprop(LR), lambda: optax.rmsprop(LR), ("RMSprop", {"lr": LR}), 20),
-    "adam": (lambda: gx.adam(LR), lambda: optax.adam(LR), ("Adam", {"lr": LR}), 28),
-    "adamw": (
+    "adagrad": Spec(
+        lambda: gx.adagrad(LR),
+        lambda: optax.adagrad(LR),
+        ("Adagrad", {"lr": LR, "initial_accumulator_value": 0.1, "eps": 1e-7}),
+        20,
+    ),
+    "rmsprop": Spec(
+        lambda: gx.rmsprop(LR), lambda: optax.rmsprop(LR), ("RMSprop", {"lr": LR, "alpha": 0.9}), 20
+    ),
+    "adam": Spec(lambda: gx.adam(LR), lambda: optax.adam(LR), ("Adam", {"lr": LR}), 28),
+    "adamw": Spec(
         lambda: gx.adamw(LR),
         lambda: optax.adamw(LR),
         ("AdamW", {"lr": LR, "weight_decay": 1e-4}),
         28,
     ),
+    "nadam": Spec(lambda: gx.nadam(LR), lambda: optax.nadam(LR), None, 28),
+    "amsgrad": Spec(
+        lambda: gx.amsgrad(LR), lambda: optax.amsgrad(LR), ("Adam", {"lr": LR, "amsgrad": True}), 36
+    ),
 }
-# torch optimizers with a fused implementation for the device in question
-TORCH_FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}
+TORCH_FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}  # torch.optim classes with fused=True
+IMPLS = ["gradxform", "grouped", "optax", "torch_foreach", "torch_fused"]
 
 
-def gpt2_shapes(width: int, vocab: int, layers: int = 12, context: int = 1024):
-    shapes = [(vocab, width), (context, width)]
-    for _ in range(layers):
-        shapes += [
-            (width,),
-            (width,),  # ln_1
-            (width, 3 * width),
-            (3 * width,),  # attention qkv
-            (width, width),
-            (width,),  # attention projection
-            (width,),
-            (width,),  # ln_2
-            (width, 4 * width),
-            (4 * width,),  # mlp in
-            (4 * width, width),
-            (width,),  # mlp out
-        ]
-    return shapes + [(width,), (width,)]  # ln_f
+def gpt2_shapes(width: int, vocab: int, layers: int = 12, context: int = 1024) -> list:
+    """The 148 parameter shapes of GPT-2 (12 layers): embeddings, blocks, final norm."""
+    block = [(width,), (width,), (width, 3 * width), (3 * width,), (width, width), (width,)]
+    block += [(width,), (width,), (width, 4 * width), (4 * width,), (4 * width, width), (width,)]
+    return [(vocab, width), (context, width)] + block * layers + [(width,), (width,)]
 
 
-def trees(device: str) -> dict[str, list[tuple[int, ...]]]:
+class Tree(NamedTuple):
+    shapes: list
+    first_call_only: bool = False  # too slow to compile three times over: no step times
+
+
+def trees(device: str, quick: bool) -> dict[str, Tree]:
+    """The parameter trees by key (--trees), for the device and mode."""
+    if quick:
+        return {
+            "1leaf": Tree([(4096,)]),
+            "gpt2": Tree(gpt2_shapes(8, 64, layers=1, context=16)),
+            "1000x1000": Tree([(100,)] * 10),
+            "1000x16k": Tree([(1600,)] * 10),
+            "10000": Tree([(16,)] * 100, first_call_only=True),
+        }
     if device == "gpu":
         return {
-            "1 leaf": [(100_000_000,)],
-            "gpt2-small (148 leaves)": gpt2_shapes(768, 50257),
-            "1,000 leaves": [(100_000,)] * 1000,
-            "10,000 leaves": [(10_000,)] * 10_000,
-            "1000x1000": [(1000,)] * 1000,
+            "1leaf": Tree([(100_000_000,)]),
+            "gpt2": Tree(gpt2_shapes(768, 50257)),
+            "1000": Tree([(100_000,)] * 1000),
+            "10000": Tree([(10_000,)] * 10_000),
         }
     return {
-        "1 leaf": [(16_000_000,)],
-        "gpt2-small (148 leaves)": gpt2_shapes(256, 16384),
-        "1,000 leaves": [(16_000,)] * 1000,
-        "10,000 leaves": [(1_600,)] * 10_000,
-        "1000x1000": [(1000,)] * 1000,
+        "1leaf": Tree([(2_000_000,)]),
+        "gpt2": Tree(gpt2_shapes(256, 16384)),
+        "1000x1000": Tree([(1000,)] * 1000),
+        "1000x16k": Tree([(16_000,)] * 1000),
+        "10000": Tree([(1_600,)] * 10_000, first_call_only=True),
     }
 
 
-TREE_KEYS = {
-    "1leaf": "1 leaf",
-    "gpt2": "gpt2-small (148 leaves)",
-    "1000": "1,000 leaves",
-    "10000": "10,000 leaves",
-    "1000x1000": "1000x1000",
+DEFAULT_TREES = {
+    "cpu": ["1leaf", "gpt2", "1000x1000", "1000x16k"],
+    "gpu": ["1leaf", "gpt2", "1000", "10000"],
 }
 
 
-def make_tree(shapes, seed, device):
+def make_tree(shapes: list, seed: int, device: Any) -> list:
     rng = np.random.default_rng(seed)
     return [jax.device_put(rng.standard_normal(s, dtype=np.float32), device) for s in shapes]
 
 
-def prepared_step(tx, apply_updates, shapes, device):
-    """A jitted, donated step and its carry, after the first call (which it times)."""
-    params, grads = make_tree(shapes, 0, device), make_tree(shapes, 1, device)
-
-    def step(params, grads, state):
-        updates, state = tx.update(grads, state, params)
-        return apply_updates(params, updates), state
-
-    jitted = jax.jit(step, donate_argnums=(0, 2))
-    state = jax.device_put(tx.init(params), device)
-    start = time.perf_counter()
-    carry = jax.block_until_ready(jitted(params, grads, state))
-    return jitted, grads, carry, time.perf_counter() - start
+def _status_mb(field: str) -> float:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise OSError(f"no {field} in /proc/self/status")
 
 
-def time_jax_pair(ours, theirs, shapes, repeats, device):
-    """Median step times of two jax steps, run alternately so both see the same machine."""
-    steps = [prepared_step(*pair, shapes, device) for pair in (ours, theirs)]
-    carries = [s[2] for s in steps]
-    times = [[], []]
-    for _ in range(repeats):
-        for i, (jitted, grads, _, _) in enumerate(steps):
-            start = time.perf_counter()
-            carries[i] = jax.block_until_ready(jitted(carries[i][0], grads, carries[i][1]))
-            times[i].append(time.perf_counter() - start)
-    return [(statistics.median(t), s[3]) for t, s in zip(times, steps)]
-
-
-def time_torch(torch_class, kwargs, shapes, repeats, device, mode):
+def memory_baseline() -> float:
+    """Resident MB now, with the peak reset to it (Linux); else the peak so far (ru_maxrss)."""
     try:
-        import torch
-    except ImportError:
-        return None
-    if mode == "fused" and torch_class not in TORCH_FUSED:
-        return None
-    dev = "cuda" if device == "gpu" else "cpu"
-    gen = torch.Generator().manual_seed(0)
-    params = [torch.randn(s, generator=gen).to(dev).requires_grad_() for s in shapes]
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=gen).to(dev)
-    opt = getattr(torch.optim, torch_class)(params, **kwargs, **{mode: True})
-    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-    opt.step()
-    sync()
-    times = []
-    for _ in range(repeats):
+        pathlib.Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to VmRSS
+        return _status_mb("VmRSS")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def peak_mb() -> float:
+    """The process's peak resident MB (since the last reset, where there was one)."""
+    try:
+        return _status_mb("VmHWM")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class JaxRunner:
+    """A jitted, donated step after its first call, which it times (with ``tx.init``)."""
+
+    def __init__(self, tx: Any, apply_updates: Callable, shapes: list, device: Any):
+        params, self.grads = make_tree(shapes, 0, device), make_tree(shapes, 1, device)
+        baseline = memory_baseline()
+
+        def step(params, grads, state):
+            updates, state = tx.update(grads, state, params)
+            return apply_updates(params, updates), state
+
         start = time.perf_counter()
-        opt.step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        state = jax.block_until_ready(tx.init(params))
+        self.init_s = time.perf_counter() - start
+        self.jitted = jax.jit(step, donate_argnums=(0, 2))
+        self.carry = jax.block_until_ready(self.jitted(params, self.grads, state))
+        self.first_call_s = time.perf_counter() - start
+        self.peak_mb = peak_mb() - baseline
+
+    def step(self) -> float:
+        start = time.perf_counter()
+        self.carry = jax.block_until_ready(self.jitted(self.carry[0], self.grads, self.carry[1]))
+        return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+class TorchRunner:
+    """torch.optim in place (foreach or fused) after its first ``step``, which it times."""
+
+    def __init__(self, torch_class: str, kwargs: dict, mode: str, shapes: list, device: str):
+        import torch
+
+        dev = "cuda" if device == "gpu" else "cpu"
+        gen = torch.Generator(dev).manual_seed(0)
+        params = [torch.randn(s, generator=gen, device=dev).requires_grad_() for s in shapes]
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen, device=dev)
+        self.sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+        baseline = memory_baseline()
+        start = time.perf_counter()
+        self.opt = getattr(torch.optim, torch_class)(params, **kwargs, **{mode: True})
+        self.init_s = 0.0  # torch creates the state in the first step
+        self.step()
+        self.first_call_s = time.perf_counter() - start
+        self.peak_mb = peak_mb() - baseline
+
+    def step(self) -> float:
+        start = time.perf_counter()
+        self.opt.step()
+        self.sync()
+        return time.perf_counter() - start
+
+
+def make_runner(impl: str, optimizer: str, shapes: list, device: str) -> JaxRunner | TorchRunner:
+    spec = OPTIMIZERS[optimizer]
+    if impl.startswith("torch_"):
+        assert spec.torch is not None
+        return TorchRunner(*spec.torch, impl.removeprefix("torch_"), shapes, device)
+    jax_device = jax.devices(device)[0]
+    if impl == "optax":
+        return JaxRunner(spec.optax(), optax.apply_updates, shapes, jax_device)
+    tx = spec.gradxform()
+    if impl == "grouped":
+        tx = gx.grouped(tx)  # type: ignore[attr-defined]
+    return JaxRunner(tx, gx.apply_updates, shapes, jax_device)
+
+
+def worker(conn: Any, request: dict) -> None:
+    """A worker process: one runner, its first call, then a step per request."""
+    shapes = trees(request["device"], request["quick"])[request["tree"]].shapes
+    runner = make_runner(request["impl"], request["optimizer"], shapes, request["device"])
+    conn.send({k: getattr(runner, k) for k in ("init_s", "first_call_s", "peak_mb")})
+    while conn.recv() == "step":
+        conn.send(runner.step())
+
+
+def worker_context(torch: bool) -> Any:
+    """Workers forked from a server that imported the libraries and did nothing else.
+
+    Such a child is a fresh process after its imports (no backend, no traces, no
+    compiled programs, its own peak memory), without paying for the imports.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["numpy", "jax", "optax", "gradxform"] + ["torch"] * torch)
+    return context
+
+
+class Worker:
+    """The main process's handle on a worker: its first call, then steps on request."""
+
+    def __init__(self, context: Any, request: dict, timeout_s: float):
+        self.conn, child = context.Pipe()
+        self.proc = context.Process(target=worker, args=(child, request), daemon=True)
+        self.proc.start()
+        child.close()
+        if not self.conn.poll(timeout_s):
+            self.close()
+            raise TimeoutError(f"first call over {timeout_s:.0f} s")
+        try:
+            self.__dict__.update(self.conn.recv())
+        except EOFError:
+            self.close()
+            raise RuntimeError(f"worker exited with {self.proc.exitcode}") from None
+
+    def step(self) -> float:
+        self.conn.send("step")
+        return self.conn.recv()
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()  # this worker only, by its handle
+        self.proc.join()
+
+
+def implementations(optimizer: str, args: argparse.Namespace) -> list[str]:
+    """The implementations to run for an optimizer, given the flags and what is installed."""
+    spec, impls = OPTIMIZERS[optimizer], ["gradxform"]
+    if spec.elementwise and hasattr(gx, "grouped") and not args.no_grouped:
+        impls.append("grouped")
+    impls.append("optax")
+    if spec.torch and not args.no_torch and importlib.util.find_spec("torch"):
+        impls.append("torch_foreach")
+        if spec.torch[0] in TORCH_FUSED:
+            impls.append("torch_fused")
+    return impls
+
+
+def measure(optimizer: str, key: str, tree: Tree, args: argparse.Namespace) -> dict:
+    """One row: first calls one implementation at a time, then interleaved step times."""
+    row: dict[str, Any] = {"optimizer": optimizer, "tree": key, "leaves": len(tree.shapes)}
+    row["params"] = int(sum(np.prod(s) for s in tree.shapes))
+    runners = {}
+    for impl in implementations(optimizer, args):
+        request = {"impl": impl, "optimizer": optimizer, "tree": key}
+        request |= {"device": args.device, "quick": args.quick}
+        try:
+            if args.in_process:
+                runners[impl] = make_runner(impl, optimizer, tree.shapes, args.device)
+            else:
+                runners[impl] = Worker(args.context, request, args.first_call_timeout)
+        except (TimeoutError, RuntimeError) as error:  # recorded; the others still run
+            row[f"{impl}_error"] = str(error)
+            continue
+        row[f"{impl}_first_call_s"] = runners[impl].first_call_s
+        row[f"{impl}_init_s"] = runners[impl].init_s
+        row[f"{impl}_peak_mb"] = None if args.in_process else runners[impl].peak_mb
+        if tree.first_call_only and not args.in_process:
+            runners.pop(impl).close()  # frees its memory before the next compiles
+    times: dict[str, list[float]] = {impl: [] for impl in runners}
+    rounds = 0 if tree.first_call_only else args.repeats + 1  # round 0 is a warm-up
+    for r in range(rounds):
+        for impl, runner in runners.items():
+            t = runner.step()
+            if r:
+                times[impl].append(t)
+    for impl, runner in runners.items():
+        if times[impl]:
+            row[f"{impl}_ms"] = 1e3 * statistics.median(times[impl])
+        if isinstance(runner, Worker):
+            runner.close()
+    if row.get("gradxform_ms"):
+        row["gradxform_GBps"] = (
+            OPTIMIZERS[optimizer].traffic * row["params"] / row["gradxform_ms"] / 1e6
+        )
+    return row
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _ratio(row: dict, peer: str, ours: str, field: str) -> float | None:
+    a, b = row.get(f"{peer}_{field}"), row.get(f"{ours}_{field}")
+    return a / b if a is not None and b else None
+
+
+def tables(rows: list[dict]) -> str:
+    """Step times, first calls and peak memory as Markdown tables."""
+    step = [
+        "| tree | optimizer | gradxform ms | grouped ms | optax ms | torch foreach ms "
+        "| torch fused ms | optax / gx | optax / grouped | torch fused / gx |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    first = [
+        "| tree | optimizer | gx first s | grouped first s | optax first s | torch fused first s "
+        "| optax / gx | optax / grouped | gx peak MB | grouped peak MB | optax peak MB "
+        "| torch fused peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        name = f"| {r['tree']} | {r['optimizer']} |"
+        ms = [_num(r.get(f"{i}_ms")) for i in IMPLS]
+        ratios = [_ratio(r, "optax", "gradxform", "ms"), _ratio(r, "optax", "grouped", "ms")]
+        ratios.append(_ratio(r, "torch_fused", "gradxform", "ms"))
+        if not r.get("first_call_only"):
+            step.append(f"{name} {' | '.join(ms + [_num(x) for x in ratios])} |")
+        impls = ["gradxform", "grouped", "optax", "torch_fused"]
+        calls = [_num(r.get(f"{i}_first_call_s")) for i in impls]
+        calls += [_num(_ratio(r, "optax", i, "first_call_s")) for i in ("gradxform", "grouped")]
+        calls += [_num(r.get(f"{i}_peak_mb"), 0) for i in impls]
+        first.append(f"{name} {' | '.join(calls)} |")
+    return (
+        "Step time (median of interleaved rounds; ratios > 1: the peer is slower):\n\n"
+        + "\n".join(step)
+        + "\n\nFirst call (init + trace + compile + one step) and its peak host memory:\n\n"
+        + "\n".join(first)
+        + "\n"
+    )
+
+
+def bars(rows: list[dict], device: str) -> list[str]:
+    """The issue's bars, checked on these rows: one line per bar, with the misses."""
+    results: dict[str, list[tuple[str, float | None, bool]]] = {}
+
+    def check(bar: str, row: dict, value: float | None, least: float = -1e300, most: float = 1e300):
+        ok = value is not None and least <= value <= most
+        results.setdefault(bar, []).append((f"{row['optimizer']} {row['tree']}", value, ok))
+
+    for r in rows:
+        tree, opt = r["tree"], r["optimizer"]
+        if device == "cpu" and tree != "10000":
+            check("step optax / gx >= 1.0", r, _ratio(r, "optax", "gradxform", "ms"), 1)
+            check(
+                "first call optax / gx >= 1.0",
+                r,
+                _ratio(r, "optax", "gradxform", "first_call_s"),
+                1,
+            )
+        if device == "cpu" and tree == "10000":
+            first = _ratio(r, "optax", "gradxform", "first_call_s")
+            check("10,000 leaves: first call optax / gx >= 1.0", r, first, 1)
+            check(
+                "10,000 leaves: peak MB optax / gx >= 1.0",
+                r,
+                _ratio(r, "optax", "gradxform", "peak_mb"),
+                1,
+            )
+        grouped = any(k.startswith("grouped_") for k in r)
+        if device == "cpu" and (tree, opt) == ("1000x1000", "adam") and grouped:
+            check("grouped: step optax / grouped >= 2.0", r, _ratio(r, "optax", "grouped", "ms"), 2)
+            first = _ratio(r, "optax", "grouped", "first_call_s")
+            check("grouped: first call optax / grouped >= 1.0", r, first, 1)
+        if device == "gpu" and opt == "adam":
+            limit = {"1leaf": 1.0, "gpt2": 1.4}.get(tree, 2.0)
+            check(f"gx step <= {limit} ms", r, r.get("gradxform_ms"), most=limit)
+            check("torch fused / gx >= 1.0", r, _ratio(r, "torch_fused", "gradxform", "ms"), 1)
+            if tree == "10000":
+                check(
+                    "10,000 leaves: gx first call < 3 s", r, r.get("gradxform_first_call_s"), most=3
+                )
+    lines = []
+    for bar, found in results.items():
+        misses = [f"{name} {_num(value)}" for name, value, ok in found if not ok]
+        missed = f"; missed: {', '.join(misses)}" if misses else ""
+        lines.append(f"- {bar}: {len(found) - len(misses)} of {len(found)} met{missed}")
+    return lines
+
+
+def machine() -> str:
+    """CPU model, core count and memory (Linux), or the platform's name."""
+    try:
+        info = pathlib.Path("/proc/cpuinfo").read_text()
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in info.splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        model = platform.machine()
+    return f"{model}, {os.cpu_count()} cores, {available_gb('MemTotal'):.0f} GB"
+
+
+def available_gb(field: str = "MemAvailable") -> float:
+    try:
+        for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("nan")
+
+
+def versions() -> dict[str, str]:
+    found = {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "optax": optax.__version__,
+    }
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        found["gradxform"] = commit.stdout.strip() or "unknown"
+    except OSError:
+        found["gradxform"] = "unknown"
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        found["torch"] = torch.__version__
+    return found
+
+
+def write(args: argparse.Namespace, header: dict, rows: list[dict]) -> pathlib.Path:
+    """JSON and Markdown under --out; returns the Markdown file."""
+    lines = bars(rows, args.device)
+    mode = "in one process" if args.in_process else "each implementation in a fresh worker process"
+    text = (
+        f"# One optimizer step, float32, donated buffers ({args.device})\n\n"
+        f"Machine: {header['machine']}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in header["versions"].items())
+        + f". Date: {header['date']}. Command: `{header['command']}`.\n\n"
+        f"Median of {args.repeats} interleaved rounds, {mode}. Peak memory: peak resident "
+        "memory of the first call (VmHWM, reset after the imports and the creation of params "
+        "and grads) less the resident memory at that reset.\n\n"
+        + tables(rows)
+        + ("\nBars:\n\n" + "\n".join(lines) + "\n" if lines else "")
+        + (
+            "\nNot run:\n\n" + "".join(f"- {s}\n" for s in header["skipped"])
+            if header["skipped"]
+            else ""
+        )
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"update_step_{args.device}{'_' + args.tag if args.tag else ''}"
+    (args.out / f"{stem}.json").write_text(
+        json.dumps(header | {"rows": rows, "bars": lines}, indent=1)
+    )
+    (args.out / f"{stem}.md").write_text(text)
+    return args.out / f"{stem}.md"
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--trees", nargs="*", choices=sorted(TREE_KEYS), default=sorted(TREE_KEYS))
+    parser.add_argument("--trees", nargs="*", help="keys of trees(); default: the device's four")
     parser.add_argument(
-        "--optimizers", nargs="*", choices=list(OPTIMIZERS), default=list(OPTIMIZERS)
+        "--optimizers", nargs="*", choices=list(OPTIMIZERS), help="default: all (GPU, 10000: adam)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="rounds (default: 20 CPU, 10 GPU, 2 quick)"
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny trees: a smoke run")
+    parser.add_argument(
+        "--in-process", action="store_true", help="no worker processes (GPU: always)"
     )
     parser.add_argument("--no-torch", action="store_true", help="skip torch.optim")
+    parser.add_argument("--no-grouped", action="store_true", help="skip gx.grouped")
+    parser.add_argument(
+        "--first-call-timeout", type=float, default=1200.0, help="seconds, per worker"
+    )
+    parser.add_argument("--min-free-gb", type=float, default=16.0, help="10000 on CPU: needed free")
+    parser.add_argument(
+        "--budget-s", type=float, help="start no row after this many seconds (GPU: 240)"
+    )
     parser.add_argument("--tag", default="", help="suffix for the output file names")
     parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "results"
     )
-    args = parser.parse_args()
-    device = jax.devices(args.device)[0]
-    all_trees = trees(args.device)
-    rows = []
+    args = parser.parse_args(argv)
+    args.in_process |= args.device == "gpu"
+    if args.device == "gpu" and args.budget_s is None:
+        args.budget_s = 240.0  # the whole command under 5 minutes
+    args.trees = args.trees or DEFAULT_TREES[args.device]
+    unknown = set(args.trees) - set(trees(args.device, args.quick))
+    if unknown:
+        parser.error(f"unknown trees for {args.device}: {sorted(unknown)}")
+    only_adam = args.device == "gpu" or args.trees == ["10000"]
+    args.optimizers = args.optimizers or (["adam"] if only_adam else list(OPTIMIZERS))
+    args.repeats = args.repeats or (2 if args.quick else 10 if args.device == "gpu" else 20)
+    return args
+
+
+def warm_up(args: argparse.Namespace, torch: bool) -> None:
+    """In one process: start the backends before the first implementation's first call."""
+    jax.block_until_ready(jax.jit(lambda x: x + 1)(np.zeros(3, np.float32)))
+    if torch and args.device == "gpu":
+        import torch as torch_module
+
+        torch_module.ones(3, device="cuda").sum().item()
+
+
+def skip_reason(key: str, tree: Tree, args: argparse.Namespace, elapsed: float) -> str | None:
+    if args.budget_s is not None and elapsed > args.budget_s:
+        return f"{elapsed:.0f} s spent, over --budget-s {args.budget_s:.0f}"
+    free = available_gb()
+    if tree.first_call_only and not args.quick and free < args.min_free_gb:
+        return f"{free:.1f} GB free, under --min-free-gb {args.min_free_gb:.0f}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    command = "python benchmarks/update_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    header = {"machine": machine(), "versions": versions(), "command": command.strip()}
+    header["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    header["skipped"] = []
+    torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    args.context = None if args.in_process else worker_context(torch)
+    if args.in_process:
+        warm_up(args, torch)
+    all_trees, rows, start = trees(args.device, args.quick), [], time.perf_counter()
     for key in args.trees:
-        tree_name = TREE_KEYS[key]
-        shapes = all_trees[tree_name]
-        n = sum(int(np.prod(s)) for s in shapes)
-        tree_rows = []
-        for name in args.optimizers:  # all jax steps first: torch's idle threads may spin
-            make_gx, make_optax, _, traffic = OPTIMIZERS[name]
-            (gx_s, gx_first), (ox_s, ox_first) = time_jax_pair(
-                (make_gx(), gx.apply_updates),
-                (make_optax(), optax.apply_updates),
-                shapes,
-                args.repeats,
-                device,
-            )
-            tree_rows.append(
-                {
-                    "tree": tree_name,
-                    "leaves": len(shapes),
-                    "params": n,
-                    "optimizer": name,
-                    "gradxform_ms": 1e3 * gx_s,
-                    "optax_ms": 1e3 * ox_s,
-                    "gradxform_GBps": traffic * n / gx_s / 1e9,
-                    "gradxform_first_call_s": gx_first,
-                    "optax_first_call_s": ox_first,
-                }
-            )
-        for row in tree_rows:
-            torch_class, torch_kwargs = OPTIMIZERS[row["optimizer"]][2]
-            for mode in ("foreach", "fused"):
-                t = (
-                    None
-                    if args.no_torch
-                    else time_torch(
-                        torch_class, torch_kwargs, shapes, args.repeats, args.device, mode
-                    )
-                )
-                row[f"torch_{mode}_ms"] = None if t is None else 1e3 * t
-            print(format_row(row), flush=True)
-        rows += tree_rows
-    machine = f"{platform.machine()}, {device.platform} ({device.device_kind})"
-    write(args, machine, rows)
-
-
-def _ms(x):
-    return "n/a" if x is None else f"{x:.2f}"
-
-
-def _ratio(peer, ours):
-    return "n/a" if peer is None else f"{peer / ours:.2f}"
-
-
-def format_row(r):
-    return (
-        f"| {r['tree']} | {r['optimizer']} | {r['gradxform_ms']:.2f} | {r['gradxform_GBps']:.1f} | "
-        f"{r['optax_ms']:.2f} | {_ms(r['torch_foreach_ms'])} | {_ms(r['torch_fused_ms'])} | "
-        f"{_ratio(r['optax_ms'], r['gradxform_ms'])} | "
-        f"{_ratio(r['torch_fused_ms'], r['gradxform_ms'])} | "
-        f"{r['gradxform_first_call_s']:.2f} | {r['optax_first_call_s']:.2f} |"
-    )
-
-
-def write(args, machine, rows):
-    header = (
-        f"# One optimizer step, float32, donated buffers ({args.device})\n\n"
-        f"Machine: {machine}; jax {jax.__version__}, optax {optax.__version__}; "
-        f"median of {args.repeats} steps. Ratios are peer time / gradxform time "
-        "(> 1: gradxform faster). First call: trace + compile + one step.\n\n"
-        "| tree | optimizer | gradxform ms | gradxform GB/s | optax ms | torch foreach ms "
-        "| torch fused ms | optax / gx | torch fused / gx | gx first call s "
-        "| optax first call s |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
-    )
-    table = header + "\n".join(format_row(r) for r in rows) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"update_step_{args.device}{'_' + args.tag if args.tag else ''}"
-    (args.out / f"{stem}.json").write_text(
-        json.dumps({"machine": machine, "jax": jax.__version__, "rows": rows}, indent=1)
-    )
-    (args.out / f"{stem}.md").write_text(table)
-    print(table)
+        tree = all_trees[key]
+        for optimizer in args.optimizers:
+            reason = skip_reason(key, tree, args, time.perf_counter() - start)
+            if reason:
+                header["skipped"].append(f"{optimizer} {key}: {reason}")
+                print(f"skipping {header['skipped'][-1]}", flush=True)
+                continue
+            row = measure(optimizer, key, tree, args) | {"first_call_only": tree.first_call_only}
+            rows.append(row)
+            print(f"[{time.perf_counter() - start:6.0f} s] {json.dumps(row)}", flush=True)
+            write(args, header, rows)
+    print(write(args, header, rows).read_text())
 
 
 if __name__ == "__main__":
