@@ -231,7 +231,7 @@ def divide(
         num, num_state = num_tx.update(updates, state.numerator, params, **extra_args)
         den, den_state = den_tx.update(updates, state.denominator, params, **extra_args)
         tree.check_structure(num, den, "numerator output", "denominator output")
-        out = jax.tree.map(tree.safe_divide, num, den)
+        out = tree.safe_divide(num, den)  # one custom JVP for the tree
         return out, DivideState(num_state, den_state)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
@@ -265,5 +265,5 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     tree.check_structure(params, updates, "params", "updates")
     tree.check_complex_updates(params, updates)
     return jax.tree.map(
-        lambda p, u: jnp.asarray(p + u).astype(jnp.asarray(p).dtype), params, updates
+        lambda p, u: tree.to_dtype(jnp.asarray(p + u), jnp.asarray(p).dtype), params, updates
     )

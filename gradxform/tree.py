@@ -39,6 +39,7 @@ __all__ = [
     "scale",
     "squared_magnitude",
     "squares_like",
+    "to_dtype",
     "zeros_like",
 ]
 
@@ -60,6 +61,29 @@ def real_dtype(dtype) -> np.dtype:
         dtype('float32')
     """
     return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.inexact) else np.dtype(dtype)
+
+
+def to_dtype(x: jax.Array, dtype) -> jax.Array:
+    """``x`` cast to ``dtype``, or ``x`` itself when it has that dtype already.
+
+    ``x.astype(dtype)`` traces an operation even when nothing changes; over
+    thousands of leaves that is a noticeable part of tracing an update.
+
+    Args:
+        x: an array.
+        dtype: the target dtype.
+
+    Returns:
+        ``x`` in ``dtype``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradxform import tree
+        >>> x = jnp.ones(2)
+        >>> tree.to_dtype(x, jnp.float32) is x, tree.to_dtype(x, jnp.bfloat16).dtype
+        (True, dtype(bfloat16))
+    """
+    return x if x.dtype == dtype else x.astype(dtype)
 
 
 def squared_magnitude(x: jax.Array, like: jax.Array | None = None) -> jax.Array:
@@ -85,25 +109,31 @@ def squared_magnitude(x: jax.Array, like: jax.Array | None = None) -> jax.Array:
         ['6e-08', '4e-08']
     """
     if like is not None:
-        x = x.astype(jnp.promote_types(x.dtype, like.dtype))
+        x = to_dtype(x, jnp.promote_types(x.dtype, like.dtype))
     if jnp.iscomplexobj(x):
         return (x.conj() * x).real
     return x * x
 
 
-def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
-    """``num / den``, and 0 where ``den == 0`` (a coordinate that never saw a gradient).
+@jax.custom_jvp
+def safe_divide(num: Any, den: Any) -> Any:
+    """``num / den`` leaf-wise, and 0 where ``den == 0`` (a coordinate that never saw a gradient).
 
-    Computed as ``num / where(den == 0, inf, den)``: one select per leaf, and
-    derivatives stay finite where ``den == 0`` (the selected ``inf`` is a
-    constant). A finite ``num`` over a zero ``den`` gives a zero of ``num``'s sign.
+    Computed as ``where(den == 0, 0, num / den)``, for a denominator of any
+    sign: a compare and a select per element, the zero they share being one
+    broadcast constant. Where ``den == 0`` the result is +0 whatever ``num``
+    is (a NaN numerator over a zero denominator gives 0, as does a negative
+    one). Derivatives are those of ``num / den`` where ``den != 0`` and 0
+    where ``den == 0``, finite in both modes (a custom JVP, one for the whole
+    tree: the plain ``where`` would send ``0 * inf`` into reverse mode).
 
     Args:
-        num: the numerator array.
-        den: the denominator, broadcastable against ``num``.
+        num: the numerator, a pytree of arrays (or an array).
+        den: the denominator, a pytree of the same structure, each leaf
+            broadcastable against ``num``'s.
 
     Returns:
-        ``num / den`` with zeros where ``den == 0``.
+        ``num / den`` with zeros where ``den == 0``, leaf-wise.
 
     Example:
         >>> import jax.numpy as jnp
@@ -111,7 +141,30 @@ def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
         >>> tree.safe_divide(jnp.array([1.0, 2.0]), jnp.array([2.0, 0.0])).tolist()
         [0.5, 0.0]
     """
-    return num / jnp.where(den == 0, jnp.asarray(jnp.inf, den.dtype), den)
+    return jax.tree.map(_safe_divide_leaf, num, den)
+
+
+def _safe_divide_leaf(num: jax.Array, den: jax.Array) -> jax.Array:
+    quotient = num / den
+    if den.shape != quotient.shape:
+        den = jnp.broadcast_to(den, quotient.shape)
+    zeros = jax.lax.full_like(quotient, 0)  # one broadcast, for the compare and the select
+    den_zeros = zeros if den.dtype == zeros.dtype else jax.lax.full_like(den, 0)
+    return jax.lax.select(jax.lax.eq(den, den_zeros), zeros, quotient)
+
+
+@safe_divide.defjvp
+def _safe_divide_jvp(primals, tangents):
+    num, den = primals
+    num_dot, den_dot = tangents
+    out = safe_divide(num, den)
+
+    def leaf(out, den, num_dot, den_dot):
+        unseen = den == 0
+        safe_den = jnp.where(unseen, jnp.ones_like(den), den)
+        return jnp.where(unseen, jnp.zeros_like(out), (num_dot - out * den_dot) / safe_den)
+
+    return out, jax.tree.map(leaf, out, den, num_dot, den_dot)
 
 
 def zeros_like(params: Any, dtype=None, real: bool = False) -> Any:
@@ -240,7 +293,7 @@ def scale(factor: jax.Array, tree: Any) -> Any:
         >>> z.dtype, z.tolist()
         (dtype('complex64'), [(2+2j)])
     """
-    return jax.tree.map(lambda x: x * factor.astype(real_dtype(x.dtype)), tree)
+    return jax.tree.map(lambda x: x * to_dtype(factor, real_dtype(x.dtype)), tree)
 
 
 def add(a: Any, b: Any) -> Any:
@@ -262,16 +315,18 @@ def add(a: Any, b: Any) -> Any:
     return jax.tree.map(jnp.add, a, b)
 
 
-def ema(decay: jax.Array, complement: jax.Array, moment: Any, sample: Any) -> Any:
+def ema(decay: jax.Array, complement: jax.Array | None, moment: Any, sample: Any) -> Any:
     r"""The exponential moving average :math:`(1 - \beta)\, x + \beta\, m`, in each moment's dtype.
 
     ``complement`` is :math:`1 - \beta` computed by the caller to full
     precision (a float32 ``1 - decay`` computed from a float32 ``decay`` would
-    lose its low bits), passed separately from ``decay``.
+    lose its low bits), passed separately from ``decay``. ``None`` stands for
+    a gain of exactly 1 (heavy-ball momentum, :math:`x + \beta m`), which
+    leaves out the multiplication (the same bits, one operation less per element).
 
     Args:
         decay: :math:`\beta`, a scalar array.
-        complement: :math:`1 - \beta`, a scalar array.
+        complement: :math:`1 - \beta`, a scalar array, or ``None`` for 1.
         moment: the pytree :math:`m` of current averages.
         sample: the pytree :math:`x` of new samples, shaped like ``moment``.
 
@@ -291,7 +346,9 @@ def ema(decay: jax.Array, complement: jax.Array, moment: Any, sample: Any) -> An
 
     def leaf(m, x):
         dt = m.dtype
-        return (complement.astype(dt) * x.astype(dt) + decay.astype(dt) * m).astype(dt)
+        x = to_dtype(x, dt)
+        gained = x if complement is None else to_dtype(complement, dt) * x
+        return to_dtype(gained + to_dtype(decay, dt) * m, dt)
 
     return jax.tree.map(leaf, moment, sample)
 

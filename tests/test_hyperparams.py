@@ -143,13 +143,16 @@ def test_optax_tree_get_and_tree_set(row, name):
     value = optax.tree_utils.tree_get(state, name)
     assert value is gx.get_hyperparams(state)[name]
     new = jnp.asarray(NEW[name], value.dtype)
-    state = optax.tree_utils.tree_set(state, **{name: new})
+    entries = {name: new}
+    if optax.tree_utils.tree_get_all_with_path(state, f"one_minus_{name}"):
+        entries[f"one_minus_{name}"] = 1 - new  # a decay: tree_set writes only what it is given
+    state = optax.tree_utils.tree_set(state, **entries)
     fresh = make(**{**kwargs, name: new})  # an array: its complement is 1 - value, computed
     (ours, state), (theirs, fresh_state) = (
         two_steps(make(**kwargs), state),
         two_steps(fresh, fresh.init(X)),
     )
-    assert_bitwise(ours, theirs)  # (a complement tree_set left behind stays, unread)
+    assert_bitwise(ours, theirs)
     assert_bitwise(gx.get_hyperparams(state), gx.get_hyperparams(fresh_state))
 
 
@@ -167,17 +170,27 @@ def nudged(path, leaf):
     "row", [row_param(row) for row in sorted(ALIASES) if row != "apply_if_finite_adam"]
 )
 def test_every_scalar_in_the_state_is_read(row):
-    """Changing any scalar of an optimizer's state (value, complement, count) changes a step."""
+    """Changing any scalar of an optimizer's state (value, complement, count) changes a step.
+
+    A decay is changed with its complement (as set_hyperparams does): dampening is read
+    only through ``1 - dampening``."""
     make, kwargs = ALIASES[row]
     tx = make(**kwargs)
     state = tx.init(X)
     reference, _ = two_steps(tx, state)
     with_paths, structure = jax.tree_util.tree_flatten_with_path(state)
     leaves = [leaf for _, leaf in with_paths]
+    where = {jax.tree_util.keystr(path): i for i, (path, _) in enumerate(with_paths)}
     for i, (path, leaf) in enumerate(with_paths):
         if leaf.ndim:
             continue
-        state_i = jax.tree.unflatten(structure, [*leaves[:i], nudged(path, leaf), *leaves[i + 1 :]])
+        changed_leaves = [*leaves[:i], nudged(path, leaf), *leaves[i + 1 :]]
+        key = jax.tree_util.keystr(path)
+        complement = key.replace(".values['", ".complements['one_minus_")
+        if complement != key and complement in where:  # a decay is set with its complement
+            changed_leaves[i] = leaf / 2
+            changed_leaves[where[complement]] = 1 - leaf / 2
+        state_i = jax.tree.unflatten(structure, changed_leaves)
         updates, _ = two_steps(tx, state_i)
         changed = any(not np.array_equal(a, b) for a, b in zip(updates, reference))
         assert changed, f"{row}: nothing reads {jax.tree_util.keystr(path)}"
@@ -305,17 +318,34 @@ def test_complement_is_rounded_once():
 
 
 def test_derivative_with_respect_to_a_decay_flows_through_its_complement():
-    """m_1 = (1 - b) g, so dm_1/db = -g, whether b is read with its stored complement or not."""
+    """m_1 = (1 - b) g, so dm_1/db = -g: set_hyperparams sets the complement 1 - b from b."""
     tx = gx.ema_first_moment(0.9)
     g = jnp.array([2.0, -1.0])
 
     def first_moment(b):
-        state = optax.tree_utils.tree_set(tx.init(g), decay=b)
-        return tx.update(g, state)[0]
+        return tx.update(g, gx.set_hyperparams(tx.init(g), decay=b))[0]
 
-    for b in (jnp.float32(0.9), jnp.float32(0.5)):  # stored complement used / recomputed
+    for b in (jnp.float32(0.9), jnp.float32(0.5)):
         np.testing.assert_allclose(jax.jit(jax.jacfwd(first_moment))(b), -g)
+        np.testing.assert_allclose(jax.jacrev(first_moment)(b), -g)
         np.testing.assert_allclose(first_moment(b), (1 - b) * g, rtol=1e-6)
+
+
+def test_an_update_reads_the_stored_complement_as_it_is():
+    """No per-step check: the complement is set with its decay (set_hyperparams, a schedule),
+    and a decay written alone with tree_set leaves it, and the update reads it, as stored."""
+    tx = gx.ema_first_moment(0.9)
+    g = jnp.array([2.0, -1.0])
+    state = optax.tree_utils.tree_set(tx.init(g), decay=jnp.float32(0.5))
+    np.testing.assert_array_equal(tx.update(g, state)[0], np.float32(1 - 0.9) * g)
+    state = optax.tree_utils.tree_set(state, one_minus_decay=jnp.float32(0.5))
+    np.testing.assert_array_equal(tx.update(g, state)[0], 0.5 * g)
+    scheduled = gx.ema_first_moment(lambda t: 0.5 + 0.1 * t)  # 1 - value, every update
+    state = scheduled.init(g)
+    for t in range(3):
+        out, state = scheduled.update(g, state)
+        decay = np.float32(0.5 + 0.1 * t)
+        np.testing.assert_array_equal(state.hyperparams.complements["one_minus_decay"], 1 - decay)
 
 
 def test_one_store_shared_by_handles():

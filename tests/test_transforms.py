@@ -95,6 +95,38 @@ def test_divide_returns_zero_where_nothing_was_seen():
     np.testing.assert_array_equal(out, [[0, 0, 0, 0], [1, 0, 0, 0]])
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "complex64"])
+def test_a_zero_denominator_gives_a_zero_update(dtype):
+    """Adam with eps = 0 on a gradient with zero coordinates: optax's update there is 0/0
+    = NaN, gradxform's is 0, and elsewhere they agree (its second moment in float16 as
+    optax's is, for float16); the forward derivative there is finite."""
+    import optax
+
+    g = jnp.asarray([0.0, 2.0, 0.0, -0.5], dtype)
+    ours = gx.adam(0.1, eps=0.0, nu_dtype=jnp.float16 if dtype == "float16" else None)
+    theirs = optax.adam(0.1, eps=0.0)  # its nu is in the gradient's dtype
+    params = jnp.zeros(4, dtype)
+
+    def step(tx, g):
+        return tx.update(g, tx.init(params), params)[0]
+
+    mine, reference = np.asarray(step(ours, g)), np.asarray(step(theirs, g))
+    assert np.all(np.isnan(reference[[0, 2]])) and np.all(mine[[0, 2]] == 0)
+    np.testing.assert_allclose(mine[[1, 3]], reference[[1, 3]], rtol=1e-3)
+    if dtype != "complex64":  # (reverse mode meets sqrt'(0) = inf first: eps_root is for that)
+        assert np.all(np.isfinite(np.asarray(jax.jacfwd(lambda g: step(ours, g))(g), float)))
+
+
+def test_safe_divide_derivatives_are_finite_where_the_denominator_is_zero():
+    """Both modes: d(num/den) where den != 0 (closed form), 0 where den == 0."""
+    num, den = jnp.array([3.0, 0.0, -2.0]), jnp.array([2.0, 0.0, 0.0])
+    for derivative in (jax.jacfwd, jax.jacrev):
+        d_num, d_den = derivative(gx.tree.safe_divide, argnums=(0, 1))(num, den)
+        np.testing.assert_array_equal(np.diag(d_num), [0.5, 0.0, 0.0])
+        np.testing.assert_array_equal(np.diag(d_den), [-3.0 / 4.0, 0.0, 0.0])
+        assert np.count_nonzero(d_num - np.diag(np.diag(d_num))) == 0
+
+
 def test_clipping_matches_reference():
     close(run(gx.clip(0.5)), np.clip(GRADS, -0.5, 0.5))
     norms = np.linalg.norm(GRADS, axis=1, keepdims=True)

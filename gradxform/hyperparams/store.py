@@ -59,7 +59,9 @@ class HyperparamState(NamedTuple):
         values: name -> value used by the latest update (before the first
             update: the value the first update will use).
         complements: ``"one_minus_<name>"`` -> ``1 - value`` rounded once from
-            the exact difference, for the decays whose complement is read.
+            the exact difference, for the decays whose complement is read;
+            set with the value (:func:`set_hyperparams`, a schedule) and read
+            as stored.
         overrides: ``"<name>_is_set"`` -> True while a value set with
             :func:`set_hyperparams` replaces the schedule of ``name`` (one
             bool per scheduled hyperparameter).
@@ -190,18 +192,6 @@ def _scheduled(handle: Hyperparam, state: HyperparamState, clamped: dict) -> jax
         outside = ~is_set & ((value != fresh) | ~jnp.isfinite(fresh))
         clamped[key] = jnp.where(outside, increment_count(clamped[key]), clamped[key])
     return jnp.where(is_set, held, value)
-
-
-def _current_complement(stored: jax.Array, value: jax.Array) -> jax.Array:
-    """The stored ``1 - value`` while it belongs to ``value``; else ``1 - value``.
-
-    The stored complement of ``d`` is within two ulps of ``1 - float(d)``; a
-    value changed behind the store's back (``tree_set``) is further away. The
-    derivative with respect to ``value`` is -1 either way.
-    """
-    fresh = 1 - value
-    agrees = jnp.abs(stored - fresh) <= 2 * jnp.finfo(value.dtype).eps
-    return jnp.where(agrees, stored + (fresh - jax.lax.stop_gradient(fresh)), fresh)
 
 
 class Values(Mapping):
@@ -429,11 +419,11 @@ class Hyperparams:
             values[h] = new_values[h.name] = value
             if h.complement:
                 key = complement_key(h.name)
-                stored_c = state.complements[key]
-                if callable(h.spec):
-                    stored_c = jnp.where(state.overrides[override_key(h.name)], stored_c, 1 - value)
-                new_complements[key] = stored_c  # kept as is: a constant while unset
-                complements[h] = _current_complement(stored_c, value)
+                complement = state.complements[key]  # set with the value, never re-checked
+                if callable(h.spec):  # a scheduled value's, unless a set value replaces it
+                    is_set = state.overrides[override_key(h.name)]
+                    complement = jnp.where(is_set, complement, 1 - value)
+                complements[h] = new_complements[key] = complement
         old_count: jax.Array | None = state.count
         next_count = None if old_count is None else increment_count(old_count)
         count = next_count if next_count is not None else count

@@ -161,9 +161,9 @@ def nesterov_first_moment(
 
         def leaf(m, g):
             dt = tree.real_dtype(m.dtype)
-            return b.astype(dt) * (m / ahead.astype(dt)) + gain.astype(dt) * (
-                g / now.astype(tree.real_dtype(g.dtype))
-            )
+            return tree.to_dtype(b, dt) * (m / tree.to_dtype(ahead, dt)) + tree.to_dtype(
+                gain, dt
+            ) * (g / tree.to_dtype(now, tree.real_dtype(g.dtype)))
 
         return jax.tree.map(leaf, mu, updates)
 
@@ -278,7 +278,7 @@ def accumulate_squares(
         del params, extra_args
         tree.check_structure(state.sum_of_squares, updates, "sum of squares", "updates")
         total = jax.tree.map(
-            lambda h, g: (h + tree.squared_magnitude(g, h)).astype(h.dtype),
+            lambda h, g: tree.to_dtype(h + tree.squared_magnitude(g, h), h.dtype),
             state.sum_of_squares,
             updates,
         )
@@ -322,7 +322,9 @@ def bias_correct(decay: ScalarOrSchedule | Hyperparam = 0.9) -> GradientTransfor
 
     def apply(updates, values, params):
         correction = 1 - values["decay"] ** values.count
-        return jax.tree.map(lambda u: u / correction.astype(tree.real_dtype(u.dtype)), updates)
+        return jax.tree.map(
+            lambda u: u / tree.to_dtype(correction, tree.real_dtype(u.dtype)), updates
+        )
 
     return hp.transform(apply, BiasCorrectState)
 
@@ -361,7 +363,7 @@ def running_max() -> GradientTransformationExtraArgs:
         del params, extra_args
         tree.check_structure(state.maximum, updates, "running maximum", "updates")
         maximum = jax.tree.map(
-            lambda a, u: jnp.maximum(a, u).astype(a.dtype), state.maximum, updates
+            lambda a, u: tree.to_dtype(jnp.maximum(a, u), a.dtype), state.maximum, updates
         )
         return maximum, RunningMaxState(maximum)
 
@@ -411,8 +413,8 @@ def sqrt_with_eps(
     def apply(updates, values, params):
         def leaf(u):
             dt = tree.real_dtype(u.dtype)
-            root = jnp.sqrt(u + values["eps_root"].astype(dt) if "eps_root" in specs else u)
-            return root + values["eps"].astype(dt) if "eps" in specs else root
+            root = jnp.sqrt(u + tree.to_dtype(values["eps_root"], dt) if "eps_root" in specs else u)
+            return root + tree.to_dtype(values["eps"], dt) if "eps" in specs else root
 
         return jax.tree.map(leaf, updates)
 

@@ -79,12 +79,12 @@ def scale_by_momentum(
         tree.check_structure(state.velocity, updates, "velocity", "updates")
         values, hyper = hp.step(state.hyperparams, extra_args)
         rho = values["momentum"]
-        gain = jnp.ones_like(rho)
+        gain = None  # 1: g + rho v, without a multiplication by 1 per element
         if dampening is not None:  # torch: no dampening at the first update
-            gain = jnp.where(values.count == 1, gain, values.complement("dampening"))
+            gain = jnp.where(values.count == 1, 1, values.complement("dampening"))
         velocity = tree.ema(rho, gain, state.velocity, updates)
         if nesterov:
-            out = jax.tree.map(lambda g, v: g + rho.astype(v.dtype) * v, updates, velocity)
+            out = jax.tree.map(lambda g, v: g + tree.to_dtype(rho, v.dtype) * v, updates, velocity)
         else:
             out = velocity
         return out, ScaleByMomentumState(velocity, hyper)

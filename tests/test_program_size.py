@@ -1,0 +1,171 @@
+"""Each optimizer's per-leaf program is no larger than optax's counterpart.
+
+Oracle: optax's program for the same optimizer, lowered and compiled by the
+same JAX and XLA. A step's cost on many-leaf models is its per-leaf program
+(XLA:CPU compiles, and launches, its kernels once per leaf), so the count that
+matters is what one more leaf adds:
+
+    per_leaf = (ops(tree of 3 leaves) - ops(tree of 1 leaf)) / 2
+
+with float32 leaves of three distinct shapes, so that no op serves two
+leaves. Two programs are counted, each over every function or computation in
+the module (fused computations included):
+
+* the lowered StableHLO (``jit(update).lower(...).as_text()``): every
+  operation with a result (``stablehlo.*``, ``func.call``), constants
+  included; this is the program gradxform writes, before XLA rewrites it.
+  gradxform's is no larger than optax's, for every optimizer both have.
+* the compiled HLO (``.compile().as_text()``): every instruction except
+  ``parameter`` and ``constant``. A ``parameter`` of a fused computation
+  repeats one of the fusion's operands, and a ``constant`` is optax's form of
+  the same operand: optax bakes its hyperparameters into the program as
+  literals where gradxform reads them from the state (as ``parameter``), so
+  that changing one does not recompile. Counting either would count that
+  design choice; the instructions that compute (arithmetic, compares,
+  selects, broadcasts, fusions, copies) are counted. Here XLA folds what a
+  literal allows and a runtime value does not, so gradxform's count may
+  exceed optax's by the itemized price of its guarantees (``PRICE``) and by
+  nothing else: the scalar complement checks and selects of earlier versions
+  (9 instructions per decay per kernel) would fail it.
+
+Scalar work done once per step (the count, schedules, bias corrections
+``1 - b**t``) is in neither difference: it is computed once, outside the
+per-leaf kernels (XLA keeps ``power`` and ``divide`` out of them).
+"""
+
+import re
+from collections import Counter
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import gradxform as gx
+
+SHAPES = [(3, 4), (5,), (2, 3, 2)]  # distinct: no op of one leaf serves another
+
+# name -> (gradxform optimizer, optax optimizer), for every optimizer both have
+PAIRS = {
+    "sgd": (lambda: gx.sgd(0.1), lambda: optax.sgd(0.1)),
+    "momentum": (lambda: gx.sgd(0.1, 0.9), lambda: optax.sgd(0.1, 0.9)),
+    "nesterov": (
+        lambda: gx.sgd(0.1, 0.9, nesterov=True),
+        lambda: optax.sgd(0.1, 0.9, nesterov=True),
+    ),
+    "adagrad": (lambda: gx.adagrad(0.1), lambda: optax.adagrad(0.1)),
+    "rmsprop": (lambda: gx.rmsprop(0.1), lambda: optax.rmsprop(0.1)),
+    "rmsprop_eps_outside": (
+        lambda: gx.rmsprop(0.1, eps_in_sqrt=False),
+        lambda: optax.rmsprop(0.1, eps_in_sqrt=False),
+    ),
+    "rmsprop_centered": (
+        lambda: gx.rmsprop(0.1, centered=True),
+        lambda: optax.rmsprop(0.1, centered=True),
+    ),
+    "rmsprop_momentum": (
+        lambda: gx.rmsprop(0.1, momentum=0.9),
+        lambda: optax.rmsprop(0.1, momentum=0.9),
+    ),
+    "adam": (lambda: gx.adam(0.1), lambda: optax.adam(0.1)),
+    "adamw": (lambda: gx.adamw(0.1), lambda: optax.adamw(0.1)),
+    "nadam": (lambda: gx.nadam(0.1), lambda: optax.nadam(0.1)),
+    "amsgrad": (lambda: gx.amsgrad(0.1), lambda: optax.amsgrad(0.1)),
+}
+
+# What gradxform's compiled leaf may add to optax's, each the price of a guarantee:
+SIGN = 1  # -learning_rate, a runtime scalar, negated in each kernel (optax's is a literal)
+GUARD = 3  # divide's zero denominator gives 0, not NaN: a broadcast 0, a compare, a select
+EPS_ROOT = 2  # eps_root, a runtime scalar, added inside the root (optax folds its literal 0.0)
+PRICE = {
+    "sgd": SIGN,
+    "momentum": SIGN,
+    "nesterov": SIGN,
+    "adagrad": SIGN,  # optax's AdaGrad guards its zero too
+    "rmsprop": SIGN + GUARD,
+    "rmsprop_eps_outside": SIGN + GUARD,
+    "rmsprop_centered": SIGN + GUARD,
+    "rmsprop_momentum": SIGN + GUARD,
+    "adam": SIGN + GUARD + EPS_ROOT,
+    "adamw": SIGN + GUARD + EPS_ROOT,
+    "nadam": SIGN + GUARD + EPS_ROOT,
+    "amsgrad": SIGN + GUARD + EPS_ROOT,
+}
+
+_LOWERED_OP = re.compile(r"^\s*%[^=]*=\s*\"?([a-z_]+\.[a-z_]+|call)\b", re.MULTILINE)
+_HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%\S+\s*=\s*.*?\s([a-z][a-z0-9\-]*)\(", re.MULTILINE)
+_WIRING = {"parameter", "constant"}
+
+
+def lowered_ops(text):
+    """Operation name -> how many, over every function of a lowered StableHLO module."""
+    return Counter(_LOWERED_OP.findall(text))
+
+
+def compiled_ops(text):
+    """Opcode -> how many, over every computation of a compiled HLO module, wiring left out."""
+    return Counter(op for op in _HLO_INSTRUCTION.findall(text) if op not in _WIRING)
+
+
+def programs(tx, n, stage):
+    """The lowered text of ``tx.update`` on a tree of the first ``n`` SHAPES, and the
+    compiled text when ``stage == "compiled"`` (else "")."""
+    params = {f"w{i}": jnp.ones(shape, jnp.float32) for i, shape in enumerate(SHAPES[:n])}
+    state = tx.init(params)
+    lowered = jax.jit(tx.update).lower(params, state, params)
+    return lowered.as_text(), lowered.compile().as_text() if stage == "compiled" else ""
+
+
+def per_leaf(tx, stage="lowered"):
+    """``(lowered, compiled)``: Counters of what one more leaf adds (ops per leaf); the
+    compiled one is empty unless ``stage == "compiled"``."""
+    (low1, comp1), (low3, comp3) = programs(tx, 1, stage), programs(tx, len(SHAPES), stage)
+    out = []
+    for count, one, three in ((lowered_ops, low1, low3), (compiled_ops, comp1, comp3)):
+        a, b = count(one), count(three)
+        out.append(Counter({op: (b[op] - a[op]) / (len(SHAPES) - 1) for op in a | b}))
+    return tuple(out)
+
+
+def sizes(stage):
+    """name -> (gradxform's, optax's) per-leaf Counter at ``stage``, for every pair."""
+    index = ["lowered", "compiled"].index(stage)
+    return {
+        name: (per_leaf(ours(), stage)[index], per_leaf(theirs(), stage)[index])
+        for name, (ours, theirs) in PAIRS.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def lowered():
+    return sizes("lowered")
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return sizes("compiled")
+
+
+def differences(ours, theirs):
+    return {op: (ours[op], theirs[op]) for op in sorted(ours | theirs) if ours[op] != theirs[op]}
+
+
+def test_the_counters_read_both_programs():
+    """The counts are of real ops: Adam's leaf has its sqrt, its divides and its kernels."""
+    lowered_ops_, compiled_ops_ = per_leaf(optax.adam(0.1), "compiled")
+    assert lowered_ops_["stablehlo.sqrt"] == 1 and lowered_ops_["stablehlo.divide"] >= 1
+    assert compiled_ops_["sqrt"] == 1 and compiled_ops_["fusion"] >= 1
+    assert sum(compiled_ops_.values()) > 10 and "parameter" not in compiled_ops_
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_lowered_leaf_is_no_larger_than_optax(lowered, name):
+    ours, theirs = lowered[name]
+    assert sum(ours.values()) <= sum(theirs.values()), differences(ours, theirs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_compiled_leaf_exceeds_optax_by_its_price_only(compiled, name):
+    ours, theirs = compiled[name]
+    assert sum(ours.values()) <= sum(theirs.values()) + PRICE[name], differences(ours, theirs)
