@@ -272,10 +272,12 @@ def worker_context(torch: bool) -> Any:
     """Workers forked from a server that imported the libraries and did nothing else.
 
     Such a child is a fresh process after its imports (no backend, no traces, no
-    compiled programs, its own peak memory), without paying for the imports.
+    compiled programs, its own peak memory), without paying for the imports
+    (torch.optim's constructors import ``torch._dynamo``: 4 s).
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["numpy", "jax", "optax", "gradxform"] + ["torch"] * torch)
+    libraries = ["numpy", "jax", "optax", "gradxform"]
+    context.set_forkserver_preload(libraries + ["torch", "torch._dynamo"] * torch)
     return context
 
 
@@ -342,14 +344,15 @@ def measure(optimizer: str, key: str, tree: Tree, args: argparse.Namespace) -> d
             runners.pop(impl).close()  # frees its memory before the next compiles
     times: dict[str, list[float]] = {impl: [] for impl in runners}
     rounds = 0 if tree.first_call_only else args.repeats + 1  # round 0 is a warm-up
-    for r in range(rounds):
-        for impl, runner in runners.items():
+    for r in range(rounds):  # every other round in reverse: no implementation always first
+        for impl, runner in list(runners.items())[:: 1 if r % 2 else -1]:
             t = runner.step()
             if r:
                 times[impl].append(t)
     for impl, runner in runners.items():
         if times[impl]:
             row[f"{impl}_ms"] = 1e3 * statistics.median(times[impl])
+            row[f"{impl}_min_ms"] = 1e3 * min(times[impl])
         if isinstance(runner, Worker):
             runner.close()
     if row.get("gradxform_ms"):
@@ -475,18 +478,24 @@ def available_gb(field: str = "MemAvailable") -> float:
 
 
 def versions() -> dict[str, str]:
+    """Python and library versions; gradxform's commit, marked where gradxform/ has changes."""
     found = {
         "python": platform.python_version(),
         "jax": jax.__version__,
         "optax": optax.__version__,
     }
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
-        found["gradxform"] = commit.stdout.strip() or "unknown"
-    except OSError:
-        found["gradxform"] = "unknown"
+    root = pathlib.Path(__file__).resolve().parents[1]
+
+    def git(*command: str) -> str:
+        try:
+            done = subprocess.run(["git", *command], cwd=root, capture_output=True, text=True)
+            return done.stdout.strip()
+        except OSError:
+            return ""
+
+    found["gradxform"] = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "gradxform"):
+        found["gradxform"] += " with uncommitted changes"
     if importlib.util.find_spec("torch"):
         import torch
 
@@ -496,13 +505,15 @@ def versions() -> dict[str, str]:
 
 def write(args: argparse.Namespace, header: dict, rows: list[dict]) -> pathlib.Path:
     """JSON and Markdown under --out; returns the Markdown file."""
+    rows = sorted(rows, key=lambda r: args.trees.index(r["tree"]))  # by tree, stable
     lines = bars(rows, args.device)
     mode = "in one process" if args.in_process else "each implementation in a fresh worker process"
     text = (
         f"# One optimizer step, float32, donated buffers ({args.device})\n\n"
         f"Machine: {header['machine']}. Versions: "
         + ", ".join(f"{k} {v}" for k, v in header["versions"].items())
-        + f". Date: {header['date']}. Command: `{header['command']}`.\n\n"
+        + f". Date: {header['date']}. Command: `{header['command']}`. Load average (1 min): "
+        f"{header['load']}.\n\n"
         f"Median of {args.repeats} interleaved rounds, {mode}. Peak memory: peak resident "
         "memory of the first call (VmHWM, reset after the imports and the creation of params "
         "and grads) less the resident memory at that reset.\n\n"
@@ -528,7 +539,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--trees", nargs="*", help="keys of trees(); default: the device's four")
     parser.add_argument(
-        "--optimizers", nargs="*", choices=list(OPTIMIZERS), help="default: all (GPU, 10000: adam)"
+        "--optimizers",
+        nargs="*",
+        choices=list(OPTIMIZERS),
+        help="default: all, adam first (GPU, 10000 alone: adam)",
     )
     parser.add_argument(
         "--repeats", type=int, default=None, help="rounds (default: 20 CPU, 10 GPU, 2 quick)"
@@ -559,7 +573,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown trees for {args.device}: {sorted(unknown)}")
     only_adam = args.device == "gpu" or args.trees == ["10000"]
-    args.optimizers = args.optimizers or (["adam"] if only_adam else list(OPTIMIZERS))
+    adam_first = sorted(OPTIMIZERS, key=lambda name: name != "adam")
+    args.optimizers = args.optimizers or (["adam"] if only_adam else adam_first)
     args.repeats = args.repeats or (2 if args.quick else 10 if args.device == "gpu" else 20)
     return args
 
@@ -587,15 +602,16 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/update_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
     header = {"machine": machine(), "versions": versions(), "command": command.strip()}
     header["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    header["load"] = f"{os.getloadavg()[0]:.1f} at the start"
     header["skipped"] = []
     torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     args.context = None if args.in_process else worker_context(torch)
     if args.in_process:
         warm_up(args, torch)
     all_trees, rows, start = trees(args.device, args.quick), [], time.perf_counter()
-    for key in args.trees:
-        tree = all_trees[key]
-        for optimizer in args.optimizers:
+    for optimizer in args.optimizers:  # a run cut short has the first ones on every tree
+        for key in args.trees:
+            tree = all_trees[key]
             reason = skip_reason(key, tree, args, time.perf_counter() - start)
             if reason:
                 header["skipped"].append(f"{optimizer} {key}: {reason}")
@@ -604,6 +620,7 @@ def main(argv: list[str] | None = None) -> None:
             row = measure(optimizer, key, tree, args) | {"first_call_only": tree.first_call_only}
             rows.append(row)
             print(f"[{time.perf_counter() - start:6.0f} s] {json.dumps(row)}", flush=True)
+            header["load"] = header["load"].split(",")[0] + f", {os.getloadavg()[0]:.1f} at the end"
             write(args, header, rows)
     print(write(args, header, rows).read_text())
 
