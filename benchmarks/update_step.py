@@ -7,8 +7,8 @@ For every tree and optimizer it reports:
 - the median step time of each implementation, measured in interleaved rounds
   (one step of each implementation in turn, ``--repeats`` rounds), so that all
   of them see the same machine load;
-- the first call: ``tx.init`` + trace + compile + one step (torch: the first
-  ``opt.step()``, which creates the state);
+- the first call: ``tx.init`` + trace + compile + one step (torch: the
+  optimizer's constructor and its first ``step()``, which creates the state);
 - the peak host memory of that first call: the process's peak resident memory
   during it (``VmHWM``, reset through ``/proc/self/clear_refs`` after the imports
   and the creation of params and grads) less its resident memory at that reset;
