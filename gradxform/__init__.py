@@ -45,6 +45,7 @@ from gradxform.base import (
     identity,
     with_extra_args,
 )
+from gradxform.grouped import GroupedLeaves, GroupedState, group_state, grouped, ungroup_state
 from gradxform.hyperparams import (
     Hyperparam,
     HyperparamChainState,
@@ -162,6 +163,8 @@ __all__ = [
     "EmptyState",
     "GradientTransformation",
     "GradientTransformationExtraArgs",
+    "GroupedLeaves",
+    "GroupedState",
     "Hyperparam",
     "HyperparamChainState",
     "HyperparamState",
@@ -188,6 +191,8 @@ __all__ = [
     "ema_first_moment",
     "ema_second_moment",
     "get_hyperparams",
+    "group_state",
+    "grouped",
     "checkpoint",
     "curvature",
     "hessian",
@@ -212,5 +217,6 @@ __all__ = [
     "sqrt_with_eps",
     "torch_compat",
     "tree",
+    "ungroup_state",
     "with_extra_args",
 ]

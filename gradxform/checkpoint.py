@@ -15,6 +15,11 @@ A run interrupted after step ``k`` and resumed from such a checkpoint takes
 bit-for-bit the same steps as the run that was never interrupted
 (``tests/test_reliability.py``).
 
+The state of :func:`gradxform.grouped` is saved per parameter (as
+:func:`gradxform.ungroup_state` shows it), so a checkpoint is the same file in
+either layout, and :func:`restore` reads it into a grouped or an ungrouped
+template: training can resume with or without grouping.
+
 Example:
     >>> import gradxform as gx, jax.numpy as jnp, tempfile, os
     >>> tx = gx.adam(1e-3)
@@ -35,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradxform.grouped import GroupedState, group_state, ungroup_state
+
 __all__ = ["load_state_dict", "restore", "save", "state_dict"]
 
 _DTYPES_KEY = "__dtypes__"
@@ -45,11 +52,17 @@ def _keyed_leaves(tree: Any) -> list[tuple[str, Any]]:
     return [(jax.tree_util.keystr(path) or "<root>", leaf) for path, leaf in leaves]
 
 
+def _has_grouped(tree: Any) -> bool:
+    nodes = jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, GroupedState))
+    return any(isinstance(node, GroupedState) for node in nodes)
+
+
 def state_dict(tree: Any) -> dict[str, np.ndarray]:
     """The leaves of ``tree`` as NumPy arrays, keyed by their tree paths.
 
     Args:
-        tree: a pytree of arrays (an optimizer state, params, ...).
+        tree: a pytree of arrays (an optimizer state, params, ...); a grouped
+            state is taken per parameter (:func:`gradxform.ungroup_state`).
 
     Returns:
         ``{jax.tree_util.keystr(path): numpy array}`` for every leaf.
@@ -58,7 +71,7 @@ def state_dict(tree: Any) -> dict[str, np.ndarray]:
         TypeError: naming the path of a leaf that is not an array.
     """
     out = {}
-    for key, leaf in _keyed_leaves(tree):
+    for key, leaf in _keyed_leaves(ungroup_state(tree)):
         if not hasattr(leaf, "shape"):
             kind = type(leaf).__name__
             raise TypeError(f"state_dict: the leaf at {key} is a {kind}, not an array")
@@ -70,7 +83,9 @@ def load_state_dict(like: Any, arrays: dict[str, np.ndarray]) -> Any:
     """``arrays`` (from :func:`state_dict`) put back into the structure of ``like``.
 
     Each array must have the shape and dtype of the leaf of ``like`` at its
-    path; it is placed with that leaf's sharding.
+    path; it is placed with that leaf's sharding. A grouped template (holding
+    :class:`~gradxform.GroupedState` nodes) takes the per-parameter arrays and
+    packs them into its layout.
 
     Args:
         like: the template pytree, most simply ``tx.init(params)``.
@@ -82,6 +97,8 @@ def load_state_dict(like: Any, arrays: dict[str, np.ndarray]) -> Any:
     Raises:
         ValueError: naming the first missing, extra or mismatched path.
     """
+    if _has_grouped(like):
+        return group_state(load_state_dict(ungroup_state(like), arrays), like)
     keyed = _keyed_leaves(like)
     missing = [key for key, _ in keyed if key not in arrays]
     if missing:
@@ -131,7 +148,9 @@ def restore(path: str | os.PathLike, like: Any) -> Any:
 
     Args:
         path: a file written by :func:`save`.
-        like: the template pytree, most simply ``tx.init(params)``.
+        like: the template pytree, most simply ``tx.init(params)``; grouped
+            (``gx.grouped(tx).init(params)``) or not, whichever layout the
+            checkpoint was saved from.
 
     Returns:
         The saved pytree, bit for bit, with the structure and shardings of ``like``.
