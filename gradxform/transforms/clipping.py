@@ -46,11 +46,11 @@ def clip(max_delta: ScalarOrSchedule | Hyperparam) -> GradientTransformationExtr
 
     def apply(updates, values, params):
         def leaf(u):
-            bound = values["max_delta"].astype(tree.real_dtype(u.dtype))
+            bound = tree.to_dtype(values["max_delta"], tree.real_dtype(u.dtype))
             if jnp.iscomplexobj(u):
                 magnitude = jnp.abs(u)
                 return jnp.where(magnitude > bound, u * (bound / magnitude), u)
-            return jnp.clip(u, -bound, bound)
+            return jax.lax.clamp(-bound, u, bound)  # one op per element (jnp.clip: two)
 
         return jax.tree.map(leaf, updates)
 
@@ -94,8 +94,8 @@ def clip_by_global_norm(max_norm: ScalarOrSchedule | Hyperparam) -> GradientTran
 
         def leaf(u):
             dt = tree.real_dtype(u.dtype)
-            clipped = (u / norm.astype(dt)) * values["max_norm"].astype(dt)
-            return jnp.where(keep, u, clipped)
+            clipped = (u / tree.to_dtype(norm, dt)) * tree.to_dtype(values["max_norm"], dt)
+            return jax.lax.select(keep, u, clipped)  # a scalar predicate, not broadcast
 
         return jax.tree.map(leaf, updates)
 
