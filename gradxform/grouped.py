@@ -5,7 +5,7 @@ RMSProp, ... and chains of elementwise blocks) on the parameters packed by
 (dtype, sharding) group, so that its state holds a few large buffers instead
 of one array per parameter, and each update is a few large kernels instead of
 a few small ones per parameter. The updates it returns are per parameter, as
-``tx``'s are, and bit for bit the same::
+``tx``'s are, and the same (see Exactness)::
 
     tx = gx.grouped(gx.adam(1e-3))
     state = tx.init(params)                       # a GroupedState
@@ -34,12 +34,16 @@ The layout is fixed by ``init`` from the parameters' shardings; under a traced
 dtype alone.
 
 Exactness. Elementwise transforms compute each coordinate from that
-coordinate alone, so packing cannot change their results: ``grouped(tx)``
-gives ``tx``'s updates bit for bit. Transforms that reduce over leaves
+coordinate alone, so packing does not change what they compute. In floating
+point the results match ``tx``'s within a few units in the last place, and
+mostly bit for bit: XLA:CPU contracts ``a * b + c * d`` into a fused
+multiply-add, and which product it fuses can differ between its vector loop
+and its scalar remainder, so a coordinate's last bit can depend on where it
+sits in a buffer (as between shards). Transforms that reduce over leaves
 (global-norm clipping, trust ratios, line searches, second-order methods) or
-give leaves different treatment (weight-decay masks) are not elementwise:
-``init`` refuses gradxform's global-norm clipping and second-order transforms;
-others are the caller's responsibility.
+treat leaves differently (weight-decay masks) are not elementwise: ``init``
+refuses gradxform's global-norm clipping, line searches and second-order
+transforms; others are the caller's responsibility.
 
 Views and checkpoints. :func:`ungroup_state` returns the state ``tx`` itself
 would hold, per parameter; :func:`group_state` packs such a state back.
@@ -354,9 +358,10 @@ def grouped(
 ) -> GradientTransformationExtraArgs:
     r"""``tx`` run on the parameters packed into a few buffers per (dtype, sharding) group.
 
-    The updates equal ``tx``'s bit for bit when ``tx`` is elementwise (see
-    :mod:`gradxform.grouped`); the state is a :class:`GroupedState`, read per
-    parameter with :func:`ungroup_state`. It pays on models of many small
+    The updates are ``tx``'s when ``tx`` is elementwise, to the last bit or
+    within a few units in the last place (see :mod:`gradxform.grouped`); the
+    state is a :class:`GroupedState`, read per parameter with
+    :func:`ungroup_state`. It pays on models of many small
     leaves, where a step is dominated by per-leaf kernel launches (see the
     user guide's "Grouped state" page).
 
@@ -448,8 +453,9 @@ def ungroup_state(state: Any) -> Any:
 
     Returns:
         ``state`` with each :class:`GroupedState` replaced by its inner
-        transform's state, each packed tree unpacked per parameter: bit for
-        bit the state the ungrouped transform holds after the same updates.
+        transform's state, each packed tree unpacked per parameter: the
+        structure, shapes, dtypes and shardings the ungrouped transform's
+        state has, holding the packed values bit for bit.
 
     Example:
         >>> import gradxform as gx, jax, jax.numpy as jnp
