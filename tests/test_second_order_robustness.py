@@ -352,11 +352,12 @@ def test_newton_escapes_negative_curvature_at_the_problems_scale():
     usually accepted. Oracle: scipy's trust-exact (its value and its evaluation count)."""
     x0 = np.arange(1, 9) / 9.0
     value_and_grad = jax.jit(jax.value_and_grad(chebyquad))
+    hessian = jax.jit(jax.hessian(chebyquad))  # eager, it re-traced at every call
     reference = scipy.optimize.minimize(
         lambda x: tuple(np.asarray(v) for v in value_and_grad(x)),
         x0,
         jac=True,
-        hess=lambda x: np.asarray(jax.hessian(chebyquad)(jnp.asarray(x))),
+        hess=lambda x: np.asarray(hessian(jnp.asarray(x))),
         method="trust-exact",
         options={"gtol": 1e-8},
     )
