@@ -122,8 +122,10 @@ def test_zoom_search_meets_strong_wolfe_on_a_hard_1d_function():
     x = jnp.zeros(1)
     f0, g0 = vg(x)
     d = -g0
+    # one compilation, c2 a runtime value (eager, each c2 compiled the search's loops anew)
+    search = jax.jit(lambda p, d, c2: zoom_search(vg, p, d, c1=1e-4, c2=c2, max_steps=40))
     for c2 in (0.9, 0.1, 0.01):
-        res = zoom_search(vg, Point(x, f0, g0), d, c1=1e-4, c2=c2, max_steps=40)
+        res = search(Point(x, f0, g0), d, c2)
         assert bool(res.wolfe)
         ft, gt = vg(x + res.step * d)
         assert ft <= f0 + 1e-4 * res.step * (g0 @ d)
@@ -370,20 +372,26 @@ def test_first_overshoot_is_interpolated_not_halved():
 
     x, d = jnp.array([1.0, -2.0]), jnp.array([-1.0, 2.0])
     f0, g0 = value_and_grad(x)
-    for interpolate, most in ((True, 2), (False, 10)):
-        ls = zoom_search(
+
+    # one compilation, the option a runtime value (it may be traced); eager, each call
+    # compiled the search's loops anew
+    @jax.jit
+    def search(interpolate):
+        return zoom_search(
             value_and_grad,
             Point(x, f0, g0),
             d,
             initial_step=50.0,
             interpolate_first_overshoot=interpolate,
         )
+
+    default = zoom_search(value_and_grad, Point(x, f0, g0), d, initial_step=50.0)
+    for interpolate, most in ((True, 2), (False, 10)):
+        ls = search(interpolate)
         assert bool(ls.wolfe) and int(ls.num_evals) <= most
         if interpolate:
             np.testing.assert_allclose(ls.step, 1.0, rtol=1e-12)
-            assert int(ls.num_evals) < int(
-                zoom_search(value_and_grad, Point(x, f0, g0), d, initial_step=50.0).num_evals
-            )
+            assert int(ls.num_evals) < int(default.num_evals)
 
 
 @pytest.mark.parametrize(
