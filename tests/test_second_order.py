@@ -214,16 +214,21 @@ def test_matches_scipy(problem, method):
     np.testing.assert_allclose(sol.value, ref.fun, rtol=1e-10, atol=1e-14)
 
 
+def four_wells(p):
+    """A maximum at (0, 0), saddles at (+-1, 0) and (0, +-sqrt(2)), minima at (+-1, +-sqrt(2)).
+
+    At module level, so that every start below reuses one compiled solver.
+    """
+    x, y = p
+    return x**4 / 4 - x**2 / 2 - y**2 + y**4 / 4
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("start", [[0.0, 0.0], [0.0, 1e-9], [1.0, 0.0], [0.0, 2**0.5], [1e-3, 0.0]])
 def test_newton_leaves_saddles_and_maxima_for_a_true_minimum(start):
-    # f has a maximum at (0, 0), saddles at (+-1, 0) and (0, +-sqrt(2)), minima at
-    # (+-1, +-sqrt(2)): every start sits on or next to a maximum or saddle, where plain
+    # every start sits on or next to a maximum or saddle of four_wells, where plain
     # Newton (which solves grad = 0) would stay
-    def f(p):
-        x, y = p
-        return x**4 / 4 - x**2 / 2 - y**2 + y**4 / 4
-
+    f = four_wells
     sol = gx.minimize(f, jnp.asarray(start), method="newton", tol=1e-10)
     assert sol.success, sol.message
     eig = np.linalg.eigvalsh(np.asarray(jax.hessian(f)(sol.params)))
