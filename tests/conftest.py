@@ -9,6 +9,7 @@ with ``HYPOTHESIS_PROFILE=ci|dev``. Example counts stay in the tests' own
 ``@settings`` (small: every new shape is a new compilation).
 """
 
+import collections
 import os
 
 import jax
@@ -44,10 +45,49 @@ SLOW_DOCTESTS = {
 }
 
 
+# The files that take longest on one worker, longest first (measured: -n0 --durations).
+# ``--dist loadfile`` hands a whole file to the next free worker, in the order of the
+# collection; pytest-xdist's own order (most tests first) started these last, so that
+# one worker ran mypy or the notebooks alone at the end. Started first, the many small
+# files that follow fill in around them and both workers finish together.
+HEAVY_FILES = (
+    "test_second_order.py",
+    "test_docs.py",
+    "test_notebooks.py",
+    "test_second_order_robustness.py",
+    "test_hessian.py",
+    "test_demo.py",
+    "test_grouped.py",
+    "test_typing.py",
+    "test_grouped_sharding.py",
+    "test_sharding.py",
+    "test_second_order_sharding.py",
+    "test_second_order_parity.py",
+    "test_examples.py",
+    "test_update_step_benchmark.py",
+    "test_frameworks.py",
+)
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order below
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if isinstance(item, pytest.DoctestItem) and item.name in SLOW_DOCTESTS:
             item.add_marker(pytest.mark.slow)
+    # heavy files first, then the others by number of tests (pytest-xdist's own order);
+    # a file's tests stay together and in their order (the sort is stable)
+    rank = {name: i for i, name in enumerate(HEAVY_FILES)}
+    counts = collections.Counter(item.nodeid.split("::")[0] for item in items)
+
+    def order(item):
+        path = item.nodeid.split("::")[0]
+        return rank.get(path.rsplit("/", 1)[-1], len(rank)), -counts[path]
+
+    items.sort(key=order)
 
 
 @pytest.fixture(params=["float32", pytest.param("float64", marks=pytest.mark.slow)])
