@@ -61,15 +61,14 @@ For a decay given as a Python number, ``1 - decay`` is stored beside it under
 the key ``one_minus_<name>``: the float32 rounding of the exact ``1 - decay``,
 as optax and torch compute it in Python (``1 - float32(0.999)`` is not
 ``float32(1 - 0.999)``). Only decays whose complement an update reads have one.
-The complement is kept consistent with its value when the value changes, and
-an update reads it as stored, with no check: :func:`set_hyperparams` sets
-both (from a traced value too, so derivatives with respect to the value flow
-through the complement), and a scheduled decay's complement is ``1 - value``
-of this update's value, computed once per step in the store.
-``optax.tree_utils.tree_set`` writes only the entries it is given, so with
-it set both (``b1=..., one_minus_b1=...``), as for the ``<name>_is_set`` flag
-of a scheduled value. (A per-step check would cost a few scalar instructions
-in every leaf's kernel, where XLA fuses it.)
+:func:`set_hyperparams` sets the value and its complement together (from a
+traced value too, so derivatives with respect to the value flow), and a
+scheduled decay's complement is ``1 - value`` of this update's value. An
+update uses the stored complement while it agrees with the value to within
+two ulps, and ``1 - value`` otherwise, so a value written alone with
+``optax.tree_utils.tree_set`` is used correctly. That check is scalar work
+done once per step (on CPU in a ``lax.cond``, which XLA does not fuse into
+the leaves' kernels).
 """
 
 from gradxform.hyperparams.access import get_hyperparams, set_hyperparams

@@ -194,6 +194,34 @@ def _scheduled(handle: Hyperparam, state: HyperparamState, clamped: dict) -> jax
     return jnp.where(is_set, held, value)
 
 
+def _current_complement(stored: jax.Array, value: jax.Array) -> jax.Array:
+    """The stored ``1 - value`` while it belongs to ``value``; else ``1 - value``.
+
+    The stored complement of ``d`` is within two ulps of ``1 - float(d)``; a
+    value written behind the store's back (``optax.tree_utils.tree_set`` of
+    the value alone) is further away, and its own ``1 - value`` is used. The
+    derivative with respect to ``value`` is -1 either way (the stored
+    complement's own derivative is not followed). Computed once per
+    step: on CPU inside a ``lax.cond``, which XLA keeps as its own scalar
+    computation (a ``where`` would be fused into, and repeated in, every
+    leaf's kernel); elsewhere a ``where`` (a conditional would read its
+    predicate back to the host).
+    """
+    fresh = 1 - value
+    agrees = jnp.abs(stored - fresh) <= 2 * jnp.finfo(value.dtype).eps
+
+    def kept(stored, fresh):
+        return jax.lax.stop_gradient(stored) + (fresh - jax.lax.stop_gradient(fresh))
+
+    def on_cpu(agrees, stored, fresh):
+        return jax.lax.cond(agrees, kept, lambda stored, fresh: fresh, stored, fresh)
+
+    def elsewhere(agrees, stored, fresh):
+        return jnp.where(agrees, kept(stored, fresh), fresh)
+
+    return jax.lax.platform_dependent(agrees, stored, fresh, cpu=on_cpu, default=elsewhere)
+
+
 class Values(Mapping):
     """The hyperparameter values one update reads, by the reading block's names.
 
@@ -419,11 +447,12 @@ class Hyperparams:
             values[h] = new_values[h.name] = value
             if h.complement:
                 key = complement_key(h.name)
-                complement = state.complements[key]  # set with the value, never re-checked
+                complement = state.complements[key]  # set with the value by set_hyperparams
                 if callable(h.spec):  # a scheduled value's, unless a set value replaces it
                     is_set = state.overrides[override_key(h.name)]
                     complement = jnp.where(is_set, complement, 1 - value)
-                complements[h] = new_complements[key] = complement
+                new_complements[key] = complement
+                complements[h] = _current_complement(complement, value)  # tree_set: value alone
         old_count: jax.Array | None = state.count
         next_count = None if old_count is None else increment_count(old_count)
         count = next_count if next_count is not None else count
