@@ -51,12 +51,12 @@ SLOW_DOCTESTS = {
 # one worker ran mypy or the notebooks alone at the end. Started first, the many small
 # files that follow fill in around them and both workers finish together.
 HEAVY_FILES = (
+    "test_hessian.py",
     "test_second_order.py",
+    "test_demo.py",
     "test_docs.py",
     "test_notebooks.py",
     "test_second_order_robustness.py",
-    "test_hessian.py",
-    "test_demo.py",
     "test_grouped.py",
     "test_typing.py",
     "test_grouped_sharding.py",
