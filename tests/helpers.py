@@ -15,6 +15,12 @@ live in tests/references.py.
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 
@@ -75,3 +81,22 @@ def trajectory(tx, dtype, steps: int = STEPS, every: int = RECORD_EVERY, apply=N
         return jax.tree.map(lambda a: a[every - 1 :: every], xs)
 
     return run(params, noise)
+
+
+def run_on_eight_cpu_devices(*command: str) -> dict:
+    """Runs ``python <command>`` from the repository root in a fresh interpreter with
+    8 CPU devices (the device count is fixed when jax starts) and returns the JSON
+    report its last line of output holds; a failed run fails the test with its stderr."""
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
+    done = subprocess.run(
+        [sys.executable, *command],
+        cwd=pathlib.Path(__file__).parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -8,19 +8,12 @@ and the per-parameter view of the state keep the params' shardings, and five
 grouped steps equal the same steps ungrouped (sharded, and on one device).
 """
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import pytest
 
-from tests.helpers import ALIASES
+from tests.helpers import ALIASES, run_on_eight_cpu_devices
 
 pytestmark = pytest.mark.slow  # a fresh interpreter with 8 CPU devices compiles each optimizer
 
-ROOT = pathlib.Path(__file__).parents[1]
 # XLA:CPU contracts these rows' multiply-adds differently by position in a buffer
 # (tests/test_grouped.py; as between shards, tests/test_sharding.py)
 CONTRACTED = {"sgd_momentum", "rmsprop"}
@@ -28,19 +21,7 @@ CONTRACTED = {"sgd_momentum", "rmsprop"}
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.scripts.grouped_sharded_run"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])["optimizers"]
+    return run_on_eight_cpu_devices("-m", "tests.scripts.grouped_sharded_run")["optimizers"]
 
 
 def test_every_elementwise_optimizer_ran(report):

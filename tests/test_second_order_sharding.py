@@ -7,27 +7,18 @@ leaves is an error, so the run fails if the transform flattens the params
 (``ravel_pytree``); the oracle is the same steps on one device.
 """
 
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from tests.helpers import run_on_eight_cpu_devices
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "sharded_lbfgs_run.py"
 
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_on_eight_cpu_devices(str(SCRIPT))
 
 
 @pytest.mark.slow

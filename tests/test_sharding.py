@@ -7,36 +7,16 @@ the compiled elementwise update has no collective (no all-gather, all-reduce,
 ...), and five steps equal the same steps on one device.
 """
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import pytest
 
-from tests.helpers import ALIASES
+from tests.helpers import ALIASES, run_on_eight_cpu_devices
 
 pytestmark = pytest.mark.slow  # a fresh interpreter with 8 CPU devices compiles each optimizer
-
-ROOT = pathlib.Path(__file__).parents[1]
 
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.scripts.sharded_run"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_on_eight_cpu_devices("-m", "tests.scripts.sharded_run")
 
 
 def test_every_elementwise_optimizer_ran(report):
