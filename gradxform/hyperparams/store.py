@@ -61,7 +61,7 @@ class HyperparamState(NamedTuple):
         complements: ``"one_minus_<name>"`` -> ``1 - value`` rounded once from
             the exact difference, for the decays whose complement is read;
             set with the value (:func:`set_hyperparams`, a schedule) and read
-            as stored.
+            while it agrees with the value (else ``1 - value`` is used).
         overrides: ``"<name>_is_set"`` -> True while a value set with
             :func:`set_hyperparams` replaces the schedule of ``name`` (one
             bool per scheduled hyperparameter).
