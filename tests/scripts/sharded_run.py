@@ -3,7 +3,11 @@
 Started by tests/test_sharding.py in a fresh interpreter, because the device
 count is fixed when jax starts:
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m tests.scripts.sharded_run``
-from the repository root (it takes its optimizers from tests/helpers.py).
+from the repository root (it takes its optimizers from tests/helpers.py). Another
+table of ``name -> factory`` runs instead with ``--table module:NAME``
+(``python -m tests.scripts.sharded_run --table tests.test_partition:SHARDED``);
+a factory may return ``(tx, extra_args)``, keyword arguments passed to every
+``tx.update`` (``value=...`` for a transform that reads the loss).
 
 Parameters are sharded FSDP-style (first axis over the mesh's one axis, one
 small leaf replicated). For each optimizer the report says whether every
@@ -14,6 +18,8 @@ steps on a single device.
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import re
 
@@ -47,7 +53,18 @@ def state_has_param_shardings(state, shardings, host_params):
     )
 
 
+def load_table(spec: str | None) -> dict:
+    """The optimizers to run: ``module:NAME`` names a dict of factories, or the default."""
+    if spec is None:
+        return OPTIMIZERS
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--table", default=None, help="module:NAME of a dict of factories")
+    table = load_table(parser.parse_args().table)
     devices = np.array(jax.devices())
     assert devices.size == 8, devices
     mesh = Mesh(devices, ("fsdp",))
@@ -61,11 +78,12 @@ def main():
     host_params = params_and_grads(0)
     host_grads = [params_and_grads(seed) for seed in range(1, 6)]
     report = {}
-    for name, make in OPTIMIZERS.items():
-        tx = make()
+    for name, make in table.items():
+        made = make()
+        tx, extra = made if isinstance(made, tuple) else (made, {})
 
-        def step(params, grads, state, tx=tx):
-            updates, state = tx.update(grads, state, params)
+        def step(params, grads, state, tx=tx, extra=extra):
+            updates, state = tx.update(grads, state, params, **extra)
             return gx.apply_updates(params, updates), state
 
         # single device
