@@ -80,6 +80,15 @@ from gradxform.second_order.transforms import (
     scale_by_newton,
     scale_by_newton_cg,
 )
+from gradxform.transforms.averaging import (
+    EmaParamsState,
+    LookaheadState,
+    SwaState,
+    averaged_params,
+    ema_params,
+    lookahead,
+    swa,
+)
 from gradxform.transforms.clipping import (
     ClipByGlobalNormState,
     ClipState,
@@ -131,6 +140,13 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "EmaParamsState",
+    "LookaheadState",
+    "SwaState",
+    "averaged_params",
+    "ema_params",
+    "lookahead",
+    "swa",
     "ApplyIfFiniteState",
     "NonFiniteUpdatesError",
     "apply_if_finite",
