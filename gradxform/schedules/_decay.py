@@ -1,41 +1,4 @@
-"""Learning-rate (and any hyperparameter) schedules: pure functions of the step count.
-
-A schedule maps ``count``, the number of updates taken so far, to a value:
-``count = 0`` is the first update, so ``schedule(0)`` is the value the first
-update uses (this is optax's convention, and torch's ``lr_scheduler`` value
-before its first ``step()``). Every gradxform hyperparameter accepts a schedule
-(``gx.adam(gx.schedules.cosine_decay(1e-3, 10_000))``) and stores its current
-value in the optimizer state.
-
-Every schedule here
-
-* takes an integer ``count`` (Python int, NumPy or JAX integer, traced or
-  concrete, scalar or array) and returns float32 (float64 while
-  ``jax_enable_x64`` is on, so float64 training keeps full precision) without
-  overflow for any count up to ``2**31 - 1``: integer arithmetic is only ever
-  divided, never multiplied or incremented;
-* is accurate to a few float32 ulps of the exact value: powers are taken as
-  ``exp(x * log(rate))`` with the logarithm computed in double precision when
-  the schedule is built, and cosines near their zeros through the half-angle
-  ``sin**2`` form, so there is no cancellation at the end of a decay;
-* validates its arguments when built, raising ``ValueError`` that names the
-  argument.
-
-Module functions: :func:`constant`, :func:`step_decay`,
-:func:`piecewise_constant`, :func:`exponential_decay`,
-:func:`inverse_time_decay`, :func:`cosine_decay`, :func:`linear_decay`,
-:func:`polynomial_decay`, :func:`inverse_sqrt_decay`, :func:`warmup`,
-:func:`join`, and :func:`evaluate` to tabulate a schedule for plotting.
-In the formulas, :math:`t` is ``count`` (or the count since
-``transition_begin`` where a schedule takes one).
-
-Example:
-    >>> import gradxform as gx
-    >>> lr = gx.schedules.join(
-    ...     [gx.schedules.warmup(1e-3, 100), gx.schedules.cosine_decay(1e-3, 900)], [100]
-    ... )
-    >>> tx = gx.adam(lr)  # the state holds the value the latest update used
-"""
+"""The decays and warmups: constant, step, exponential, cosine, polynomial, ... and join."""
 
 from __future__ import annotations
 
@@ -48,93 +11,17 @@ import numpy as np
 
 from gradxform import checks
 from gradxform.base import Schedule
-
-__all__ = [
-    "Schedule",
-    "constant",
-    "cosine_decay",
-    "evaluate",
-    "exponential_decay",
-    "inverse_sqrt_decay",
-    "inverse_time_decay",
-    "join",
-    "linear_decay",
-    "piecewise_constant",
-    "polynomial_decay",
-    "step_decay",
-    "warmup",
-]
-
-
-_INT32_MAX = int(np.iinfo(np.int32).max)
-
-
-def _dtype():
-    """float32, or float64 while ``jax_enable_x64`` is on (JAX's default float)."""
-    return jnp.result_type(float)
-
-
-# --- argument checks ----------------------------------------------------------------
-
-
-def _real(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> float:
-    if positive or nonnegative:
-        return checks.real(name, value, lower=0, lower_open=positive)
-    return checks.real(name, value)
-
-
-def _steps(name: str, value, *, positive: bool = True) -> int:
-    return checks.integer(name, value, minimum=1 if positive else 0, maximum=_INT32_MAX)
-
-
-def _increasing(name: str, boundaries: Sequence[int]) -> list[int]:
-    out = [_steps(f"{name}[{i}]", b, positive=False) for i, b in enumerate(boundaries)]
-    for i in range(1, len(out)):
-        if out[i] <= out[i - 1]:
-            raise ValueError(
-                f"{name} must be strictly increasing; got {out[i - 1]} then {out[i]} at "
-                f"positions {i - 1} and {i}"
-            )
-    return out
-
-
-# --- count handling -----------------------------------------------------------------
-
-
-def _count(count) -> jax.Array:
-    """The count as a non-negative integer array (its own integer dtype)."""
-    c = jnp.asarray(count)
-    if not jnp.issubdtype(c.dtype, jnp.integer):
-        raise TypeError(f"count must be an integer step count; got dtype {c.dtype}")
-    return jnp.maximum(c, 0)
-
-
-def _since(count, begin: int) -> jax.Array:
-    """``max(count - begin, 0)``, never overflowing (both are non-negative)."""
-    c = _count(count)
-    return jnp.maximum(c - jnp.asarray(begin, c.dtype), 0) if begin else c
-
-
-def _float(c: jax.Array) -> jax.Array:
-    return c.astype(_dtype())
-
-
-def _real_array(x: float) -> jax.Array:
-    return jnp.asarray(x, _dtype())
-
-
-def _cos_half_squared(done: jax.Array, total) -> jax.Array:
-    """``(1 + cos(pi * done / total)) / 2`` for ``0 <= done <= total``, without cancellation.
-
-    Equals ``cos(pi d / 2T)**2``, computed as ``sin(pi (T - d) / 2T)**2`` in the
-    second half where the cosine is small.
-    """
-    total = jnp.asarray(total, _dtype())
-    done = done.astype(_dtype())
-    first = jnp.cos(jnp.pi * done / (2 * total)) ** 2
-    second = jnp.sin(jnp.pi * (total - done) / (2 * total)) ** 2
-    return jnp.where(2 * done <= total, first, second)
-
+from gradxform.schedules._common import (
+    _cos_half_squared,
+    _count,
+    _dtype,
+    _float,
+    _increasing,
+    _real,
+    _real_array,
+    _since,
+    _steps,
+)
 
 # --- schedules ----------------------------------------------------------------------
 
@@ -619,27 +506,3 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
         return value
 
     return schedule
-
-
-def evaluate(schedule: Schedule, num_steps: int, start: int = 0) -> np.ndarray:
-    """``schedule`` at counts ``start, ..., start + num_steps - 1``, as a NumPy array.
-
-    One jitted, vectorised call: the helper for plots and tables.
-
-    Args:
-        schedule: any schedule (a function of an integer count).
-        num_steps: how many counts, at least 1.
-        start: the first count.
-
-    Returns:
-        A NumPy array of ``num_steps`` values.
-
-    Example:
-        >>> import gradxform as gx
-        >>> gx.schedules.evaluate(gx.schedules.step_decay(1.0, 0.5, 10), 2, start=9).tolist()
-        [1.0, 0.5]
-    """
-    n = _steps("num_steps", num_steps)
-    s = _steps("start", start, positive=False)
-    counts = jnp.arange(n, dtype=jnp.int32) + s
-    return np.asarray(jax.jit(jax.vmap(schedule))(counts))
