@@ -121,6 +121,14 @@ from gradxform.transforms.moments import (
     sqrt_with_eps,
 )
 from gradxform.transforms.momentum import ScaleByMomentumState, scale_by_momentum
+from gradxform.transforms.partition import (
+    MaskedState,
+    PartitionState,
+    freeze,
+    masked,
+    partition,
+    set_to_zero,
+)
 from gradxform.transforms.scaling import (
     AddDecayedWeightsState,
     ScaleByLearningRateState,
@@ -140,6 +148,12 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "MaskedState",
+    "PartitionState",
+    "freeze",
+    "masked",
+    "partition",
+    "set_to_zero",
     "EmaParamsState",
     "LookaheadState",
     "SwaState",

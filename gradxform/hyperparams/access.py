@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -25,25 +26,103 @@ def _is_hyperparam_state(x: Any) -> bool:
     return isinstance(x, HyperparamState)
 
 
-def get_hyperparams(opt_state: Any) -> dict[str, jax.Array]:
-    """Reads every hyperparameter in an optimizer state, by name.
+def _is_partition_state(x: Any) -> bool:
+    """A partition's state, by duck typing: gradxform's and ``optax.partition``'s.
+
+    (``hyperparams`` sits below ``transforms`` in the import graph, so it names
+    no transform's state class.)
+    """
+    return isinstance(getattr(x, "inner_states", None), Mapping) and hasattr(x, "_replace")
+
+
+def _is_node(x: Any) -> bool:
+    return _is_hyperparam_state(x) or _is_partition_state(x)
+
+
+Group = tuple[str, ...]  # the labels of the partitions around a store, outermost first
+
+
+def _layout(opt_state: Any, group: Group = ()) -> tuple[list[tuple[Group, Any]], list[Group]]:
+    """Every store with its group, and the innermost groups (partition labels holding
+    no further partition), in the order the state's leaves are."""
+    stores: list[tuple[Group, Any]] = []
+    groups: list[Group] = []
+    for node in jax.tree.leaves(opt_state, is_leaf=_is_node):
+        if _is_hyperparam_state(node):
+            stores.append((group, node))
+        elif _is_partition_state(node):
+            for label, inner in node.inner_states.items():
+                inner_stores, inner_groups = _layout(inner, (*group, str(label)))
+                stores += inner_stores
+                groups += [g for g in inner_groups or [(*group, str(label))] if g not in groups]
+    return stores, groups
+
+
+def _map_stores(opt_state: Any, fn: Callable[[Group, Any], Any], group: Group = ()) -> Any:
+    """``opt_state`` with each store replaced by ``fn(its group, store)``."""
+
+    def visit(node):
+        if _is_hyperparam_state(node):
+            return fn(group, node)
+        if _is_partition_state(node):
+            inner = {
+                label: _map_stores(state, fn, (*group, str(label)))
+                for label, state in node.inner_states.items()
+            }
+            return node._replace(inner_states=inner)
+        return node
+
+    return jax.tree.map(visit, opt_state, is_leaf=_is_node)
+
+
+def _within(group: Group, outer: Group) -> bool:
+    return group[: len(outer)] == outer
+
+
+def get_hyperparams(opt_state: Any) -> dict[str, Any]:
+    """Reads every hyperparameter in an optimizer state, by name (and by group).
+
+    For a state holding a partition (:func:`gradxform.partition`,
+    :func:`gradxform.freeze`, or ``optax.partition``), the result is
+    ``{group: {name: value}}``, one entry per group. A group's dict also holds
+    the hyperparameters of the transforms around the partition (the
+    ``max_consecutive_skips`` of an ``apply_if_finite`` wrapping it): they
+    apply to that group's parameters too. The groups of a partition nested in
+    a group are named ``"outer.inner"``.
 
     Args:
         opt_state: the state of any transform (gradxform's, or an optax chain
             holding gradxform transforms).
 
     Returns:
-        Name -> current value. A name held by two stores (two optimizers
-        chained by hand) appears once, with the first value found.
+        Name -> current value; for a partitioned state, group -> (name ->
+        value). A name held by two stores (two optimizers chained by hand)
+        appears once, with the value of the innermost (then the first) store
+        found.
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
         >>> state = gx.adam(1e-3).init(jnp.zeros(3))
         >>> sorted(gx.get_hyperparams(state))
         ['b1', 'b2', 'eps', 'eps_root', 'learning_rate']
+        >>> tx = gx.partition({"a": gx.sgd(0.25), "b": gx.adam(1e-3)}, ("a", "b"))
+        >>> hyper = gx.get_hyperparams(tx.init((jnp.zeros(2), jnp.zeros(3))))
+        >>> float(hyper["a"]["learning_rate"]), sorted(hyper["b"])
+        (0.25, ['b1', 'b2', 'eps', 'eps_root', 'learning_rate'])
     """
+    stores, groups = _layout(opt_state)
+    if not groups:
+        return _read([node for _, node in stores])
+    innermost_first = sorted(stores, key=lambda item: -len(item[0]))
+    return {
+        ".".join(g): _read([node for owner, node in innermost_first if _within(g, owner)])
+        for g in groups
+    }
+
+
+def _read(stores: list[HyperparamState]) -> dict[str, jax.Array]:
     found: dict[str, jax.Array] = {}
-    for node in _hyperparam_states(opt_state):
+    for node in stores:
         for name, value in node.values.items():
             found.setdefault(name, value)
     return found
@@ -54,12 +133,14 @@ def _hyperparam_states(opt_state: Any) -> list[HyperparamState]:
     return [node for node in nodes if _is_hyperparam_state(node)]
 
 
-def _check_new_value(name: str, value: Any, stores: list[HyperparamState]) -> None:
+def _check_new_value(
+    name: str, value: Any, stores: list[HyperparamState], where: str = "this state"
+) -> None:
     """The checks the blocks made when built (each store's limits), for a concrete value."""
     holders = [node for node in stores if name in node.values]
     if not holders:
         known = sorted({key for node in stores for key in node.values})
-        checks.fail(name, f"a hyperparameter of this state (one of {', '.join(known)})", value)
+        checks.fail(name, f"a hyperparameter of {where} (one of {', '.join(known)})", value)
     if value is None:
         if not all(override_key(name) in node.overrides for node in holders):
             what = "a number or a scalar array (None clears a value set on a scheduled "
@@ -93,7 +174,7 @@ def _replaced(node: HyperparamState, values: dict[str, Any]) -> HyperparamState:
     return node._replace(values=new_values, complements=new_complements, overrides=overrides)
 
 
-def set_hyperparams(opt_state: Any, **values: float | jax.Array | None) -> Any:
+def set_hyperparams(opt_state: Any, *, group: str | None = None, **values: Any) -> Any:
     """Returns ``opt_state`` with the named hyperparameters set, and their complements.
 
     The new values keep the stored dtype and shape, so a jitted step that
@@ -107,18 +188,30 @@ def set_hyperparams(opt_state: Any, **values: float | jax.Array | None) -> Any:
     the step count keeps advancing meanwhile, so the schedule resumes where
     it would have been.
 
+    Parameter groups (a state holding a :func:`gradxform.partition`):
+    ``group="embed"`` sets the values in that group's transforms only (a
+    nested group by its dotted name, ``"train.embed"``, or all of ``"train"``'s
+    groups by ``"train"``). Without ``group``, a name is set wherever it
+    occurs: in every group, and around the partition. A hyperparameter held
+    around the partition (an ``apply_if_finite`` wrapping it) applies to every
+    group, so it is set without ``group``; naming a group for it is an error.
+
     Args:
         opt_state: an optimizer state.
+        group: the group to set the values in (``None``: everywhere).
         **values: name -> new number or scalar array, or ``None`` to hand a
             scheduled hyperparameter back to its schedule.
 
     Returns:
-        The state with the values replaced wherever the names occur.
+        The state with the values replaced wherever the names occur (in
+        ``group``, when given).
 
     Raises:
-        ValueError: if a name is not a hyperparameter of the state, a value
-            lies outside the range its blocks accept, or ``None`` is given
-            for a hyperparameter that is not scheduled.
+        ValueError: if a name is not a hyperparameter of the state (or of the
+            group), a value lies outside the range its blocks accept,
+            ``None`` is given for a hyperparameter that is not scheduled, or
+            ``group`` is not a group of the state (the message lists those
+            there are).
         TypeError: for a schedule or a value that is not a real scalar.
 
     Example:
@@ -126,12 +219,42 @@ def set_hyperparams(opt_state: Any, **values: float | jax.Array | None) -> Any:
         >>> state = gx.set_hyperparams(gx.adam(1e-3).init(jnp.zeros(3)), b1=0.5)
         >>> float(gx.get_hyperparams(state)["b1"])
         0.5
+        >>> tx = gx.partition({"a": gx.sgd(0.25), "b": gx.sgd(0.25)}, ("a", "b"))
+        >>> state = gx.set_hyperparams(tx.init((jnp.zeros(2), jnp.zeros(3))), group="b",
+        ...                            learning_rate=0.5)
+        >>> {g: float(h["learning_rate"]) for g, h in gx.get_hyperparams(state).items()}
+        {'a': 0.25, 'b': 0.5}
     """
-    stores = _hyperparam_states(opt_state)
+    if group is None:
+        stores = _hyperparam_states(opt_state)
+        for name, value in values.items():
+            _check_new_value(name, value, stores)
+        return _map_stores(opt_state, lambda owner, node: _replaced(node, values))
+    target = _check_group(opt_state, group)
+    layout, _ = _layout(opt_state)
+    inside = [node for owner, node in layout if _within(owner, target)]
+    around = [node for owner, node in layout if _within(target, owner) and owner != target]
     for name, value in values.items():
-        _check_new_value(name, value, stores)
+        if not any(name in node.values for node in inside) and any(
+            name in node.values for node in around
+        ):
+            what = f"a hyperparameter of group {group!r} (it is held around the partition "
+            checks.fail(name, what + "and applies to every group: set it without group=)", value)
+        _check_new_value(name, value, inside, f"group {group!r}")
 
-    def replace(node):
-        return _replaced(node, values) if _is_hyperparam_state(node) else node
+    def replace(owner, node):
+        return _replaced(node, values) if _within(owner, target) else node
 
-    return jax.tree.map(replace, opt_state, is_leaf=_is_hyperparam_state)
+    return _map_stores(opt_state, replace)
+
+
+def _check_group(opt_state: Any, group: Any) -> Group:
+    """``group`` as a tuple of labels, if it names a group (or an outer group) of the state."""
+    _, groups = _layout(opt_state)
+    target = tuple(group.split(".")) if isinstance(group, str) else None
+    if target is None or not any(_within(g, target) for g in groups):
+        if not groups:
+            checks.fail("group", "None for a state without a partition (it has no groups)", group)
+        names = ", ".join(repr(".".join(g)) for g in groups)
+        checks.fail("group", f"a group of this state (one of {names})", group)
+    return target
