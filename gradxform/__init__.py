@@ -129,6 +129,7 @@ from gradxform.transforms.partition import (
     partition,
     set_to_zero,
 )
+from gradxform.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
 from gradxform.transforms.scaling import (
     AddDecayedWeightsState,
     ScaleByLearningRateState,
@@ -148,6 +149,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ReduceOnPlateauState",
+    "reduce_on_plateau",
     "MaskedState",
     "PartitionState",
     "freeze",
