@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.typing import DTypeLike
 
 from gradxform import checks, tree
@@ -114,23 +115,29 @@ def ema_params(
     With :math:`x_t` the parameters after update :math:`t = 1, 2, \dots`
     (``params + updates``), the state keeps
 
-    .. math:: m_t = \beta\, m_{t-1} + (1 - \beta)\, x_t
+    .. math:: m_t = (1 - \beta)\, x_t + \beta\, m_{t-1}
 
-    and :func:`averaged_params` reads :math:`m_t / (1 - \beta^t)` with
-    ``debias`` (:math:`m_0 = 0`: the average optax's ``ema(decay)`` makes of
-    the parameter sequence, bit for bit), or :math:`m_t` without, where
-    :math:`m_1 = x_1` (the first average is a copy, as in torch's
-    ``AveragedModel`` with ``get_ema_avg_fn(decay)``, also bit for bit).
+    and with ``debias`` (the default) :func:`averaged_params` reads
+    :math:`m_t / (1 - \beta^t)` from :math:`m_0 = 0`: the average optax's
+    ``ema(decay)`` makes of the parameter sequence, bit for bit, which weighs
+    the parameters seen as :math:`(1 - \beta)\beta^{t-s} / (1 - \beta^t)`,
+    so the early ones are not over-weighted. Without ``debias`` it reads
+    torch's ``AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))``
+    updated after every step: :math:`m_1 = x_1` (a copy), then
+    :math:`m_t = m_{t-1} + (1 - \beta)(x_t - m_{t-1})` (torch's ``lerp``;
+    bit for bit on CPU, where both fuse it into one multiply-add), which
+    keeps a weight :math:`\beta^{t-1}` on :math:`x_1`.
     The updates pass through unchanged: put it last in the chain (after the
     learning rate), so that ``params + updates`` are the next parameters.
     Before the first update :func:`averaged_params` reads the initial
     parameters. The decay is the hyperparameter ``ema_decay``
-    (``gx.set_hyperparams(state, ema_decay=0.9999)``).
+    (``gx.set_hyperparams(state, ema_decay=0.9999)``); a scheduled decay is
+    debiased with its current value, :math:`1 - \beta_t^t`, as optax does.
 
     Args:
         decay: :math:`\beta` in [0, 1): a number, a schedule or a handle.
-        debias: divide by :math:`1 - \beta^t` (start from zero), or start
-            from the first parameters (torch's flavour).
+        debias: divide by :math:`1 - \beta^t` (start from zero, as optax),
+            or start from the first parameters (as torch).
         dtype: dtype of the average (default: each parameter's dtype). A
             bfloat16 average with :math:`\beta = 0.999` does not work
             (bfloat16 rounds 0.999 to 1): use ``dtype=jnp.float32`` there.
@@ -167,14 +174,35 @@ def ema_params(
         values, hyper = hp.step(state.hyperparams, extra_args)
         beta, gain = values["ema_decay"], values.complement("ema_decay")
         first = values.count == 1
-        if not debias:
-            gain = jnp.where(first, jnp.ones_like(gain), gain)  # m_1 = x_1
-        ema = tree.ema(jnp.where(first, jnp.zeros_like(beta), beta), gain, state.ema, new_params)
-        correction = 1 - beta**values.count if debias else state.correction
-        correction = jnp.asarray(correction, state.correction.dtype)
+        if debias:  # optax.ema's (1 - b) x + b m, from m_0 = 0
+            beta_1 = jnp.where(first, jnp.zeros_like(beta), beta)  # m_1 = (1 - b) x_1
+            ema = tree.ema(beta_1, gain, state.ema, new_params)
+            correction = jnp.asarray(1 - beta**values.count, state.correction.dtype)
+        else:  # torch's lerp m + (1 - b)(x - m), after a copy m_1 = x_1
+            ema = jax.tree.map(lambda m, x: _lerp(first, gain, m, x), state.ema, new_params)
+            correction = state.correction
         return updates, EmaParamsState(ema, correction, hyper)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _lerp(first: jax.Array, weight: jax.Array, m: jax.Array, x: jax.Array) -> jax.Array:
+    """``x`` at the first average, else ``m + weight * (x - m)`` (torch's lerp, weight < 0.5)."""
+    x = tree.to_dtype(x, m.dtype)
+    return jnp.where(first, x, m + tree.to_dtype(weight, tree.real_dtype(m.dtype)) * (x - m))
+
+
+def _divide(num: jax.Array, count: jax.Array) -> jax.Array:
+    """``num / count`` for an integer scalar ``count``, rounded as a division.
+
+    XLA rewrites a division by a broadcast scalar into a multiplication by its
+    reciprocal, which rounds differently in about a third of the elements;
+    dividing by a value made per element (``count + isnan(num)``: ``count``
+    wherever the result is not NaN anyway; fused into the same loop, no
+    buffer) keeps it a division, as torch computes it.
+    """
+    real = tree.real_dtype(num.dtype)
+    return num / (jnp.isnan(num).astype(real) + count.astype(real))
 
 
 def _wide(params: Any) -> bool:
@@ -264,7 +292,7 @@ def swa(
         def leaf(a, x):
             wide = jnp.promote_types(a.dtype, jnp.float32)  # n + 1 exact past 256
             x, a_wide = x.astype(wide), a.astype(wide)
-            mean = a_wide + (x - a_wide) / (n + 1).astype(tree.real_dtype(wide))
+            mean = a_wide + _divide(x - a_wide, n + 1)
             new = jnp.where(n == 0, x, mean).astype(a.dtype)
             return jnp.where(take, new, a)
 
@@ -356,7 +384,9 @@ def lookahead(
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is None:
-            checks.fail("params", "given (lookahead's update moves the params to its slow weights)", params)
+            checks.fail(
+                "params", "given (lookahead's update moves the params to its slow weights)", params
+            )
         values, hyper = hp.step(state.hyperparams, extra_args)
         fast_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         fast = _params_after("lookahead", params, fast_updates)
@@ -408,29 +438,53 @@ def _read(state: Any) -> Any:
     return state.slow
 
 
+def _merge(averages: list[Any]) -> Any | None:
+    """The averages of disjoint partition groups as one tree, or ``None`` if they overlap.
+
+    A group's tree holds ``optax.MaskedNode()`` where another group's leaves are.
+    """
+    flat = [jax.tree.flatten(a, is_leaf=_is_masked) for a in averages]
+    if len({treedef for _, treedef in flat}) != 1:
+        return None
+    merged = []
+    for column in zip(*(leaves for leaves, _ in flat)):
+        held = [leaf for leaf in column if not _is_masked(leaf)]
+        if len(held) > 1:
+            return None
+        merged.append(held[0] if held else optax.MaskedNode())
+    return jax.tree.unflatten(flat[0][1], merged)
+
+
+def _is_masked(x: Any) -> bool:
+    return isinstance(x, optax.MaskedNode)
+
+
 def averaged_params(opt_state: Any, kind: str | None = None) -> Any:
     r"""The averaged parameters held in an optimizer state, for evaluation.
 
     Finds the state of :func:`ema_params`, :func:`swa` or :func:`lookahead`
-    anywhere in ``opt_state`` (a chain, a partition group, an accumulation
-    or finite-check wrapper, a dict of states) and returns what it holds:
+    anywhere in ``opt_state`` (a chain, an accumulation or finite-check
+    wrapper, a dict of states, partition groups) and returns what it holds:
     the (bias-corrected) EMA, the SWA average or the lookahead slow weights,
-    shaped like the params, in the average's dtype. It reads the state and
-    changes nothing, so training goes on from the same state; it is a pure
-    function, usable inside ``jit``.
+    shaped like the params, in the average's dtype. Averages kept per
+    partition group (one in each group's chain) are put together into one
+    tree; a leaf that no group averages is ``optax.MaskedNode()`` there. It
+    reads the state and changes nothing, so training goes on from the same
+    state; it is a pure function, usable inside ``jit``.
 
     Args:
-        opt_state: an optimizer state holding one averaging state (or several,
-            with ``kind`` picking one).
+        opt_state: an optimizer state holding one averaging state, or one per
+            partition group (or several kinds, with ``kind`` picking one).
         kind: ``"ema_params"``, ``"swa"`` or ``"lookahead"``, to choose among
-            several; ``None`` when there is one.
+            several; ``None`` when there is one kind.
 
     Returns:
         The averaged parameters, a pytree shaped like the params.
 
     Raises:
         ValueError: when no averaging state (of that kind) is found, or
-            several are and ``kind`` does not single one out.
+            several kinds are and ``kind`` is not given, or two states of
+            the kind average the same leaf.
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
@@ -441,12 +495,18 @@ def averaged_params(opt_state: Any, kind: str | None = None) -> Any:
     """
     if kind is not None:
         checks.choice("kind", kind, tuple(_KINDS.values()))
-    found = [s for s in _averaging_states(opt_state) if kind in (None, _KINDS[type(s)])]
-    if len(found) != 1:
-        names = [_KINDS[type(s)] for s in _averaging_states(opt_state)]
-        what = "one state of ema_params, swa or lookahead" if kind is None else f"one {kind} state"
+    every = _averaging_states(opt_state)
+    names = [_KINDS[type(s)] for s in every]
+    found = [s for s in every if kind in (None, _KINDS[type(s)])]
+    merged = None
+    if len({type(s) for s in found}) == 1:
+        merged = _read(found[0]) if len(found) == 1 else _merge([_read(s) for s in found])
+    if merged is None:
+        what = "one state of ema_params, swa or lookahead" if kind is None else f"a {kind} state"
         held = f"a state holding {len(names)}: {', '.join(names) or 'none'}"
-        if names and kind is None:
+        if len(set(names)) > 1 and kind is None:
             held += " (pass kind= to choose)"
+        elif found:
+            held += " averaging the same leaves"
         checks.fail("averaged_params' opt_state", f"an optimizer state holding {what}", held)
-    return _read(found[0])
+    return merged
