@@ -186,9 +186,9 @@ def reduce_on_plateau(
         hyper = hp.init(params)
         assert isinstance(hyper, HyperparamState)  # the store owns every hyperparameter
         dtype = hyper.values["factor"].dtype  # float32, float64 for float64 params
-        zero = jnp.zeros([], jnp.int32)
         one, inf = jnp.ones([], dtype), jnp.asarray(jnp.inf, dtype)
-        return ReduceOnPlateauState(one, inf, zero, zero, zero, hyper)
+        counts = [jnp.zeros([], jnp.int32) for _ in range(3)]  # distinct buffers: donatable
+        return ReduceOnPlateauState(one, inf, *counts, hyper)
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params
