@@ -483,15 +483,23 @@ def test_a_group_that_does_not_exist_is_named_with_the_groups_there_are():
 # --- sharding -------------------------------------------------------------------------------
 
 SHARDED_GLOB = {"b1": "no_decay", "scale": "no_decay", "*": "decay"}
+# each factory returns (tx, extra_args): sharded_run reads any tuple as that pair, and a
+# transform is itself a tuple (a NamedTuple of init and update)
 SHARDED = {
-    "partition_adamw_adam": lambda: gx.partition(
-        {"decay": gx.adamw(0.01, weight_decay=0.1), "no_decay": gx.adam(0.01)}, SHARDED_GLOB
+    "partition_adamw_adam": lambda: (
+        gx.partition(
+            {"decay": gx.adamw(0.01, weight_decay=0.1), "no_decay": gx.adam(0.01)}, SHARDED_GLOB
+        ),
+        {},
     ),
-    "masked_adam": lambda: gx.chain(
-        gx.masked(gx.scale_by_adam(), {"w1": True, "b1": False, "w2": True, "scale": False}),
-        gx.scale(-0.01),
+    "masked_adam": lambda: (
+        gx.chain(
+            gx.masked(gx.scale_by_adam(), {"w1": True, "b1": False, "w2": True, "scale": False}),
+            gx.scale(-0.01),
+        ),
+        {},
     ),
-    "freeze_adam": lambda: gx.freeze(gx.adam(0.01), ["w2", "scale"]),
+    "freeze_adam": lambda: (gx.freeze(gx.adam(0.01), ["w2", "scale"]), {}),
 }
 
 
