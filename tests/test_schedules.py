@@ -12,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradxform as gx
-from tests.reference.torch_configs import BASE_LR, TORCH_SCHEDULES
+from tests.helpers import trajectory
+from tests.reference.torch_configs import (
+    BASE_LR,
+    CYCLE_SCHEDULES,
+    CYCLE_TRAJECTORIES,
+    TORCH_SCHEDULES,
+)
 
 S = gx.schedules
 TOP = 2**31 - 1
@@ -36,6 +42,31 @@ def ref_sgdr(v, T0, mult, a, t):
 def ref_poly(v0, v1, p, T, begin, t):
     d = min(max(t - begin, 0), T)
     return (v0 - v1) * (1 - d / T) ** p + v1
+
+
+def ref_one_cycle(levels, ends, cosine, t):
+    """torch OneCycleLR's phases in float64: levels[i] = (start, end) of phase i."""
+    t, start = min(t, ends[-1]), 0.0
+    for end, (a, b) in zip(ends, levels):
+        if t <= end or end == ends[-1]:
+            f = (t - start) / (end - start)
+            return b + (a - b) / 2 * (math.cos(math.pi * f) + 1) if cosine else a + (b - a) * f
+        start = end
+
+
+def ref_cyclic(base, top, up, down, scale, t):
+    """torch CyclicLR in float64; scale(cycle, t) -> the amplitude factor."""
+    cycle = math.floor(1 + t / (up + down))
+    x = 1.0 + t / (up + down) - cycle
+    ratio = up / (up + down)
+    h = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
+    return base + (top - base) * h * scale(cycle, t)
+
+
+def ref_warmup_cosine(peak, W, total, v0, ve, t):
+    if t < W:
+        return v0 + (peak - v0) * t / W
+    return ve + (peak - ve) * 0.5 * (1 + math.cos(math.pi * min(t - W, total - W) / (total - W)))
 
 
 CASES = {
@@ -136,6 +167,51 @@ CASES = {
         lambda t: 0.1 * t / 50 if t < 50 else ref_cosine(0.1, 400, 0.01, t - 50),
         [0, 49, 50, 51, 449, 450, 451, TOP],
     ),
+    "warmup_cosine_schedule": (
+        S.warmup_cosine(0.1, 50, 450, 0.01, 0.001),
+        lambda t: ref_warmup_cosine(0.1, 50, 450, 0.01, 0.001, t),
+        [0, 1, 49, 50, 51, 250, 449, 450, 451, TOP],
+    ),
+    "warmup_cosine_schedule_no_warmup": (
+        S.warmup_cosine(0.1, 0, 300),
+        lambda t: ref_warmup_cosine(0.1, 0, 300, 0.0, 0.0, t),
+        [0, 1, 150, 299, 300, TOP],
+    ),
+    "one_cycle": (
+        S.one_cycle(1000, 0.1),
+        lambda t: ref_one_cycle([(0.004, 0.1), (0.1, 4e-7)], [299.0, 999.0], True, t),
+        [0, 1, 298, 299, 300, 301, 700, 998, 999, 1000, TOP],
+    ),
+    "one_cycle_three_phase_linear": (
+        S.one_cycle(777, 1.0, 0.21, "linear", 10.0, 100.0, three_phase=True),
+        lambda t: ref_one_cycle(
+            [(0.1, 1.0), (1.0, 0.1), (0.1, 1e-3)],
+            [0.21 * 777 - 1, 2 * 0.21 * 777 - 2, 776.0],
+            False,
+            t,
+        ),
+        [0, 1, 162, 163, 164, 324, 325, 326, 775, 776, 777, TOP],
+    ),
+    "one_cycle_momentum": (
+        S.one_cycle_momentum(1000),
+        lambda t: ref_one_cycle([(0.95, 0.85), (0.85, 0.95)], [299.0, 999.0], True, t),
+        [0, 1, 299, 300, 998, 999, TOP],
+    ),
+    "cyclic_triangular2": (
+        S.cyclic(0.01, 0.1, 40, 60, mode="triangular2"),
+        lambda t: ref_cyclic(0.01, 0.1, 40, 60, lambda n, t: 0.5 ** (n - 1), t),
+        [0, 1, 39, 40, 41, 99, 100, 101, 140, 10**4, TOP],
+    ),
+    "cyclic_exp_range": (
+        S.cyclic(0.001, 0.1, 30, mode="exp_range", gamma=0.995),
+        lambda t: ref_cyclic(0.001, 0.1, 30, 30, lambda n, t: 0.995**t, t),
+        [0, 1, 29, 30, 31, 59, 60, 1000, TOP],
+    ),
+    "cyclic_scale_fn_iterations": (
+        S.cyclic(0.5, 1.5, 20, 5, scale_fn=lambda t: 1 / (1 + t / 100), scale_mode="iterations"),
+        lambda t: ref_cyclic(0.5, 1.5, 20, 5, lambda n, t: 1 / (1 + t / 100), t),
+        [0, 1, 19, 20, 21, 24, 25, 26, 10**5],
+    ),
 }
 
 
@@ -192,6 +268,14 @@ OPTAX = {
         S.join([S.warmup(0.1, 50), S.cosine_decay(0.1, 400, 0.01)], [50]),
         optax.warmup_cosine_decay_schedule(0.0, 0.1, 50, 450, 0.001),
     ),
+    "warmup_cosine": (
+        S.warmup_cosine(0.1, 50, 450, 0.01, 0.001),
+        optax.warmup_cosine_decay_schedule(0.01, 0.1, 50, 450, 0.001),
+    ),
+    "warmup_cosine_exponent": (
+        S.warmup_cosine(1.0, 100, 700, end_value=0.05, exponent=2.0),
+        optax.warmup_cosine_decay_schedule(0.0, 1.0, 100, 700, 0.05, exponent=2.0),
+    ),
 }
 
 
@@ -225,6 +309,66 @@ def test_matches_live_torch_when_available():
         np.testing.assert_allclose(
             S.evaluate(make(S, BASE_LR), steps), torch_learning_rates(name), rtol=1e-6
         )
+
+
+CYCLES = np.load(pathlib.Path(__file__).parent / "reference" / "torch_lr_schedulers.npz")
+
+
+@pytest.mark.parametrize("name", sorted(CYCLE_SCHEDULES))
+def test_cycles_match_recorded_torch_lr_and_momentum(name):
+    """OneCycleLR / CyclicLR over 333-400 steps: float32 within 1e-6 of torch's float64
+    (measured: 2.3e-7 at most); the momentum is what torch sets as SGD's momentum and
+    as Adam's beta1."""
+    _, _, make_lr, make_momentum = CYCLE_SCHEDULES[name]
+    lr, momentum = CYCLES[f"cycle/{name}/lr"], CYCLES[f"cycle/{name}/momentum"]
+    assert len(lr) >= 333
+    np.testing.assert_allclose(S.evaluate(make_lr(S), len(lr)), lr, rtol=1e-6, atol=0)
+    ours = S.evaluate(make_momentum(S), len(momentum))
+    np.testing.assert_allclose(ours, momentum, rtol=1e-6, atol=0)
+    if f"cycle/{name}/adam_beta1" in CYCLES.files:
+        np.testing.assert_allclose(ours, CYCLES[f"cycle/{name}/adam_beta1"], rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CYCLE_SCHEDULES))
+def test_cycles_match_recorded_torch_in_float64(name, x64):
+    _, _, make_lr, make_momentum = CYCLE_SCHEDULES[name]
+    for make, key in ((make_lr, "lr"), (make_momentum, "momentum")):
+        want = CYCLES[f"cycle/{name}/{key}"]
+        got = S.evaluate(make(S), len(want))
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0, err_msg=f"{name} {key}")
+
+
+ONE_CYCLE_OPTIMIZERS = {  # the recorded torch runs use OneCycleLR(total_steps=200)
+    "sgd_one_cycle": lambda: gx.sgd(S.one_cycle(200, 0.1), momentum=S.one_cycle_momentum(200)),
+    "adam_one_cycle": lambda: gx.adam(S.one_cycle(200, 0.01), b1=S.one_cycle_momentum(200)),
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow if "adam" in n else ()) for n in CYCLE_TRAJECTORIES],
+)
+def test_one_cycle_through_schedulable_momentum_equals_torch_trajectory(name, dtype):
+    """torch's SGD (momentum) and Adam (beta1) under OneCycleLR(cycle_momentum=True),
+    200 steps of the shared problem, against gradxform's scheduled learning rate and
+    momentum / b1 (bounds as tests/test_torch_parity.py)."""
+    ours = trajectory(ONE_CYCLE_OPTIMIZERS[name](), dtype)
+    rtol = {"float32": 2e-5, "float64": 1e-12}[dtype]
+    for leaf, values in ours.items():
+        want = CYCLES[f"trajectory/{name}/{dtype}/{leaf}"]
+        np.testing.assert_allclose(
+            values, want, rtol=rtol, atol=rtol * np.max(np.abs(want)), err_msg=f"{name} {leaf}"
+        )
+
+
+def test_one_cycle_holds_its_last_value_and_momentum_mirrors_it():
+    lr = S.evaluate(S.one_cycle(100, 1.0), 130)
+    momentum = S.evaluate(S.one_cycle_momentum(100), 130)
+    assert np.all(lr[99:] == lr[99]) and lr[99] == np.float32(1 / 25 / 1e4)
+    assert np.argmax(lr) == np.argmin(momentum) == 29  # the peak at count pct_start * T - 1
+    assert momentum[0] == momentum[-1] == np.float32(0.95)
 
 
 # --- properties -----------------------------------------------------------------------
@@ -372,6 +516,21 @@ def test_a_decay_schedule_reaching_1_is_clamped_below_1():
         (lambda: S.inverse_sqrt_decay(0.1, -5), "warmup_steps"),
         (lambda: S.join([S.constant(1.0), S.constant(2.0)], [5, 6]), "boundaries"),
         (lambda: S.constant(float("inf")), "value"),
+        (lambda: S.one_cycle(0, 0.1), "total_steps"),
+        (lambda: S.one_cycle(100, 0.1, pct_start=1.0), "pct_start"),
+        (lambda: S.one_cycle(3, 0.1), "pct_start"),  # the first phase would last 0 steps
+        (lambda: S.one_cycle_momentum(100, pct_start=0.6, three_phase=True), "pct_start"),
+        (lambda: S.one_cycle(100, 0.1, anneal_strategy="cosine"), "anneal_strategy"),
+        (lambda: S.one_cycle(100, 0.1, div_factor=0.0), "div_factor"),
+        (lambda: S.one_cycle(100, 0.1, final_div_factor=-1.0), "final_div_factor"),
+        (lambda: S.cyclic(0.1, 1.0, 0), "step_size_up"),
+        (lambda: S.cyclic(0.1, 1.0, 10, 0), "step_size_down"),
+        (lambda: S.cyclic(0.1, 1.0, 10, mode="sine"), "mode"),
+        (lambda: S.cyclic(0.1, 1.0, 10, mode="exp_range", gamma=0.0), "gamma"),
+        (lambda: S.cyclic(0.1, 1.0, 10, scale_mode="epochs"), "scale_mode"),
+        (lambda: S.warmup_cosine(0.1, 100, 100), "decay_steps"),
+        (lambda: S.warmup_cosine(0.1, -1, 100), "warmup_steps"),
+        (lambda: S.warmup_cosine(0.1, 10, 100, exponent=0.0), "exponent"),
     ],
 )
 def test_invalid_arguments_raise_naming_them(build, argument):

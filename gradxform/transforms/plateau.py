@@ -128,12 +128,14 @@ def reduce_on_plateau(
       within a float32 rounding of the threshold.
 
     optax's ``contrib.reduce_on_plateau(factor, patience, rtol, atol,
-    cooldown, accumulation_size, min_scale)`` reduces after ``patience`` bad
-    updates where torch and gradxform wait for ``patience + 1``, never
-    reduces with ``patience=0``, has no ``eps``, tests ``v < (1 - rtol) b -
-    atol`` (negative losses as torch's ``rel``), and with ``accumulation_size
-    = k`` decides on the mean of every ``k`` values; here, average the
-    values before passing them (or pass a validation loss).
+    cooldown, accumulation_size, min_scale)`` decides as
+    ``reduce_on_plateau(factor, patience - 1, ..., eps=0)`` for positive
+    losses: it reduces after ``patience`` bad updates where torch and
+    gradxform wait for ``patience + 1`` (with ``patience=0`` it reduces at
+    every improving update and never on a plateau), has no ``eps``, tests
+    ``v < (1 - rtol) b - atol`` (so negative losses as torch's ``rel``), and
+    with ``accumulation_size = k`` decides on the mean of every ``k`` values;
+    here, average the values before passing them (or pass a validation loss).
 
     Args:
         factor: in (0, 1), the factor applied at each reduction.
