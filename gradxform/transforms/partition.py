@@ -8,31 +8,8 @@ sees the other groups' leaves: they are replaced by ``optax.MaskedNode()``, a
 pytree node with no leaves, so its state holds no buffer for them (as in
 ``optax.masked``).
 
-Labels are given in any of these forms (:func:`partition`'s ``labels``; masks
-and ``frozen`` take the same forms with booleans as labels):
-
-* a pytree of labels with the structure of the params, or a prefix of it
-  (``{"embed": "embed", "layers": "rest"}`` labels every leaf under
-  ``embed``), as in ``optax.partition``;
-* a function of the params returning such a pytree (one required argument);
-* a function of ``(key_path, leaf)`` returning a leaf's label (two required
-  arguments), called with the ``jax.tree_util`` key path of every leaf;
-* a dict of glob patterns on *path strings*, ``{"*/bias": "no_decay",
-  "embed/*": "embed", "*": "rest"}``: the first pattern (in the dict's order)
-  that matches a leaf's path, or the path of a subtree holding it, gives its
-  label. A leaf's path string is its tree path's keys joined by ``/``: dict
-  keys, sequence indices and attribute names (``{"layers": [{"w": ...}]}``
-  has the path ``layers/0/w``). Patterns follow :mod:`fnmatch` (case
-  sensitive; ``*`` also matches ``/``), so ``"*/bias"`` matches ``"bias"``
-  leaves at any depth below the root and ``"embed"`` matches everything under
-  ``embed``. A dict of labels whose keys are exactly the params' top-level
-  keys is read as a label pytree (optax's form); both readings agree there.
-
-Labels are resolved when the transform is first initialized (the params'
-tree is unknown before): a leaf that no pattern matches is an error naming its
-path, as are a label with no transform and (in :func:`partition`) a transform
-that labels no leaf. Extra keyword arguments of ``update`` (``value=``, ...)
-reach every group's transform unchanged.
+The forms labels take, and the errors they raise, are :func:`partition`'s;
+masks and ``frozen`` take the same forms with booleans as labels.
 """
 
 from __future__ import annotations
@@ -131,7 +108,7 @@ def _prefix_labels(spec: Any, params: Any, kind: _Kind) -> list[Any]:
     """The labels of a label pytree (a prefix of ``params``), broadcast to every leaf."""
     spec_leaves, spec_def = jax.tree.flatten(spec)
     try:
-        subtrees = spec_def.flatten_up_to(params)
+        subtrees = spec_def.flatten_up_to(params)  # type: ignore[attr-defined]  # untyped
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"{kind.name} must be a pytree of labels with the structure of params or a "
@@ -240,14 +217,27 @@ def partition(
 ) -> GradientTransformationExtraArgs:
     """Applies a different transform to each group of parameters.
 
-    Each leaf's label (see the module docstring for the forms ``labels`` takes)
-    names the transform that updates it; a transform sees only its group's
-    leaves (the others are ``optax.MaskedNode()``) and holds state for them
-    only. ``partition({"a": tx_a, "b": tx_b}, labels)`` updates group ``a``
-    exactly as ``tx_a`` alone would update those leaves. Each group's
-    hyperparameters are addressable by group:
-    ``gx.set_hyperparams(state, group="embed", learning_rate=1e-4)`` and
-    ``gx.get_hyperparams(state)["embed"]`` (see :func:`gradxform.set_hyperparams`).
+    Each leaf's label names the transform that updates it; a transform sees
+    only its group's leaves (the others are ``optax.MaskedNode()``) and holds
+    state for them only, so group ``a`` moves as ``tx_a`` alone would move
+    those leaves. Hyperparameters are addressable by group:
+    ``gx.set_hyperparams(state, group="embed", learning_rate=1e-4)``,
+    ``gx.get_hyperparams(state)["embed"]``. Labels take these forms:
+
+    * glob patterns on *path strings*, ``{"*/bias": "no_decay", "embed/*":
+      "embed", "*": "rest"}``: the first pattern (in the dict's order)
+      matching the path of the leaf or of a subtree holding it gives the label.
+      A path string is the tree path's keys (dict keys, sequence indices,
+      attribute names) joined by ``/``: ``layers/0/w``. Matching is
+      :mod:`fnmatch`'s (case sensitive; ``*`` also matches ``/``).
+    * a pytree of labels with the params' structure or a prefix of it, as in
+      ``optax.partition`` (a dict of labels whose keys are exactly the params'
+      top-level keys is read so; both readings agree there);
+    * a function of the params returning such a pytree (one argument), or of
+      ``(key_path, leaf)`` returning a leaf's label (two arguments).
+
+    Labels are resolved at the first ``init``; extra arguments of ``update``
+    (``value=``, ...) reach every group's transform unchanged.
 
     Args:
         transforms: label -> transform (gradxform or optax). Labels are
@@ -289,7 +279,7 @@ def partition(
     for label, tx in transforms.items():
         if not isinstance(label, str) or not label or "." in label:
             checks.fail("each label of transforms", "a non-empty string without '.'", label)
-        if not isinstance(tx, GradientTransformation):
+        if not isinstance(tx, optax.GradientTransformation):
             checks.fail(f"transforms[{label!r}]", "a gradxform or optax transform", tx, TypeError)
     parts = {label: with_extra_args(tx) for label, tx in transforms.items()}
     kind = _label_kind(parts)
@@ -330,8 +320,8 @@ def masked(tx: GradientTransformation, mask: Any) -> GradientTransformationExtra
         mask: ``True`` for the leaves to transform: a pytree of bools (the
             params' structure or a prefix), a function of the params returning
             one, a function of ``(key_path, leaf)`` returning a bool, or a dict
-            of glob patterns on path strings to bools (first match wins; see
-            the module docstring).
+            of glob patterns on path strings to bools (first match wins; the
+            forms of :func:`partition`'s labels).
 
     Returns:
         The masked transform; its state is :class:`MaskedState`.
@@ -350,7 +340,7 @@ def masked(tx: GradientTransformation, mask: Any) -> GradientTransformationExtra
         >>> updates["w"].tolist(), updates["b"].tolist()
         ([10.0, 10.0], [1.0])
     """
-    if not isinstance(tx, GradientTransformation):
+    if not isinstance(tx, optax.GradientTransformation):
         checks.fail("tx", "a gradxform or optax transform", tx, TypeError)
     inner = with_extra_args(tx)
     _check_spec(mask, _MASK)
@@ -415,7 +405,7 @@ def freeze(tx: GradientTransformation, frozen: Any) -> GradientTransformationExt
             params' structure or a prefix), a function of the params returning
             one, a function of ``(key_path, leaf)`` returning a bool, a dict of
             glob patterns to bools, or a list of glob patterns on path strings
-            (a leaf matching any is frozen; see the module docstring).
+            (a leaf matching any is frozen; the forms of :func:`partition`'s labels).
 
     Returns:
         The transform; its state is :class:`PartitionState` with the groups
@@ -436,7 +426,7 @@ def freeze(tx: GradientTransformation, frozen: Any) -> GradientTransformationExt
         >>> updates["embed"].tolist(), [round(u, 3) for u in updates["head"].tolist()]
         ([0.0, 0.0], [-0.1, -0.1])
     """
-    if not isinstance(tx, GradientTransformation):
+    if not isinstance(tx, optax.GradientTransformation):
         checks.fail("tx", "a gradxform or optax transform", tx, TypeError)
     if isinstance(frozen, (list, tuple)) and frozen and all(isinstance(p, str) for p in frozen):
         frozen = {**dict.fromkeys(frozen, True), "*": False}
