@@ -229,10 +229,8 @@ def cyclic(
     "cycle"``) or ``scale_fn(t)`` (``"iterations"``) when a ``scale_fn`` is
     given. Step 0 uses ``base_value``.
 
-    torch's momentum cycle (``cycle_momentum=True, base_momentum,
-    max_momentum``) is the same formula with the two ends swapped:
-    ``cyclic(max_momentum, base_momentum, ...)`` is the momentum, falling
-    while the step size rises.
+    torch's momentum cycle (``cycle_momentum=True``) is the same formula with
+    the ends swapped: ``cyclic(max_momentum, base_momentum, ...)``.
 
     Args:
         base_value: :math:`v_b`, the value at the start of every cycle.
