@@ -431,3 +431,86 @@ def test_resume_from_npz_and_orbax_is_bitwise(name, tmp_path):
     )
     assert bitwise(run(step, *from_npz, 7, 40), want)
     assert bitwise(run(step, restored["params"], restored["opt_state"], 7, 40), want)
+
+
+# dtype rows: decay 0.75 and alpha 0.5 are exact in every dtype
+KINDS = {
+    "ema_params": lambda dtype=None: gx.ema_params(0.75, dtype=dtype),
+    "ema_params_torch": lambda dtype=None: gx.ema_params(0.75, debias=False, dtype=dtype),
+    "swa": lambda dtype=None: gx.swa(start=5, every=2, dtype=dtype),
+    "lookahead": lambda dtype=None: gx.lookahead(gx.sgd(0.1), 3, 0.5, dtype=dtype),
+}
+DTYPES = ["bfloat16", "float16", "float32", "float64", "complex64"]
+TOLERANCE = {
+    "bfloat16": 3e-2,
+    "float16": 4e-3,
+    "float32": 1e-5,
+    "float64": 1e-12,
+    "complex64": 1e-5,
+}
+
+
+def dtype_run(kind, dtype, average_dtype=None, steps=20):
+    """Params and averaged params after ``steps`` SGD steps in ``dtype``, and the state's
+    dtypes at init and at the end."""
+    averaging = KINDS[kind](average_dtype)
+    tx = averaging if kind == "lookahead" else gx.chain(gx.sgd(0.1), averaging)
+    params = jax.tree.map(lambda p: p.astype(dtype), PARAMS)
+    state = tx.init(params)
+    init_dtypes = jax.tree.map(lambda a: a.dtype, state)
+    step = make_step(tx)
+    for k in range(steps):
+        params, state = step(params, state, k)
+    return params, gx.averaged_params(state), init_dtypes, jax.tree.map(lambda a: a.dtype, state)
+
+
+@pytest.mark.parametrize(
+    "kind, dtype",
+    [
+        pytest.param(k, d, marks=() if d in ("bfloat16", "float32") else SLOW)
+        for k in KINDS
+        for d in DTYPES
+    ],
+)
+def test_dtype_rows(kind, dtype):
+    with jax.enable_x64(dtype == "float64"):
+        params, average, init_dtypes, end_dtypes = dtype_run(kind, dtype)
+    assert end_dtypes == init_dtypes  # the state never changes dtype
+    assert all(p.dtype == jnp.dtype(dtype) for p in jax.tree.leaves(params))
+    assert all(a.dtype == jnp.dtype(dtype) for a in jax.tree.leaves(average))  # the params'
+    with jax.enable_x64(True):
+        reference = dtype_run(kind, "complex128" if dtype == "complex64" else "float64")[1]
+    for k in PARAMS:
+        got = np.asarray(average[k]).astype(np.complex128 if dtype == "complex64" else np.float64)
+        tol = TOLERANCE[dtype]
+        np.testing.assert_allclose(got, reference[k], rtol=tol, atol=tol, err_msg=kind + dtype)
+
+
+def test_float32_averages_of_bfloat16_params():
+    """bfloat16 rounds 0.999 to 1: a bfloat16 EMA of decay 0.999 is wrong, a float32 one is
+    the float64 average of the same bfloat16 params (as stored, not as XLA may keep the
+    sum in float32) to float32 rounding."""
+    params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), PARAMS)
+    errors = {}
+    for dtype in (None, jnp.float32):
+        tx = gx.chain(gx.sgd(0.1), gx.ema_params(0.999, dtype=dtype))
+        step, p, s = make_step(tx), params, tx.init(params)
+        seen = []
+        for k in range(30):
+            p, s = step(p, s, k)
+            seen.append({k: np.asarray(v, np.float64) for k, v in p.items()})
+        average = gx.averaged_params(s)
+        assert all(a.dtype == (dtype or jnp.bfloat16) for a in jax.tree.leaves(average))
+        assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(p))
+        weights = np.array([0.001 * 0.999 ** (29 - t) for t in range(30)]) / (1 - 0.999**30)
+        errors[dtype] = max(
+            np.max(
+                np.abs(
+                    np.asarray(average[k], np.float64)
+                    - sum(w * x[k] for w, x in zip(weights, seen))
+                )
+            )
+            for k in PARAMS
+        )
+    # float32: within (1 - b) / (1 - b^t) rounding (b = 0.999 is 1.3e-5 off in float32)
+    assert errors[jnp.float32] < 1e-4 < 1e-2 < errors[None], errors

@@ -82,7 +82,22 @@ def _params_after(name: str, params: Any, updates: Any) -> Any:
     if params is None:
         checks.fail("params", f"given ({name}'s update averages params + updates)", params)
     tree.check_structure(params, updates, "params", "updates")
-    return jax.tree.map(lambda p, u: tree.to_dtype(jnp.asarray(p + u), p.dtype), params, updates)
+    return jax.tree.map(_rounded_sum, params, updates)
+
+
+def _rounded_sum(p: jax.Array, u: jax.Array) -> jax.Array:
+    """``p + u`` rounded to ``p``'s dtype, as ``apply_updates`` stores it.
+
+    XLA may keep a bfloat16 or float16 sum in float32 when it feeds more
+    arithmetic (``xla_allow_excess_precision``); a float32 average of
+    bfloat16 params would then average values the params never held.
+    ``reduce_precision`` rounds it as stored.
+    """
+    x = tree.to_dtype(jnp.asarray(p + u), p.dtype)
+    if x.dtype in (jnp.bfloat16, jnp.float16):
+        info = jnp.finfo(x.dtype)
+        x = jax.lax.reduce_precision(x, exponent_bits=info.nexp, mantissa_bits=info.nmant)
+    return x
 
 
 class EmaParamsState(NamedTuple):
