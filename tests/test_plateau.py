@@ -316,12 +316,10 @@ DTYPE_LOSSES = [3.0, 2.0, 2.5, 2.5, 1.0, 1.5]  # reductions at the 3rd, 4th and 
 
 def dtype_run(dtype):
     tx = gx.chain(gx.sgd(0.1, 0.9), gx.reduce_on_plateau(factor=0.5, patience=0))
-    params = jax.tree.map(lambda p: p.astype(dtype), PARAMS)
-    if jnp.issubdtype(jnp.dtype(dtype), jnp.complexfloating):
-        params = jax.tree.map(lambda p: p * jnp.asarray(1 - 0.5j, dtype), params)
-    state = tx.init(params)
+    twist = 1 - 0.5j if jnp.issubdtype(jnp.dtype(dtype), jnp.complexfloating) else 1.0
+    params = jax.tree.map(lambda p: (p * twist).astype(dtype), PARAMS)
+    state, update = tx.init(params), jax.jit(tx.update)
     init_dtypes = jax.tree.map(lambda a: a.dtype, state)
-    update = jax.jit(tx.update)
     for value in DTYPE_LOSSES:
         updates, state = update(params, state, params, value=value)
         assert all(u.dtype == p.dtype for u, p in zip(*map(jax.tree.leaves, (updates, params))))

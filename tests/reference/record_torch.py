@@ -33,8 +33,13 @@ from reference.torch_configs import (  # noqa: E402
 )
 
 
-def torch_trajectory(torch_class: str, kwargs: dict, dtype: str, steps: int = STEPS):
-    """Params every RECORD_EVERY steps, as {leaf: array (steps // RECORD_EVERY, *shape)}."""
+def torch_trajectory(
+    torch_class: str, kwargs: dict, dtype: str, steps: int = STEPS, scheduler=None
+):
+    """Params every RECORD_EVERY steps, as {leaf: array (steps // RECORD_EVERY, *shape)}.
+
+    ``scheduler(torch, optimizer)``, if given, makes an lr_scheduler stepped after each step.
+    """
     import torch
 
     params0, noise = make_problem()
@@ -42,12 +47,15 @@ def torch_trajectory(torch_class: str, kwargs: dict, dtype: str, steps: int = ST
     params = {k: torch.tensor(v, dtype=tdtype) for k, v in params0.items()}
     noise_t = {k: torch.tensor(v, dtype=tdtype) for k, v in noise.items()}
     opt = getattr(torch.optim, torch_class)(list(params.values()), **kwargs)
+    schedule = scheduler(torch, opt) if scheduler is not None else None
     record = {k: [] for k in params}
     for t in range(steps):
         with torch.no_grad():
             for k, p in params.items():
                 p.grad = grad(p, noise_t[k][t], torch.cos)
         opt.step()
+        if schedule is not None:
+            schedule.step()
         if (t + 1) % RECORD_EVERY == 0:
             for k, p in params.items():
                 record[k].append(p.detach().numpy().copy())
@@ -106,29 +114,6 @@ def torch_cycle(torch_class: str, kwargs: dict, optimizer: str = "SGD", steps: i
     return np.asarray(rates, np.float64), np.asarray(momenta, np.float64)
 
 
-def torch_one_cycle_trajectory(torch_class: str, kwargs: dict, cycle: dict, dtype: str):
-    """Params every RECORD_EVERY steps on the shared problem under OneCycleLR(total_steps=STEPS)."""
-    import torch
-
-    params0, noise = make_problem()
-    tdtype = getattr(torch, dtype)
-    params = {k: torch.tensor(v, dtype=tdtype) for k, v in params0.items()}
-    noise_t = {k: torch.tensor(v, dtype=tdtype) for k, v in noise.items()}
-    opt = getattr(torch.optim, torch_class)(list(params.values()), **kwargs)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=STEPS, **cycle)
-    record = {k: [] for k in params}
-    for t in range(STEPS):
-        with torch.no_grad():
-            for k, p in params.items():
-                p.grad = grad(p, noise_t[k][t], torch.cos)
-        opt.step()
-        scheduler.step()
-        if (t + 1) % RECORD_EVERY == 0:
-            for k, p in params.items():
-                record[k].append(p.detach().numpy().copy())
-    return {k: np.stack(v) for k, v in record.items()}
-
-
 def record_lr_schedulers() -> None:
     """Writes torch_lr_schedulers.npz (issue #17's schedulers)."""
     import torch
@@ -148,8 +133,12 @@ def record_lr_schedulers() -> None:
         if torch_class == "OneCycleLR":
             out[f"cycle/{name}/adam_beta1"] = torch_cycle(torch_class, kwargs, "Adam")[1]
     for name, (torch_class, kwargs, cycle) in CYCLE_TRAJECTORIES.items():
+
+        def one_cycle(torch, opt, cycle=cycle):
+            return torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=STEPS, **cycle)
+
         for dtype in ("float32", "float64"):
-            trajectory = torch_one_cycle_trajectory(torch_class, kwargs, cycle, dtype)
+            trajectory = torch_trajectory(torch_class, kwargs, dtype, scheduler=one_cycle)
             for leaf, values in trajectory.items():
                 out[f"trajectory/{name}/{dtype}/{leaf}"] = values
     path = HERE / "torch_lr_schedulers.npz"
