@@ -18,7 +18,7 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import run_on_eight_cpu_devices  # noqa: F401  (the slow sharding test)
+from tests.helpers import run_on_eight_cpu_devices
 
 SLOW = pytest.mark.slow
 STEPS = 200
@@ -514,3 +514,33 @@ def test_float32_averages_of_bfloat16_params():
         )
     # float32: within (1 - b) / (1 - b^t) rounding (b = 0.999 is 1.3e-5 off in float32)
     assert errors[jnp.float32] < 1e-4 < 1e-2 < errors[None], errors
+
+
+# --- sharding ---------------------------------------------------------------------------------
+
+# (tx, extra_args) pairs: sharded_run.py unpacks any tuple, and a transform is a NamedTuple
+SHARDED = {
+    "ema_params": lambda: (gx.chain(gx.adam(0.01), gx.ema_params(0.9)), {}),
+    "ema_params_torch_float32": lambda: (
+        gx.chain(gx.adam(0.01), gx.ema_params(0.9, debias=False, dtype=jnp.float32)),
+        {},
+    ),
+    "swa": lambda: (gx.chain(gx.adam(0.01), gx.swa(start=2, every=2)), {}),
+    "lookahead": lambda: (gx.lookahead(gx.adam(0.01), sync_period=2, alpha=0.5), {}),
+}
+
+
+@SLOW
+def test_sharded_averages_keep_the_params_shardings_without_collectives():
+    report = run_on_eight_cpu_devices(
+        "-m", "tests.scripts.sharded_run", "--table", "tests.test_averaging:SHARDED"
+    )
+    assert set(report) == set(SHARDED)
+    for name, row in report.items():
+        # Adam's two moments and the average (or the slow weights) of each of the 4 leaves
+        assert row["param_shaped_state_leaves"] == 3 * 4, (name, row)
+        assert row["state_inherits_sharding"], name
+        assert row["state_keeps_sharding_after_steps"], name
+        assert row["params_keep_sharding"], name
+        assert row["collectives"] == [], (name, row["collectives"])
+        assert row["bitwise"], (name, row["max_abs_diff"])  # measured: all four bitwise
