@@ -513,7 +513,7 @@ def test_float32_averages_of_bfloat16_params():
             for k in PARAMS
         )
     # float32: within (1 - b) / (1 - b^t) rounding (b = 0.999 is 1.3e-5 off in float32)
-    assert errors[jnp.float32] < 1e-4 < 1e-2 < errors[None], errors
+    assert errors[jnp.float32] < 3e-5 < 1e-2 < errors[None], errors  # measured 7.2e-6, 1.7e-2
 
 
 # --- sharding ---------------------------------------------------------------------------------
