@@ -5,8 +5,6 @@
 The model reads its own corpus: the source of Python's ``textwrap`` module.
 """
 
-from __future__ import annotations
-
 import inspect
 import textwrap
 from typing import NamedTuple
