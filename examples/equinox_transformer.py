@@ -2,7 +2,26 @@
 
     python examples/equinox_transformer.py
 
-The model reads its own corpus: the source of Python's ``textwrap`` module.
+The model (token and position embeddings, pre-norm blocks of causal
+self-attention and a GELU MLP, layer norms with a scale and a bias, every
+linear layer with a bias) learns to predict the next character of a small
+corpus: the source of Python's ``textwrap`` module. One optimizer, built in
+``make_optimizer``, holds in its state:
+
+* parameter groups (``gx.partition``, labelled by glob patterns on the
+  parameters' paths, ``GROUPS``): AdamW with weight decay on the matrices,
+  Adam without decay on the biases and norms, and Adam with a smaller
+  learning rate on the embeddings;
+* gradient accumulation (``gx.accumulate``): every 4 microbatches make one
+  step on their mean gradient;
+* an EMA of the weights (``gx.ema_params``), read with
+  ``gx.averaged_params`` for the validation loss.
+
+Halfway through, ``gx.set_hyperparams(state, group="embed", learning_rate=...)``
+lowers the embeddings' rate alone, and the jitted step is not compiled again.
+
+The optimizer sees the model's arrays only (``eqx.partition``); the step
+closes over the rest of the model.
 """
 
 import inspect

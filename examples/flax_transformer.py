@@ -2,9 +2,26 @@
 
     python examples/flax_transformer.py
 
-The model reads its own corpus: the source of Python's ``textwrap`` module.
-The optimizer is AdamW with weight decay on the weight matrices only; biases
-and layer-norm parameters are not decayed.
+The model (token and position embeddings, pre-norm blocks of causal
+self-attention and a GELU MLP, layer norms with a scale and a bias, every
+linear layer with a bias) learns to predict the next character of a small
+corpus: the source of Python's ``textwrap`` module. One optimizer, built in
+``make_optimizer``, holds in its state:
+
+* parameter groups (``gx.partition``, labelled by glob patterns on the
+  parameters' paths, ``GROUPS``): AdamW with weight decay on the matrices,
+  Adam without decay on the biases and norms, and Adam with a smaller
+  learning rate on the embeddings;
+* gradient accumulation (``gx.accumulate``): every 4 microbatches make one
+  step on their mean gradient;
+* an EMA of the weights (``gx.ema_params``), read with
+  ``gx.averaged_params`` for the validation loss.
+
+Halfway through, ``gx.set_hyperparams(state, group="embed", learning_rate=...)``
+lowers the embeddings' rate alone, and the jitted step is not compiled again.
+
+``nnx.Optimizer`` keeps that state as nnx variables: ``nnx.as_pure`` reads
+it as plain arrays for gradxform's functions and ``nnx.update`` writes it back.
 """
 
 from __future__ import annotations
@@ -105,7 +122,7 @@ def microbatches(tokens: np.ndarray, batch_size: int, seed: int):
 
 
 # The group of each parameter, by glob patterns on its path in the model (such as
-# "blocks/0/query/kernel" or "embed/tokens/embedding"); the first pattern that matches wins.
+# "blocks/0/qkv/kernel" or "embed/tokens/embedding"); the first pattern that matches wins.
 GROUPS = {"embed/*": "embed", "*/bias": "no_decay", "*/scale": "no_decay", "*": "decay"}
 
 
