@@ -80,6 +80,7 @@ from gradxform.second_order.transforms import (
     scale_by_newton,
     scale_by_newton_cg,
 )
+from gradxform.transforms.accumulate import AccumulateState, accumulate, has_updated
 from gradxform.transforms.averaging import (
     EmaParamsState,
     LookaheadState,
@@ -164,6 +165,9 @@ __all__ = [
     "ema_params",
     "lookahead",
     "swa",
+    "AccumulateState",
+    "accumulate",
+    "has_updated",
     "ApplyIfFiniteState",
     "NonFiniteUpdatesError",
     "apply_if_finite",
