@@ -80,7 +80,8 @@ def main():
     report = {}
     for name, make in table.items():
         made = make()
-        tx, extra = made if isinstance(made, tuple) else (made, {})
+        # a transform is itself a tuple (a NamedTuple): (tx, extra_args) is a pair ending in a dict
+        tx, extra = made if isinstance(made, tuple) and isinstance(made[-1], dict) else (made, {})
 
         def step(params, grads, state, tx=tx, extra=extra):
             updates, state = tx.update(grads, state, params, **extra)
