@@ -41,13 +41,16 @@ def test_every_optimizer_gradxform_and_optax_share_gets_a_row(tmp_path):
     assert report["bars"] and "Step time" in (tmp_path / "update_step_cpu.md").read_text()
 
 
-@pytest.mark.slow  # a worker process per implementation and tree (~10 s)
+@pytest.mark.slow  # a worker process per implementation, tree and layout (~15 s)
 def test_workers_measure_first_call_memory_and_steps(tmp_path):
-    report = run(tmp_path, "--trees", "1leaf", "10000", "--optimizers", "sgd")
+    report = run(tmp_path, "--trees", "1leaf", "10000", "--optimizers", "sgd", "--layouts", "2")
     steps, first_only = report["rows"]
     assert (steps["tree"], first_only["tree"]) == ("1leaf", "10000")
     for impl in JAX_IMPLS:
         assert positive(steps[f"{impl}_ms"])
+        # two memory layouts, each a fresh set of workers; the field is their median
+        layouts = steps[f"{impl}_ms_layouts"]
+        assert len(layouts) == 2 and steps[f"{impl}_ms"] == pytest.approx(sum(layouts) / 2)
         for row in (steps, first_only):
             assert positive(row[f"{impl}_first_call_s"]) and positive(row[f"{impl}_peak_mb"])
         assert f"{impl}_ms" not in first_only  # the 10,000-leaf tree: first call only
