@@ -81,12 +81,15 @@ def accumulate(
     .. math:: \bar g = (g_1 + g_2 + \dots + g_k) / k,
 
     the sum taken in the order received and divided once, then clears the
-    accumulator. So ``k`` calls equal one call of ``tx`` on
-    ``functools.reduce(operator.add, grads) / k``, bit for bit (tested in
-    float64 over 200 steps). optax's ``MultiSteps`` keeps a running mean
-    instead (:math:`a \leftarrow a + (g - a)/(n+1)`), which rounds
-    differently. The accumulator starts at ``-0.0``, the exact additive
-    identity, so ``every=1`` hands ``tx`` each gradient unchanged.
+    accumulator. So ``k`` calls equal one call of ``tx`` on the mean a JAX
+    program computes, ``functools.reduce(operator.add, grads) / k``, bit for
+    bit (XLA evaluates ``/ k`` as ``* (1 / k)``, within one ulp of NumPy's
+    quotient). The mean is materialised before ``tx`` reads it (an
+    optimisation barrier), so XLA cannot fold :math:`1/k` into ``tx``'s own
+    constants. optax's ``MultiSteps`` keeps a running mean instead
+    (:math:`a \leftarrow a + (g - a)/(n+1)`), which rounds differently. The
+    accumulator starts at ``-0.0``, the exact additive identity, so
+    ``every=1`` hands ``tx`` each gradient unchanged.
 
     ``every`` is a Python ``int`` fixed when built, not a hyperparameter in
     the state: it decides which calls run ``tx`` and divides the sum. The
@@ -94,7 +97,9 @@ def accumulate(
     boundary (``mini_step == 0``) can continue under another ``every``.
 
     Under ``jit`` the inner update sits in a ``lax.cond``: the ``k - 1``
-    accumulating calls add one array per leaf and do not run ``tx``. Extra
+    accumulating calls add one array per leaf and do not run ``tx`` (XLA
+    copies ``tx``'s state through the conditional instead; the guide
+    measures both). Extra
     arguments (``value=``, ...) reach ``tx`` on the final call: they are that
     microbatch's. The hyperparameters of ``tx`` stay readable and settable
     through this state (:func:`gradxform.get_hyperparams`). To skip
@@ -144,7 +149,7 @@ def accumulate(
             mean = jax.tree.map(
                 lambda s, g: tree.to_dtype(_mean(s, every), g.dtype), total, updates
             )
-            mean = jax.lax.optimization_barrier(mean)  # see the docstring: XLA would fold 1/k
+            mean = jax.lax.optimization_barrier(mean)  # XLA would fold 1/k into tx's constants
             out, new_inner = inner.update(mean, state.inner_state, params, **extra_args)
             return out, new_inner, tree.full_like(total, -0.0)
 
