@@ -77,10 +77,10 @@ def _integer(name: str, value: Any, minimum: int) -> Any:
     return checks.integer(name, value, minimum=minimum)
 
 
-def _params_after(name: str, params: Any, updates: Any) -> Any:
+def _params_after(why: str, params: Any, updates: Any) -> Any:
     """``params + updates``, each leaf in its parameter's dtype (as ``apply_updates`` makes it)."""
     if params is None:
-        checks.fail("params", f"given ({name}'s update averages params + updates)", params)
+        checks.fail("params", f"given ({why})", params)
     tree.check_structure(params, updates, "params", "updates")
     return jax.tree.map(_rounded_sum, params, updates)
 
@@ -185,7 +185,7 @@ def ema_params(
         return EmaParamsState(_copy(params, dtype), one, hyper)
 
     def update_fn(updates, state, params=None, **extra_args):
-        new_params = _params_after("ema_params", params, updates)
+        new_params = _params_after("ema_params averages params + updates", params, updates)
         values, hyper = hp.step(state.hyperparams, extra_args)
         beta, gain = values["ema_decay"], values.complement("ema_decay")
         first = values.count == 1
@@ -298,7 +298,7 @@ def swa(
         return SwaState(_copy(params, dtype), jnp.zeros([], jnp.int32), hp.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        new_params = _params_after("swa", params, updates)
+        new_params = _params_after("swa averages params + updates", params, updates)
         values, hyper = hp.step(state.hyperparams, extra_args)
         t, first = values.count, values["swa_start"]
         take = (t >= first) & ((t - first) % values["swa_every"] == 0)
@@ -398,32 +398,36 @@ def lookahead(
         return LookaheadState(inner.init(params), _copy(params, dtype), zero, hp.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        if params is None:
-            checks.fail(
-                "params", "given (lookahead's update moves the params to its slow weights)", params
-            )
+        if params is None:  # before the inner transform's own message
+            _params_after("lookahead moves the params to its slow weights", params, updates)
         values, hyper = hp.step(state.hyperparams, extra_args)
         fast_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-        fast = _params_after("lookahead", params, fast_updates)
+        fast = _params_after("", params, fast_updates)  # x'
         steps = state.steps_since_sync + 1
         sync = steps >= values["lookahead_sync_period"]
-        alpha = values["lookahead_alpha"]
-
-        def slow_leaf(s, x):
-            moved = s + tree.to_dtype(alpha, tree.real_dtype(s.dtype)) * (x.astype(s.dtype) - s)
-            return jnp.where(sync, moved, s)
-
-        slow = jax.tree.map(slow_leaf, state.slow, fast)
-
-        def update_leaf(u, s, x):
-            back = (s.astype(x.dtype) - x).astype(u.dtype)
-            return jnp.where(sync, back, u)
-
-        out = jax.tree.map(update_leaf, fast_updates, slow, params)
+        slow, out = _synchronise(
+            sync, values["lookahead_alpha"], state.slow, fast, params, fast_updates
+        )
         steps = jnp.where(sync, 0, steps).astype(jnp.int32)
         return out, LookaheadState(inner_state, slow, steps, hyper)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _synchronise(sync, alpha, slow, fast, params, fast_updates):
+    """Lookahead's step: where ``sync``, ``s <- s + alpha (x' - s)`` and the update ``s - x``;
+    elsewhere ``s`` and the fast updates unchanged."""
+
+    def slow_leaf(s, x):
+        moved = s + tree.to_dtype(alpha, tree.real_dtype(s.dtype)) * (x.astype(s.dtype) - s)
+        return jnp.where(sync, moved, s)
+
+    slow = jax.tree.map(slow_leaf, slow, fast)
+
+    def update_leaf(u, s, x):
+        return jnp.where(sync, (s.astype(x.dtype) - x).astype(u.dtype), u)
+
+    return slow, jax.tree.map(update_leaf, fast_updates, slow, params)
 
 
 _KINDS = {EmaParamsState: "ema_params", SwaState: "swa", LookaheadState: "lookahead"}
