@@ -554,7 +554,10 @@ def test_sharded_accumulation_keeps_shardings_without_collectives():
         assert row["state_inherits_sharding"] and row["state_keeps_sharding_after_steps"], name
         assert row["params_keep_sharding"], name
         assert row["collectives"] == [], (name, row["collectives"])
-        assert row["bitwise"], (name, row["max_abs_diff"])
+        # XLA contracts multiply-adds into FMAs differently in the sharded program: measured
+        # 3e-8 (Adam) and 2.4e-7 (AdamW) apart, and bitwise with --xla_cpu_max_isa=AVX
+        assert row["max_abs_diff"] <= 1e-6, (name, row["max_abs_diff"])
+    assert report["accumulate_sgd_momentum"]["bitwise"]
 
 
 # --- bitwise, with FMA off ---------------------------------------------------------------------

@@ -138,8 +138,9 @@ def accumulate(
 
     def init_fn(params):
         acc = jax.tree.map(lambda p: tree.full_like(p, -0.0, _leaf_dtype(p, acc_dtype)), params)
-        zero = jnp.zeros([], jnp.int32)
-        return AccumulateState(zero, zero, acc, inner.init(params))
+        # two arrays, not one twice: a step that donates the state donates each buffer once
+        mini_step, gradient_step = jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32)
+        return AccumulateState(mini_step, gradient_step, acc, inner.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         tree.check_structure(state.acc_grads, updates, "accumulator", "updates")
