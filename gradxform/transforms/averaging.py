@@ -105,9 +105,10 @@ class EmaParamsState(NamedTuple):
 
     Attributes:
         ema: the moving average :math:`m` of the parameters, shaped like
-            them, in the average's dtype (the initial parameters before the
-            first update). With ``debias`` it is the average started at zero,
-            and :func:`averaged_params` divides it by ``correction``.
+            them, in the average's dtype: the initial parameters before the
+            first update (which gives them no weight), then with ``debias``
+            the average started at zero, which :func:`averaged_params`
+            divides by ``correction``.
         correction: :math:`1 - \\beta^t` after update :math:`t` with
             ``debias`` (1 before the first update, and always 1 without).
         hyperparams: the store of ``ema_decay`` and the step count
