@@ -214,6 +214,9 @@ def test_every_1_is_the_inner_transform():
     want, want_state, _ = run_microsteps(gx.adam(0.01), params, noise, inner_state_of=lambda s: s)
     assert_bitwise(got, want)
     assert_bitwise(state.inner_state, want_state)
+    # the state's structure does not depend on every: a state at a step boundary carries over
+    other = gx.accumulate(gx.adam(0.01), every=4).init(params)
+    assert jax.tree.structure(other) == jax.tree.structure(state)
 
 
 def test_extra_arguments_reach_the_inner_transform_on_the_final_call():

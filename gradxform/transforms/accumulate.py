@@ -178,7 +178,9 @@ def has_updated(state: Any) -> jax.Array:
     example to update averaged weights or log metrics once per step. When an
     :func:`gradxform.apply_if_finite` wraps the accumulation and skipped the
     latest microbatch (which leaves the accumulation's state as it was), the
-    answer is False.
+    answer is False. A guard inside, ``accumulate(apply_if_finite(tx), k)``,
+    is not consulted: every ``k``-th call counts as a step, and the guard's
+    ``last_finite`` says whether that step was applied or skipped.
 
     Args:
         state: an optimizer state holding one or more :class:`AccumulateState`
