@@ -5,7 +5,9 @@ left fold, divided once) in a scan of its own; optax.MultiSteps (with a sum
 and a scale by 1/k, the same expression, and with its running mean); the
 sizes of the inner state and of the params (memory); exact sums in NumPy
 (accumulator dtype); the uninterrupted run (resume); a float64 run (dtypes);
-a single device (sharding).
+a single device (sharding). The trajectory comparisons are bitwise in a fresh
+interpreter whose XLA emits no FMA (test_comparisons_are_bitwise_without_fma)
+and close here, where XLA fuses multiply-adds differently in the two programs.
 """
 
 import functools
