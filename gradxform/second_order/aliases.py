@@ -52,15 +52,18 @@ def lbfgs(
         ``value_fn``; ``value`` is computed if omitted.
 
     Example:
-        >>> import jax.numpy as jnp, gradxform as gx, optax
+        >>> import jax, jax.numpy as jnp, gradxform as gx, optax
         >>> f = lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2  # Rosenbrock
         >>> opt, x = gx.lbfgs(), jnp.array([-1.2, 1.0])
         >>> state = opt.init(x)
         >>> value_and_grad = optax.value_and_grad_from_state(f)  # reuses the search's last point
-        >>> for _ in range(40):
+        >>> @jax.jit  # one compilation (an update outside jit traces its line search anew)
+        ... def step(x, state):
         ...     value, grad = value_and_grad(x, state=state)
         ...     updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
-        ...     x = gx.apply_updates(x, updates)
+        ...     return gx.apply_updates(x, updates), state
+        >>> for _ in range(40):
+        ...     x, state = step(x, state)
         >>> [round(float(v), 4) for v in x]
         [1.0, 1.0]
     """
@@ -133,12 +136,15 @@ def newton(*, linesearch: ZoomLinesearch | None = None) -> GradientTransformatio
         >>> loss = lambda p: jnp.sum((p["w"] - 2.0) ** 4) + (p["b"] + 1.0) ** 2
         >>> opt, params = gx.newton(), {"w": jnp.zeros(2), "b": jnp.array(0.0)}
         >>> state = opt.init(params)
-        >>> for _ in range(12):
+        >>> @jax.jit
+        ... def step(params, state):
         ...     value, grad = jax.value_and_grad(loss)(params)
         ...     updates, state = opt.update(
         ...         grad, state, params, value=value, grad=grad, value_fn=loss
         ...     )
-        ...     params = gx.apply_updates(params, updates)
+        ...     return gx.apply_updates(params, updates), state
+        >>> for _ in range(12):
+        ...     params, state = step(params, state)
         >>> round(float(params["b"]), 4), [round(float(v), 2) for v in params["w"]]
         (-1.0, [1.98, 1.98])
     """
@@ -176,12 +182,15 @@ def newton_cg(
         >>> batch = (inputs, inputs @ jnp.array([2.0, -1.0]))
         >>> opt, w = gx.newton_cg(), jnp.zeros(2)
         >>> state = opt.init(w)
-        >>> for _ in range(6):
+        >>> @jax.jit
+        ... def step(w, state, batch):
         ...     value, grad = jax.value_and_grad(mse)(w, batch)
         ...     updates, state = opt.update(
         ...         grad, state, w, value=value, grad=grad, value_fn=mse, batch=batch
         ...     )
-        ...     w = gx.apply_updates(w, updates)
+        ...     return gx.apply_updates(w, updates), state
+        >>> for _ in range(6):
+        ...     w, state = step(w, state, batch)
         >>> [round(float(v), 4) for v in w]
         [2.0, -1.0]
     """
