@@ -153,3 +153,29 @@ def test_the_namespace_lists_the_public_api_only():
     assert {name for name in listed if not name.startswith("__")} == set(gx.__all__)
     assert {"hessian", "curvature", "schedules", "tree"} <= listed & modules
     assert all(hasattr(gx, name) for name in gx.__all__)
+
+
+DONATED = {
+    **ALIASES,
+    **SECOND_ORDER,
+    "bfgs": lambda: gx.bfgs(),
+    "newton": lambda: gx.newton(),
+    "apply_if_finite": lambda: gx.apply_if_finite(gx.sgd(0.1)),
+    "partition": lambda: gx.partition(
+        {"a": gx.adam(0.1), "b": gx.sgd(0.1, 0.9)}, {"layer": "a", "scale": "b"}
+    ),
+    "accumulate": lambda: gx.accumulate(gx.adam(0.1), every=2),
+    "averaging": lambda: gx.chain(gx.ema_params(0.9), gx.swa(2), gx.lookahead(gx.sgd(0.1))),
+    "reduce_on_plateau": lambda: gx.reduce_on_plateau(),
+}
+
+
+@pytest.mark.parametrize("name", DONATED)
+def test_init_gives_every_state_leaf_its_own_buffer_so_the_state_can_be_donated(name):
+    """A buffer shared by two leaves makes a donating step fail ("donate the same buffer
+    twice"), which is how a training loop passes its state (issue #17 found three)."""
+    state = DONATED[name]().init(PARAMS)
+    leaves = jax.tree.leaves(state)
+    assert len({id(leaf) for leaf in leaves}) == len(leaves), name
+    bumped = jax.jit(lambda s: jax.tree.map(lambda x: x + 1, s), donate_argnums=0)(state)
+    assert jax.tree.structure(bumped) == jax.tree.structure(state)

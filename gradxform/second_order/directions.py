@@ -65,9 +65,9 @@ def lbfgs_init(params: Any, memory_size: int, dtype=None) -> LbfgsMemory:
     """
     if isinstance(params, int):
         params = jax.ShapeDtypeStruct((params,), jnp.float32 if dtype is None else dtype)
-    zeros = _tree.stacked_zeros(params, memory_size, dtype)
+    s, y = (_tree.stacked_zeros(params, memory_size, dtype) for _ in range(2))  # own buffers
     scalars = _tree.scalar_dtype(params) if dtype is None else jnp.dtype(dtype)
-    return LbfgsMemory(zeros, zeros, jnp.zeros(memory_size, scalars), jnp.zeros([], jnp.int32))
+    return LbfgsMemory(s, y, jnp.zeros(memory_size, scalars), jnp.zeros([], jnp.int32))
 
 
 def _row(stack: Any, row: jax.Array) -> Any:

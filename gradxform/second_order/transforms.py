@@ -100,12 +100,12 @@ def _method_transform(
     def init_fn(params):
         if real_only:
             tree.check_real_floating(params, "params")
-        inf = jnp.asarray(jnp.inf, _tree.scalar_dtype(params))
-        return SecondOrderState(
+        dtype = _tree.scalar_dtype(params)
+        return SecondOrderState(  # every leaf its own buffer, so that the state can be donated
             model=method.init(params, None),
-            value=inf,
+            value=jnp.full([], jnp.inf, dtype),
             grad=_tree.zeros(params),
-            previous_value=inf,
+            previous_value=jnp.full([], jnp.inf, dtype),
             hyperparams=hp.init(_tree.dtype_proxy(params)),
         )
 

@@ -172,9 +172,9 @@ def apply_if_finite(
     inner = with_extra_args(inner)
 
     def init_fn(params):
-        zero = jnp.zeros([], jnp.int32)
+        count = lambda: jnp.zeros([], jnp.int32)  # noqa: E731 (own buffers: donatable)
         return ApplyIfFiniteState(
-            zero, zero, jnp.array(True), jnp.array(False), inner.init(params), hp.init(params)
+            count(), count(), jnp.array(True), jnp.array(False), inner.init(params), hp.init(params)
         )
 
     def update_fn(updates, state, params=None, **extra_args):
