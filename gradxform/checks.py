@@ -14,6 +14,7 @@ import numbers
 from collections.abc import Callable, Collection
 from typing import Any, NoReturn, overload
 
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
@@ -109,6 +110,29 @@ def choice(name: str, value: Any, options: Collection[Any]) -> Any:
     if value not in options:
         fail(name, "one of " + ", ".join(repr(o) for o in options), value)
     return value
+
+
+def optional_dtype(name: str, value: Any, *, complex_ok: bool = False) -> np.dtype | None:
+    """``None`` (each parameter's own dtype), or ``value`` as a floating NumPy dtype.
+
+    Args:
+        name: the argument's name, for the error.
+        value: ``None`` or anything ``np.dtype`` reads (``jnp.float32``, ``"bfloat16"``).
+        complex_ok: whether a complex dtype is accepted too.
+
+    Returns:
+        ``None`` or the dtype.
+    """
+    if value is None:
+        return None
+    what = "None or a floating dtype" if complex_ok else "None or a real floating dtype"
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        fail(name, what, value, TypeError)
+    if not jnp.issubdtype(dtype, jnp.inexact if complex_ok else jnp.floating):  # bfloat16 too
+        fail(name, what, value)
+    return dtype
 
 
 def callable_arg(name: str, value: Any, form: str) -> Callable:

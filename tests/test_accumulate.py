@@ -514,7 +514,7 @@ def test_resume_mid_accumulation_is_bitwise(how, tmp_path):
         (
             {"every": 2, "accumulator_dtype": "int32"},
             ValueError,
-            "accumulator_dtype must be None or a real floating dtype; got dtype",
+            "accumulator_dtype must be None or a real floating dtype; got 'int32'",
         ),
         (
             {"every": 2, "accumulator_dtype": "complex64"},
@@ -524,7 +524,7 @@ def test_resume_mid_accumulation_is_bitwise(how, tmp_path):
         (
             {"every": 2, "accumulator_dtype": "fp33"},
             TypeError,
-            "accumulator_dtype must be None or a floating dtype; got 'fp33'",
+            "accumulator_dtype must be None or a real floating dtype; got 'fp33'",
         ),
     ],
 )

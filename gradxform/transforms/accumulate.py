@@ -39,18 +39,6 @@ class AccumulateState(NamedTuple):
     inner_state: Any
 
 
-def _accumulator_dtype(dtype: Any) -> np.dtype | None:
-    if dtype is None:
-        return None
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        checks.fail("accumulator_dtype", "None or a floating dtype", dtype, TypeError)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        checks.fail("accumulator_dtype", "None or a real floating dtype", dtype)
-    return dtype
-
-
 def _leaf_dtype(param: Any, dtype: np.dtype | None) -> np.dtype:
     """The accumulator dtype of one leaf: the param's, or ``dtype`` (complex for complex leaves)."""
     own = jnp.asarray(param).dtype
@@ -133,7 +121,7 @@ def accumulate(
         ([0.0], [-1.5], True)
     """
     every = checks.integer("every", every, minimum=1)
-    acc_dtype = _accumulator_dtype(accumulator_dtype)
+    acc_dtype = checks.optional_dtype("accumulator_dtype", accumulator_dtype)
     inner = with_extra_args(tx)
 
     def init_fn(params):

@@ -44,19 +44,6 @@ __all__ = [
 ]
 
 
-def _average_dtype(dtype: Any) -> np.dtype | None:
-    """``None`` (each parameter's dtype) or an inexact dtype for the average."""
-    if dtype is None:
-        return None
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        checks.fail("dtype", "None or a floating dtype", dtype, TypeError)
-    if not jnp.issubdtype(dtype, jnp.inexact):
-        checks.fail("dtype", "None or a floating dtype", dtype)
-    return dtype
-
-
 def _copy(params: Any, dtype: np.dtype | None) -> Any:
     """A copy of ``params`` in ``dtype`` (complex leaves stay complex), for the average."""
 
@@ -175,7 +162,7 @@ def ema_params(
     if not isinstance(decay, Hyperparam) and checks.is_real_number(decay):
         checks.real("decay", decay, lower=0, upper=1, upper_open=True)
     debias = checks.boolean("debias", debias)
-    dtype = _average_dtype(dtype)
+    dtype = checks.optional_dtype("dtype", dtype, complex_ok=True)
     hp = Hyperparams(ema_decay=decay).check("ema_decay", lower=0, upper=1, upper_open=True)
     hp.use_complement("ema_decay").use_count()
 
@@ -289,7 +276,7 @@ def swa(
         (3.0, 3)
     """
     start, every = _integer("start", start, 0), _integer("every", every, 1)
-    dtype = _average_dtype(dtype)
+    dtype = checks.optional_dtype("dtype", dtype, complex_ok=True)
     hp = Hyperparams(swa_start=start, swa_every=every)
     hp.check("swa_start", lower=0, integer=True).check("swa_every", lower=1, integer=True)
     hp.use_count()
@@ -387,7 +374,7 @@ def lookahead(
     sync_period = _integer("sync_period", sync_period, 1)
     if not isinstance(alpha, Hyperparam) and checks.is_real_number(alpha):
         checks.real("alpha", alpha, lower=0, upper=1, lower_open=True)
-    dtype = _average_dtype(dtype)
+    dtype = checks.optional_dtype("dtype", dtype, complex_ok=True)
     hp = Hyperparams(lookahead_sync_period=sync_period, lookahead_alpha=alpha)
     hp.check("lookahead_sync_period", lower=1, integer=True)
     hp.check("lookahead_alpha", lower=0, upper=1, lower_open=True)
