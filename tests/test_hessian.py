@@ -456,3 +456,33 @@ def test_both_ends_may_share_pairs_when_2k_exceeds_n():
     lam = np.linalg.eigvalsh(A)
     np.testing.assert_allclose(pairs.values, [lam[0], lam[1], lam[2], lam[1]], rtol=1e-12)
     assert bool(pairs.converged.all())
+
+
+@pytest.mark.parametrize("dtype, s, first, last", [("float64", 40, 0, 2), ("float32", 17, 14, 16)])
+def test_tridiagonal_bisection_is_jax_eigh_tridiagonal_bitwise(dtype, s, first, last):
+    # the Ritz checks' bisection (a rolled Sturm loop, compiled small) against the
+    # reference it replaces, jax.scipy.linalg.eigh_tridiagonal(select="i"): the same bits
+    # on random, padded (as the checks pad T), clustered and graded tridiagonals
+    from jax.scipy.linalg import eigh_tridiagonal
+
+    from gradxform.hessian.lanczos import _tridiagonal_eigenvalues
+
+    rng = np.random.default_rng(7)
+    d, e = rng.normal(size=(8, s)), rng.normal(size=(8, s - 1))
+    d[1, s // 2 :], e[1, s // 2 - 1 :] = 2 * (np.abs(d[1]).max() + 2 * np.abs(e[1]).max() + 1), 0
+    d[2], e[2] = 1.0, 1e-9 * e[2]  # an s-fold cluster
+    d[3], e[3] = np.geomspace(1e-6, 1.0, s), 1e-3 * e[3]
+    d, e = d.astype(dtype), e.astype(dtype)
+    want = jax.jit(
+        jax.vmap(
+            lambda d, e: eigh_tridiagonal(
+                d, e, eigvals_only=True, select="i", select_range=(first, last)
+            )
+        )
+    )(d, e)
+    target = jnp.arange(first, last + 1)
+    got = jax.jit(jax.vmap(lambda d, e: _tridiagonal_eigenvalues(d, e, target)))(d, e)
+    assert got.dtype == want.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    lam = np.linalg.eigvalsh(np.diag(d[0]) + np.diag(e[0], 1) + np.diag(e[0], -1))
+    np.testing.assert_allclose(got[0], lam[first : last + 1], rtol=1e-5, atol=1e-6)

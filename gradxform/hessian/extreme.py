@@ -32,10 +32,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.lax.linalg import tridiagonal_solve
-from jax.scipy.linalg import eigh_tridiagonal
 
 from gradxform import checks
-from gradxform.hessian.lanczos import LanczosResult, _breakdown, _on_window, _run, _used_rows
+from gradxform.hessian.lanczos import (
+    LanczosResult,
+    _breakdown,
+    _on_window,
+    _run,
+    _tridiagonal_eigenvalues,
+    _used_rows,
+)
 from gradxform.hessian.operators import FlatOperator, on_hessian
 
 __all__ = ["Eigenpairs", "eigenpairs", "hessian_eigenpairs"]
@@ -126,34 +132,40 @@ def _extremes(spec: _Spec) -> np.ndarray:
     return mask
 
 
-def _selected_values(a, off, used, s: int, k: int, low: bool):
-    """The ``k`` lowest (or highest, descending) eigenvalues of the used block of ``T``, by
-    bisection; the unused diagonal is pushed beyond the spectrum so the indices are static."""
+def _selected_values(a, off, used, s: int, k: int, ends: tuple[bool, ...]):
+    """The ``k`` lowest (``True`` in ``ends``) or highest (``False``, descending)
+    eigenvalues of the used block of ``T``, by bisection, for each end at once; the
+    unused diagonal is pushed beyond the spectrum so the indices are static.
+
+    Returns ``(padded, values)``: the padded diagonal ``(ends, s)`` and the values ``(ends, k)``.
+    """
     bound = jnp.max(jnp.where(used, jnp.abs(a), 0)) + 2 * jnp.max(jnp.abs(off), initial=0) + 1
-    padded = jnp.where(used, a, 2 * bound if low else -2 * bound)
-    select = (0, k - 1) if low else (s - k, s - 1)
-    values = eigh_tridiagonal(padded, off, eigvals_only=True, select="i", select_range=select)
-    return padded, values if low else values[::-1]
+    low = np.array(ends)
+    padded = jnp.where(used, a, jnp.where(low[:, None], 2 * bound, -2 * bound))
+    target = np.where(low[:, None], np.arange(k), np.arange(s - k, s)).astype(np.int32)
+    values = jax.vmap(_tridiagonal_eigenvalues, (0, None, 0))(padded, off, target)
+    return padded, jnp.where(low[:, None], values, values[:, ::-1])
 
 
-def _window_pairs(result: LanczosResult, spec: _Spec, vectors: bool, s: int):
+def _window_pairs(result: LanczosResult, spec: _Spec, s: int):
     """The requested Ritz pairs of a run from the leading ``s x s`` block of ``T``.
 
     The values come by bisection, the eigenvectors ``x`` of ``T`` by two steps of
     inverse iteration, orthonormalised, and each value is then the Rayleigh quotient
     of its ``x``, with the residual ``|H Q^T x - theta Q^T x|``, i.e.
     ``sqrt(|T x - theta x|^2 + (beta_m x_m)^2)``: a certificate for the vector
-    returned, at ``O(k s)`` cost instead of a dense ``O(s^3)`` eigensolve.
+    returned, at ``O(k s)`` cost instead of a dense ``O(s^3)`` eigensolve. Both
+    ends of ``"both"`` are one batched computation.
     """
     size = result.size
     a, used = result.alpha[:s], jnp.arange(s) < size
     off = jnp.where(jnp.arange(s - 1) + 1 < size, result.beta[: s - 1], 0)
-    blocks = []
-    for low in (True, False)[spec.which == "top" : 1 + (spec.which != "bottom")]:
-        diagonal, values = _selected_values(a, off, used, s, spec.k, low)
-        x = _inverse_iteration(diagonal[None] - values[:, None], off, used)
-        blocks.append(jnp.linalg.qr(x.T)[0])  # orthonormal: a cluster gets distinct vectors
-    X = jnp.concatenate(blocks, axis=1)  # (s, K)
+    ends = (True, False)[spec.which == "top" : 1 + (spec.which != "bottom")]
+    diagonal, values = _selected_values(a, off, used, s, spec.k, ends)
+    x = _inverse_iteration((diagonal[:, None] - values[:, :, None]).reshape(-1, s), off, used)
+    # orthonormal: a cluster gets distinct vectors
+    blocks = jnp.linalg.qr(x.reshape(len(ends), spec.k, s).transpose(0, 2, 1))[0]
+    X = blocks.transpose(1, 0, 2).reshape(s, -1)  # (s, K)
     TX = a[:, None] * X + jnp.pad(off[:, None] * X[1:], ((0, 1), (0, 0)))
     TX = TX + jnp.pad(off[:, None] * X[:-1], ((1, 0), (0, 0)))
     TX = jnp.where(used[:, None], TX, 0)
@@ -163,8 +175,7 @@ def _window_pairs(result: LanczosResult, spec: _Spec, vectors: bool, s: int):
     residual = jnp.sqrt(jnp.sum((TX - theta * X) ** 2, axis=0) + (beta_last * last) ** 2)
     _, distinct = _requested(size, spec.k, spec.which)
     absmax = _norm_estimate(result.alpha[:s], result.beta[:s], size)
-    Y = X.T @ _used_rows(result.basis, size, s) if vectors else None
-    return theta, residual, distinct, absmax, Y
+    return theta, residual, distinct, absmax, X
 
 
 def _norm_estimate(alpha, beta, size):
@@ -287,22 +298,32 @@ def _ends(spec: _Spec, values, residuals, ok, kth):
 
 
 def _stop(spec: _Spec, first, scale, kth):
-    """Round 1 stops when every requested pair is certified, a restart when its extremes settle."""
+    """Round 1 stops when every requested pair is certified, a restart when its extremes settle.
+
+    Beside the flag it returns the pairs it checked, ``(values, residuals, distinct,
+    absmax, X)`` with the eigenvectors ``X`` of ``T`` padded to ``steps`` rows: at the
+    last step they are the run's Ritz pairs (see ``_run``'s ``seen``).
+    """
 
     def stop(result):
         def branch(s):
-            values, residuals, distinct, absmax, _ = _window_pairs(result, spec, False, s)
+            values, residuals, distinct, absmax, X = _window_pairs(result, spec, s)
             error = _OPERATOR_ERROR_FACTOR * spec.eps * jnp.maximum(scale, absmax)
             ok = residuals <= _threshold(spec, values, error)
-            return jnp.where(
-                first,
-                jnp.all(ok & distinct),
-                _ends(spec, values, residuals, ok, kth)[0],
+            flag = jnp.where(
+                first, jnp.all(ok & distinct), _ends(spec, values, residuals, ok, kth)[0]
             )
+            X = jnp.pad(X, ((0, spec.steps - s), (0, 0)))
+            return flag, (values, residuals, distinct, absmax, X)
 
         return _on_window(result.size, spec.steps, branch, 2 * spec.k)
 
     return stop
+
+
+def _ritz_vectors(X, result: LanczosResult, s: int):
+    """``Y = X^T Q`` from the leading ``s`` rows (the filled ones) of ``X`` and the basis."""
+    return X[:s].T @ _used_rows(result.basis, result.size, s)
 
 
 def _round(operator: FlatOperator, key, spec: _Spec, c: _State) -> _State:
@@ -321,9 +342,14 @@ def _round(operator: FlatOperator, key, spec: _Spec, c: _State) -> _State:
     stop = _stop(spec, first, c.scale, kth)
     matvec = _deflated(operator, Y, work)
     limit = spec.max_matvecs - c.used
-    result = _run(matvec, v0 / jnp.linalg.norm(v0), c.Q, limit, stop, 1, work, False)
-    values, residuals, distinct, absmax, vectors = _on_window(
-        result.size, spec.steps, functools.partial(_window_pairs, result, spec, True), 2 * spec.k
+    slots = 2 * spec.k if spec.which == "both" else spec.k
+    seen = (*(jnp.zeros(slots, work) for _ in range(2)), jnp.zeros(slots, bool), c.scale)
+    seen = (*seen, jnp.zeros((spec.steps, slots), work))
+    q0 = v0 / jnp.linalg.norm(v0)
+    result, pairs = _run(matvec, q0, c.Q, limit, stop, 1, work, False, seen)
+    values, residuals, distinct, absmax, X = pairs
+    vectors = _on_window(
+        result.size, spec.steps, functools.partial(_ritz_vectors, X, result), 2 * spec.k
     )
     scale = jnp.maximum(c.scale, absmax)
     # |(I - P) H y| <= |R_pool| for y orthogonal to the pool: the residual for H itself
