@@ -54,6 +54,32 @@ SECOND_ORDER = {
 }
 
 
+# the dtype matrix: every floating dtype a transform must run in, and how close each run
+# must stay to the same run in float64 (complex128)
+DTYPES = ["bfloat16", "float16", "float32", "float64", "complex64"]
+TOLERANCE = {
+    "bfloat16": 0.05,
+    "float16": 5e-3,
+    "float32": 1e-5,
+    "float64": 1e-12,
+    "complex64": 1e-5,
+}
+
+
+def assert_sharded_report(report: dict, names, max_abs_diff: float = 1e-6) -> None:
+    """A tests/scripts/sharded_run.py report: every row ran, kept the params' shardings in
+    its state and params, compiled no collective, and stayed within ``max_abs_diff`` of
+    the same steps on one device."""
+    assert set(report) == set(names)
+    for name, row in report.items():
+        assert row["param_shaped_state_leaves"] > 0, name
+        assert row["state_inherits_sharding"], name
+        assert row["state_keeps_sharding_after_steps"], name
+        assert row["params_keep_sharding"], name
+        assert row["collectives"] == [], (name, row["collectives"])
+        assert row["max_abs_diff"] <= max_abs_diff, (name, row["max_abs_diff"])
+
+
 def problem(dtype, seed: int = 0, steps: int = STEPS):
     params, noise = make_problem(seed, steps)
     cast = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)  # noqa: E731

@@ -22,7 +22,7 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import run_on_eight_cpu_devices
+from tests.helpers import DTYPES, TOLERANCE, assert_sharded_report, run_on_eight_cpu_devices
 
 SLOW = pytest.mark.slow
 SHAPES = {"w": (2, 3), "b": (3,)}
@@ -291,16 +291,6 @@ def test_a_float32_accumulator_keeps_bfloat16_microbatches_exact():
     assert float(jnp.bfloat16(exact)) != 1.0 / 8  # the two rows tell the dtypes apart
 
 
-DTYPES = ["bfloat16", "float16", "float32", "float64", "complex64"]
-TOLERANCE = {
-    "bfloat16": 0.05,
-    "float16": 5e-3,
-    "float32": 1e-5,
-    "float64": 1e-12,
-    "complex64": 1e-5,
-}
-
-
 @functools.cache
 def dtype_run(dtype, accumulator_dtype=None, calls=6):
     params, noise = params_and_noise(calls, np.float64)
@@ -549,15 +539,9 @@ def test_sharded_accumulation_keeps_shardings_without_collectives():
     report = run_on_eight_cpu_devices(
         "-m", "tests.scripts.sharded_run", "--table", "tests.test_accumulate:SHARDED"
     )
-    assert set(report) == set(SHARDED)
-    for name, row in report.items():
-        assert row["param_shaped_state_leaves"] > 0, name
-        assert row["state_inherits_sharding"] and row["state_keeps_sharding_after_steps"], name
-        assert row["params_keep_sharding"], name
-        assert row["collectives"] == [], (name, row["collectives"])
-        # XLA contracts multiply-adds into FMAs differently in the sharded program: measured
-        # 3e-8 (Adam) and 2.4e-7 (AdamW) apart, and bitwise with --xla_cpu_max_isa=AVX
-        assert row["max_abs_diff"] <= 1e-6, (name, row["max_abs_diff"])
+    # XLA contracts multiply-adds into FMAs differently in the sharded program: measured
+    # 3e-8 (Adam) and 2.4e-7 (AdamW) apart, and bitwise with --xla_cpu_max_isa=AVX
+    assert_sharded_report(report, SHARDED, max_abs_diff=1e-6)
     assert report["accumulate_sgd_momentum"]["bitwise"]
 
 

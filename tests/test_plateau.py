@@ -18,7 +18,7 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import run_on_eight_cpu_devices
+from tests.helpers import assert_sharded_report, run_on_eight_cpu_devices
 from tests.reference.torch_configs import PLATEAU_CONFIGS, plateau_kwargs
 
 RECORDED = np.load(pathlib.Path(__file__).parent / "reference" / "torch_lr_schedulers.npz")
@@ -365,8 +365,4 @@ def test_sharded_run_has_no_collective_and_equals_one_device():
     report = run_on_eight_cpu_devices(
         "-m", "tests.scripts.sharded_run", "--table", "tests.test_plateau:SHARDED"
     )
-    row = report["adam_reduce_on_plateau"]
-    assert row["collectives"] == []
-    assert row["state_inherits_sharding"] and row["state_keeps_sharding_after_steps"]
-    assert row["params_keep_sharding"] and row["param_shaped_state_leaves"] > 0
-    assert row["max_abs_diff"] <= 1e-6
+    assert_sharded_report(report, SHARDED)

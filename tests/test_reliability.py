@@ -14,7 +14,7 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import ELEMENTWISE, SECOND_ORDER
+from tests.helpers import DTYPES, ELEMENTWISE, SECOND_ORDER, TOLERANCE
 
 SLOW = pytest.mark.slow
 PARAMS = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.array([0.5, -0.25, 2.0])}
@@ -234,15 +234,6 @@ def test_minimize_and_hessian_tools_report_non_finite_values():
 
 
 # --- dtype policy -----------------------------------------------------------------------------
-
-DTYPES = ["bfloat16", "float16", "float32", "float64", "complex64"]
-TOLERANCE = {
-    "bfloat16": 0.05,
-    "float16": 5e-3,
-    "float32": 1e-5,
-    "float64": 1e-12,
-    "complex64": 1e-5,
-}
 
 
 @functools.cache
