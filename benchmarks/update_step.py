@@ -11,7 +11,7 @@ For every tree and optimizer it reports:
   implementation's buffers placed differently in memory (a pad of a few KiB
   allocated before them, different per implementation and layout), and the
   median over the K layouts reported with its spread. On CPU a tree of many
-  small leaves runs up to 1.5x faster or slower depending only on where its
+  small leaves runs up to ~2x faster or slower depending only on where its
   buffers land (measured at 1,000 x 1,000: one implementation 33-64 ms across
   four pads in one process), so a ratio of two implementations measured in one
   layout says more about the allocator than about the code;
