@@ -65,6 +65,7 @@ from gradxform.optimizers import (
     sgd,
     sgd_velocity,
 )
+from gradxform.optimizers_more import adamax, adamaxw, lion, nadamw, sign_sgd
 from gradxform.second_order.aliases import bfgs, lbfgs, newton, newton_cg
 from gradxform.second_order.linesearch import (
     ScaleByLinesearchState,
@@ -121,6 +122,16 @@ from gradxform.transforms.moments import (
     scale_by_sum_of_squares,
     sqrt_with_eps,
 )
+from gradxform.transforms.moments_extra import (
+    EmaInfinityMomentState,
+    LionMomentState,
+    ScaleBySignState,
+    ema_infinity_moment,
+    lion_moment,
+    scale_by_adamax,
+    scale_by_lion,
+    scale_by_sign,
+)
 from gradxform.transforms.momentum import ScaleByMomentumState, scale_by_momentum
 from gradxform.transforms.partition import (
     MaskedState,
@@ -150,6 +161,19 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "adamax",
+    "adamaxw",
+    "lion",
+    "nadamw",
+    "sign_sgd",
+    "EmaInfinityMomentState",
+    "LionMomentState",
+    "ScaleBySignState",
+    "ema_infinity_moment",
+    "lion_moment",
+    "scale_by_adamax",
+    "scale_by_lion",
+    "scale_by_sign",
     "ReduceOnPlateauState",
     "reduce_on_plateau",
     "MaskedState",

@@ -1,0 +1,273 @@
+r"""More optimizers: Lion, signSGD, Adamax, AdamaxW and NAdamW, each a short chain of blocks.
+
+Notation as in :mod:`gradxform.optimizers`: :math:`g` the gradient,
+:math:`t = 1, 2, \dots` the update number, :math:`\eta` the learning rate,
+:math:`x` the parameters. Each optimizer declares its hyperparameters once,
+in one :class:`~gradxform.hyperparams.Hyperparams` store, and hands the
+blocks handles on them. Defaults are optax's, so ``gx.lion(lr)`` and
+``optax.lion(lr)`` take the same steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jax.typing import DTypeLike
+
+from gradxform.base import GradientTransformationExtraArgs
+from gradxform.hyperparams import Hyperparams, ScalarOrSchedule
+from gradxform.transforms.moments import scale_by_adam
+from gradxform.transforms.moments_extra import scale_by_adamax, scale_by_lion, scale_by_sign
+from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_rate
+
+__all__ = [
+    "adamax",
+    "adamaxw",
+    "lion",
+    "nadamw",
+    "sign_sgd",
+]
+
+
+def lion(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.99,
+    weight_decay: ScalarOrSchedule = 1e-3,
+    *,
+    mu_dtype: DTypeLike | None = None,
+    mask: Any = None,
+) -> GradientTransformationExtraArgs:
+    r"""Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms").
+
+    .. math::
+
+        c = \beta_1 m + (1 - \beta_1) g, \quad
+        m \leftarrow \beta_2 m + (1 - \beta_2) g, \quad
+        x \leftarrow x - \eta\, (\operatorname{sign}(c) + \lambda x)
+
+    Defaults are optax's (:math:`\beta_1 = 0.9`, :math:`\beta_2 = 0.99`,
+    :math:`\lambda = 10^{-3}`); the weight decay is multiplied by the
+    learning rate, as in optax and torch.
+
+    Composition: ``chain(lion_moment(b1, b2), scale_by_sign(),
+    add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate))``
+    (the first two are :func:`gradxform.scale_by_lion`).
+
+    Args:
+        learning_rate: :math:`\eta \ge 0`, a number or a schedule.
+        b1: :math:`\beta_1` in [0, 1), the interpolation of the step.
+        b2: :math:`\beta_2` in [0, 1), the decay of the momentum.
+        weight_decay: :math:`\lambda \ge 0`.
+        mu_dtype: dtype of :math:`m` (default: each parameter's dtype).
+        mask: limits the decay to some leaves, as in :func:`gradxform.add_decayed_weights`.
+
+    Returns:
+        Lion; its state holds one store (four values and their complements) and :math:`m`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.lion(0.1, weight_decay=0.25)
+        >>> x = jnp.array([2.0])
+        >>> u, _ = tx.update(jnp.array([-3.0]), tx.init(x), x)
+        >>> round(float(u[0]), 4)  # -0.1 * (sign(-0.3) + 0.25 * 2)
+        0.05
+    """
+    hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
+    return hp.chain(
+        scale_by_lion(hp["b1"], hp["b2"], mu_dtype=mu_dtype),
+        add_decayed_weights(hp["weight_decay"], mask),
+        scale_by_learning_rate(hp["learning_rate"]),
+    )
+
+
+def sign_sgd(learning_rate: ScalarOrSchedule) -> GradientTransformationExtraArgs:
+    r"""signSGD (Bernstein et al., 2018): a step of fixed size along the gradient's sign.
+
+    .. math::
+
+        x \leftarrow x - \eta\, \operatorname{sign}(g)
+
+    Composition: ``chain(scale_by_sign(), scale_by_learning_rate(learning_rate))``.
+
+    Args:
+        learning_rate: :math:`\eta \ge 0`, a number or a schedule.
+
+    Returns:
+        signSGD; its state holds the learning rate.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.sign_sgd(0.1)
+        >>> u, _ = tx.update(jnp.array([3.0, -0.5, 0.0]), tx.init(jnp.zeros(3)))
+        >>> [round(float(v), 4) for v in u]
+        [-0.1, 0.1, -0.0]
+    """
+    hp = Hyperparams(learning_rate=learning_rate)
+    return hp.chain(scale_by_sign(), scale_by_learning_rate(hp["learning_rate"]))
+
+
+def adamax(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-8,
+    *,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> GradientTransformationExtraArgs:
+    r"""Adamax (Kingma & Ba, 2015): Adam with the infinity norm in the denominator.
+
+    .. math::
+
+        m \leftarrow \beta_1 m + (1 - \beta_1) g, \quad
+        u \leftarrow \max(|g| + \epsilon, \beta_2 u), \quad
+        x \leftarrow x - \eta\, \frac{m}{(1 - \beta_1^t)\, u}
+
+    Composition: ``chain(scale_by_adamax(b1, b2, eps), scale_by_learning_rate(learning_rate))``
+    where :func:`gradxform.scale_by_adamax` is ``divide(chain(ema_first_moment(b1),
+    bias_correct(b1)), ema_infinity_moment(b2, eps))``.
+
+    Args:
+        learning_rate: :math:`\eta \ge 0`, a number or a schedule.
+        b1: :math:`\beta_1` in [0, 1).
+        b2: :math:`\beta_2` in [0, 1), the decay of the infinity norm.
+        eps: :math:`\epsilon \ge 0`, added to :math:`|g|`.
+        mu_dtype: dtype of :math:`m` (default: each parameter's dtype).
+        nu_dtype: dtype of :math:`u` (default: real, at least float32).
+
+    Returns:
+        Adamax; its state holds one store (four values, two complements, a count), m and u.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.adamax(0.1)
+        >>> u, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))
+        >>> [round(float(v), 4) for v in u]  # the first step is -lr * sign(g)
+        [-0.1, 0.1]
+    """
+    hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
+    direction = scale_by_adamax(hp["b1"], hp["b2"], hp["eps"], mu_dtype=mu_dtype, nu_dtype=nu_dtype)
+    return hp.chain(direction, scale_by_learning_rate(hp["learning_rate"]))
+
+
+def adamaxw(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-8,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    *,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+    mask: Any = None,
+) -> GradientTransformationExtraArgs:
+    r"""Adamax with decoupled weight decay.
+
+    .. math::
+
+        x \leftarrow x - \eta\, \Bigl(\frac{m}{(1 - \beta_1^t)\, u} + \lambda x\Bigr)
+
+    with :math:`m, u` as in :func:`adamax`; :math:`\lambda` defaults to
+    optax's 1e-4.
+
+    Composition: ``chain(scale_by_adamax(b1, b2, eps), add_decayed_weights(weight_decay,
+    mask), scale_by_learning_rate(learning_rate))``.
+
+    Args:
+        learning_rate: :math:`\eta \ge 0`, a number or a schedule.
+        weight_decay: :math:`\lambda \ge 0`.
+        mask: limits the decay to some leaves, as in :func:`gradxform.add_decayed_weights`.
+        b1, b2, eps, mu_dtype, nu_dtype: as in :func:`adamax`.
+
+    Returns:
+        AdamaxW; its state holds Adamax's and ``weight_decay``.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.adamaxw(0.1, weight_decay=0.5)
+        >>> x = jnp.array([2.0])
+        >>> u, _ = tx.update(jnp.array([3.0]), tx.init(x), x)
+        >>> round(float(u[0]), 4)  # -0.1 * (1 + 0.5 * 2)
+        -0.2
+    """
+    hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    direction = scale_by_adamax(hp["b1"], hp["b2"], hp["eps"], mu_dtype=mu_dtype, nu_dtype=nu_dtype)
+    return hp.chain(
+        direction,
+        add_decayed_weights(hp["weight_decay"], mask),
+        scale_by_learning_rate(hp["learning_rate"]),
+    )
+
+
+def nadamw(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-8,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    *,
+    eps_root: ScalarOrSchedule = 0.0,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+    mask: Any = None,
+) -> GradientTransformationExtraArgs:
+    r"""NAdamW: NAdam's look-ahead moment with decoupled weight decay (optax's ``nadamw``).
+
+    .. math::
+
+        \hat m = \frac{\beta_1 m}{1 - \beta_1^{t+1}} + \frac{(1 - \beta_1) g}{1 - \beta_1^t},
+        \quad
+        x \leftarrow x - \eta\, \bigl(\hat m / (\sqrt{\hat v + \epsilon_r} + \epsilon)
+        + \lambda x\bigr)
+
+    with :math:`\hat v` as in :func:`gradxform.adam`. torch's ``NAdam(...,
+    decoupled_weight_decay=True)`` adds a momentum-decay schedule and is a
+    different method.
+
+    Composition: ``chain(scale_by_adam(b1, b2, eps, eps_root=..., nesterov=True),
+    add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate))``.
+
+    Args:
+        learning_rate: :math:`\eta \ge 0`, a number or a schedule.
+        b1: :math:`\beta_1` in [0, 1), the decay of the look-ahead moment.
+        b2: :math:`\beta_2` in [0, 1).
+        eps: :math:`\epsilon \ge 0`, outside the root.
+        weight_decay: :math:`\lambda \ge 0`.
+        eps_root: :math:`\epsilon_r \ge 0`, inside the root.
+        mu_dtype, nu_dtype: as in :func:`gradxform.adam`.
+        mask: limits the decay to some leaves, as in :func:`gradxform.add_decayed_weights`.
+
+    Returns:
+        NAdamW; its state holds NAdam's and ``weight_decay``.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.nadamw(0.1, weight_decay=0.0)
+        >>> x = jnp.array([2.0])
+        >>> u, _ = tx.update(jnp.array([3.0]), tx.init(x), x)
+        >>> round(float(u[0]), 4)  # -0.1 * (0.9 * 0.3 / 0.19 + 0.1 * 3 / 0.1) / 3
+        -0.1474
+    """
+    hp = Hyperparams(
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        eps_root=eps_root,
+        weight_decay=weight_decay,
+    )
+    direction = scale_by_adam(
+        hp["b1"],
+        hp["b2"],
+        hp["eps"],
+        eps_root=hp["eps_root"],
+        nesterov=True,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
+    return hp.chain(
+        direction,
+        add_decayed_weights(hp["weight_decay"], mask),
+        scale_by_learning_rate(hp["learning_rate"]),
+    )

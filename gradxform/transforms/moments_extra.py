@@ -1,0 +1,274 @@
+r"""More moment blocks: signs, Lion's interpolated momentum, Adamax's infinity norm.
+
+Lion's direction is::
+
+    chain(lion_moment(b1, b2), scale_by_sign())
+
+and Adamax's::
+
+    divide(chain(ema_first_moment(b1), bias_correct(b1)), ema_infinity_moment(b2, eps))
+
+with the hyperparameters handles of one :class:`~gradxform.hyperparams.Hyperparams`
+store, as in :mod:`gradxform.transforms.moments`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.typing import DTypeLike
+
+from gradxform import tree
+from gradxform.base import (
+    EmptyState,
+    GradientTransformationExtraArgs,
+    chain,
+    divide,
+)
+from gradxform.hyperparams import (
+    Hyperparam,
+    Hyperparams,
+    HyperparamState,
+    ScalarOrSchedule,
+)
+from gradxform.transforms.moments import bias_correct, ema_first_moment
+
+__all__ = [
+    "EmaInfinityMomentState",
+    "LionMomentState",
+    "ScaleBySignState",
+    "ema_infinity_moment",
+    "lion_moment",
+    "scale_by_adamax",
+    "scale_by_lion",
+    "scale_by_sign",
+]
+
+_DECAY: dict[str, Any] = {"lower": 0, "upper": 1, "upper_open": True}
+
+
+class ScaleBySignState(NamedTuple):
+    """State of :func:`scale_by_sign` (it keeps nothing)."""
+
+
+def scale_by_sign() -> GradientTransformationExtraArgs:
+    r"""The elementwise sign of the updates: :math:`u \leftarrow \operatorname{sign}(u)`.
+
+    Zero stays zero; for complex updates it is :math:`u / |u|` (``jnp.sign``).
+
+    Returns:
+        The block; its state is :class:`ScaleBySignState` (empty).
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.scale_by_sign()
+        >>> u, _ = tx.update(jnp.array([-3.0, 0.0, 0.5]), tx.init(jnp.zeros(3)))
+        >>> u.tolist()
+        [-1.0, 0.0, 1.0]
+    """
+
+    def init_fn(params):
+        del params
+        return ScaleBySignState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return jax.tree.map(jnp.sign, updates), state
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class LionMomentState(NamedTuple):
+    """State of :func:`lion_moment`.
+
+    Attributes:
+        mu: the momentum :math:`m`, shaped like the params.
+        hyperparams: the block's store of ``b1`` and ``b2`` (``EmptyState()``
+            when both are handles).
+    """
+
+    mu: Any
+    hyperparams: HyperparamState | EmptyState
+
+
+def lion_moment(
+    b1: ScalarOrSchedule | Hyperparam = 0.9,
+    b2: ScalarOrSchedule | Hyperparam = 0.99,
+    *,
+    dtype: DTypeLike | None = None,
+) -> GradientTransformationExtraArgs:
+    r"""Lion's momentum: the output interpolates with one decay, the memory with another.
+
+    Output :math:`c = \beta_1 m + (1 - \beta_1) g` (with the old :math:`m`),
+    then :math:`m \leftarrow \beta_2 m + (1 - \beta_2) g`.
+
+    Args:
+        b1: :math:`\beta_1` in [0, 1), the output's interpolation: a number,
+            a schedule or a handle.
+        b2: :math:`\beta_2` in [0, 1), the momentum's decay.
+        dtype: dtype of :math:`m` (default: each parameter's dtype).
+
+    Returns:
+        The block; its state is :class:`LionMomentState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.lion_moment(0.5, 0.75)
+        >>> state = tx.init(jnp.zeros(1))
+        >>> c, state = tx.update(jnp.array([4.0]), state)
+        >>> float(c[0]), float(state.mu[0])  # 0.5 * 4, 0.25 * 4
+        (2.0, 1.0)
+    """
+    hp = Hyperparams(b1=b1, b2=b2)
+    for name in ("b1", "b2"):
+        hp.check(name, **_DECAY).use_complement(name)
+
+    def init_fn(params):
+        return LionMomentState(tree.zeros_like(params, dtype), hp.init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params
+        tree.check_structure(state.mu, updates, "Lion moment", "updates")
+        values, hyper = hp.step(state.hyperparams, extra_args)
+        out = tree.ema(values["b1"], values.complement("b1"), state.mu, updates)
+        mu = tree.ema(values["b2"], values.complement("b2"), state.mu, updates)
+        return out, LionMomentState(mu, hyper)
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def scale_by_lion(
+    b1: ScalarOrSchedule | Hyperparam = 0.9,
+    b2: ScalarOrSchedule | Hyperparam = 0.99,
+    *,
+    mu_dtype: DTypeLike | None = None,
+) -> GradientTransformationExtraArgs:
+    r"""Lion's direction :math:`\operatorname{sign}(\beta_1 m + (1 - \beta_1) g)`.
+
+    See :func:`gradxform.lion` for the optimizer.
+
+    Composition: ``chain(lion_moment(b1, b2), scale_by_sign())``, with one
+    store holding ``b1`` and ``b2``.
+
+    Args:
+        b1: :math:`\beta_1` in [0, 1): a number, a schedule or a handle.
+        b2: :math:`\beta_2` in [0, 1): a number, a schedule or a handle.
+        mu_dtype: dtype of :math:`m` (default: each parameter's dtype).
+
+    Returns:
+        Lion's direction (before weight decay and the learning rate).
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.scale_by_lion()
+        >>> u, _ = tx.update(jnp.array([0.5, -4.0]), tx.init(jnp.zeros(2)))
+        >>> u.tolist()
+        [1.0, -1.0]
+    """
+    hp = Hyperparams(b1=b1, b2=b2)
+    return hp.chain(lion_moment(hp["b1"], hp["b2"], dtype=mu_dtype), scale_by_sign())
+
+
+class EmaInfinityMomentState(NamedTuple):
+    """State of :func:`ema_infinity_moment`.
+
+    Attributes:
+        nu: the decayed maximum :math:`u` of :math:`|g|` (real-valued).
+        hyperparams: the block's store of ``decay`` and ``eps`` (``EmptyState()``
+            when both are handles).
+    """
+
+    nu: Any
+    hyperparams: HyperparamState | EmptyState
+
+
+def ema_infinity_moment(
+    decay: ScalarOrSchedule | Hyperparam = 0.999,
+    eps: ScalarOrSchedule | Hyperparam = 1e-8,
+    *,
+    dtype: DTypeLike | None = None,
+) -> GradientTransformationExtraArgs:
+    r"""Adamax's denominator, the exponentially weighted infinity norm of the updates.
+
+    :math:`u \leftarrow \max(|g| + \epsilon, \beta u)`, output :math:`u`
+    (:math:`\epsilon` inside the maximum, as optax's ``scale_by_adamax``;
+    torch adds it the same way).
+
+    Args:
+        decay: :math:`\beta` in [0, 1): a number, a schedule or a handle.
+        eps: :math:`\epsilon \ge 0`: a number, a schedule or a handle.
+        dtype: dtype of :math:`u` (default: each parameter's real dtype, at
+            least float32, see :func:`gradxform.tree.squares_like`).
+
+    Returns:
+        The block; its state is :class:`EmaInfinityMomentState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.ema_infinity_moment(0.5, eps=0.0)
+        >>> state = tx.init(jnp.zeros(1))
+        >>> _, state = tx.update(jnp.array([-4.0]), state)
+        >>> u, _ = tx.update(jnp.array([1.0]), state)
+        >>> float(u[0])  # max(1, 0.5 * 4)
+        2.0
+    """
+    hp = Hyperparams(decay=decay, eps=eps).check("decay", **_DECAY).check("eps", lower=0)
+
+    def init_fn(params):
+        return EmaInfinityMomentState(tree.squares_like(params, 0.0, dtype), hp.init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params
+        tree.check_structure(state.nu, updates, "infinity moment", "updates")
+        values, hyper = hp.step(state.hyperparams, extra_args)
+
+        def leaf(u, g):
+            dt = u.dtype
+            magnitude = tree.to_dtype(jnp.abs(g), dt) + tree.to_dtype(values["eps"], dt)
+            return jnp.maximum(magnitude, tree.to_dtype(values["decay"], dt) * u)
+
+        nu = jax.tree.map(leaf, state.nu, updates)
+        return nu, EmaInfinityMomentState(nu, hyper)
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def scale_by_adamax(
+    b1: ScalarOrSchedule | Hyperparam = 0.9,
+    b2: ScalarOrSchedule | Hyperparam = 0.999,
+    eps: ScalarOrSchedule | Hyperparam = 1e-8,
+    *,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> GradientTransformationExtraArgs:
+    r"""Adamax's direction :math:`\hat m / u` (Kingma & Ba, 2015, section 7.1).
+
+    See :func:`gradxform.adamax` for the optimizer.
+
+    Composition: ``divide(chain(ema_first_moment(b1), bias_correct(b1)),
+    ema_infinity_moment(b2, eps))``, with one store holding ``b1``, ``b2``,
+    ``eps`` and the step count.
+
+    Args:
+        b1: :math:`\beta_1` in [0, 1): a number, a schedule or a handle.
+        b2: :math:`\beta_2` in [0, 1), the infinity norm's decay.
+        eps: :math:`\epsilon \ge 0`, added to :math:`|g|` inside the maximum.
+        mu_dtype: dtype of :math:`m` (default: each parameter's dtype).
+        nu_dtype: dtype of :math:`u` (default: real, at least float32).
+
+    Returns:
+        Adamax's direction (before the learning rate).
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.scale_by_adamax(eps=0.0)
+        >>> u, _ = tx.update(jnp.array([0.5, -4.0]), tx.init(jnp.zeros(2)))
+        >>> [round(float(x), 4) for x in u]  # the first direction is sign(g)
+        [1.0, -1.0]
+    """
+    hp = Hyperparams(b1=b1, b2=b2, eps=eps)
+    numerator = chain(ema_first_moment(hp["b1"], dtype=mu_dtype), bias_correct(hp["b1"]))
+    denominator = ema_infinity_moment(hp["b2"], hp["eps"], dtype=nu_dtype)
+    return hp.chain(divide(numerator, denominator))

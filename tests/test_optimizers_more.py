@@ -1,0 +1,180 @@
+"""Lion, signSGD, Adamax, AdamaxW and NAdamW against optax's optimizers of the same name.
+
+optax is the oracle only: gradxform computes nothing through it. Each row runs
+200 steps (one jitted ``lax.scan``) on a small mixed tree with a batched 3-D
+leaf, in float32 and float64, and the parameters after every 20th step must
+be bitwise equal to optax's: every row computes the same expression in the
+same order as optax (the sign of the same interpolation for Lion, the same
+``max(|g| + eps, b2 * u)`` for Adamax, optax's own ``adamw(nesterov=True)``
+expression for NAdamW).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradxform as gx
+
+STEPS, EVERY = 200, 20
+SHAPES = {"w": (4, 3), "b": (5,), "batched": (2, 3, 4), "s": ()}
+
+
+def _decay_matrices(p):
+    return {k: p[k].ndim >= 2 for k in p}
+
+
+# name -> (gradxform optimizer, optax optimizer); the hyperparameters are not the
+# defaults where the defaults would leave a branch untested
+ROWS = {
+    "lion": (lambda: gx.lion(1e-3), lambda: optax.lion(1e-3)),
+    "lion_masked": (
+        lambda: gx.lion(3e-3, 0.8, 0.95, 0.1, mask=_decay_matrices),
+        lambda: optax.lion(3e-3, 0.8, 0.95, weight_decay=0.1, mask=_decay_matrices),
+    ),
+    "sign_sgd": (lambda: gx.sign_sgd(0.01), lambda: optax.sign_sgd(0.01)),
+    "adamax": (lambda: gx.adamax(0.01), lambda: optax.adamax(0.01)),
+    "adamax_eps": (
+        lambda: gx.adamax(0.02, 0.8, 0.99, 1e-3),
+        lambda: optax.adamax(0.02, 0.8, 0.99, 1e-3),
+    ),
+    "adamaxw": (
+        lambda: gx.adamaxw(0.01, weight_decay=0.1),
+        lambda: optax.adamaxw(0.01, weight_decay=0.1),
+    ),
+    "nadamw": (
+        lambda: gx.nadamw(0.01, weight_decay=0.1),
+        lambda: optax.nadamw(0.01, weight_decay=0.1),
+    ),
+    "nadamw_eps_root_masked": (
+        lambda: gx.nadamw(0.01, 0.8, 0.99, 1e-6, 0.1, eps_root=1e-8, mask=_decay_matrices),
+        lambda: optax.nadamw(0.01, 0.8, 0.99, 1e-6, 1e-8, weight_decay=0.1, mask=_decay_matrices),
+    ),
+}
+
+
+def _problem(dtype):
+    rng = np.random.default_rng(3)
+    params = {k: jnp.asarray(rng.normal(size=s), dtype) for k, s in SHAPES.items()}
+    noise = {k: jnp.asarray(0.3 * rng.normal(size=(STEPS, *s)), dtype) for k, s in SHAPES.items()}
+    return params, noise
+
+
+def _trajectory(tx, dtype, apply):
+    params, noise = _problem(dtype)
+
+    def step(carry, noise_t):
+        x, state = carry
+        g = jax.tree.map(lambda p, n: 0.5 * p + jnp.cos(p) + n, x, noise_t)
+        updates, state = tx.update(g, state, x)
+        x = apply(x, updates)
+        return (x, state), x
+
+    @jax.jit
+    def run(params, noise):
+        _, xs = jax.lax.scan(step, (params, tx.init(params)), noise)
+        return jax.tree.map(lambda a: a[EVERY - 1 :: EVERY], xs)
+
+    return jax.tree.map(np.asarray, run(params, noise))
+
+
+# Rows equal to optax up to rounding, not bitwise: in the scanned 200-step program XLA
+# compiles optax's ``m / (1 - b1**t)`` as ``m * (1 / (1 - b1**t))`` (its HLO shows the
+# scalar reciprocal) and ours as a division, 1 ulp apart at some steps (one jitted
+# update alone is bitwise equal). Relative to each leaf's largest magnitude.
+NOT_BITWISE = {"adamax", "adamax_eps", "adamaxw"}
+RTOL = {"float32": 1e-6, "float64": 1e-14}
+
+
+@pytest.mark.parametrize("name", sorted(ROWS))
+def test_equals_optax_over_200_steps(name, dtype):
+    float_dtype = dtype  # conftest's: float32, and float64 (slow) with x64 on
+    make_gx, make_optax = ROWS[name]
+    ours = _trajectory(make_gx(), float_dtype, gx.apply_updates)
+    theirs = _trajectory(make_optax(), float_dtype, optax.apply_updates)
+    start, _ = _problem(float_dtype)
+    for leaf in SHAPES:
+        assert ours[leaf].dtype == np.dtype(float_dtype)
+        assert ours[leaf].shape == (STEPS // EVERY, *SHAPES[leaf])
+        # the run moved: a parity check of two optimizers that do nothing cannot fail
+        assert np.all(ours[leaf][-1] != np.asarray(start[leaf]))
+        if name not in NOT_BITWISE:
+            np.testing.assert_array_equal(ours[leaf], theirs[leaf], err_msg=f"{name}: {leaf}")
+        scale = np.max(np.abs(theirs[leaf]))
+        rtol = RTOL[float_dtype]
+        np.testing.assert_allclose(ours[leaf], theirs[leaf], rtol=rtol, atol=rtol * scale)
+
+
+def test_sign_sgd_is_a_fixed_step_along_the_sign():
+    x = jnp.array([1.5, -2.0, 0.0, 3.0])
+    g = jnp.array([-0.2, 7.0, 0.0, 1e-30])
+    tx = gx.sign_sgd(0.25)
+    u, _ = tx.update(g, tx.init(x), x)
+    np.testing.assert_array_equal(np.asarray(u), [0.25, -0.25, 0.0, -0.25])
+
+
+def test_lion_by_hand_two_steps():
+    """Two steps against the formula written out in NumPy (float64)."""
+    b1, b2, lr, wd = 0.5, 0.75, 0.1, 0.2
+    x0 = np.array([1.0, -1.0, 2.0])
+    gs = [np.array([2.0, -1.0, 0.5]), np.array([-3.0, -1.0, 0.25])]
+    tx = gx.lion(lr, b1, b2, wd)
+    x, state, m, xn = jnp.asarray(x0, jnp.float32), None, np.zeros(3), x0.copy()
+    state = tx.init(x)
+    for g in gs:
+        u, state = tx.update(jnp.asarray(g, jnp.float32), state, x)
+        x = gx.apply_updates(x, u)
+        xn = xn - lr * (np.sign(b1 * m + (1 - b1) * g) + wd * xn)
+        m = b2 * m + (1 - b2) * g
+    np.testing.assert_allclose(np.asarray(x), xn, rtol=1e-6)
+
+
+def test_adamax_by_hand_two_steps():
+    b1, b2, eps, lr = 0.5, 0.75, 1e-3, 0.1
+    gs = [np.array([2.0, -1.0, 0.5]), np.array([-3.0, -0.1, 0.25])]
+    tx = gx.adamax(lr, b1, b2, eps)
+    state = tx.init(jnp.zeros(3))
+    m, u = np.zeros(3), np.zeros(3)
+    for t, g in enumerate(gs, start=1):
+        out, state = tx.update(jnp.asarray(g, jnp.float32), state)
+        m = b1 * m + (1 - b1) * g
+        u = np.maximum(np.abs(g) + eps, b2 * u)
+        np.testing.assert_allclose(np.asarray(out), -lr * m / (1 - b1**t) / u, rtol=1e-6)
+
+
+def test_hyperparameters_are_in_the_state_once():
+    state = gx.lion(0.1).init({"w": jnp.zeros(2)})
+    assert sorted(gx.get_hyperparams(state)) == ["b1", "b2", "learning_rate", "weight_decay"]
+    state = gx.adamaxw(0.1).init({"w": jnp.zeros(2)})
+    assert sorted(gx.get_hyperparams(state)) == ["b1", "b2", "eps", "learning_rate", "weight_decay"]
+    # set without recompiling: a zero learning rate leaves the params where they are
+    tx = gx.adamax(0.1)
+    state = gx.set_hyperparams(tx.init(jnp.ones(2)), learning_rate=0.0)
+    u, _ = jax.jit(tx.update)(jnp.ones(2), state)
+    np.testing.assert_array_equal(np.asarray(u), [0.0, 0.0])
+
+
+BAD = [
+    (lambda: gx.lion(0.1, b1=1.0), "b1"),
+    (lambda: gx.lion(0.1, b2=-0.1), "b2"),
+    (lambda: gx.lion(-0.1), "learning_rate"),
+    (lambda: gx.lion(0.1, weight_decay=-1.0), "weight_decay"),
+    (lambda: gx.sign_sgd(-1.0), "learning_rate"),
+    (lambda: gx.adamax(0.1, b1=1.5), "b1"),
+    (lambda: gx.adamax(0.1, b2=1.0), "b2"),
+    (lambda: gx.adamax(0.1, eps=-1e-8), "eps"),
+    (lambda: gx.adamaxw(0.1, weight_decay=-0.1), "weight_decay"),
+    (lambda: gx.nadamw(0.1, b1=1.0), "b1"),
+    (lambda: gx.nadamw(0.1, weight_decay=-0.1), "weight_decay"),
+    (lambda: gx.nadamw(-0.1), "learning_rate"),
+]
+
+
+@pytest.mark.parametrize("index", range(len(BAD)))
+def test_bad_input_raises_when_built(index):
+    build, name = BAD[index]
+    with pytest.raises(ValueError, match=f"{name} must be"):
+        build()
