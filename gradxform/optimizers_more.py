@@ -1,4 +1,4 @@
-r"""More optimizers: Lion, signSGD, Adamax, AdamaxW and NAdamW, each a short chain of blocks.
+r"""More optimizers: Lion, signSGD, Adamax(W), NAdamW, AdaBelief, RAdam: short chains of blocks.
 
 Notation as in :mod:`gradxform.optimizers`: :math:`g` the gradient,
 :math:`t = 1, 2, \dots` the update number, :math:`\eta` the learning rate,
@@ -17,14 +17,22 @@ from jax.typing import DTypeLike
 from gradxform.base import GradientTransformationExtraArgs
 from gradxform.hyperparams import Hyperparams, ScalarOrSchedule
 from gradxform.transforms.moments import scale_by_adam
-from gradxform.transforms.moments_extra import scale_by_adamax, scale_by_lion, scale_by_sign
+from gradxform.transforms.moments_extra import (
+    scale_by_adamax,
+    scale_by_belief,
+    scale_by_lion,
+    scale_by_radam,
+    scale_by_sign,
+)
 from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_rate
 
 __all__ = [
+    "adabelief",
     "adamax",
     "adamaxw",
     "lion",
     "nadamw",
+    "radam",
     "sign_sgd",
 ]
 
@@ -271,3 +279,125 @@ def nadamw(
         add_decayed_weights(hp["weight_decay"], mask),
         scale_by_learning_rate(hp["learning_rate"]),
     )
+
+
+def adabelief(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-16,
+    eps_root: ScalarOrSchedule = 1e-16,
+    *,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> GradientTransformationExtraArgs:
+    r"""AdaBelief (Zhuang et al., 2020): Adam whose denominator is the belief in the gradient.
+
+    .. math::
+
+        m \leftarrow \beta_1 m + (1 - \beta_1) g, \quad
+        s \leftarrow \beta_2 s + (1 - \beta_2) (g - m)^2 + \epsilon_r, \quad
+        x \leftarrow x - \eta\, \frac{m / (1 - \beta_1^t)}{\sqrt{s / (1 - \beta_2^t)} + \epsilon}
+
+    Defaults are optax's (:math:`\epsilon = \epsilon_r = 10^{-16}`).
+
+    Composition: ``chain(scale_by_belief(b1, b2, eps, eps_root),
+    scale_by_learning_rate(learning_rate))`` where :func:`gradxform.scale_by_belief` is
+    ``divide(chain(ema_first_moment(b1), bias_correct(b1)), chain(ema_belief_moment(b1, b2,
+    eps_root), bias_correct(b2), sqrt_with_eps(eps, None)))``.
+
+    Args:
+        learning_rate: :math:`\eta \ge 0`, a number or a schedule.
+        b1: :math:`\beta_1` in [0, 1).
+        b2: :math:`\beta_2` in [0, 1).
+        eps: :math:`\epsilon \ge 0`, outside the root.
+        eps_root: :math:`\epsilon_r \ge 0`, added to :math:`s` each update.
+        mu_dtype: dtype of the first moments (default: each parameter's dtype).
+        nu_dtype: dtype of :math:`s` (default: real, at least float32).
+
+    Returns:
+        AdaBelief; its state holds one store, two first moments (the numerator's
+        and the belief block's) and :math:`s`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.adabelief(0.1, eps=0.0, eps_root=0.0)
+        >>> u, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))
+        >>> [round(float(v), 4) for v in u]  # -0.1 * g / (0.9 |g|)
+        [-0.1111, 0.1111]
+    """
+    hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+    direction = scale_by_belief(
+        hp["b1"], hp["b2"], hp["eps"], hp["eps_root"], mu_dtype=mu_dtype, nu_dtype=nu_dtype
+    )
+    return hp.chain(direction, scale_by_learning_rate(hp["learning_rate"]))
+
+
+def radam(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-8,
+    eps_root: ScalarOrSchedule = 0.0,
+    threshold: ScalarOrSchedule = 5.0,
+    *,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> GradientTransformationExtraArgs:
+    r"""Rectified Adam (Liu et al., 2020): momentum alone until Adam's variance estimate settles.
+
+    .. math::
+
+        \rho_\infty = \frac{2}{1 - \beta_2} - 1, \quad
+        \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1 - \beta_2^t}, \quad
+        r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\rho_\infty}
+        {(\rho_\infty - 4)(\rho_\infty - 2)\rho_t}},
+
+        x \leftarrow x - \eta\, r_t \hat m / (\sqrt{\hat v + \epsilon_r} + \epsilon)
+        \text{ if } \rho_t \ge \tau, \text{ else } x - \eta\, \hat m
+
+    with :math:`\hat m, \hat v` as in :func:`gradxform.adam` and :math:`\tau`
+    the ``threshold`` (optax's 5; torch's RAdam also switches at 5).
+
+    Composition: ``chain(scale_by_radam(b1, b2, eps, eps_root, threshold),
+    scale_by_learning_rate(learning_rate))`` where :func:`gradxform.scale_by_radam` is
+    ``divide(chain(ema_first_moment(b1), bias_correct(b1)), chain(ema_second_moment(b2),
+    bias_correct(b2), sqrt_with_eps(eps, eps_root), rectify(b2, threshold)))``.
+
+    Args:
+        learning_rate: :math:`\eta \ge 0`, a number or a schedule.
+        b1: :math:`\beta_1` in [0, 1).
+        b2: :math:`\beta_2` in [0, 1).
+        eps: :math:`\epsilon \ge 0`, outside the root.
+        eps_root: :math:`\epsilon_r \ge 0`, inside the root.
+        threshold: :math:`\tau \ge 4`.
+        mu_dtype, nu_dtype: as in :func:`gradxform.adam`.
+
+    Returns:
+        RAdam; its state holds one store (six values, two complements, a count), m and v.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.radam(0.1)
+        >>> u, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))
+        >>> [round(float(v), 4) for v in u]  # the first steps are SGD with momentum
+        [-0.3, 0.05]
+    """
+    hp = Hyperparams(
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        eps_root=eps_root,
+        threshold=threshold,
+    )
+    direction = scale_by_radam(
+        hp["b1"],
+        hp["b2"],
+        hp["eps"],
+        hp["eps_root"],
+        hp["threshold"],
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
+    return hp.chain(direction, scale_by_learning_rate(hp["learning_rate"]))

@@ -1,12 +1,13 @@
-"""Lion, signSGD, Adamax, AdamaxW and NAdamW against optax's optimizers of the same name.
+"""Lion, signSGD, Adamax(W), NAdamW, AdaBelief, RAdam against optax's optimizers of the same name.
 
 optax is the oracle only: gradxform computes nothing through it. Each row runs
 200 steps (one jitted ``lax.scan``) on a small mixed tree with a batched 3-D
 leaf, in float32 and float64, and the parameters after every 20th step must
-be bitwise equal to optax's: every row computes the same expression in the
+be bitwise equal to optax's: the rows compute the same expression in the
 same order as optax (the sign of the same interpolation for Lion, the same
 ``max(|g| + eps, b2 * u)`` for Adamax, optax's own ``adamw(nesterov=True)``
-expression for NAdamW).
+expression for NAdamW, the same centred moment with eps_root kept in it for AdaBelief),
+except where NOT_BITWISE says why.
 """
 
 from __future__ import annotations
@@ -53,6 +54,16 @@ ROWS = {
         lambda: gx.nadamw(0.01, 0.8, 0.99, 1e-6, 0.1, eps_root=1e-8, mask=_decay_matrices),
         lambda: optax.nadamw(0.01, 0.8, 0.99, 1e-6, 1e-8, weight_decay=0.1, mask=_decay_matrices),
     ),
+    "adabelief": (lambda: gx.adabelief(0.01), lambda: optax.adabelief(0.01)),
+    "adabelief_eps": (
+        lambda: gx.adabelief(0.01, 0.8, 0.99, 1e-8, 1e-10),
+        lambda: optax.adabelief(0.01, 0.8, 0.99, 1e-8, 1e-10),
+    ),
+    "radam": (lambda: gx.radam(0.01), lambda: optax.radam(0.01)),
+    "radam_threshold": (
+        lambda: gx.radam(0.01, 0.8, 0.9, 1e-6, 1e-8, threshold=6.0),
+        lambda: optax.radam(0.01, 0.8, 0.9, 1e-6, 1e-8, threshold=6.0),
+    ),
 }
 
 
@@ -84,8 +95,11 @@ def _trajectory(tx, dtype, apply):
 # Rows equal to optax up to rounding, not bitwise: in the scanned 200-step program XLA
 # compiles optax's ``m / (1 - b1**t)`` as ``m * (1 / (1 - b1**t))`` (its HLO shows the
 # scalar reciprocal) and ours as a division, 1 ulp apart at some steps (one jitted
-# update alone is bitwise equal). Relative to each leaf's largest magnitude.
-NOT_BITWISE = {"adamax", "adamax_eps", "adamaxw"}
+# update alone is bitwise equal). RAdam: gradxform divides by the rectified
+# denominator, ``m / (d / r)``, where optax multiplies, ``r * m / d``, and computes
+# rho_inf = 2 / (1 - b2) - 1 from the stored 1 - b2 where optax takes it in Python double.
+# Relative to each leaf's largest magnitude.
+NOT_BITWISE = {"adamax", "adamax_eps", "adamaxw", "radam", "radam_threshold"}
 RTOL = {"float32": 1e-6, "float64": 1e-14}
 
 
@@ -170,6 +184,12 @@ BAD = [
     (lambda: gx.nadamw(0.1, b1=1.0), "b1"),
     (lambda: gx.nadamw(0.1, weight_decay=-0.1), "weight_decay"),
     (lambda: gx.nadamw(-0.1), "learning_rate"),
+    (lambda: gx.adabelief(0.1, b1=1.0), "b1"),
+    (lambda: gx.adabelief(0.1, b2=-0.5), "b2"),
+    (lambda: gx.adabelief(0.1, eps_root=-1.0), "eps_root"),
+    (lambda: gx.radam(0.1, b2=1.0), "b2"),
+    (lambda: gx.radam(0.1, threshold=3.0), "threshold"),
+    (lambda: gx.radam(-0.1), "learning_rate"),
 ]
 
 

@@ -33,16 +33,27 @@ from gradxform.hyperparams import (
     HyperparamState,
     ScalarOrSchedule,
 )
-from gradxform.transforms.moments import bias_correct, ema_first_moment
+from gradxform.transforms.moments import (
+    bias_correct,
+    ema_first_moment,
+    ema_second_moment,
+    sqrt_with_eps,
+)
 
 __all__ = [
+    "EmaBeliefMomentState",
     "EmaInfinityMomentState",
     "LionMomentState",
+    "RectifyState",
     "ScaleBySignState",
+    "ema_belief_moment",
     "ema_infinity_moment",
     "lion_moment",
+    "rectify",
     "scale_by_adamax",
+    "scale_by_belief",
     "scale_by_lion",
+    "scale_by_radam",
     "scale_by_sign",
 ]
 
@@ -271,4 +282,223 @@ def scale_by_adamax(
     hp = Hyperparams(b1=b1, b2=b2, eps=eps)
     numerator = chain(ema_first_moment(hp["b1"], dtype=mu_dtype), bias_correct(hp["b1"]))
     denominator = ema_infinity_moment(hp["b2"], hp["eps"], dtype=nu_dtype)
+    return hp.chain(divide(numerator, denominator))
+
+
+class EmaBeliefMomentState(NamedTuple):
+    """State of :func:`ema_belief_moment`.
+
+    Attributes:
+        mu: the first moment :math:`m` the prediction error is measured against.
+        nu: the moment :math:`s` of the squared prediction error (real-valued).
+        hyperparams: the block's store (``EmptyState()`` when all are handles).
+    """
+
+    mu: Any
+    nu: Any
+    hyperparams: HyperparamState | EmptyState
+
+
+def ema_belief_moment(
+    b1: ScalarOrSchedule | Hyperparam = 0.9,
+    b2: ScalarOrSchedule | Hyperparam = 0.999,
+    eps_root: ScalarOrSchedule | Hyperparam = 1e-16,
+    *,
+    dtype: DTypeLike | None = None,
+) -> GradientTransformationExtraArgs:
+    r"""AdaBelief's centred second moment: the EMA of the squared prediction error.
+
+    :math:`m \leftarrow \beta_1 m + (1 - \beta_1) g`, then
+    :math:`s \leftarrow \beta_2 s + (1 - \beta_2) |g - m|^2 + \epsilon_r`
+    (the :math:`\epsilon_r` is kept in :math:`s`, as in the paper and optax),
+    output :math:`s`. The block keeps its own :math:`m` (one more moment than
+    AdaBelief needs when the numerator keeps another: the price of
+    composing it from blocks).
+
+    Args:
+        b1: :math:`\beta_1` in [0, 1), the decay of the prediction :math:`m`.
+        b2: :math:`\beta_2` in [0, 1), the decay of :math:`s`.
+        eps_root: :math:`\epsilon_r \ge 0`, added to :math:`s` each update.
+        dtype: dtype of :math:`m` and :math:`s` (default: :math:`m` in each
+            parameter's dtype, :math:`s` as :func:`gradxform.tree.squares_like`).
+
+    Returns:
+        The block; its state is :class:`EmaBeliefMomentState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.ema_belief_moment(0.5, 0.5, eps_root=0.0)
+        >>> s, _ = tx.update(jnp.array([4.0]), tx.init(jnp.zeros(1)))
+        >>> float(s[0])  # 0.5 * (4 - 2)^2
+        2.0
+    """
+    hp = Hyperparams(b1=b1, b2=b2, eps_root=eps_root).check("eps_root", lower=0)
+    for name in ("b1", "b2"):
+        hp.check(name, **_DECAY).use_complement(name)
+
+    def init_fn(params):
+        mu = tree.zeros_like(params, dtype)
+        return EmaBeliefMomentState(mu, tree.squares_like(params, 0.0, dtype), hp.init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params
+        tree.check_structure(state.nu, updates, "belief moment", "updates")
+        values, hyper = hp.step(state.hyperparams, extra_args)
+        mu = tree.ema(values["b1"], values.complement("b1"), state.mu, updates)
+        errors = jax.tree.map(
+            lambda g, m, s: tree.squared_magnitude(g - m, s), updates, mu, state.nu
+        )
+        nu = tree.ema(values["b2"], values.complement("b2"), state.nu, errors)
+        nu = jax.tree.map(lambda s: s + tree.to_dtype(values["eps_root"], s.dtype), nu)
+        return nu, EmaBeliefMomentState(mu, nu, hyper)
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def scale_by_belief(
+    b1: ScalarOrSchedule | Hyperparam = 0.9,
+    b2: ScalarOrSchedule | Hyperparam = 0.999,
+    eps: ScalarOrSchedule | Hyperparam = 1e-16,
+    eps_root: ScalarOrSchedule | Hyperparam = 1e-16,
+    *,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> GradientTransformationExtraArgs:
+    r"""AdaBelief's direction :math:`\hat m / (\sqrt{\hat s} + \epsilon)` (Zhuang et al., 2020).
+
+    See :func:`gradxform.adabelief` for the optimizer.
+
+    Composition: ``divide(chain(ema_first_moment(b1), bias_correct(b1)),
+    chain(ema_belief_moment(b1, b2, eps_root), bias_correct(b2),
+    sqrt_with_eps(eps, None)))``, with one store holding ``b1``, ``b2``,
+    ``eps``, ``eps_root`` and the step count.
+
+    Args:
+        b1, b2: the decays in [0, 1): numbers, schedules or handles.
+        eps: :math:`\epsilon \ge 0`, outside the root.
+        eps_root: :math:`\epsilon_r \ge 0`, added to :math:`s` each update.
+        mu_dtype: dtype of the first moments (default: each parameter's dtype).
+        nu_dtype: dtype of :math:`s` (default: real, at least float32).
+
+    Returns:
+        AdaBelief's direction (before the learning rate).
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.scale_by_belief(eps=0.0, eps_root=0.0)
+        >>> u, _ = tx.update(jnp.array([0.5, -4.0]), tx.init(jnp.zeros(2)))
+        >>> [round(float(x), 4) for x in u]  # m_hat = g, s_hat = 0.81 g^2
+        [1.1111, -1.1111]
+    """
+    hp = Hyperparams(b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+    numerator = chain(ema_first_moment(hp["b1"], dtype=mu_dtype), bias_correct(hp["b1"]))
+    belief = ema_belief_moment(hp["b1"], hp["b2"], hp["eps_root"], dtype=nu_dtype)
+    denominator = chain(belief, bias_correct(hp["b2"]), sqrt_with_eps(hp["eps"], None))
+    return hp.chain(divide(numerator, denominator))
+
+
+class RectifyState(NamedTuple):
+    """State of :func:`rectify`.
+
+    Attributes:
+        hyperparams: the block's store of ``threshold`` (and ``decay`` unless a handle).
+    """
+
+    hyperparams: HyperparamState | EmptyState
+
+
+def rectify(
+    decay: ScalarOrSchedule | Hyperparam = 0.999, threshold: ScalarOrSchedule | Hyperparam = 5.0
+) -> GradientTransformationExtraArgs:
+    r"""RAdam's rectification of Adam's denominator (Liu et al., 2020).
+
+    With :math:`\rho_\infty = 2 / (1 - \beta) - 1` and
+    :math:`\rho_t = \rho_\infty - 2 t \beta^t / (1 - \beta^t)` at update
+    :math:`t`: where :math:`\rho_t \ge` ``threshold`` the output is
+    :math:`u / r_t` with :math:`r_t^2 = (\rho_t - 4)(\rho_t - 2)\rho_\infty /
+    ((\rho_\infty - 4)(\rho_\infty - 2)\rho_t)`,
+    else 1 (so that a ``divide`` by it leaves the momentum alone, RAdam's
+    warm-up). Put it after the root of Adam's denominator.
+
+    Args:
+        decay: :math:`\beta` in [0, 1), the second moment's decay: a number,
+            a schedule or a handle.
+        threshold: the :math:`\rho_t` from which the adaptive step is used (>= 4).
+
+    Returns:
+        The block; its state is :class:`RectifyState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.rectify(0.999)
+        >>> u, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
+        >>> float(u[0])  # rho_1 = 1 < 5: no adaptive step yet
+        1.0
+    """
+    hp = Hyperparams(decay=decay, threshold=threshold).check("decay", **_DECAY)
+    hp.check("threshold", lower=4).use_complement("decay").use_count()
+
+    def apply(updates, values, params):
+        b, t = values["decay"], values.count
+        rho_inf = 2 / values.complement("decay") - 1
+        power = b**t
+        rho = rho_inf - 2 * t * power / (1 - power)
+        ratio = (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
+        r = jnp.sqrt(jnp.where(rho >= values["threshold"], ratio, 1))
+        on = rho >= values["threshold"]
+
+        def leaf(u):
+            dt = tree.real_dtype(u.dtype)
+            return jnp.where(on, u / tree.to_dtype(r, dt), jnp.ones_like(u))
+
+        return jax.tree.map(leaf, updates)
+
+    return hp.transform(apply, RectifyState)
+
+
+def scale_by_radam(
+    b1: ScalarOrSchedule | Hyperparam = 0.9,
+    b2: ScalarOrSchedule | Hyperparam = 0.999,
+    eps: ScalarOrSchedule | Hyperparam = 1e-8,
+    eps_root: ScalarOrSchedule | Hyperparam = 0.0,
+    threshold: ScalarOrSchedule | Hyperparam = 5.0,
+    *,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> GradientTransformationExtraArgs:
+    r"""RAdam's direction: Adam's, rectified by :math:`r_t`, or momentum alone.
+
+    :math:`r_t \hat m / (\sqrt{\hat v + \epsilon_r} + \epsilon)` once
+    :math:`\rho_t \ge` ``threshold`` (see :func:`rectify`), :math:`\hat m` before.
+
+    See :func:`gradxform.radam` for the optimizer.
+
+    Composition: ``divide(chain(ema_first_moment(b1), bias_correct(b1)),
+    chain(ema_second_moment(b2), bias_correct(b2), sqrt_with_eps(eps, eps_root),
+    rectify(b2, threshold)))``, with one store holding the five values and the
+    step count.
+
+    Args:
+        b1, b2, eps, eps_root: as in :func:`scale_by_adam`.
+        threshold: the :math:`\rho_t` from which the adaptive step is used (>= 4).
+        mu_dtype, nu_dtype: as in :func:`scale_by_adam`.
+
+    Returns:
+        RAdam's direction (before the learning rate).
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.scale_by_radam()
+        >>> u, _ = tx.update(jnp.array([0.5, -4.0]), tx.init(jnp.zeros(2)))
+        >>> [round(float(x), 4) for x in u]  # the first steps are momentum alone: m_hat = g
+        [0.5, -4.0]
+    """
+    hp = Hyperparams(b1=b1, b2=b2, eps=eps, eps_root=eps_root, threshold=threshold)
+    numerator = chain(ema_first_moment(hp["b1"], dtype=mu_dtype), bias_correct(hp["b1"]))
+    denominator = chain(
+        ema_second_moment(hp["b2"], dtype=nu_dtype),
+        bias_correct(hp["b2"]),
+        sqrt_with_eps(hp["eps"], hp["eps_root"]),
+        rectify(hp["b2"], hp["threshold"]),
+    )
     return hp.chain(divide(numerator, denominator))
