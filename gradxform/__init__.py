@@ -75,6 +75,15 @@ from gradxform.optimizers_more import (
     radam,
     sign_sgd,
 )
+from gradxform.optimizers_more import (
+    adabelief,
+    adamax,
+    adamaxw,
+    lion,
+    nadamw,
+    radam,
+    sign_sgd,
+)
 from gradxform.second_order.aliases import bfgs, lbfgs, newton, newton_cg
 from gradxform.second_order.linesearch import (
     ScaleByLinesearchState,
@@ -157,6 +166,22 @@ from gradxform.transforms.moments_extra import (
     scale_by_radam,
     scale_by_sign,
 )
+from gradxform.transforms.moments_extra import (
+    EmaBeliefMomentState,
+    EmaInfinityMomentState,
+    LionMomentState,
+    RectifyState,
+    ScaleBySignState,
+    ema_belief_moment,
+    ema_infinity_moment,
+    lion_moment,
+    rectify,
+    scale_by_adamax,
+    scale_by_belief,
+    scale_by_lion,
+    scale_by_radam,
+    scale_by_sign,
+)
 from gradxform.transforms.momentum import ScaleByMomentumState, scale_by_momentum
 from gradxform.transforms.partition import (
     MaskedState,
@@ -186,6 +211,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "EmaBeliefMomentState",
+    "ema_belief_moment",
     "adabelief",
     "radam",
     "RectifyState",
