@@ -65,16 +65,7 @@ from gradxform.optimizers import (
     sgd,
     sgd_velocity,
 )
-from gradxform.optimizers_more import adamax, adamaxw, lion, nadamw, sign_sgd
-from gradxform.optimizers_more import (
-    adabelief,
-    adamax,
-    adamaxw,
-    lion,
-    nadamw,
-    radam,
-    sign_sgd,
-)
+from gradxform.optimizers_matrix import muon
 from gradxform.optimizers_more import (
     adabelief,
     adamax,
@@ -141,32 +132,6 @@ from gradxform.transforms.moments import (
     sqrt_with_eps,
 )
 from gradxform.transforms.moments_extra import (
-    EmaInfinityMomentState,
-    LionMomentState,
-    ScaleBySignState,
-    ema_infinity_moment,
-    lion_moment,
-    scale_by_adamax,
-    scale_by_lion,
-    scale_by_sign,
-)
-from gradxform.transforms.moments_extra import (
-    EmaBeliefMomentState,
-    EmaInfinityMomentState,
-    LionMomentState,
-    RectifyState,
-    ScaleBySignState,
-    ema_belief_moment,
-    ema_infinity_moment,
-    lion_moment,
-    rectify,
-    scale_by_adamax,
-    scale_by_belief,
-    scale_by_lion,
-    scale_by_radam,
-    scale_by_sign,
-)
-from gradxform.transforms.moments_extra import (
     EmaBeliefMomentState,
     EmaInfinityMomentState,
     LionMomentState,
@@ -183,6 +148,12 @@ from gradxform.transforms.moments_extra import (
     scale_by_sign,
 )
 from gradxform.transforms.momentum import ScaleByMomentumState, scale_by_momentum
+from gradxform.transforms.orthogonal import (
+    OrthogonalizeState,
+    newton_schulz,
+    orthogonalize,
+    scale_by_lookahead_ema,
+)
 from gradxform.transforms.partition import (
     MaskedState,
     PartitionState,
@@ -211,16 +182,16 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "EmaBeliefMomentState",
-    "ema_belief_moment",
-    "adabelief",
-    "radam",
-    "RectifyState",
-    "scale_by_belief",
-    "scale_by_radam",
-    "rectify",
     "adamax",
     "adamaxw",
+    "adabelief",
+    "radam",
+    "EmaBeliefMomentState",
+    "RectifyState",
+    "ema_belief_moment",
+    "rectify",
+    "scale_by_belief",
+    "scale_by_radam",
     "lion",
     "nadamw",
     "sign_sgd",
@@ -239,6 +210,11 @@ __all__ = [
     "freeze",
     "masked",
     "partition",
+    "orthogonalize",
+    "OrthogonalizeState",
+    "newton_schulz",
+    "scale_by_lookahead_ema",
+    "muon",
     "set_to_zero",
     "EmaParamsState",
     "LookaheadState",
