@@ -12,11 +12,11 @@ from jax.typing import DTypeLike
 from gradxform import checks
 from gradxform.base import GradientTransformationExtraArgs, chain
 from gradxform.hyperparams import Hyperparams, ScalarOrSchedule
+from gradxform.optimizers import _adam_chain
 from gradxform.transforms.moments import (
     bias_correct,
     ema_first_moment,
     nesterov_first_moment,
-    scale_by_adam,
 )
 from gradxform.transforms.orthogonal import orthogonalize, scale_by_lookahead_ema
 from gradxform.transforms.partition import _check_spec, _label_kind, _partition
@@ -137,18 +137,8 @@ def muon(
         eps_root=adam_eps_root,
         weight_decay=adam_weight_decay,
     )
-    adam_tx = adam_hp.chain(
-        scale_by_adam(
-            adam_hp["b1"],
-            adam_hp["b2"],
-            adam_hp["eps"],
-            eps_root=adam_hp["eps_root"],
-            nesterov=adam_nesterov,
-            mu_dtype=mu_dtype,
-        ),
-        add_decayed_weights(adam_hp["weight_decay"]),
-        scale_by_learning_rate(adam_hp["learning_rate"]),
-    )
+    decay = add_decayed_weights(adam_hp["weight_decay"])
+    adam_tx = _adam_chain(adam_hp, decay, nesterov=adam_nesterov, mu_dtype=mu_dtype)
     split = _matrix_or_vector if labels is None else labels
     parts = {"muon": muon_tx, "adam": adam_tx}
     kind = _label_kind(parts)

@@ -23,7 +23,7 @@ from jax.typing import DTypeLike
 from gradxform import checks, tree
 from gradxform.base import EmptyState, GradientTransformationExtraArgs
 from gradxform.hyperparams import Hyperparam, Hyperparams, HyperparamState, ScalarOrSchedule
-from gradxform.transforms.moments import EmaFirstMomentState
+from gradxform.transforms.moments import _first_moment
 from gradxform.transforms.partition import _path_string
 
 __all__ = ["OrthogonalizeState", "newton_schulz", "orthogonalize", "scale_by_lookahead_ema"]
@@ -294,19 +294,9 @@ def scale_by_lookahead_ema(
         1.5
     """
     nesterov = checks.boolean("nesterov", nesterov)
-    hp = Hyperparams(decay=decay).check("decay", lower=0, upper=1, upper_open=True)
-    hp.use_complement("decay")
 
-    def init_fn(params):
-        return EmaFirstMomentState(tree.zeros_like(params, dtype), hp.init(params))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params
-        tree.check_structure(state.mu, updates, "first moment", "updates")
-        values, hyper = hp.step(state.hyperparams, extra_args)
+    def look_ahead(values, mu, updates):
         b, gain = values["decay"], values.complement("decay")
-        mu = tree.ema(b, gain, state.mu, updates)
-        out = tree.cast(tree.ema(b, gain, mu, updates), updates) if nesterov else mu
-        return out, EmaFirstMomentState(mu, hyper)
+        return tree.cast(tree.ema(b, gain, mu, updates), updates)
 
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    return _first_moment(decay, dtype, look_ahead if nesterov else lambda values, mu, g: mu)
