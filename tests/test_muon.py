@@ -274,3 +274,15 @@ def test_dtype_rows(dtype):
         ref = -0.1 * numpy_quintic(np.asarray(g, np.float64)) * np.sqrt(6 / 4)
         tol = {"bfloat16": 0.1, "float16": 0.02, "float32": 1e-5, "float64": 1e-12}[dtype]
         np.testing.assert_allclose(np.asarray(u["w"], np.float64), ref, atol=tol * 0.2)
+
+
+def test_complex_matrices_use_the_conjugate_transpose():
+    rng = np.random.default_rng(4)
+    g = rng.standard_normal((4, 6)) + 1j * rng.standard_normal((4, 6))
+    tx = gx.orthogonalize(scaling="none")
+    x = jnp.asarray(g, jnp.complex64)
+    out, _ = tx.update(x, tx.init(x))
+    assert out.dtype == jnp.complex64
+    u, s, vh = np.linalg.svd(g, full_matrices=False)
+    expected = u @ np.diag(composed_polynomial(s / np.linalg.norm(g))) @ vh
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=0, atol=2e-5)
