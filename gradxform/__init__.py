@@ -74,6 +74,7 @@ from gradxform.optimizers_more import (
     nadamw,
     radam,
     sign_sgd,
+    yogi,
 )
 from gradxform.second_order.aliases import bfgs, lbfgs, newton, newton_cg
 from gradxform.second_order.linesearch import (
@@ -137,6 +138,7 @@ from gradxform.transforms.moments_extra import (
     LionMomentState,
     RectifyState,
     ScaleBySignState,
+    YogiSecondMomentState,
     ema_belief_moment,
     ema_infinity_moment,
     lion_moment,
@@ -146,6 +148,8 @@ from gradxform.transforms.moments_extra import (
     scale_by_lion,
     scale_by_radam,
     scale_by_sign,
+    scale_by_yogi,
+    yogi_second_moment,
 )
 from gradxform.transforms.momentum import ScaleByMomentumState, scale_by_momentum
 from gradxform.transforms.orthogonal import (
@@ -182,6 +186,10 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "yogi",
+    "YogiSecondMomentState",
+    "scale_by_yogi",
+    "yogi_second_moment",
     "adamax",
     "adamaxw",
     "adabelief",

@@ -1,4 +1,4 @@
-r"""More optimizers: Lion, signSGD, Adamax(W), NAdamW, AdaBelief, RAdam: short chains of blocks.
+r"""More optimizers: Lion, signSGD, Adamax(W), NAdamW, AdaBelief, Yogi, RAdam, as block chains.
 
 Notation as in :mod:`gradxform.optimizers`: :math:`g` the gradient,
 :math:`t = 1, 2, \dots` the update number, :math:`\eta` the learning rate,
@@ -23,6 +23,7 @@ from gradxform.transforms.moments_extra import (
     scale_by_lion,
     scale_by_radam,
     scale_by_sign,
+    scale_by_yogi,
 )
 from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_rate
 
@@ -34,6 +35,7 @@ __all__ = [
     "nadamw",
     "radam",
     "sign_sgd",
+    "yogi",
 ]
 
 
@@ -397,6 +399,67 @@ def radam(
         hp["eps"],
         hp["eps_root"],
         hp["threshold"],
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
+    return hp.chain(direction, scale_by_learning_rate(hp["learning_rate"]))
+
+
+def yogi(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-3,
+    *,
+    eps_root: ScalarOrSchedule = 0.0,
+    initial_accumulator_value: float = 1e-6,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> GradientTransformationExtraArgs:
+    r"""Yogi (Zaheer et al., 2018): Adam with an additive second moment.
+
+    .. math::
+
+        m \leftarrow \beta_1 m + (1 - \beta_1) g, \quad
+        v \leftarrow v - (1 - \beta_2) \operatorname{sign}(v - g^2)\, g^2, \quad
+        x \leftarrow x - \eta\, \frac{m / (1 - \beta_1^t)}
+        {\sqrt{v / (1 - \beta_2^t) + \epsilon_r} + \epsilon}
+
+    Defaults are optax's (:math:`\epsilon = 10^{-3}`, :math:`v_0 = 10^{-6}`);
+    :math:`m_0 = 0` as in the paper, where optax starts :math:`m` at
+    :math:`v_0` too (a difference of :math:`10^{-6}` in the first moment).
+
+    Composition: ``chain(scale_by_yogi(b1, b2, eps, eps_root, initial_accumulator_value=...),
+    scale_by_learning_rate(learning_rate))`` where :func:`gradxform.scale_by_yogi` is
+    ``divide(chain(ema_first_moment(b1), bias_correct(b1)), chain(yogi_second_moment(b2),
+    bias_correct(b2), sqrt_with_eps(eps, eps_root)))``.
+
+    Args:
+        learning_rate: :math:`\eta \ge 0`, a number or a schedule.
+        b1: :math:`\beta_1` in [0, 1).
+        b2: :math:`\beta_2` in [0, 1).
+        eps: :math:`\epsilon \ge 0`, outside the root.
+        eps_root: :math:`\epsilon_r \ge 0`, inside the root.
+        initial_accumulator_value: :math:`v_0 \ge 0`.
+        mu_dtype, nu_dtype: as in :func:`gradxform.adam`.
+
+    Returns:
+        Yogi; its state holds one store, m and v.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.yogi(0.1, eps=0.0, initial_accumulator_value=0.0)
+        >>> u, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))
+        >>> [round(float(v), 4) for v in u]
+        [-0.1, 0.1]
+    """
+    hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+    direction = scale_by_yogi(
+        hp["b1"],
+        hp["b2"],
+        hp["eps"],
+        hp["eps_root"],
+        initial_accumulator_value=initial_accumulator_value,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )

@@ -1,4 +1,4 @@
-"""Lion, signSGD, Adamax(W), NAdamW, AdaBelief, RAdam against optax's optimizers of the same name.
+"""Lion, signSGD, Adamax(W), NAdamW, AdaBelief, Yogi, RAdam against optax's of the same name.
 
 optax is the oracle only: gradxform computes nothing through it. Each row runs
 200 steps (one jitted ``lax.scan``) on a small mixed tree with a batched 3-D
@@ -64,6 +64,15 @@ ROWS = {
         lambda: gx.radam(0.01, 0.8, 0.9, 1e-6, 1e-8, threshold=6.0),
         lambda: optax.radam(0.01, 0.8, 0.9, 1e-6, 1e-8, threshold=6.0),
     ),
+    # optax starts m at initial_accumulator_value too: with 0 both start at 0 (bitwise)
+    "yogi_v0_zero": (
+        lambda: gx.yogi(0.01, 0.8, 0.99, initial_accumulator_value=0.0),
+        lambda: optax.chain(
+            optax.scale_by_yogi(0.8, 0.99, 1e-3, initial_accumulator_value=0.0),
+            optax.scale_by_learning_rate(0.01),
+        ),
+    ),
+    "yogi": (lambda: gx.yogi(0.01), lambda: optax.yogi(0.01)),
 }
 
 
@@ -95,12 +104,18 @@ def _trajectory(tx, dtype, apply):
 # Rows equal to optax up to rounding, not bitwise: in the scanned 200-step program XLA
 # compiles optax's ``m / (1 - b1**t)`` as ``m * (1 / (1 - b1**t))`` (its HLO shows the
 # scalar reciprocal) and ours as a division, 1 ulp apart at some steps (one jitted
-# update alone is bitwise equal). RAdam: gradxform divides by the rectified
+# update alone is bitwise equal; with AdamaxW's weight decay in the chain it is
+# bitwise). RAdam: gradxform divides by the rectified
 # denominator, ``m / (d / r)``, where optax multiplies, ``r * m / d``, and computes
 # rho_inf = 2 / (1 - b2) - 1 from the stored 1 - b2 where optax takes it in Python double.
 # Relative to each leaf's largest magnitude.
-NOT_BITWISE = {"adamax", "adamax_eps", "adamaxw", "radam", "radam_threshold"}
+# Yogi at optax's defaults: optax starts m at initial_accumulator_value (1e-6) as well as v,
+# gradxform at 0 (the paper's m_0): measured 5.6e-7 (float32) and 5.8e-7 (float64) of each
+# leaf's largest magnitude after 200 steps, so a 2e-6 bound in both dtypes; the same
+# method from m_0 = 0 is the bitwise row yogi_v0_zero.
+NOT_BITWISE = {"adamax", "adamax_eps", "radam", "radam_threshold", "yogi"}
 RTOL = {"float32": 1e-6, "float64": 1e-14}
+ROW_RTOL = {"yogi": 2e-6}
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))
@@ -118,7 +133,7 @@ def test_equals_optax_over_200_steps(name, dtype):
         if name not in NOT_BITWISE:
             np.testing.assert_array_equal(ours[leaf], theirs[leaf], err_msg=f"{name}: {leaf}")
         scale = np.max(np.abs(theirs[leaf]))
-        rtol = RTOL[float_dtype]
+        rtol = ROW_RTOL.get(name, RTOL[float_dtype])
         np.testing.assert_allclose(ours[leaf], theirs[leaf], rtol=rtol, atol=rtol * scale)
 
 
@@ -190,6 +205,10 @@ BAD = [
     (lambda: gx.radam(0.1, b2=1.0), "b2"),
     (lambda: gx.radam(0.1, threshold=3.0), "threshold"),
     (lambda: gx.radam(-0.1), "learning_rate"),
+    (lambda: gx.yogi(0.1, b1=1.0), "b1"),
+    (lambda: gx.yogi(0.1, b2=2.0), "b2"),
+    (lambda: gx.yogi(0.1, eps=-1.0), "eps"),
+    (lambda: gx.yogi(0.1, initial_accumulator_value=-1.0), "initial_value"),
 ]
 
 
