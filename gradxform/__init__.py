@@ -70,6 +70,7 @@ from gradxform.optimizers_more import (
     adabelief,
     adamax,
     adamaxw,
+    adopt,
     lion,
     nadamw,
     radam,
@@ -92,6 +93,17 @@ from gradxform.second_order.transforms import (
     scale_by_newton_cg,
 )
 from gradxform.transforms.accumulate import AccumulateState, accumulate, has_updated
+from gradxform.transforms.adam_variants import (
+    NormalizeByPreviousMomentState,
+    RectifyState,
+    YogiSecondMomentState,
+    normalize_by_previous_moment,
+    rectify,
+    scale_by_adopt,
+    scale_by_radam,
+    scale_by_yogi,
+    yogi_second_moment,
+)
 from gradxform.transforms.averaging import (
     EmaParamsState,
     LookaheadState,
@@ -136,20 +148,14 @@ from gradxform.transforms.moments_extra import (
     EmaBeliefMomentState,
     EmaInfinityMomentState,
     LionMomentState,
-    RectifyState,
     ScaleBySignState,
-    YogiSecondMomentState,
     ema_belief_moment,
     ema_infinity_moment,
     lion_moment,
-    rectify,
     scale_by_adamax,
     scale_by_belief,
     scale_by_lion,
-    scale_by_radam,
     scale_by_sign,
-    scale_by_yogi,
-    yogi_second_moment,
 )
 from gradxform.transforms.momentum import ScaleByMomentumState, scale_by_momentum
 from gradxform.transforms.orthogonal import (
@@ -186,6 +192,11 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "adopt",
+    "NormalizeByPreviousMomentState",
+    "normalize_by_previous_moment",
+    "scale_by_adopt",
+    "scale_by_adopt",
     "yogi",
     "YogiSecondMomentState",
     "scale_by_yogi",

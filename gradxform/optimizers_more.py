@@ -1,4 +1,4 @@
-r"""More optimizers: Lion, signSGD, Adamax(W), NAdamW, AdaBelief, Yogi, RAdam, as block chains.
+r"""More optimizers: Lion, signSGD, Adamax(W), NAdamW, AdaBelief, Yogi, RAdam, ADOPT as chains.
 
 Notation as in :mod:`gradxform.optimizers`: :math:`g` the gradient,
 :math:`t = 1, 2, \dots` the update number, :math:`\eta` the learning rate,
@@ -16,14 +16,13 @@ from jax.typing import DTypeLike
 
 from gradxform.base import GradientTransformationExtraArgs
 from gradxform.hyperparams import Hyperparams, ScalarOrSchedule
+from gradxform.transforms.adam_variants import scale_by_adopt, scale_by_radam, scale_by_yogi
 from gradxform.transforms.moments import scale_by_adam
 from gradxform.transforms.moments_extra import (
     scale_by_adamax,
     scale_by_belief,
     scale_by_lion,
-    scale_by_radam,
     scale_by_sign,
-    scale_by_yogi,
 )
 from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_rate
 
@@ -31,6 +30,7 @@ __all__ = [
     "adabelief",
     "adamax",
     "adamaxw",
+    "adopt",
     "lion",
     "nadamw",
     "radam",
@@ -460,6 +460,70 @@ def yogi(
         hp["eps"],
         hp["eps_root"],
         initial_accumulator_value=initial_accumulator_value,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
+    return hp.chain(direction, scale_by_learning_rate(hp["learning_rate"]))
+
+
+def adopt(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.9999,
+    eps: ScalarOrSchedule = 1e-6,
+    *,
+    clip_value: ScalarOrSchedule | None = lambda count: count**0.25,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> GradientTransformationExtraArgs:
+    r"""ADOPT (Taniguchi et al., 2024): normalize by the previous second moment, then average.
+
+    .. math::
+
+        m \leftarrow \beta_1 m + (1 - \beta_1)
+        \operatorname{clip}\bigl(g / \max(\sqrt{v}, \epsilon), c_t\bigr), \quad
+        v \leftarrow \beta_2 v + (1 - \beta_2) g^2, \quad
+        x \leftarrow x - \eta\, m
+
+    with :math:`v` used *before* its update, :math:`c_t = t^{1/4}` (:math:`t`
+    the updates so far) and a first update that only sets :math:`v = g^2`.
+    Defaults are ``optax.contrib.adopt``'s.
+
+    Composition: ``chain(normalize_by_previous_moment(b2, eps), [clip(clip_value)],
+    ema_first_moment(b1), scale_by_learning_rate(learning_rate))`` (the first three are
+    :func:`gradxform.scale_by_adopt`).
+
+    Args:
+        learning_rate: :math:`\eta \ge 0`, a number or a schedule.
+        b1: :math:`\beta_1` in [0, 1).
+        b2: :math:`\beta_2` in [0, 1).
+        eps: :math:`\epsilon \ge 0`, the floor of :math:`\sqrt{v}`.
+        clip_value: :math:`c_t \ge 0`, a number or a schedule of the count, or
+            ``None`` for no clipping.
+        mu_dtype: dtype of :math:`m` (default: each parameter's dtype).
+        nu_dtype: dtype of :math:`v` (default: real, at least float32).
+
+    Returns:
+        ADOPT; its state holds one store, m and v.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.adopt(0.1, b1=0.5)
+        >>> state = tx.init(jnp.zeros(1))
+        >>> u, state = tx.update(jnp.array([2.0]), state)  # sets v = 4
+        >>> u, state = tx.update(jnp.array([3.0]), state)
+        >>> round(float(u[0]), 4)  # -0.1 * 0.5 * clip(3 / 2, 1)
+        -0.05
+    """
+    specs: dict[str, Any] = {"learning_rate": learning_rate, "b1": b1, "b2": b2, "eps": eps}
+    if clip_value is not None:
+        specs["clip_value"] = clip_value
+    hp = Hyperparams(**specs)
+    direction = scale_by_adopt(
+        hp["b1"],
+        hp["b2"],
+        hp["eps"],
+        clip_value=hp["clip_value"] if clip_value is not None else None,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
