@@ -196,7 +196,6 @@ __all__ = [
     "NormalizeByPreviousMomentState",
     "normalize_by_previous_moment",
     "scale_by_adopt",
-    "scale_by_adopt",
     "yogi",
     "YogiSecondMomentState",
     "scale_by_yogi",
