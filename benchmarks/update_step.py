@@ -88,7 +88,11 @@ class Spec(NamedTuple):
 
 
 # One line per optimizer. torch's AMSGrad takes the maximum before the bias
-# correction (same cost); torch's NAdam is a different method, so no torch column.
+# correction (same cost); torch's NAdam is a different method, so no torch column
+# for nadam; nadamw's torch column is NAdam(decoupled_weight_decay=True), the same
+# memory traffic plus torch's momentum-decay schedule (scalar work). torch's Adamax
+# decay is coupled (L2), so adamaxw has none. AdaBelief's minimum is 28 bytes;
+# gradxform's belief block keeps its own first moment, so it moves 36.
 OPTIMIZERS: dict[str, Spec] = {
     "sgd": Spec(lambda: gx.sgd(LR), lambda: optax.sgd(LR), ("SGD", {"lr": LR}), 12),
     "momentum": Spec(
@@ -123,6 +127,20 @@ OPTIMIZERS: dict[str, Spec] = {
     "amsgrad": Spec(
         lambda: gx.amsgrad(LR), lambda: optax.amsgrad(LR), ("Adam", {"lr": LR, "amsgrad": True}), 36
     ),
+    "lion": Spec(lambda: gx.lion(LR), lambda: optax.lion(LR), None, 20),
+    "sign_sgd": Spec(lambda: gx.sign_sgd(LR), lambda: optax.sign_sgd(LR), None, 12),
+    "adamax": Spec(lambda: gx.adamax(LR), lambda: optax.adamax(LR), ("Adamax", {"lr": LR}), 28),
+    "adamaxw": Spec(lambda: gx.adamaxw(LR), lambda: optax.adamaxw(LR), None, 28),
+    "nadamw": Spec(
+        lambda: gx.nadamw(LR),
+        lambda: optax.nadamw(LR),
+        ("NAdam", {"lr": LR, "weight_decay": 1e-4, "decoupled_weight_decay": True}),
+        28,
+    ),
+    "adabelief": Spec(lambda: gx.adabelief(LR), lambda: optax.adabelief(LR), None, 28),
+    "yogi": Spec(lambda: gx.yogi(LR), lambda: optax.yogi(LR), None, 28),
+    "radam": Spec(lambda: gx.radam(LR), lambda: optax.radam(LR), ("RAdam", {"lr": LR}), 28),
+    "adopt": Spec(lambda: gx.adopt(LR), lambda: optax.contrib.adopt(LR), None, 28),
 }
 TORCH_FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}  # torch.optim classes with fused=True
 IMPLS = ["gradxform", "grouped", "optax", "torch_foreach", "torch_fused"]

@@ -39,6 +39,20 @@ __all__ = [
 ]
 
 
+def _stepped(
+    hp: Hyperparams, direction: Any, names: tuple[str, ...], *after: Any, **options: Any
+) -> GradientTransformationExtraArgs:
+    """``hp.chain(direction(<handles of names>, **options), *after, scale_by_learning_rate)``."""
+    handles = [hp[name] for name in names]
+    steps = (direction(*handles, **options), *after, scale_by_learning_rate(hp["learning_rate"]))
+    return hp.chain(*steps)
+
+
+def _adam_direction(b1: Any, b2: Any, eps: Any, eps_root: Any, **options: Any) -> Any:
+    """:func:`gradxform.scale_by_adam` with ``eps_root`` positional."""
+    return scale_by_adam(b1, b2, eps, eps_root=eps_root, **options)
+
+
 def lion(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -84,11 +98,8 @@ def lion(
         0.05
     """
     hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
-    return hp.chain(
-        scale_by_lion(hp["b1"], hp["b2"], mu_dtype=mu_dtype),
-        add_decayed_weights(hp["weight_decay"], mask),
-        scale_by_learning_rate(hp["learning_rate"]),
-    )
+    decay = add_decayed_weights(hp["weight_decay"], mask)
+    return _stepped(hp, scale_by_lion, ("b1", "b2"), decay, mu_dtype=mu_dtype)
 
 
 def sign_sgd(learning_rate: ScalarOrSchedule) -> GradientTransformationExtraArgs:
@@ -157,8 +168,8 @@ def adamax(
         [-0.1, 0.1]
     """
     hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
-    direction = scale_by_adamax(hp["b1"], hp["b2"], hp["eps"], mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return hp.chain(direction, scale_by_learning_rate(hp["learning_rate"]))
+    dtypes = {"mu_dtype": mu_dtype, "nu_dtype": nu_dtype}
+    return _stepped(hp, scale_by_adamax, ("b1", "b2", "eps"), **dtypes)
 
 
 def adamaxw(
@@ -202,12 +213,9 @@ def adamaxw(
         -0.2
     """
     hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
-    direction = scale_by_adamax(hp["b1"], hp["b2"], hp["eps"], mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return hp.chain(
-        direction,
-        add_decayed_weights(hp["weight_decay"], mask),
-        scale_by_learning_rate(hp["learning_rate"]),
-    )
+    decay = add_decayed_weights(hp["weight_decay"], mask)
+    dtypes = {"mu_dtype": mu_dtype, "nu_dtype": nu_dtype}
+    return _stepped(hp, scale_by_adamax, ("b1", "b2", "eps"), decay, **dtypes)
 
 
 def nadamw(
@@ -267,20 +275,9 @@ def nadamw(
         eps_root=eps_root,
         weight_decay=weight_decay,
     )
-    direction = scale_by_adam(
-        hp["b1"],
-        hp["b2"],
-        hp["eps"],
-        eps_root=hp["eps_root"],
-        nesterov=True,
-        mu_dtype=mu_dtype,
-        nu_dtype=nu_dtype,
-    )
-    return hp.chain(
-        direction,
-        add_decayed_weights(hp["weight_decay"], mask),
-        scale_by_learning_rate(hp["learning_rate"]),
-    )
+    decay = add_decayed_weights(hp["weight_decay"], mask)
+    options = {"nesterov": True, "mu_dtype": mu_dtype, "nu_dtype": nu_dtype}
+    return _stepped(hp, _adam_direction, ("b1", "b2", "eps", "eps_root"), decay, **options)
 
 
 def adabelief(
@@ -329,10 +326,8 @@ def adabelief(
         [-0.1111, 0.1111]
     """
     hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
-    direction = scale_by_belief(
-        hp["b1"], hp["b2"], hp["eps"], hp["eps_root"], mu_dtype=mu_dtype, nu_dtype=nu_dtype
-    )
-    return hp.chain(direction, scale_by_learning_rate(hp["learning_rate"]))
+    dtypes = {"mu_dtype": mu_dtype, "nu_dtype": nu_dtype}
+    return _stepped(hp, scale_by_belief, ("b1", "b2", "eps", "eps_root"), **dtypes)
 
 
 def radam(
@@ -393,16 +388,8 @@ def radam(
         eps_root=eps_root,
         threshold=threshold,
     )
-    direction = scale_by_radam(
-        hp["b1"],
-        hp["b2"],
-        hp["eps"],
-        hp["eps_root"],
-        hp["threshold"],
-        mu_dtype=mu_dtype,
-        nu_dtype=nu_dtype,
-    )
-    return hp.chain(direction, scale_by_learning_rate(hp["learning_rate"]))
+    names = ("b1", "b2", "eps", "eps_root", "threshold")
+    return _stepped(hp, scale_by_radam, names, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
 
 
 def yogi(
@@ -454,16 +441,9 @@ def yogi(
         [-0.1, 0.1]
     """
     hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
-    direction = scale_by_yogi(
-        hp["b1"],
-        hp["b2"],
-        hp["eps"],
-        hp["eps_root"],
-        initial_accumulator_value=initial_accumulator_value,
-        mu_dtype=mu_dtype,
-        nu_dtype=nu_dtype,
-    )
-    return hp.chain(direction, scale_by_learning_rate(hp["learning_rate"]))
+    options: dict[str, Any] = {"mu_dtype": mu_dtype, "nu_dtype": nu_dtype}
+    options["initial_accumulator_value"] = initial_accumulator_value
+    return _stepped(hp, scale_by_yogi, ("b1", "b2", "eps", "eps_root"), **options)
 
 
 def adopt(
@@ -519,12 +499,6 @@ def adopt(
     if clip_value is not None:
         specs["clip_value"] = clip_value
     hp = Hyperparams(**specs)
-    direction = scale_by_adopt(
-        hp["b1"],
-        hp["b2"],
-        hp["eps"],
-        clip_value=hp["clip_value"] if clip_value is not None else None,
-        mu_dtype=mu_dtype,
-        nu_dtype=nu_dtype,
-    )
-    return hp.chain(direction, scale_by_learning_rate(hp["learning_rate"]))
+    clip = hp["clip_value"] if clip_value is not None else None
+    options = {"clip_value": clip, "mu_dtype": mu_dtype, "nu_dtype": nu_dtype}
+    return _stepped(hp, scale_by_adopt, ("b1", "b2", "eps"), **options)
