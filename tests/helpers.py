@@ -39,6 +39,8 @@ ALIASES = {
     "adamw": lambda: gx.adamw(0.1),
     "amsgrad": lambda: gx.amsgrad(0.1),
     "nadam": lambda: gx.nadam(0.1),
+    "lion": lambda: gx.lion(0.01, weight_decay=0.1),
+    "adamax": lambda: gx.adamax(0.1),
 }
 
 WRAPPED = {
