@@ -466,6 +466,18 @@ def test_label_errors_come_at_the_first_init_naming_the_path(case):
         tx.init(PARAMS)
 
 
+def test_allow_empty_groups_accepts_a_transform_labelling_nothing_and_it_holds_no_state():
+    transforms = {"decay": ADAM, "no_decay": ADAM, "embed": ADAM}
+    tx = gx.partition(transforms, GLOB, allow_empty_groups=True)
+    state = tx.init(PARAMS)
+    assert jax.tree.leaves(state.inner_states["embed"].inner_state) == []  # no moments
+    # the other groups move exactly as without the empty one
+    reference = gx.partition({"decay": ADAM, "no_decay": ADAM}, GLOB)
+    ours, _ = tx.update(PARAMS, state, PARAMS)
+    theirs, _ = reference.update(PARAMS, reference.init(PARAMS), PARAMS)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), ours, theirs))
+
+
 def test_a_group_that_does_not_exist_is_named_with_the_groups_there_are():
     state = adamw_adam().init(PARAMS)
     with pytest.raises(

@@ -213,7 +213,10 @@ def _partition(transforms: dict, labels: Any, kind: _Kind, require_used: bool):
 
 
 def partition(
-    transforms: Mapping[str, GradientTransformation], labels: Any
+    transforms: Mapping[str, GradientTransformation],
+    labels: Any,
+    *,
+    allow_empty_groups: bool = False,
 ) -> GradientTransformationExtraArgs:
     """Applies a different transform to each group of parameters.
 
@@ -247,6 +250,9 @@ def partition(
             function of the params returning one, a function of
             ``(key_path, leaf)`` returning a label, or a dict of glob patterns
             on path strings (first match wins) to labels.
+        allow_empty_groups: accept a transform that labels no leaf (its state
+            then holds nothing); by default that is an error, since it is
+            usually a misspelt pattern.
 
     Returns:
         The partitioned transform; its state is :class:`PartitionState`.
@@ -256,7 +262,7 @@ def partition(
             not a string without ``.``, or a label in ``labels`` with no
             transform; at the first ``init``, naming the path of a leaf no
             pattern matches or whose label has no transform, or a transform
-            that labels no leaf.
+            that labels no leaf (unless ``allow_empty_groups``).
         TypeError: when built, for a value of ``transforms`` that is not a transform.
 
     Example:
@@ -284,7 +290,8 @@ def partition(
     parts = {label: with_extra_args(tx) for label, tx in transforms.items()}
     kind = _label_kind(parts)
     _check_spec(labels, kind)
-    return _partition(parts, labels, kind, require_used=True)
+    allow_empty = checks.boolean("allow_empty_groups", allow_empty_groups)
+    return _partition(parts, labels, kind, require_used=not allow_empty)
 
 
 def _bool_label(value: Any) -> bool:
