@@ -82,19 +82,29 @@ def assert_sharded_report(report: dict, names, max_abs_diff: float = 1e-6) -> No
         assert row["max_abs_diff"] <= max_abs_diff, (name, row["max_abs_diff"])
 
 
-def problem(dtype, seed: int = 0, steps: int = STEPS):
-    params, noise = make_problem(seed, steps)
+def problem(dtype, seed: int = 0, steps: int = STEPS, shapes: dict | None = None):
+    params, noise = make_problem(seed, steps, shapes)
     cast = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)  # noqa: E731
     return cast(params), cast(noise)
 
 
-def trajectory(tx, dtype, steps: int = STEPS, every: int = RECORD_EVERY, apply=None):
+def trajectory(
+    tx,
+    dtype,
+    steps: int = STEPS,
+    every: int = RECORD_EVERY,
+    apply=None,
+    *,
+    seed: int = 0,
+    shapes: dict | None = None,
+):
     """Params every ``every`` steps of ``tx`` on the shared problem, one jitted scan.
 
-    ``apply`` is the apply_updates to use (default: gradxform's).
+    ``apply`` is the apply_updates to use (default: gradxform's); ``seed`` and
+    ``shapes`` choose another instance of the problem (tests/problems.py).
     """
     apply = apply or gx.apply_updates
-    params, noise = problem(dtype, steps=steps)
+    params, noise = problem(dtype, seed, steps, shapes)
 
     def step(carry, noise_t):
         x, state = carry

@@ -14,11 +14,13 @@ CURVATURE = 0.5
 SHAPES = {"matrix": (4, 3), "square": (3, 3), "vector": (5,), "scalar": ()}
 
 
-def make_problem(seed: int = 0, steps: int = STEPS):
-    """Initial params and the noise sequence, float64 NumPy, keyed like SHAPES."""
+def make_problem(seed: int = 0, steps: int = STEPS, shapes: dict | None = None):
+    """Initial params and the noise sequence, float64 NumPy, keyed like ``shapes``
+    (default SHAPES)."""
+    shapes = SHAPES if shapes is None else shapes
     rng = np.random.default_rng(seed)
-    params = {k: rng.normal(size=s) for k, s in SHAPES.items()}
-    noise = {k: 0.3 * rng.normal(size=(steps, *s)) for k, s in SHAPES.items()}
+    params = {k: rng.normal(size=s) for k, s in shapes.items()}
+    noise = {k: 0.3 * rng.normal(size=(steps, *s)) for k, s in shapes.items()}
     return params, noise
 
 

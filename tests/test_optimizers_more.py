@@ -19,6 +19,7 @@ import optax
 import pytest
 
 import gradxform as gx
+from tests.helpers import problem, trajectory
 
 STEPS, EVERY = 200, 20
 SHAPES = {"w": (4, 3), "b": (5,), "batched": (2, 3, 4), "s": ()}
@@ -81,29 +82,10 @@ ROWS = {
 }
 
 
-def _problem(dtype):
-    rng = np.random.default_rng(3)
-    params = {k: jnp.asarray(rng.normal(size=s), dtype) for k, s in SHAPES.items()}
-    noise = {k: jnp.asarray(0.3 * rng.normal(size=(STEPS, *s)), dtype) for k, s in SHAPES.items()}
-    return params, noise
-
-
 def _trajectory(tx, dtype, apply):
-    params, noise = _problem(dtype)
-
-    def step(carry, noise_t):
-        x, state = carry
-        g = jax.tree.map(lambda p, n: 0.5 * p + jnp.cos(p) + n, x, noise_t)
-        updates, state = tx.update(g, state, x)
-        x = apply(x, updates)
-        return (x, state), x
-
-    @jax.jit
-    def run(params, noise):
-        _, xs = jax.lax.scan(step, (params, tx.init(params)), noise)
-        return jax.tree.map(lambda a: a[EVERY - 1 :: EVERY], xs)
-
-    return jax.tree.map(np.asarray, run(params, noise))
+    """The shared problem's gradients (tests/problems.py) on this file's tree, seed 3."""
+    run = trajectory(tx, dtype, STEPS, EVERY, apply, seed=3, shapes=SHAPES)
+    return jax.tree.map(np.asarray, run)
 
 
 # Rows equal to optax up to rounding, not bitwise: in the scanned 200-step program XLA
@@ -136,7 +118,7 @@ def test_equals_optax_over_200_steps(name, dtype):
     make_gx, make_optax = ROWS[name]
     ours = _trajectory(make_gx(), float_dtype, gx.apply_updates)
     theirs = _trajectory(make_optax(), float_dtype, optax.apply_updates)
-    start, _ = _problem(float_dtype)
+    start, _ = problem(float_dtype, 3, STEPS, SHAPES)
     for leaf in SHAPES:
         assert ours[leaf].dtype == np.dtype(float_dtype)
         assert ours[leaf].shape == (STEPS // EVERY, *SHAPES[leaf])
