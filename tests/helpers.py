@@ -121,6 +121,12 @@ def trajectory(
     return run(params, noise)
 
 
+def sharded_report(table: str) -> dict:
+    """The tests/scripts/sharded_run.py report for ``table`` (``"module:NAME"``, a dict of
+    factories in a test module): every row run on the 8-device CPU mesh and on one device."""
+    return run_on_eight_cpu_devices("-m", "tests.scripts.sharded_run", "--table", table)
+
+
 def run_on_eight_cpu_devices(*command: str) -> dict:
     """Runs ``python <command>`` from the repository root in a fresh interpreter with
     8 CPU devices (the device count is fixed when jax starts) and returns the JSON
