@@ -31,6 +31,13 @@ the GGN of ``jnp.mean((out - y) ** 2)`` over ``(N, K)`` outputs is ``2 / K``
 times it. The empirical Fisher uses the observed labels and equals neither
 in general.
 
+Two estimators of the Hessian's diagonal need no matrix either (Sophia's
+curvature, :func:`gradxform.sophia`): :func:`hutchinson_diagonal`, the mean
+of ``u * (H u)`` over random sign vectors ``u`` (unbiased for ``diag(H)``),
+and :func:`gauss_newton_bartlett_diagonal`, ``B * g * g`` with ``g`` the
+gradient of the mean cross-entropy at labels drawn from the model's own
+softmax (unbiased for ``diag(GGN)``).
+
 Every ``*_product`` evaluates the model once (``jax.linearize``) and returns
 a function ``v -> M v`` on pytrees shaped like ``params``; each product then
 costs one forward-mode and one reverse-mode pass through the linearised
@@ -54,7 +61,9 @@ __all__ = [
     "dense_hessian",
     "empirical_fisher_product",
     "fisher_product",
+    "gauss_newton_bartlett_diagonal",
     "gauss_newton_product",
+    "hutchinson_diagonal",
     "hvp",
     "linearized_hvp",
 ]
@@ -243,6 +252,14 @@ def _gaussian_fisher(means: jax.Array) -> Callable[[jax.Array], jax.Array]:
 _OUTPUT_FISHERS = {"categorical": _categorical_fisher, "gaussian": _gaussian_fisher}
 
 
+def _check_outputs(model: Model, params: Any, x: Any, least: int, likelihood: str) -> None:
+    """Raises unless ``model(params, x)`` is one array with at least ``least`` axes."""
+    out = jax.eval_shape(lambda p: model(p, x), params)
+    if not isinstance(out, jax.ShapeDtypeStruct) or len(out.shape) < least:
+        what = f"one array with at least {least} axes for likelihood={likelihood!r}"
+        checks.fail("model(params, x)", what, getattr(out, "shape", out))
+
+
 def fisher_product(
     model: Model, params: Any, x: Any, *, likelihood: str = "categorical"
 ) -> Product:
@@ -287,11 +304,7 @@ def fisher_product(
     """
     _check_model(model, params)
     checks.choice("likelihood", likelihood, _OUTPUT_FISHERS)
-    out = jax.eval_shape(lambda p: model(p, x), params)
-    least = 2 if likelihood == "categorical" else 1
-    if not isinstance(out, jax.ShapeDtypeStruct) or len(out.shape) < least:
-        what = f"one array with at least {least} axes for likelihood={likelihood!r}"
-        checks.fail("model(params, x)", what, getattr(out, "shape", out))
+    _check_outputs(model, params, x, 2 if likelihood == "categorical" else 1, likelihood)
     outputs, jvp, vjp = _linearize(lambda p: model(p, x), params)
     output_fisher = _OUTPUT_FISHERS[likelihood](outputs)
     return lambda v: vjp(output_fisher(jvp(v)))
@@ -352,3 +365,109 @@ def empirical_fisher_product(model: Model, loss: Loss, params: Any, x: Any, y: A
     _check_scalar(example_loss, (params, *first), "loss(model(params, x_i), y_i)")
     _, jvp, vjp = _linearize(losses, params)
     return lambda v: vjp(jvp(v) / n)
+
+
+def _rademacher_like(key: jax.Array, params: Any, num_probes: int) -> Any:
+    """``num_probes`` random sign vectors shaped like ``params`` (a leading probe axis)."""
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    probes = [
+        jax.random.rademacher(k, (num_probes, *jnp.shape(leaf)), jnp.asarray(leaf).dtype)
+        for k, leaf in zip(keys, leaves)
+    ]
+    return jax.tree.unflatten(treedef, probes)
+
+
+def hutchinson_diagonal(
+    f: Callable[[Any], jax.Array], params: Any, key: jax.Array, num_probes: int = 1
+) -> Any:
+    """Hutchinson's estimate of ``diag(H)``: the mean of ``u * (H u)`` over random signs ``u``.
+
+    Each probe ``u`` has independent entries ``+1`` or ``-1`` with equal
+    probability, so ``E[u_i (H u)_i] = H_ii + sum_{j != i} H_ij E[u_i u_j] = H_ii``:
+    the estimate is unbiased, its variance per probe at coordinate ``i`` is
+    ``sum_{j != i} H_ij ** 2``, and it is exact, whatever the probe, when
+    ``H`` is diagonal. One probe costs one :func:`hvp`; several share one
+    linearisation (:func:`linearized_hvp`), batched with ``vmap``. The probe
+    of each leaf is drawn in that leaf's dtype from its own key (``key``
+    split once per leaf).
+
+    Args:
+        f: the objective, ``f(params) -> scalar``, on real float leaves.
+        params: the point, a pytree of real float arrays.
+        key: a PRNG key (``jax.random.key`` or ``jax.random.PRNGKey``).
+        num_probes: how many probes to average, a Python int >= 1.
+
+    Returns:
+        The estimate, shaped (and typed) like ``params``.
+
+    Raises:
+        TypeError: if ``num_probes`` is not an integer.
+        ValueError: if ``num_probes < 1``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from gradxform import curvature
+        >>> f = lambda p: jnp.sum(p**3)  # H = diag(6 p): exact with any probe
+        >>> curvature.hutchinson_diagonal(f, jnp.array([1.0, 2.0]), jax.random.key(0))
+        Array([ 6., 12.], dtype=float32)
+    """
+    num_probes = checks.integer("num_probes", num_probes, minimum=1)
+    probes = _rademacher_like(key, params, num_probes)
+    if num_probes == 1:
+        first = jax.tree.map(lambda u: u[0], probes)
+        products = jax.tree.map(lambda hu: hu[None], hvp(f, params, first))
+    else:
+        products = jax.vmap(linearized_hvp(f, params))(probes)
+    return jax.tree.map(lambda u, hu: jnp.mean(u * hu, axis=0), probes, products)
+
+
+def gauss_newton_bartlett_diagonal(model: Model, params: Any, x: Any, key: jax.Array) -> Any:
+    """Sophia's Gauss-Newton-Bartlett estimate of ``diag(GGN)`` for softmax cross-entropy.
+
+    ``model(params, x)`` returns logits ``(N, ..., C)`` (classes on the last
+    axis); its ``B = N * (positions per example)`` rows are ``B`` categorical
+    predictions. A label ``y_b`` is drawn for every row from the model's own
+    ``softmax``, and with ``g`` the gradient of the mean cross-entropy
+    ``L(params) = -(1/B) sum_b log softmax(logits_b)[y_b]`` the estimate is
+    ``B * g * g``. Since the rows' score vectors ``p_b - e_{y_b}`` have mean
+    zero and covariance ``diag(p_b) - p_b p_b^T``, ``E[B g g^T]`` is the
+    Gauss-Newton matrix ``J^T H_L J`` of the mean cross-entropy (whatever
+    the observed labels), so the estimate is unbiased for its diagonal and
+    is never negative. One forward and one reverse pass (``jax.vjp``); the
+    sampled labels carry no gradient. For a loss that sums the positions of
+    an example instead of averaging them, multiply by the positions per
+    example (:func:`fisher_product` is that loss's GGN).
+
+    Args:
+        model: ``model(params, x) -> logits``, one array with at least 2 axes.
+        params: the point, a pytree of real float arrays.
+        x: the model's inputs (any pytree).
+        key: a PRNG key for the labels.
+
+    Returns:
+        The estimate, shaped (and typed) like ``params``.
+
+    Raises:
+        TypeError: if ``model`` is not callable or a leaf of ``params`` is not a real float.
+        ValueError: if ``model(params, x)`` is not one array with at least 2 axes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from gradxform import curvature
+        >>> model = lambda w, x: x @ w  # 4 examples, 3 classes
+        >>> x, w = jnp.ones((4, 2)), jnp.zeros((2, 3))
+        >>> h = curvature.gauss_newton_bartlett_diagonal(model, w, x, jax.random.key(0))
+        >>> h.shape, bool(jnp.all(h >= 0))
+        ((2, 3), True)
+    """
+    _check_model(model, params)
+    _check_outputs(model, params, x, 2, "categorical")
+    logits, pullback = jax.vjp(lambda p: model(p, x), params)
+    classes = logits.shape[-1]
+    rows = logits.size // classes
+    labels = jax.random.categorical(key, jax.lax.stop_gradient(logits), axis=-1)
+    probs = jax.nn.softmax(logits, axis=-1)
+    scores = (probs - jax.nn.one_hot(labels, classes, dtype=probs.dtype)) / rows
+    (g,) = pullback(scores)
+    return jax.tree.map(lambda leaf: rows * leaf * leaf, g)
