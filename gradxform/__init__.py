@@ -66,6 +66,7 @@ from gradxform.optimizers import (
     sgd_velocity,
 )
 from gradxform.optimizers_classic import adadelta, lamb, lars, nadam_momentum_decay, rprop
+from gradxform.optimizers_classic import adadelta, lamb, lars, nadam_momentum_decay, rprop
 from gradxform.optimizers_matrix import muon
 from gradxform.optimizers_more import (
     adabelief,
@@ -113,6 +114,14 @@ from gradxform.transforms.averaging import (
     ema_params,
     lookahead,
     swa,
+)
+from gradxform.transforms.classic_extra import (
+    MomentumDecayFirstMomentState,
+    ScaleByAdadeltaState,
+    ScaleByRpropState,
+    momentum_decay_first_moment,
+    scale_by_adadelta,
+    scale_by_rprop,
 )
 from gradxform.transforms.classic_extra import (
     MomentumDecayFirstMomentState,
@@ -192,6 +201,7 @@ from gradxform.transforms.scaling import (
     scale_by_schedule,
 )
 from gradxform.transforms.trust_ratio import ScaleByTrustRatioState, scale_by_trust_ratio
+from gradxform.transforms.trust_ratio import ScaleByTrustRatioState, scale_by_trust_ratio
 
 __version__ = "0.1.0"
 
@@ -202,6 +212,19 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "adadelta",
+    "lamb",
+    "lars",
+    "nadam_momentum_decay",
+    "rprop",
+    "MomentumDecayFirstMomentState",
+    "ScaleByAdadeltaState",
+    "ScaleByRpropState",
+    "ScaleByTrustRatioState",
+    "momentum_decay_first_moment",
+    "scale_by_adadelta",
+    "scale_by_rprop",
+    "scale_by_trust_ratio",
     "adadelta",
     "lamb",
     "lars",
