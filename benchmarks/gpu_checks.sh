@@ -2,7 +2,7 @@
 # Every GPU check of a device session, in one command (the device tool's machine has
 # jax with CUDA, optax, torch; nothing is installed from the network). Stages by name:
 #   bash benchmarks/gpu_checks.sh env smoke update_step       # first call
-#   bash benchmarks/gpu_checks.sh train                        # benchmarks/train.py on the GPU
+#   bash benchmarks/gpu_checks.sh floor train                  # second call: step floor, train.py
 # Results go under $OUT (default: benchmarks/results/gpu).
 set -u
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -35,8 +35,10 @@ PY
       ;;
     update_step)
       timeout 290 python3 benchmarks/update_step.py --device gpu --budget-s 200 --out "$OUT" ;;
+    floor)
+      timeout 100 python3 benchmarks/update_step_floor.py --device gpu --trees gpt2 1000 --repeats 10 --out "$OUT" ;;
     train)
-      timeout 420 python3 benchmarks/train.py --device gpu --out "$OUT" ;;
+      timeout "${TRAIN_TIMEOUT:-420}" python3 benchmarks/train.py --device gpu --out "$OUT" ${TRAIN_ARGS:-} ;;
     *) echo "unknown stage $stage" ;;
   esac
   echo "=== $stage done rc=$? $(date -u +%T)"
