@@ -10,19 +10,23 @@ from typing import Any
 from jax.typing import DTypeLike
 
 from gradxform import checks
-from gradxform.base import GradientTransformationExtraArgs, chain
+from gradxform.base import GradientTransformationExtraArgs, chain, identity
 from gradxform.hyperparams import Hyperparams, ScalarOrSchedule
 from gradxform.optimizers import _adam_chain
+from gradxform.transforms.kronecker import graft, scale_by_shampoo, scale_by_soap
 from gradxform.transforms.moments import (
     bias_correct,
     ema_first_moment,
     nesterov_first_moment,
+    scale_by_rms,
+    scale_by_sum_of_squares,
 )
+from gradxform.transforms.momentum import scale_by_momentum
 from gradxform.transforms.orthogonal import orthogonalize, scale_by_lookahead_ema
 from gradxform.transforms.partition import partition
 from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_rate
 
-__all__ = ["muon"]
+__all__ = ["muon", "shampoo", "soap"]
 
 
 def _matrix_or_vector(path: Any, leaf: Any) -> str:
@@ -142,3 +146,193 @@ def muon(
     split = _matrix_or_vector if labels is None else labels
     # a tree of matrices only (torch's Muon takes nothing else) leaves "adam" empty
     return partition({"muon": muon_tx, "adam": adam_tx}, split, allow_empty_groups=True)
+
+
+_GRAFTS = (None, "sgd", "diagonal")
+
+
+def _grafted(hp: Hyperparams, direction: Any, kind: str | None) -> Any:
+    """Shampoo's direction, grafted onto SGD's or the diagonal rule's per-leaf norm."""
+    if kind is None:
+        return direction
+    if kind == "sgd":
+        return graft(identity(), direction)
+    if "beta2" in hp.specs:
+        diag = scale_by_rms(hp["beta2"], hp["graft_eps"], eps_in_sqrt=False)
+    else:
+        diag = scale_by_sum_of_squares(0.0, hp["graft_eps"])
+    return graft(diag, direction)
+
+
+def shampoo(
+    learning_rate: ScalarOrSchedule,
+    beta2: ScalarOrSchedule | None = None,
+    eps: ScalarOrSchedule = 1e-6,
+    precondition_frequency: int = 1,
+    weight_decay: ScalarOrSchedule = 0.0,
+    *,
+    momentum: ScalarOrSchedule = 0.0,
+    graft_type: str | None = None,
+    graft_eps: ScalarOrSchedule = 1e-10,
+    max_precond_dim: int = 10000,
+    mask: Any = None,
+    **options: Any,
+) -> GradientTransformationExtraArgs:
+    r"""Shampoo (Gupta, Koren & Singer, 2018): Kronecker-factored AdaGrad on matrices.
+
+    .. math::
+
+        L \leftarrow L + G G^\top, \quad R \leftarrow R + G^\top G, \quad
+        x \leftarrow x - \eta \bigl((L + \epsilon I)^{-1/4} G (R + \epsilon I)^{-1/4}
+        + \lambda x\bigr)
+
+    with the roots recomputed every ``precondition_frequency`` updates (see
+    :func:`gradxform.scale_by_shampoo` for the EMA form with ``beta2``, the
+    sides not factored and the diagonal fallback of vectors). ``momentum``
+    :math:`\rho > 0` adds heavy-ball momentum on the preconditioned direction
+    (:func:`gradxform.scale_by_momentum`). ``graft_type="sgd"`` rescales each
+    leaf's direction to the norm of :math:`G`, ``"diagonal"`` to the norm of
+    the diagonal rule's step (AdaGrad, or RMSProp with ``beta2``, with
+    ``graft_eps``), as distributed Shampoo does (:func:`gradxform.graft`).
+    Defaults follow pytorch-optimizer's ``Shampoo`` (sums, :math:`\epsilon =
+    10^{-6}`, roots every step, no grafting), which equals gradxform's when
+    its momentum is 0 (its momentum buffer holds the last preconditioned step,
+    and with ``preconditioning_compute_steps`` > 1 its roots are zero until the
+    first refresh; gradxform computes them at the first update).
+
+    Composition: ``hp.chain(scale_by_shampoo(beta2, eps, precondition_frequency),
+    [scale_by_momentum(momentum)], add_decayed_weights(weight_decay, mask),
+    scale_by_learning_rate(learning_rate))``, the first wrapped in
+    ``graft(...)`` when grafting.
+
+    Args:
+        learning_rate: :math:`\eta \ge 0`, a number or a schedule.
+        beta2: ``None`` (sums) or the statistics' EMA decay in [0, 1).
+        eps: :math:`\epsilon \ge 0` added to the statistics' eigenvalues.
+        precondition_frequency: the roots' refresh period, an integer >= 1.
+        weight_decay: :math:`\lambda \ge 0` (decoupled, times the learning rate).
+        momentum: :math:`\rho` in [0, 1); 0 (the default) keeps no momentum.
+        graft_type: ``None``, ``"sgd"`` or ``"diagonal"``.
+        graft_eps: the diagonal graft's :math:`\epsilon`.
+        max_precond_dim: sides larger than this are not factored.
+        mask: limits the weight decay to some leaves (:func:`gradxform.add_decayed_weights`).
+        **options: ``batching``, ``stats_dtype``, ``eigh_dtype`` of
+            :func:`gradxform.scale_by_shampoo`.
+
+    Returns:
+        Shampoo; its state holds one store and a :class:`~gradxform.ShampooState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.shampoo(0.1, eps=0.0)
+        >>> x = jnp.zeros((2, 2))
+        >>> u, _ = tx.update(jnp.array([[4.0, 0.0], [0.0, 1.0]]), tx.init(x), x)
+        >>> [round(float(v), 4) for v in jnp.diag(u)]  # -0.1 * L^(-1/4) G R^(-1/4)
+        [-0.1, -0.1]
+    """
+    checks.choice("graft_type", graft_type, _GRAFTS)
+    specs = dict(learning_rate=learning_rate, eps=eps, weight_decay=weight_decay)
+    specs.update(precondition_frequency=precondition_frequency, momentum=momentum)
+    if beta2 is not None:
+        specs["beta2"] = beta2
+    if graft_type == "diagonal":
+        specs["graft_eps"] = graft_eps
+    hp = Hyperparams(**specs)
+    hp.check("momentum", lower=0, upper=1, upper_open=True)
+    direction = scale_by_shampoo(
+        hp["beta2"] if beta2 is not None else None,
+        hp["eps"],
+        hp["precondition_frequency"],
+        max_precond_dim=max_precond_dim,
+        **options,
+    )
+    steps = [_grafted(hp, direction, graft_type)]
+    if not (checks.is_real_number(momentum) and momentum == 0):
+        steps.append(scale_by_momentum(hp["momentum"]))
+    steps += [
+        add_decayed_weights(hp["weight_decay"], mask),
+        scale_by_learning_rate(hp["learning_rate"]),
+    ]
+    return hp.chain(*steps)
+
+
+def soap(
+    learning_rate: ScalarOrSchedule = 3e-3,
+    b1: ScalarOrSchedule = 0.95,
+    b2: ScalarOrSchedule = 0.95,
+    shampoo_beta: ScalarOrSchedule | None = None,
+    eps: ScalarOrSchedule = 1e-8,
+    weight_decay: ScalarOrSchedule = 0.01,
+    precondition_frequency: int = 10,
+    *,
+    max_precond_dim: int = 10000,
+    mask: Any = None,
+    **options: Any,
+) -> GradientTransformationExtraArgs:
+    r"""SOAP (Vyas et al., 2024, "SOAP: Improving and Stabilizing Shampoo using Adam").
+
+    Adam run in the eigenbasis :math:`Q_L, Q_R` of Shampoo's statistics
+    (refreshed every ``precondition_frequency`` updates by one power-iteration
+    and QR step), decoupled weight decay:
+
+    .. math::
+
+        u = \frac{\sqrt{1 - \beta_2^s}}{1 - \beta_1^s}
+            Q_L \frac{Q_L^\top m Q_R}{\sqrt{v} + \epsilon} Q_R^\top, \quad
+        x \leftarrow x - \eta (u + \lambda x)
+
+    (:math:`m`, :math:`v` and :math:`s = t - 1` as in
+    :func:`gradxform.scale_by_soap`; the first update returns zeros and only
+    starts the statistics, as the paper's code does). Defaults are the paper's
+    (and pytorch-optimizer's). The paper's code (and pytorch-optimizer) decay
+    after the step, :math:`x \leftarrow (x - \eta u)(1 - \eta\lambda)`;
+    gradxform adds :math:`\lambda x` to the update as its other decoupled
+    optimizers do (the two differ by :math:`\eta^2 \lambda u`). Vectors and
+    leaves with no side of at most ``max_precond_dim`` take Adam's step.
+
+    Composition: ``hp.chain(scale_by_soap(b1, b2, shampoo_beta, eps,
+    precondition_frequency), add_decayed_weights(weight_decay, mask),
+    scale_by_learning_rate(learning_rate))``.
+
+    Args:
+        learning_rate: :math:`\eta \ge 0`, a number or a schedule.
+        b1: :math:`\beta_1` in [0, 1).
+        b2: :math:`\beta_2` in [0, 1).
+        shampoo_beta: the statistics' decay in [0, 1), or ``None`` for ``b2``.
+        eps: :math:`\epsilon \ge 0`.
+        weight_decay: :math:`\lambda \ge 0`.
+        precondition_frequency: the eigenbasis refresh period, an integer >= 1.
+        max_precond_dim: sides larger than this are not factored.
+        mask: limits the weight decay to some leaves.
+        **options: ``batching``, ``refresh``, ``factored``, ``mu_dtype``,
+            ``stats_dtype``, ``eigh_dtype`` of :func:`gradxform.scale_by_soap`.
+
+    Returns:
+        SOAP; its state holds one store and a :class:`~gradxform.SoapState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.soap(0.1, b1=0.0, b2=0.0, weight_decay=0.0)
+        >>> x = jnp.zeros((2, 2))
+        >>> g = jnp.array([[3.0, 0.0], [0.0, -2.0]])
+        >>> u, s = tx.update(g, tx.init(x), x)  # zeros: the statistics start
+        >>> u, s = tx.update(g, s, x)
+        >>> [round(float(v), 4) for v in jnp.diag(u)]
+        [-0.1, 0.1]
+    """
+    specs = dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    specs["precondition_frequency"] = precondition_frequency
+    if shampoo_beta is not None:
+        specs["shampoo_beta"] = shampoo_beta
+    hp = Hyperparams(**specs)
+    direction = scale_by_soap(
+        hp["b1"],
+        hp["b2"],
+        hp["shampoo_beta"] if shampoo_beta is not None else None,
+        hp["eps"],
+        hp["precondition_frequency"],
+        max_precond_dim=max_precond_dim,
+        **options,
+    )
+    decay = add_decayed_weights(hp["weight_decay"], mask)
+    return hp.chain(direction, decay, scale_by_learning_rate(hp["learning_rate"]))

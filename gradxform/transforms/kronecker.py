@@ -39,7 +39,7 @@ from gradxform.hyperparams import Hyperparam, Hyperparams, HyperparamState, Scal
 from gradxform.transforms.orthogonal import _matrix_shape
 from gradxform.transforms.partition import _path_string
 
-__all__ = ["ShampooState", "SoapState", "scale_by_shampoo", "scale_by_soap"]
+__all__ = ["GraftState", "ShampooState", "SoapState", "graft", "scale_by_shampoo", "scale_by_soap"]
 
 _BATCHING = ("leading", "flatten")
 _REFRESH = ("qr", "eigh")
@@ -101,9 +101,9 @@ def _check_real(params: Any, name: str) -> None:
 def _unzip(fn: Callable, n: int, *trees: Any) -> tuple[Any, ...]:
     """``n`` trees from a per-leaf ``fn`` returning ``n`` arrays."""
     leaves, treedef = jax.tree.flatten(trees[0])
-    rest = [treedef.flatten_up_to(t) for t in trees[1:]]
+    rest = [treedef.flatten_up_to(t) for t in trees[1:]]  # type: ignore[attr-defined]
     outs = [fn(*args) for args in zip(leaves, *rest)]
-    return tuple(treedef.unflatten([o[i] for o in outs]) for i in range(n))
+    return tuple(jax.tree.unflatten(treedef, [o[i] for o in outs]) for i in range(n))
 
 
 def _eigh_descending(m: jax.Array, dtype: Any) -> tuple[jax.Array, jax.Array]:
@@ -112,7 +112,7 @@ def _eigh_descending(m: jax.Array, dtype: Any) -> tuple[jax.Array, jax.Array]:
     return w[..., ::-1].astype(m.dtype), v[..., ::-1].astype(m.dtype)
 
 
-def inverse_root(m: jax.Array, eps: jax.Array, order: int, dtype: Any = None) -> jax.Array:
+def _inverse_root(m: jax.Array, eps: jax.Array, order: int, dtype: Any = None) -> jax.Array:
     r""":math:`(M + \epsilon I)^{-1/\text{order}}` of a symmetric PSD ``m`` (batched) by ``eigh``.
 
     Negative eigenvalues from rounding are clamped to 0 first.
@@ -131,9 +131,7 @@ def inverse_root(m: jax.Array, eps: jax.Array, order: int, dtype: Any = None) ->
     return (v * scale[..., None, :]) @ _t(v)
 
 
-def _power_qr_step(
-    m: jax.Array, q: jax.Array, dtype: Any
-) -> tuple[jax.Array, jax.Array]:
+def _power_qr_step(m: jax.Array, q: jax.Array, dtype: Any) -> tuple[jax.Array, jax.Array]:
     """SOAP's refresh: one power-iteration step :math:`M Q` re-orthonormalised by QR,
     its columns first sorted by the estimated eigenvalues :math:`\\mathrm{diag}(Q^\\top M Q)`
     (descending). Returns the new basis and the sort order (to permute the second moment)."""
@@ -243,7 +241,9 @@ def scale_by_shampoo(
     def init_leaf(p):
         lay, dt = _layout(p.shape, max_dim, batching), _stats_dtype(p, sdt)
         sides = [
-            (_identity(lay.view, s, dt) * 0, _identity(lay.view, s, dt)) if on else (_empty(dt),) * 2
+            (_identity(lay.view, s, dt) * 0, _identity(lay.view, s, dt))
+            if on
+            else (_empty(dt),) * 2
             for s, on in (("left", lay.left), ("right", lay.right))
         ]
         diag = _empty(dt) if lay.left or lay.right else jnp.zeros(p.shape, dt)
@@ -263,8 +263,8 @@ def scale_by_shampoo(
         refresh = (values.count - 1) % values["precondition_frequency"] == 0
 
         def roots(_):
-            new_l = inverse_root(left, e, order, edt) if lay.left else root_l
-            return new_l, inverse_root(right, e, order, edt) if lay.right else root_r
+            new_l = _inverse_root(left, e, order, edt) if lay.left else root_l
+            return new_l, _inverse_root(right, e, order, edt) if lay.right else root_r
 
         root_l, root_r = jax.lax.cond(refresh, roots, lambda _: (root_l, root_r), None)
         out = root_l @ x if lay.left else x
@@ -485,7 +485,7 @@ def scale_by_soap(
         bl, br = (ql if lay.left else None), (qr if lay.right else None)
         t, first = values.count, values.count == 1
         c1, c2 = (values.complement(n).astype(dt) for n in ("b1", "b2"))
-        new_mu = (values["b1"].astype(dt) * mu.astype(dt).reshape(lay.view) + c1 * x)
+        new_mu = values["b1"].astype(dt) * mu.astype(dt).reshape(lay.view) + c1 * x
         projected = _project(x, bl, br, back=False)
         new_nu = _second_moment(nu, projected * projected, values["b2"].astype(dt), c2, fac)
         s = jnp.maximum(t - 1, 1).astype(dt)
@@ -517,5 +517,58 @@ def scale_by_soap(
         values, hyper = hp.step(state.hyperparams, extra_args)
         out = _unzip(lambda g, *s: update_leaf(g, *s, values), 7, updates, *state[:6])
         return out[0], SoapState(*out[1:], hyper)
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class GraftState(NamedTuple):
+    """State of :func:`graft`.
+
+    Attributes:
+        magnitude: the state of the transform whose norm is kept.
+        direction: the state of the transform whose direction is kept.
+    """
+
+    magnitude: Any
+    direction: Any
+
+
+def graft(
+    magnitude: GradientTransformationExtraArgs, direction: GradientTransformationExtraArgs
+) -> GradientTransformationExtraArgs:
+    r"""Layer-wise grafting: each leaf takes ``direction``'s direction and ``magnitude``'s norm.
+
+    :math:`u = d\, \|a\|_F / (\|d\|_F + 10^{-16})` per leaf, with :math:`a` and
+    :math:`d` the two transforms' outputs for the same input (as distributed
+    Shampoo and pytorch-optimizer's ScalableShampoo graft Shampoo onto SGD's,
+    AdaGrad's or RMSProp's per-layer step size).
+
+    Args:
+        magnitude: the transform whose per-leaf norm is used (``identity()``: SGD's).
+        direction: the transform whose direction is used.
+
+    Returns:
+        The block; its state is :class:`GraftState`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> tx = gx.graft(gx.identity(), gx.scale_by_sign())
+        >>> u, _ = tx.update(jnp.array([3.0, -4.0]), tx.init(jnp.zeros(2)))
+        >>> [round(float(v), 4) for v in u]  # sign, rescaled to norm 5
+        [3.5355, -3.5355]
+    """
+
+    def init_fn(params):
+        return GraftState(magnitude.init(params), direction.init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        a, ma = magnitude.update(updates, state.magnitude, params, **extra_args)
+        d, md = direction.update(updates, state.direction, params, **extra_args)
+
+        def leaf(a, d):
+            na, nd = jnp.linalg.norm(a.ravel()), jnp.linalg.norm(d.ravel())
+            return (d * (na / (nd + 1e-16)).astype(d.dtype)).astype(d.dtype)
+
+        return jax.tree.map(leaf, a, d), GraftState(ma, md)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
