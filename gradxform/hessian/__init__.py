@@ -16,6 +16,13 @@ functions, re-exported here); this package builds on that layer only.
 
 from gradxform.curvature import hvp, linearized_hvp
 from gradxform.hessian.critical import CriticalPoint, classify_critical_point
+from gradxform.hessian.data import (
+    DatasetObjective,
+    PassReport,
+    dataset_mean,
+    softmax_cross_entropy,
+    squared_error,
+)
 from gradxform.hessian.estimators import (
     DiagonalEstimate,
     SpectralDensity,
@@ -37,14 +44,17 @@ from gradxform.hessian.operators import (
 
 __all__ = [
     "CriticalPoint",
+    "DatasetObjective",
     "DiagonalEstimate",
     "Eigenpairs",
     "FlatOperator",
     "LanczosResult",
+    "PassReport",
     "SpectralDensity",
     "TraceEstimate",
     "batch_mean",
     "classify_critical_point",
+    "dataset_mean",
     "diagonal",
     "eigenpairs",
     "eigh",
@@ -56,6 +66,8 @@ __all__ = [
     "linearized_hvp",
     "restrict",
     "ritz_pairs",
+    "softmax_cross_entropy",
     "spectral_density",
+    "squared_error",
     "trace",
 ]

@@ -31,12 +31,16 @@ class TraceEstimate(NamedTuple):
         finite: False when a Hessian-vector product came out NaN or infinite:
             the estimate is then meaningless and says so instead of being a
             silent NaN.
+        nonfinite_batch: for a streamed
+            :class:`~gradxform.hessian.DatasetObjective`, the index of the first
+            batch whose product was NaN or infinite; None otherwise.
     """
 
     estimate: jax.Array
     stderr: jax.Array
     num_matvecs: int
     finite: jax.Array
+    nonfinite_batch: int | None = None
 
 
 def _trace_estimate(estimate, stderr, num_matvecs):
@@ -121,11 +125,17 @@ class DiagonalEstimate(NamedTuple):
         estimate: the estimate of ``diag H``, shaped like the params.
         stderr: its standard error per entry, shaped like the params.
         num_matvecs: Hessian-vector products used.
+        finite: False when a product came out NaN or infinite.
+        nonfinite_batch: for a streamed
+            :class:`~gradxform.hessian.DatasetObjective`, the index of the first
+            batch whose product was NaN or infinite; None otherwise.
     """
 
     estimate: object
     stderr: object
     num_matvecs: int
+    finite: Any = True
+    nonfinite_batch: int | None = None
 
 
 def diagonal(
@@ -160,7 +170,8 @@ def _diagonal(op, key, *, num_matvecs):
     samples = Z * jax.vmap(op.matvec, in_axes=1, out_axes=1)(Z)
     estimate = jnp.mean(samples, axis=1)
     stderr = jnp.std(samples, axis=1, ddof=1) / jnp.sqrt(num_matvecs)
-    return DiagonalEstimate(op.unravel(estimate), op.unravel(stderr), num_matvecs)
+    finite = jnp.all(jnp.isfinite(samples))
+    return DiagonalEstimate(op.unravel(estimate), op.unravel(stderr), num_matvecs, finite)
 
 
 class SpectralDensity(NamedTuple):
@@ -173,6 +184,10 @@ class SpectralDensity(NamedTuple):
             ``kernel_width``, on ``grid``; ``density`` integrates to about 1.
         kernel_width: the Gaussian's standard deviation (default: 1% of the
             range of the nodes).
+        finite: False when a product came out NaN or infinite.
+        nonfinite_batch: for a streamed
+            :class:`~gradxform.hessian.DatasetObjective`, the index of the first
+            batch whose product was NaN or infinite; None otherwise.
     """
 
     nodes: jax.Array
@@ -180,6 +195,8 @@ class SpectralDensity(NamedTuple):
     grid: jax.Array
     density: jax.Array
     kernel_width: jax.Array
+    finite: Any = True
+    nonfinite_batch: int | None = None
 
 
 def spectral_density(
@@ -253,4 +270,5 @@ def _spectral_density(op, key, *, num_probes, steps, grid_size, kernel_width):
     gauss = jnp.exp(-0.5 * ((grid[:, None] - nodes[None, :]) / width) ** 2) / (
         width * jnp.sqrt(2 * jnp.pi)
     )
-    return SpectralDensity(nodes, weights, grid, gauss @ weights, width)
+    finite = jnp.all(jnp.isfinite(nodes)) & jnp.all(jnp.isfinite(weights))
+    return SpectralDensity(nodes, weights, grid, gauss @ weights, width, finite)

@@ -78,6 +78,9 @@ class Eigenpairs(NamedTuple):
         krylov_dimension: the steps of the first (undeflated) Lanczos run from
             one random start: the dimension that probabilistic bounds on a
             missed extreme eigenvalue (Kuczynski-Wozniakowski) apply to.
+        nonfinite_batch: for a streamed
+            :class:`~gradxform.hessian.DatasetObjective`, the index of the first
+            batch whose product was NaN or infinite; None otherwise.
     """
 
     values: jax.Array
@@ -90,6 +93,7 @@ class Eigenpairs(NamedTuple):
     finite: jax.Array
     operator_error: jax.Array
     krylov_dimension: jax.Array
+    nonfinite_batch: int | None = None
 
 
 _OPERATOR_ERROR_FACTOR = 8.0

@@ -82,7 +82,8 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **opt
 
     Args:
         impl: a module-level function ``impl(operator, key, **options)``.
-        f: the objective ``f(params) -> scalar``, or a :class:`FlatOperator`.
+        f: the objective ``f(params) -> scalar``, a :class:`FlatOperator`, or a
+            :class:`~gradxform.hessian.DatasetObjective`.
         params: the point (ignored for a :class:`FlatOperator`).
         key: the PRNG key passed on to ``impl`` (``None``: ``PRNGKey(0)``).
         **options: hashable keyword options passed on to ``impl``.
@@ -93,6 +94,10 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **opt
     key = jax.random.PRNGKey(0) if key is None else key
     if isinstance(f, FlatOperator):
         return impl(f, key, **options)
+    if hasattr(f, "_flat_operator_at"):  # a DatasetObjective: its passes' errors raised here
+        f._check_at(params)
+        options_ = tuple(sorted(options.items()))
+        return f.run(lambda: _on_hessian_compiled(impl, f.cache_key, params, key, options_))
     if not _hashable(f):  # no compile cache for an unhashable callable
         return impl(flat_operator(f, params), key, **options)
     return _on_hessian_compiled(impl, f, params, key, tuple(sorted(options.items())))
@@ -100,7 +105,18 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **opt
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 4))
 def _on_hessian_compiled(impl, f, params, key, options):
-    return impl(flat_operator(f, params), key, **dict(options))
+    return impl(operator_at(f, params), key, **dict(options))
+
+
+def operator_at(f: Any, params: Any) -> FlatOperator:
+    """The curvature operator of ``f`` at ``params``: a :class:`FlatOperator` passes
+    through, a :class:`~gradxform.hessian.DatasetObjective` gives its own, a closure
+    its Hessian (:func:`flat_operator`)."""
+    if isinstance(f, FlatOperator):
+        return f
+    if hasattr(f, "_flat_operator_at"):
+        return f._flat_operator_at(params)
+    return flat_operator(f, params)
 
 
 def eigh(f: Callable[[Any], jax.Array], params: Any) -> tuple[jax.Array, jax.Array]:

@@ -1,0 +1,616 @@
+"""Objectives averaged over a data source that streams, and their curvature operators.
+
+:func:`dataset_mean` describes ``F(params) = sum_b N_b L_b(params) / sum_b N_b``,
+the mean of a per-batch loss ``L_b`` over a data set of batches of ``N_b``
+examples (``N_b`` is the batch's leading axis), together with which curvature
+of it to analyse: the Hessian, or for ``loss(model(params, x), y)`` the
+generalised Gauss-Newton matrix, the Fisher or the empirical Fisher
+(:mod:`gradxform.curvature`). Every spectral tool in :mod:`gradxform.hessian`
+takes the record in place of ``f``.
+
+Two kinds of data source:
+
+* streamed: a list of batches, a re-iterable loader (anything whose
+  ``iter()`` gives a fresh iterator, e.g. a grain or tf.data-style data set),
+  or a zero-argument callable returning a fresh iterator. Each product is one
+  pass in the source's order: a jitted per-batch product (compiled once per
+  batch shape) accumulated on the device, in float64 when ``jax_enable_x64``
+  is set, weighted by ``N_b``. The solvers stay compiled; their product is a
+  host callback (``jax.pure_callback``) that runs the pass, and the vectors of
+  a batched product (the probes of a trace or density estimate) share it.
+  Only the batch in flight is held, so memory does not grow with the data set.
+* stacked: a pytree of arrays whose leaves share a leading axis of ``B``
+  equal batches (as for :func:`~gradxform.hessian.batch_mean`): the products
+  run as one compiled ``lax.map`` inside the solver, with no callback.
+
+Errors are raised, never hidden: an empty source, a one-shot iterator, and a
+batch whose structure, trailing shapes or dtypes differ from the first batch's
+(named by its index; the leading axis may change, as for a smaller last
+batch). A batch whose product or loss is NaN or infinite is reported, not
+averaged in silently: the result's ``finite`` is False and its
+``nonfinite_batch`` is the index of the first such batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from gradxform import checks, tree
+from gradxform.curvature import (
+    empirical_fisher_product,
+    fisher_product,
+    gauss_newton_product,
+    linearized_hvp,
+)
+from gradxform.hessian.operators import FlatOperator
+
+__all__ = [
+    "DatasetObjective",
+    "PassReport",
+    "dataset_mean",
+    "softmax_cross_entropy",
+    "squared_error",
+]
+
+CURVATURES = ("hessian", "ggn", "fisher", "empirical_fisher")
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Softmax cross-entropy, summed over middle axes and averaged over the leading axis.
+
+    Args:
+        logits: ``(N, ..., C)`` logits, classes on the last axis.
+        labels: integer classes ``(N, ...)``, or probabilities shaped like ``logits``.
+
+    Returns:
+        ``-(1/N) sum log softmax(logits)[label]``: its Hessian in the logits is
+        the categorical Fisher of :func:`gradxform.curvature.fisher_product`.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> float(gx.hessian.softmax_cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3])))
+        1.3862943649291992
+    """
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    if jnp.ndim(labels) == jnp.ndim(logits):
+        picked = jnp.sum(labels * log_p, axis=-1)
+    else:
+        picked = jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
+    return -jnp.sum(picked) / logits.shape[0]
+
+
+def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """``0.5 * sum((outputs - targets) ** 2) / N`` over a leading axis of ``N`` examples.
+
+    The negative log-likelihood of unit-variance Gaussians (up to a constant),
+    so its GGN is the Gaussian Fisher ``J^T J / N``.
+
+    Args:
+        outputs: ``(N, ...)`` predictions.
+        targets: shaped like ``outputs``.
+
+    Returns:
+        The scalar loss.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> float(gx.hessian.squared_error(jnp.ones((2, 3)), jnp.zeros((2, 3))))
+        1.5
+    """
+    return 0.5 * jnp.sum((outputs - targets) ** 2) / outputs.shape[0]
+
+
+_NAMED_LOSSES = {
+    "softmax_cross_entropy": (softmax_cross_entropy, "categorical"),
+    "squared_error": (squared_error, "gaussian"),
+}
+
+
+class PassReport(NamedTuple):
+    """What the latest data pass of a :class:`DatasetObjective` saw.
+
+    Attributes:
+        passes: data passes made since the objective was built.
+        batches: batches in the latest pass.
+        examples: examples (sum of the leading axes) in the latest pass.
+        nonfinite_batch: the index of the first batch whose product or loss was
+            NaN or infinite in any pass of the latest tool call, or None.
+    """
+
+    passes: int
+    batches: int
+    examples: int
+    nonfinite_batch: int | None
+
+
+class _Kind(NamedTuple):
+    """The per-batch loss and curvature: the compile-cache key of the per-batch steps."""
+
+    loss: Any
+    model: Any
+    curvature: str
+    likelihood: str | None
+
+    def batch_loss(self, params: Any, batch: Any) -> jax.Array:
+        """The loss of one batch at ``params`` (traceable).
+
+        Args:
+            params: the point.
+            batch: one batch (``(x, y)`` with a model).
+
+        Returns:
+            The scalar loss.
+        """
+        if self.model is None:
+            return self.loss(params, batch)
+        x, y = batch
+        return self.loss(self.model(params, x), y)
+
+    def batch_product(self, params: Any, batch: Any) -> Callable[[Any], Any]:
+        """``v -> M_b v`` for one batch: the curvature of ``self.curvature`` (traceable).
+
+        Args:
+            params: the point.
+            batch: one batch.
+
+        Returns:
+            The product on pytrees shaped like ``params``.
+        """
+        if self.curvature == "hessian":
+            return linearized_hvp(lambda p: self.batch_loss(p, batch), params)
+        x, y = batch
+        if self.curvature == "ggn":
+            return gauss_newton_product(self.model, self.loss, params, x, y)
+        if self.curvature == "fisher":
+            return fisher_product(self.model, params, x, likelihood=self.likelihood)
+        return empirical_fisher_product(self.model, self.loss, params, x, y)
+
+
+class DatasetObjective:
+    """An objective averaged over a data source, with the curvature to analyse.
+
+    Built by :func:`dataset_mean`; the spectral tools take it in place of
+    ``f``. Hashed by identity, so a tool compiles once per objective and
+    parameter shapes.
+
+    Attributes:
+        loss: the per-batch loss (see :func:`dataset_mean`).
+        model: ``model(params, x)`` or None.
+        curvature: ``"hessian"``, ``"ggn"``, ``"fisher"`` or ``"empirical_fisher"``.
+        likelihood: ``"categorical"`` or ``"gaussian"`` for the Fisher, else None.
+        stacked: True for a stacked pytree of batches (one compiled scan).
+        report: the :class:`PassReport` of the latest pass.
+    """
+
+    def __init__(self, loss, batches, model, curvature, likelihood, stacked):
+        self.loss, self.model, self.curvature = loss, model, curvature
+        self.likelihood, self.stacked = likelihood, stacked
+        self.kind = _Kind(loss, model, curvature, likelihood)
+        self._batches = batches
+        self._signature: Any = None
+        self._error: BaseException | None = None
+        self.report = PassReport(0, 0, 0, None)
+
+    # ----------------------------------------------------------- per-batch pieces
+    def batch_loss(self, params: Any, batch: Any) -> jax.Array:
+        """The loss of one batch at ``params`` (traceable).
+
+        Args:
+            params: the point.
+            batch: one batch (``(x, y)`` with a model).
+
+        Returns:
+            The scalar loss.
+        """
+        return self.kind.batch_loss(params, batch)
+
+    def batch_product(self, params: Any, batch: Any) -> Callable[[Any], Any]:
+        """``v -> M_b v`` for one batch: the curvature of ``self.curvature`` (traceable).
+
+        Args:
+            params: the point.
+            batch: one batch.
+
+        Returns:
+            The product on pytrees shaped like ``params``.
+        """
+        return self.kind.batch_product(params, batch)
+
+    # ----------------------------------------------------------------- the passes
+    def iterate(self) -> Iterator[Any]:
+        """A fresh iterator over the batches (streamed sources only).
+
+        Returns:
+            An iterator, in the source's order.
+        """
+        source = self._batches
+        it = source() if callable(source) else iter(source)
+        if not isinstance(it, Iterator):
+            it = iter(it)
+        return it
+
+    def value(self, params: Any) -> jax.Array:
+        """The data set mean of the loss at ``params``, in one pass.
+
+        Args:
+            params: the point.
+
+        Returns:
+            The scalar mean (float64 when ``jax_enable_x64`` is set).
+        """
+        self._check_at(params)
+        if self.stacked:
+            return _stacked_mean(self, params, self.batch_loss)
+        work = _accumulation_dtype(ravel_pytree(params)[0].dtype)
+        return self.run(lambda: self._host_pass(_value_step, params, None, jnp.zeros([], work)))
+
+    def grad(self, params: Any) -> Any:
+        """The data set mean of the gradient at ``params``, in one pass.
+
+        Args:
+            params: the point.
+
+        Returns:
+            The gradient, shaped like ``params`` (in the params' dtype).
+        """
+        self._check_at(params)
+        flat, unravel = ravel_pytree(params)
+
+        def flat_grad(p, batch):
+            return ravel_pytree(jax.grad(self.batch_loss)(p, batch))[0]
+
+        if self.stacked:
+            g = _stacked_mean(self, params, flat_grad)
+        else:
+            init = jnp.zeros(flat.shape, _accumulation_dtype(flat.dtype))
+            g = self.run(lambda: self._host_pass(_grad_step, params, None, init))
+        return unravel(g.astype(flat.dtype))
+
+    def operator(self, params: Any) -> FlatOperator:
+        """The curvature at ``params`` as a :class:`~gradxform.hessian.FlatOperator`.
+
+        For a streamed source the ``matvec`` is a host callback (usable in
+        ``jit``, ``vmap`` and loops: a batched call makes one pass for all its
+        vectors); errors in a pass are raised by the tools, or by
+        :meth:`check` after a direct use.
+
+        Args:
+            params: the point.
+
+        Returns:
+            The operator on flat vectors in ``ravel_pytree`` order.
+        """
+        self._check_at(params)
+        flat, unravel = ravel_pytree(params)
+        n, dtype = int(flat.size), flat.dtype
+        if self.stacked:
+            return FlatOperator(functools.partial(_stacked_matvec, self, params), n, dtype, unravel)
+        return _streamed_operator(lambda: self, params)
+
+    @property
+    def cache_key(self) -> Any:
+        """What the tools compile for: one solver serves every streamed objective
+        (its products are host callbacks); a stacked one is compiled with its data."""
+        return self if self.stacked else _STREAM
+
+    def matrix(self, params: Any) -> jax.Array:
+        """The dense ``(n, n)`` curvature in one pass (``n`` products per batch): small models only.
+
+        Args:
+            params: the point.
+
+        Returns:
+            The matrix, rows and columns in ``ravel_pytree`` order.
+        """
+        op = self.operator(params)
+        return self.run(lambda: jax.vmap(op.matvec)(jnp.eye(op.size, dtype=op.dtype)))
+
+    def run(self, compute: Callable[[], Any]) -> Any:
+        """``compute()``, re-raising its passes' errors and reporting non-finite batches.
+
+        Args:
+            compute: a function using :meth:`operator`'s products.
+
+        Returns:
+            What ``compute`` returns, with ``finite=False`` and
+            ``nonfinite_batch`` set (for records with those fields) when a batch was
+            not finite.
+        """
+        self._error, self._nonfinite = None, None
+        previous, _STREAM.objective = _STREAM.objective, self
+        try:
+            result = jax.block_until_ready(compute())
+        finally:
+            _STREAM.objective = previous
+        return self.check(result)
+
+    def check(self, result: Any = None) -> Any:
+        """Raises the first error of the passes since the last :meth:`run`; marks ``result``.
+
+        Args:
+            result: a tool's result record, or None.
+
+        Returns:
+            ``result``, with ``finite=False`` and ``nonfinite_batch`` set when a batch
+            was not finite.
+        """
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        bad = getattr(self, "_nonfinite", None)
+        self.report = self.report._replace(nonfinite_batch=bad)
+        if bad is not None:
+            message = f"batch {bad} gave a NaN or infinite product or loss"
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        if bad is not None and hasattr(result, "_replace") and hasattr(result, "nonfinite_batch"):
+            result = result._replace(finite=jnp.asarray(False), nonfinite_batch=bad)
+            if hasattr(result, "converged"):
+                result = result._replace(converged=jnp.zeros_like(result.converged))
+        return result
+
+    def _host_matvec(self, params, v, shapes, n, dtype):
+        """The host side of a streamed product: one pass for all vectors in ``v`` (``(..., n)``)."""
+        v = np.asarray(v)
+        if self._error is not None:  # a pass already failed: the tool raises it when it returns
+            return np.full(v.shape, np.nan, dtype)
+        leaves, treedef = jax.tree.flatten(params)  # vmap added leading axes of size 1
+        leaves = [jnp.asarray(np.reshape(leaf, shape)) for leaf, shape in zip(leaves, shapes)]
+        vectors = jnp.asarray(v.reshape(-1, n))
+        work = _accumulation_dtype(dtype)
+        try:
+            params = jax.tree.unflatten(treedef, leaves)
+            out = self._host_pass(_product_step, params, vectors, jnp.zeros(vectors.shape, work))
+        except Exception as error:  # noqa: BLE001  (re-raised by the tool, outside the callback)
+            self._error = error
+            return np.full(v.shape, np.nan, dtype)
+        return np.asarray(out).astype(dtype).reshape(v.shape)
+
+    def _host_pass(self, step, params, vectors, init):
+        """One pass: ``step`` per batch, weighted by ``N_b``, divided by ``sum N_b``."""
+        acc, total, bad, count = init, 0, jnp.asarray(-1), 0
+        for index, batch in enumerate(self.iterate()):
+            size = self._check_batch(index, batch)
+            index_ = jnp.asarray(index)
+            acc, bad = step(self.kind, params, batch, vectors, acc, float(size), index_, bad)
+            total, count = total + size, count + 1
+        if count == 0:
+            checks.fail("batches", "a source that yields at least one batch", "an empty pass")
+        bad = int(bad)
+        if bad >= 0:
+            first = getattr(self, "_nonfinite", None)
+            self._nonfinite = bad if first is None else min(first, bad)
+        self.report = PassReport(self.report.passes + 1, count, total, self.report.nonfinite_batch)
+        return acc / total
+
+    def _check_batch(self, index: int, batch: Any) -> int:
+        """``N_b``; raises unless the batch has batch 0's structure, trailing shapes and dtypes."""
+        leaves, treedef = jax.tree.flatten(batch)
+        if not leaves or any(np.ndim(leaf) == 0 for leaf in leaves):
+            what = "a pytree of arrays with a leading batch axis"
+            checks.fail(f"batch {index}", what, _describe(batch))
+        sizes = {int(np.shape(leaf)[0]) for leaf in leaves}
+        if len(sizes) != 1:
+            checks.fail(f"batch {index}", "leaves sharing one leading batch axis", _describe(batch))
+        signature = (treedef, tuple((np.shape(leaf)[1:], np.result_type(leaf)) for leaf in leaves))
+        if self._signature is None:
+            self._signature = signature
+        elif signature != self._signature:
+            what = f"shaped like batch 0 (the leading axis aside), {self._first_description}"
+            checks.fail(f"batch {index}", what, _describe(batch))
+        else:
+            return sizes.pop()
+        self._first_description = _describe(batch)
+        return sizes.pop()
+
+    def _flat_operator_at(self, params: Any) -> FlatOperator:
+        return self.operator(params)
+
+    def _check_at(self, params: Any) -> None:
+        """Raises unless the loss of the first batch at ``params`` is a real floating scalar."""
+        first = jax.tree.map(lambda leaf: leaf[0], self._batches) if self.stacked else None
+        if first is None:
+            first = next(self.iterate(), _EMPTY)
+            if first is _EMPTY:
+                checks.fail("batches", "a source that yields at least one batch", "an empty pass")
+        tree.check_real_floating(params, "params")
+        out = jax.eval_shape(self.batch_loss, params, first)
+        if getattr(out, "shape", None) != () or not jnp.issubdtype(out.dtype, jnp.floating):
+            name = "loss(model(params, x), y)" if self.model is not None else "loss(params, batch)"
+            checks.fail(name, "a real floating scalar", f"{getattr(out, 'shape', out)}")
+
+
+def _streamed_operator(objective_of: Callable[[], Any], params: Any) -> FlatOperator:
+    """A :class:`FlatOperator` whose product is a host callback making a data pass."""
+    flat, unravel = ravel_pytree(params)
+    n, dtype = int(flat.size), flat.dtype
+    shapes = [np.shape(leaf) for leaf in jax.tree.leaves(params)]
+
+    def host(p, v):
+        return objective_of()._host_matvec(p, v, shapes, n, dtype)
+
+    def matvec(v):
+        shape = jax.ShapeDtypeStruct(v.shape, dtype)
+        return jax.pure_callback(host, shape, params, v, vmap_method="expand_dims")
+
+    return FlatOperator(matvec, n, dtype, unravel)
+
+
+class _ActiveStream:
+    """Stands for the streamed objective being run (:meth:`DatasetObjective.run`), so
+    that one compiled solver serves all of them: its callback asks for it."""
+
+    objective: Any = None
+
+    def _flat_operator_at(self, params: Any) -> FlatOperator:
+        return _streamed_operator(lambda: self.objective, params)
+
+
+_STREAM = _ActiveStream()
+
+
+def _describe(batch: Any) -> str:
+    """Shapes and dtypes of a batch's leaves, for messages."""
+    shapes = jax.tree.map(lambda leaf: f"{np.result_type(leaf)}{list(np.shape(leaf))}", batch)
+    return str(shapes)
+
+
+def _accumulation_dtype(dtype: Any) -> Any:
+    """float64 when ``jax_enable_x64`` is set, else the products' own dtype."""
+    return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.dtype(dtype)
+
+
+def _accumulate(acc, out, weight, index, bad):
+    finite = jnp.all(jnp.isfinite(out))
+    bad = jnp.where((bad < 0) & ~finite, index, bad)
+    return acc + weight * out.astype(acc.dtype), bad
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _product_step(obj, params, batch, vectors, acc, weight, index, bad):
+    """``acc + N_b [M_b v for v in vectors]``: one batch's products, linearised once."""
+    _, unravel = ravel_pytree(params)
+    product = obj.batch_product(params, batch)
+    out = jax.vmap(lambda v: ravel_pytree(product(unravel(v)))[0])(vectors)
+    return _accumulate(acc, out, weight, index, bad)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _value_step(obj, params, batch, vectors, acc, weight, index, bad):
+    return _accumulate(acc, obj.batch_loss(params, batch), weight, index, bad)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _grad_step(obj, params, batch, vectors, acc, weight, index, bad):
+    g = ravel_pytree(jax.grad(obj.batch_loss)(params, batch))[0]
+    return _accumulate(acc, g, weight, index, bad)
+
+
+def _stacked_mean(obj: DatasetObjective, params: Any, fn: Callable[[Any, Any], jax.Array]):
+    """The mean of ``fn(params, batch)`` over stacked batches, one ``lax.map``, float64 with x64."""
+
+    def one(batch):
+        out = fn(params, batch)
+        return out.astype(_accumulation_dtype(out.dtype))
+
+    return jnp.mean(jax.lax.map(one, obj._batches), axis=0)
+
+
+def _stacked_matvec(obj: DatasetObjective, params: Any, v: jax.Array) -> jax.Array:
+    _, unravel = ravel_pytree(params)
+
+    def product(p, batch):
+        return ravel_pytree(obj.batch_product(p, batch)(unravel(v)))[0]
+
+    return _stacked_mean(obj, params, product).astype(v.dtype)
+
+
+def _is_stacked(batches: Any) -> bool:
+    """Arrays, tuples, dicts (pytrees) are stacked; lists, loaders, callables stream."""
+    if callable(batches) or isinstance(batches, list):
+        return False
+    if isinstance(batches, (tuple, Mapping)) or hasattr(batches, "shape"):
+        return True
+    return not hasattr(batches, "__iter__")
+
+
+def _check_source(batches: Any) -> None:
+    """Raises for a one-shot iterator, a non-iterable, or a source that yields nothing."""
+    if callable(batches):
+        it = batches()
+        if not hasattr(it, "__next__") and not hasattr(it, "__iter__"):
+            checks.fail("batches()", "an iterator over batches", it, TypeError)
+    else:
+        if not hasattr(batches, "__iter__"):
+            what = "a list of batches, a re-iterable loader or a callable returning an iterator"
+            checks.fail("batches", what, batches, TypeError)
+        if iter(batches) is batches:
+            what = "re-iterable (a list, a loader, or a callable returning a fresh iterator)"
+            checks.fail("batches", what + ": every product makes one pass", "a one-shot iterator")
+        it = batches
+    if next(iter(it), _EMPTY) is _EMPTY:
+        checks.fail("batches", "a source that yields at least one batch", "an empty source")
+
+
+_EMPTY = object()
+
+
+def dataset_mean(
+    loss: Any,
+    batches: Any,
+    *,
+    model: Callable[[Any, Any], Any] | None = None,
+    curvature: str = "hessian",
+    likelihood: str | None = None,
+) -> DatasetObjective:
+    """The mean of a loss over a data set of batches, and which curvature of it to analyse.
+
+    ``F(params) = sum_b N_b L_b(params) / sum_b N_b`` with ``N_b`` the leading
+    axis of batch ``b`` and ``L_b`` its loss (a mean over its examples), so
+    unequal batches (a smaller last one) are weighted by their size. Every
+    product ``M v`` is the same weighted mean of per-batch products.
+
+    Args:
+        loss: without ``model``, ``loss(params, batch) -> scalar``; with
+            ``model``, ``loss(outputs, y) -> scalar`` on a batch ``(x, y)``, or
+            the name ``"softmax_cross_entropy"`` or ``"squared_error"``
+            (:func:`softmax_cross_entropy`, :func:`squared_error`).
+        batches: a list of batches, a re-iterable loader, or a zero-argument
+            callable returning a fresh iterator (streamed, one pass per
+            product); or a pytree of arrays whose leaves share a leading axis
+            of equal batches (stacked, one compiled scan). Batches are pytrees
+            of arrays sharing a leading example axis; with ``model``, ``(x, y)``.
+        model: ``model(params, x) -> outputs``, needed for every curvature but
+            ``"hessian"``.
+        curvature: ``"hessian"``; or, with ``model``: ``"ggn"`` (``J^T H_L J``),
+            ``"fisher"`` (``J^T F_out J``, the model's predictive distribution's
+            Fisher) or ``"empirical_fisher"`` (``(1/N) sum_i g_i g_i^T``); see
+            :mod:`gradxform.curvature`.
+        likelihood: for ``"fisher"``: ``"categorical"`` or ``"gaussian"``;
+            implied by a named loss.
+
+    Returns:
+        A :class:`DatasetObjective` for every spectral tool in :mod:`gradxform.hessian`.
+
+    Raises:
+        ValueError: for an empty source, a one-shot iterator, an unknown
+            curvature, or a curvature that needs ``model`` without one.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp, numpy as np
+        >>> batches = [np.array([[1.0], [1.0]]), np.array([[4.0]])]  # 3 examples
+        >>> objective = gx.hessian.dataset_mean(lambda w, b: jnp.mean(b[:, 0] * w**2), batches)
+        >>> round(float(gx.hessian.trace(objective, jnp.ones(1), num_matvecs=3).estimate), 6)
+        4.0
+    """
+    checks.choice("curvature", curvature, CURVATURES)
+    if model is None and curvature != "hessian":
+        checks.fail("model", f"given for curvature={curvature!r}", None)
+    if model is not None:
+        checks.callable_arg("model", model, "model(params, x) -> outputs")
+    if isinstance(loss, str):
+        checks.choice("loss", loss, _NAMED_LOSSES)
+        if model is None:
+            checks.fail("loss", "a callable loss(params, batch) without model", loss)
+        loss, implied = _NAMED_LOSSES[loss]
+        likelihood = implied if likelihood is None else likelihood
+    checks.callable_arg("loss", loss, "a loss function")
+    if curvature == "fisher":
+        if likelihood is None:
+            checks.fail("likelihood", "'categorical' or 'gaussian' for curvature='fisher'", None)
+        checks.choice("likelihood", likelihood, ("categorical", "gaussian"))
+    stacked = _is_stacked(batches)
+    if stacked:
+        leaves = jax.tree.leaves(batches)
+        if not leaves or len({np.shape(leaf)[0] if np.ndim(leaf) else -1 for leaf in leaves}) != 1:
+            checks.fail("batches", "stacked arrays sharing a leading axis of batches", batches)
+    else:
+        _check_source(batches)
+    return DatasetObjective(loss, batches, model, curvature, likelihood, stacked)
