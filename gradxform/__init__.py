@@ -66,8 +66,8 @@ from gradxform.optimizers import (
     sgd_velocity,
 )
 from gradxform.optimizers_classic import adadelta, lamb, lars, nadam_momentum_decay, rprop
-from gradxform.optimizers_classic import adadelta, lamb, lars, nadam_momentum_decay, rprop
-from gradxform.optimizers_matrix import muon
+from gradxform.optimizers_factored import adafactor, adafactor_torch
+from gradxform.optimizers_matrix import muon, shampoo, soap
 from gradxform.optimizers_more import (
     adabelief,
     adamax,
@@ -79,6 +79,8 @@ from gradxform.optimizers_more import (
     sign_sgd,
     yogi,
 )
+from gradxform.optimizers_schedule_free import schedule_free_adamw, schedule_free_sgd
+from gradxform.optimizers_sophia import sophia
 from gradxform.second_order.aliases import bfgs, lbfgs, newton, newton_cg
 from gradxform.second_order.linesearch import (
     ScaleByLinesearchState,
@@ -123,25 +125,36 @@ from gradxform.transforms.classic_extra import (
     scale_by_adadelta,
     scale_by_rprop,
 )
-from gradxform.transforms.classic_extra import (
-    MomentumDecayFirstMomentState,
-    ScaleByAdadeltaState,
-    ScaleByRpropState,
-    momentum_decay_first_moment,
-    scale_by_adadelta,
-    scale_by_rprop,
-)
 from gradxform.transforms.clipping import (
     ClipByGlobalNormState,
     ClipState,
     clip,
     clip_by_global_norm,
 )
+from gradxform.transforms.factored import (
+    ClipByBlockRmsState,
+    FactoredRmsState,
+    ScaleByParamBlockRmsState,
+    ScaleByRelativeStepState,
+    clip_by_block_rms,
+    factored_axes,
+    scale_by_factored_rms,
+    scale_by_param_block_rms,
+    scale_by_relative_step,
+)
 from gradxform.transforms.finite import (
     ApplyIfFiniteState,
     NonFiniteUpdatesError,
     apply_if_finite,
     raise_if_gave_up,
+)
+from gradxform.transforms.kronecker import (
+    GraftState,
+    ShampooState,
+    SoapState,
+    graft,
+    scale_by_shampoo,
+    scale_by_soap,
 )
 from gradxform.transforms.moments import (
     AccumulateSquaresState,
@@ -200,7 +213,18 @@ from gradxform.transforms.scaling import (
     scale_by_learning_rate,
     scale_by_schedule,
 )
-from gradxform.transforms.trust_ratio import ScaleByTrustRatioState, scale_by_trust_ratio
+from gradxform.transforms.schedule_free import (
+    ScheduleFreeState,
+    schedule_free,
+    schedule_free_eval_params,
+)
+from gradxform.transforms.sophia import (
+    CurvatureFloorState,
+    EmaHessianDiagonalState,
+    curvature_floor,
+    ema_hessian_diagonal,
+    scale_by_sophia,
+)
 from gradxform.transforms.trust_ratio import ScaleByTrustRatioState, scale_by_trust_ratio
 
 __version__ = "0.1.0"
@@ -212,6 +236,17 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "adafactor",
+    "adafactor_torch",
+    "ClipByBlockRmsState",
+    "FactoredRmsState",
+    "ScaleByParamBlockRmsState",
+    "ScaleByRelativeStepState",
+    "clip_by_block_rms",
+    "factored_axes",
+    "scale_by_factored_rms",
+    "scale_by_param_block_rms",
+    "scale_by_relative_step",
     "adadelta",
     "lamb",
     "lars",
@@ -225,19 +260,17 @@ __all__ = [
     "scale_by_adadelta",
     "scale_by_rprop",
     "scale_by_trust_ratio",
-    "adadelta",
-    "lamb",
-    "lars",
-    "nadam_momentum_decay",
-    "rprop",
-    "MomentumDecayFirstMomentState",
-    "ScaleByAdadeltaState",
-    "ScaleByRpropState",
-    "ScaleByTrustRatioState",
-    "momentum_decay_first_moment",
-    "scale_by_adadelta",
-    "scale_by_rprop",
-    "scale_by_trust_ratio",
+    "sophia",
+    "CurvatureFloorState",
+    "EmaHessianDiagonalState",
+    "curvature_floor",
+    "ema_hessian_diagonal",
+    "scale_by_sophia",
+    "ScheduleFreeState",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
     "adopt",
     "NormalizeByPreviousMomentState",
     "normalize_by_previous_moment",
@@ -279,6 +312,14 @@ __all__ = [
     "newton_schulz",
     "scale_by_lookahead_ema",
     "muon",
+    "shampoo",
+    "soap",
+    "GraftState",
+    "ShampooState",
+    "SoapState",
+    "graft",
+    "scale_by_shampoo",
+    "scale_by_soap",
     "set_to_zero",
     "EmaParamsState",
     "LookaheadState",

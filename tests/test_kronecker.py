@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 
 import gradxform as gx
+from tests import helpers
 from tests.reference import record_torch_kronecker as rec
 
 REFERENCE = pathlib.Path(__file__).parent / "reference" / "torch_kronecker.npz"
@@ -344,3 +345,32 @@ def test_dtype_rows(dtype):
                 runs[dt] = np.asarray(p["w"], np.float64)
         step = np.abs(runs["float64"] - host["w"]).max()
         assert np.abs(runs[dtype] - runs["float64"]).max() <= tol * max(step, 1.0)
+
+
+SHARDED = {
+    "muon": lambda: gx.muon(0.02),
+    "shampoo": lambda: gx.shampoo(0.01, precondition_frequency=2),
+    "soap": lambda: gx.soap(0.01, precondition_frequency=2),
+}
+
+
+@pytest.mark.slow
+def test_sharded_runs_equal_one_device_and_need_gathers():
+    """FSDP-sharded params (axis 0 over 8 CPU devices): the same steps as on one device
+    (to float32 rounding: the partitioned reductions sum in another order), the state
+    and params keep their shardings, and the compiled step has collectives, which
+    docs/guide/matrix_optimizers.md lists: a matrix function of a sharded matrix
+    needs its full rows or columns (measured with jax 0.10.2: muon all-reduce;
+    shampoo all-gather, all-reduce, all-to-all; soap those and collective-permute)."""
+    report = helpers.sharded_report("tests.test_kronecker:SHARDED")
+    assert set(report) == set(SHARDED)
+    for name, row in report.items():
+        assert row["param_shaped_state_leaves"] > 0, name
+        assert row["state_inherits_sharding"], name
+        assert row["state_keeps_sharding_after_steps"], name
+        assert row["params_keep_sharding"], name
+        assert row["max_abs_diff"] <= 2e-6, (name, row["max_abs_diff"])
+        assert row["collectives"], name  # unlike the elementwise optimizers
+    assert set(report["muon"]["collectives"]) <= {"all-reduce", "all-gather"}
+    for name in ("shampoo", "soap"):
+        assert "all-gather" in report[name]["collectives"], report[name]

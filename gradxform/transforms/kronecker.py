@@ -243,10 +243,10 @@ def scale_by_shampoo(
         sides = [
             (_identity(lay.view, s, dt) * 0, _identity(lay.view, s, dt))
             if on
-            else (_empty(dt),) * 2
+            else (_empty(dt), _empty(dt))
             for s, on in (("left", lay.left), ("right", lay.right))
         ]
-        diag = _empty(dt) if lay.left or lay.right else jnp.zeros(p.shape, dt)
+        diag = _empty(dt) if lay.left or lay.right else jnp.zeros_like(p, dtype=dt)
         return sides[0][0], sides[1][0], sides[0][1], sides[1][1], diag
 
     def update_leaf(g, left, right, root_l, root_r, diag, values):
@@ -473,7 +473,7 @@ def scale_by_soap(
         else:
             nu = jnp.zeros_like(p, dtype=dt).reshape(view)
         sides = [
-            (_identity(view, s, dt) * 0, _identity(view, s, dt)) if on else (_empty(dt),) * 2
+            (_identity(view, s, dt) * 0, _identity(view, s, dt)) if on else (_empty(dt), _empty(dt))
             for s, on in (("left", lay.left), ("right", lay.right))
         ]
         return mu, nu, sides[0][0], sides[1][0], sides[0][1], sides[1][1]
