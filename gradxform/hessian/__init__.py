@@ -15,6 +15,7 @@ functions, re-exported here); this package builds on that layer only.
 """
 
 from gradxform.curvature import hvp, linearized_hvp
+from gradxform.hessian.blocks import BlockSpectrum, block_spectra
 from gradxform.hessian.critical import CriticalPoint, classify_critical_point
 from gradxform.hessian.data import (
     DatasetObjective,
@@ -43,6 +44,7 @@ from gradxform.hessian.operators import (
 )
 
 __all__ = [
+    "BlockSpectrum",
     "CriticalPoint",
     "DatasetObjective",
     "DiagonalEstimate",
@@ -53,6 +55,7 @@ __all__ = [
     "SpectralDensity",
     "TraceEstimate",
     "batch_mean",
+    "block_spectra",
     "classify_critical_point",
     "dataset_mean",
     "diagonal",

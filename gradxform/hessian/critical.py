@@ -153,7 +153,8 @@ def _tolerance(curvature_tol, eps, values) -> float:
 def _dense_extremes(f, params, eps, curvature_tol) -> _Extremes:
     # LAPACK's eigenvalues-only driver: a few times cheaper than jnp.linalg.eigvalsh,
     # which computes the eigenvectors as well
-    matrix = np.asarray(hessian_matrix(f, params), np.float64)
+    dense = f.matrix(params) if _is_dataset(f) else hessian_matrix(f, params)
+    matrix = np.asarray(dense, np.float64)
     if not np.all(np.isfinite(matrix)):  # LAPACK would raise; the verdict is not_finite
         tol = _tolerance(curvature_tol, eps, np.zeros(1))
         return _Extremes(np.nan, 0.0, np.nan, 0.0, 0, np.nan, tol, 0, False)
@@ -256,6 +257,11 @@ def _result(grad_norm, grad_tol, e: _Extremes, dense: bool, n: int) -> CriticalP
     )
 
 
+def _is_dataset(f: Any) -> bool:
+    """A :class:`~gradxform.hessian.DatasetObjective` (its curvature kind is analysed)."""
+    return hasattr(f, "_flat_operator_at")
+
+
 def _use_dense(method: str, n: int, dense_limit: int, max_matvecs: int) -> bool:
     """The choice of ``method="auto"``: dense when it cannot cost more than Lanczos.
 
@@ -286,7 +292,9 @@ def classify_critical_point(
     """Classifies ``params`` as a critical point of ``f`` (see the module docstring).
 
     Args:
-        f: the objective, ``f(params) -> scalar``.
+        f: the objective, ``f(params) -> scalar``, or a
+            :class:`~gradxform.hessian.DatasetObjective` (its gradient and its
+            curvature kind, e.g. the Gauss-Newton matrix, are then used).
         params: the point, a pytree of float arrays.
         grad_tol: the gradient norm below which ``params`` counts as critical;
             default ``eps**(1/3) * max(1, |H| |params|)`` (``eps`` of the params'
@@ -320,7 +328,10 @@ def classify_critical_point(
         >>> point.verdict, point.method, point.guarantee
         ('saddle', 'dense', 'deterministic')
     """
-    check_objective(f, params)
+    if _is_dataset(f):
+        f._check_at(params)
+    else:
+        check_objective(f, params)
     checks.choice("method", method, ("auto", "dense", "lanczos"))
     if grad_tol is not None:
         grad_tol = checks.real("grad_tol", grad_tol, lower=0)
@@ -332,7 +343,8 @@ def classify_critical_point(
     flat, _ = ravel_pytree(params)
     n = flat.size
     eps = float(jnp.finfo(flat.dtype).eps)
-    grad_norm = float(jnp.linalg.norm(ravel_pytree(jax.grad(f)(params))[0]))
+    grad = f.grad(params) if _is_dataset(f) else jax.grad(f)(params)
+    grad_norm = float(jnp.linalg.norm(ravel_pytree(grad)[0]))
     dense = _use_dense(method, n, dense_limit, max_matvecs)
     if dense:
         e = _dense_extremes(f, params, eps, curvature_tol)

@@ -247,9 +247,12 @@ def spectral_density(
     return on_hessian(_spectral_density, f, params, key, kernel_width=kernel_width, **options)
 
 
-def _spectral_density(op, key, *, num_probes, steps, grid_size, kernel_width):
+def _spectral_density(op, key, *, num_probes, steps, grid_size, kernel_width, mask=None):
+    """SLQ on ``op``; with ``mask`` (0/1 per entry, ``op`` zero off it) on the masked block."""
     steps = min(steps, op.size)
     probes = _rademacher(key, (num_probes, op.size), op.dtype)
+    if mask is not None:
+        probes = probes * mask
 
     def quadrature(v0):
         result = lanczos(op.matvec, v0, steps)

@@ -1,0 +1,215 @@
+"""Per-block spectra: top eigenpairs, trace and density of every block of the params.
+
+:func:`block_spectra` labels the parameter leaves by glob patterns on their
+paths (the patterns of :func:`gradxform.partition`: ``"conv*"``,
+``"layer1/*"``, ``"*"``), and analyses each block's diagonal block ``H_bb`` of
+the curvature (the Hessian, or any kind a
+:class:`~gradxform.hessian.DatasetObjective` names) in one compiled call. The
+trace and density estimates of all blocks run in lockstep, their products
+batched into one product per step (one data pass per step for a streamed
+objective, whatever the number of blocks), on the masked operators
+``M_b = P_b H P_b`` (``P_b`` the block's 0/1 mask), whose spectra are ``H_bb``'s
+plus zeros that the masked probes never see. The top eigenpairs run block by
+block, on the operator restricted to the block (Lanczos' steps depend on the
+block's spectrum, so they are not batched).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradxform import checks
+from gradxform.hessian.estimators import (
+    SpectralDensity,
+    TraceEstimate,
+    _spectral_density,
+    _trace,
+)
+from gradxform.hessian.extreme import Eigenpairs, eigenpairs
+from gradxform.hessian.operators import FlatOperator, on_hessian
+from gradxform.transforms.partition import _glob_match, _path_string
+
+__all__ = ["BlockSpectrum", "block_spectra"]
+
+
+class BlockSpectrum(NamedTuple):
+    """The spectrum of one block ``H_bb`` of the curvature.
+
+    Attributes:
+        paths: the leaf paths in the block (``/``-joined keys, as in :func:`gradxform.partition`).
+        size: the block's number of entries ``n_b``.
+        top: its top eigenpairs (:class:`~gradxform.hessian.Eigenpairs`); the
+            vectors are dicts path -> array shaped like the leaf, with a leading axis.
+        trace: its trace (:class:`~gradxform.hessian.TraceEstimate`, Hutch++).
+        density: its spectral density (:class:`~gradxform.hessian.SpectralDensity`).
+    """
+
+    paths: tuple[str, ...]
+    size: int
+    top: Eigenpairs
+    trace: TraceEstimate
+    density: SpectralDensity
+
+
+def _block_leaves(blocks: Any, params: Any) -> dict[str, list[int]]:
+    """Label -> leaf indices (``jax.tree.leaves`` order); a leaf goes to its first pattern."""
+    if not isinstance(blocks, Mapping) or not blocks or not all(isinstance(k, str) for k in blocks):
+        checks.fail("blocks", "a non-empty dict of glob patterns -> block labels", blocks)
+    paths = [_path_string(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    claimed: dict[int, str] = {}
+    out: dict[str, list[int]] = {}
+    for pattern, label in blocks.items():
+        mine = [i for i, p in enumerate(paths) if i not in claimed and _glob_match(pattern, p)]
+        if not mine:
+            what = "a pattern matching a parameter leaf not matched by an earlier pattern"
+            checks.fail(f"blocks pattern {pattern!r}", f"{what} (leaves: {paths})", "no match")
+        claimed.update(dict.fromkeys(mine, pattern))
+        out.setdefault(str(label), []).extend(mine)
+    return out
+
+
+def _ranges(groups: dict[str, list[int]], params: Any) -> tuple[tuple[str, tuple], ...]:
+    """Label -> the flat ``(start, stop)`` ranges of its leaves in ``ravel_pytree`` order."""
+    sizes = [int(np.size(leaf)) for leaf in jax.tree.leaves(params)]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    return tuple(
+        (label, tuple((int(starts[i]), int(starts[i + 1])) for i in sorted(leaves)))
+        for label, leaves in groups.items()
+    )
+
+
+def _indices(ranges: tuple) -> np.ndarray:
+    return np.concatenate([np.arange(a, b) for a, b in ranges])
+
+
+def _restricted(op: FlatOperator, index: np.ndarray) -> FlatOperator:
+    """``H_bb`` as an operator of size ``n_b``: embed, multiply, extract."""
+
+    def matvec(v):
+        full = jnp.zeros(op.size, op.dtype).at[index].set(v)
+        return op.matvec(full)[index]
+
+    return FlatOperator(matvec, int(index.size), op.dtype, lambda v: v)
+
+
+def _masked(op: FlatOperator, mask: jax.Array) -> FlatOperator:
+    return FlatOperator(lambda v: mask * op.matvec(mask * v), op.size, op.dtype, op.unravel)
+
+
+def _blocks(op: FlatOperator, key, *, ranges, k, max_matvecs, trace_matvecs, probes, steps):
+    """Every block's top pairs (one by one), traces and densities (all blocks in lockstep)."""
+    indices = [_indices(r) for _, r in ranges]
+    top = [
+        eigenpairs(_restricted(op, i), k=min(k, i.size), max_matvecs=max_matvecs, key=key)
+        for i in indices
+    ]
+    masks = np.zeros((len(indices), op.size), op.dtype)
+    for row, i in zip(masks, indices):
+        row[i] = 1
+    masks = jnp.asarray(masks)
+    traces = jax.vmap(
+        lambda m: _trace(_masked(op, m), key, num_matvecs=trace_matvecs, method="hutch++")
+    )(masks)
+    options = dict(num_probes=probes, steps=steps, grid_size=200, kernel_width=None)
+    densities = jax.vmap(lambda m: _spectral_density(_masked(op, m), key, mask=m, **options))(masks)
+    return top, traces, densities
+
+
+def block_spectra(
+    f: Any,
+    params: Any,
+    blocks: Mapping[str, str],
+    *,
+    k: int = 1,
+    max_matvecs: int = 60,
+    trace_matvecs: int = 30,
+    density_probes: int = 2,
+    density_steps: int = 20,
+    key: jax.Array | None = None,
+) -> dict[str, BlockSpectrum]:
+    """Top-k eigenpairs, trace and spectral density of every block ``H_bb``, in one call.
+
+    Each leaf goes to the block of the first pattern its path matches (leaves
+    no pattern matches are left out); several patterns may name one block.
+    The estimates are those of :func:`~gradxform.hessian.eigenpairs`,
+    :func:`~gradxform.hessian.trace` (Hutch++) and
+    :func:`~gradxform.hessian.spectral_density` on ``H_bb``; the traces and
+    densities of all blocks share their products (see the module docstring).
+
+    Args:
+        f: the objective ``f(params) -> scalar`` or a
+            :class:`~gradxform.hessian.DatasetObjective`.
+        params: the point, a pytree of float arrays.
+        blocks: glob pattern -> block label, e.g. ``{"conv*": "conv", "*": "rest"}``.
+        k: top pairs per block (at most the block's size).
+        max_matvecs: the product budget of each block's top pairs.
+        trace_matvecs: Hutch++ products per block (at least 3).
+        density_probes, density_steps: SLQ probes and Lanczos steps per block.
+        key: PRNG key (default ``PRNGKey(0)``).
+
+    Returns:
+        A dict label -> :class:`BlockSpectrum`, in the order of ``blocks``.
+
+    Raises:
+        ValueError: if ``blocks`` is empty or a pattern matches no leaf left by
+            the earlier patterns.
+
+    Example:
+        >>> import gradxform as gx, jax.numpy as jnp
+        >>> f = lambda p: jnp.sum(p["a"] ** 2) + 3 * jnp.sum(p["b"] ** 2)  # H = diag(2, 2, 6)
+        >>> out = gx.hessian.block_spectra(f, {"a": jnp.ones(2), "b": jnp.ones(1)},
+        ...                                {"a": "a", "b": "b"}, trace_matvecs=6)
+        >>> [round(float(out[b].top.values[0]), 4) for b in out], float(out["a"].trace.estimate)
+        ([2.0, 6.0], 4.0)
+    """
+    k = checks.integer("k", k, minimum=1)
+    max_matvecs = checks.integer("max_matvecs", max_matvecs, minimum=1)
+    trace_matvecs = checks.integer("trace_matvecs", trace_matvecs, minimum=3)
+    probes = checks.integer("density_probes", density_probes, minimum=1)
+    steps = checks.integer("density_steps", density_steps, minimum=1)
+    groups = _block_leaves(blocks, params)
+    ranges = _ranges(groups, params)
+    options = dict(k=k, max_matvecs=max_matvecs, trace_matvecs=trace_matvecs)
+    top, traces, densities = on_hessian(
+        _blocks, f, params, key, ranges=ranges, probes=probes, steps=steps, **options
+    )
+    return _assemble(f, params, groups, ranges, top, traces, densities)
+
+
+def _row(batched: Any, b: int) -> Any:
+    return jax.tree.map(lambda x: x[b], batched)
+
+
+def _assemble(f, params, groups, ranges, top, traces, densities) -> dict[str, BlockSpectrum]:
+    """The per-block records, vectors as dicts path -> leaf-shaped arrays."""
+    with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    paths = [_path_string(path) for path, _ in with_paths]
+    shapes = [np.shape(leaf) for _, leaf in with_paths]
+    bad = getattr(getattr(f, "report", None), "nonfinite_batch", None)
+    out = {}
+    for b, ((label, block_ranges), pairs) in enumerate(zip(ranges, top)):
+        leaves = sorted(groups[label])
+        split = np.cumsum([int(np.prod(shapes[i])) for i in leaves])[:-1]
+        parts = jnp.split(pairs.vectors, split, axis=1)
+        vectors = {paths[i]: p.reshape(-1, *shapes[i]) for i, p in zip(leaves, parts)}
+        record = BlockSpectrum(
+            paths=tuple(paths[i] for i in leaves),
+            size=int(sum(stop - start for start, stop in block_ranges)),
+            top=pairs._replace(vectors=vectors),
+            trace=_row(traces, b),
+            density=_row(densities, b),
+        )
+        if bad is not None:
+            false = jnp.asarray(False)
+            record = record._replace(
+                top=record.top._replace(finite=false, nonfinite_batch=bad),
+                trace=record.trace._replace(finite=false, nonfinite_batch=bad),
+                density=record.density._replace(finite=false, nonfinite_batch=bad),
+            )
+        out[label] = record
+    return out
