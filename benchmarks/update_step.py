@@ -81,7 +81,7 @@ class Spec(NamedTuple):
     """One optimizer in each library, with the same hyperparameters."""
 
     gradxform: Callable[[], Any]
-    optax: Callable[[], Any]
+    optax: Callable[[], Any] | None  # None: optax lacks it (shampoo, soap)
     torch: tuple[str, dict] | None  # torch.optim class and kwargs; None: torch lacks it
     traffic: int  # bytes read and written per float32 parameter, at the minimum
     elementwise: bool = True  # the grouped engine applies
@@ -141,6 +141,14 @@ OPTIMIZERS: dict[str, Spec] = {
     "yogi": Spec(lambda: gx.yogi(LR), lambda: optax.yogi(LR), None, 28),
     "radam": Spec(lambda: gx.radam(LR), lambda: optax.radam(LR), ("RAdam", {"lr": LR}), 28),
     "adopt": Spec(lambda: gx.adopt(LR), lambda: optax.contrib.adopt(LR), None, 28),
+    # Kronecker-factored: no optax (0.2.8) column; pytorch-optimizer's are not torch.optim.
+    # Traffic: Adam's 28 bytes plus the factors (soap) / the 12 of SGD plus them (shampoo).
+    "shampoo": Spec(
+        lambda: gx.shampoo(LR, precondition_frequency=10), None, None, 12, elementwise=False
+    ),
+    "soap": Spec(lambda: gx.soap(LR), None, None, 28, elementwise=False),
+    # no sophia row: its update needs an extra argument (value_fn=, logits_fn= or
+    # hessian_diag=), which this harness's tx.update(grads, state, params) does not pass
 }
 TORCH_FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}  # torch.optim classes with fused=True
 IMPLS = ["gradxform", "grouped", "optax", "torch_foreach", "torch_fused"]
@@ -362,7 +370,8 @@ def implementations(optimizer: str, args: argparse.Namespace) -> list[str]:
     spec, impls = OPTIMIZERS[optimizer], ["gradxform"]
     if spec.elementwise and hasattr(gx, "grouped") and not args.no_grouped:
         impls.append("grouped")
-    impls.append("optax")
+    if spec.optax is not None:
+        impls.append("optax")
     if spec.torch and not args.no_torch and importlib.util.find_spec("torch"):
         impls.append("torch_foreach")
         if spec.torch[0] in TORCH_FUSED:
@@ -496,7 +505,7 @@ def bars(rows: list[dict], device: str) -> list[str]:
 
     for r in rows:
         tree, opt = r["tree"], r["optimizer"]
-        if device == "cpu" and tree != "10000":
+        if device == "cpu" and tree != "10000" and OPTIMIZERS[opt].optax is not None:
             check("step optax / gx >= 1.0", r, _ratio(r, "optax", "gradxform", "ms"), 1)
             check(
                 "first call optax / gx >= 1.0",
