@@ -204,6 +204,9 @@ def adafactor_torch(
     if not isinstance(eps, tuple) or len(eps) != 2:
         checks.fail("eps", "a pair (eps1 or None, eps2)", eps, TypeError)
     eps1, eps2 = eps
+    if eps1 is not None:
+        checks.real("eps[0]", eps1, lower=0)
+    checks.real("eps[1]", eps2, lower=0)
     hp = Hyperparams(
         learning_rate=lr,
         decay_rate=-tau,

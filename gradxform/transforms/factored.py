@@ -94,12 +94,13 @@ def _moment(decay: jax.Array, complement: jax.Array, v: jax.Array, sample: jax.A
 
 
 def _init_leaf(p: jax.Array, dims: tuple[int, int] | None):
+    """Zeros for one leaf, with the sharding of the leaf (or of its mean over an axis)."""
     if dims is None:
-        return None, None, jnp.zeros(p.shape, tree.real_dtype(p.dtype))
+        return None, None, tree.zeros_like(p, real=True)
     row, col = dims
     dtype = tree.real_dtype(p.dtype)
-    without = lambda axis: tuple(n for i, n in enumerate(p.shape) if i != axis)  # noqa: E731
-    return jnp.zeros(without(col), dtype), jnp.zeros(without(row), dtype), None
+    without = lambda axis: jax.eval_shape(lambda x: jnp.sum(x, axis=axis), p)  # noqa: E731
+    return jnp.zeros_like(without(col), dtype), jnp.zeros_like(without(row), dtype), None
 
 
 def _update_leaf(g, v_row, v_col, v, dims, decay, complement, eps, clamp):

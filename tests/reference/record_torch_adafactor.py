@@ -26,7 +26,7 @@ CONFIGS = {
     "decayed": (
         "float32",
         200,
-        {"lr": 0.05, "beta2_decay": -0.5, "eps": (1e-2, 1e-2), "d": 1.0, "weight_decay": 0.1},
+        {"lr": 0.3, "beta2_decay": -0.5, "eps": (1e-2, 1e-2), "d": 1.0, "weight_decay": 0.1},
     ),
     "float64": ("float64", 60, {"lr": 0.02, "weight_decay": 0.01}),
 }
