@@ -141,6 +141,16 @@ OPTIMIZERS: dict[str, Spec] = {
     "yogi": Spec(lambda: gx.yogi(LR), lambda: optax.yogi(LR), None, 28),
     "radam": Spec(lambda: gx.radam(LR), lambda: optax.radam(LR), ("RAdam", {"lr": LR}), 28),
     "adopt": Spec(lambda: gx.adopt(LR), lambda: optax.contrib.adopt(LR), None, 28),
+    # Adafactor: gradxform's is optax's recipe (the same bits); torch's Adafactor (a
+    # relative step, eps as a floor, the last two axes) keeps the same factored state.
+    # Traffic: g read, x read and written, the factors small: 12 bytes at the minimum.
+    "adafactor": Spec(
+        lambda: gx.adafactor(LR),
+        lambda: optax.adafactor(LR),
+        ("Adafactor", {"lr": LR}),
+        12,
+        elementwise=False,
+    ),
     # Kronecker-factored: no optax (0.2.8) column; pytorch-optimizer's are not torch.optim.
     # Traffic: Adam's 28 bytes plus the factors (soap) / the 12 of SGD plus them (shampoo).
     "shampoo": Spec(

@@ -115,7 +115,8 @@ def ema_hessian_diagonal(
     estimate :math:`\hat h` of :math:`\operatorname{diag}(H)` at ``params``
     is folded in, :math:`h \leftarrow \beta h + (1 - \beta) \hat h` (from
     :math:`h = 0`, no bias correction); between refreshes :math:`h` is kept
-    and nothing is estimated (a ``lax.cond``). The output is :math:`h` after
+    and nothing is estimated (a ``lax.cond``). The output, in each
+    parameter's dtype (:math:`h` is stored at least in float32), is :math:`h` after
     this update's refresh (the paper's Algorithm 3), or before it with
     ``delayed=True`` (``optax.contrib.sophia``). The incoming updates are not
     read.
@@ -193,8 +194,8 @@ def ema_hessian_diagonal(
 
         due = state.count % values["update_period"] == 0
         nu, key = jax.lax.cond(due, refresh, lambda nu, key: (nu, key), state.nu, state.key)
-        count = increment_count(state.count)
-        return (state.nu if delayed else nu), EmaHessianDiagonalState(nu, count, key, hyper)
+        out = jax.tree.map(lambda h, p: h.astype(p.dtype), state.nu if delayed else nu, params)
+        return out, EmaHessianDiagonalState(nu, increment_count(state.count), key, hyper)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
