@@ -20,6 +20,7 @@ from gradxform import checks
 from gradxform.base import GradientTransformationExtraArgs, chain, divide
 from gradxform.hyperparams import Hyperparams, ScalarOrSchedule
 from gradxform.transforms.classic_extra import (
+    _rprop_bounds,
     momentum_decay_first_moment,
     scale_by_adadelta,
     scale_by_rprop,
@@ -38,9 +39,9 @@ from gradxform.transforms.trust_ratio import scale_by_trust_ratio
 __all__ = ["adadelta", "lamb", "lars", "nadam_momentum_decay", "rprop"]
 
 
-def _trust_ratio(hp: Hyperparams, mask: Any = None) -> GradientTransformationExtraArgs:
-    """The store's trust ratio block, restricted to ``mask`` when one is given."""
-    block = scale_by_trust_ratio(hp["min_norm"], hp["trust_coefficient"], hp["trust_eps"])
+def _trust_ratio(hp: Hyperparams, eps: str, mask: Any = None) -> GradientTransformationExtraArgs:
+    """The store's trust ratio block (its eps under the name ``eps``), masked if asked."""
+    block = scale_by_trust_ratio(hp["min_norm"], hp["trust_coefficient"], hp[eps])
     return block if mask is None else masked(block, mask)
 
 
@@ -114,7 +115,9 @@ def lamb(
         hp["b1"], hp["b2"], hp["eps"], eps_root=hp["eps_root"], mu_dtype=mu_dtype, nu_dtype=nu_dtype
     )
     decay = add_decayed_weights(hp["weight_decay"], mask)
-    return hp.chain(adam, decay, _trust_ratio(hp), scale_by_learning_rate(hp["learning_rate"]))
+    return hp.chain(
+        adam, decay, _trust_ratio(hp, "trust_eps"), scale_by_learning_rate(hp["learning_rate"])
+    )
 
 
 def lars(
@@ -177,12 +180,12 @@ def lars(
         weight_decay=weight_decay,
         min_norm=min_norm,
         trust_coefficient=trust_coefficient,
-        trust_eps=eps,
+        eps=eps,
         momentum=momentum,
     )
     return hp.chain(
         add_decayed_weights(hp["weight_decay"], weight_decay_mask),
-        _trust_ratio(hp, trust_ratio_mask),
+        _trust_ratio(hp, "eps", trust_ratio_mask),
         scale_by_learning_rate(hp["learning_rate"]),
         scale_by_momentum(hp["momentum"], nesterov=nesterov, dtype=mu_dtype),
     )
@@ -292,6 +295,8 @@ def rprop(
         >>> [round(float(v), 4) for v in u]
         [-0.1, 0.1]
     """
+    checks.real("learning_rate", learning_rate, lower=0, lower_open=True)
+    _rprop_bounds(min_step_size, max_step_size)
     hp = Hyperparams(
         eta_minus=eta_minus,
         eta_plus=eta_plus,

@@ -89,8 +89,8 @@ def scale_by_adadelta(
     hp.check("eps", lower=0)
 
     def init_fn(params):
-        zeros = tree.squares_like(params, 0.0, dtype)
-        return ScaleByAdadeltaState(zeros, zeros, hp.init(params))
+        e_g, e_x = (tree.squares_like(params, 0.0, dtype) for _ in range(2))  # own buffers
+        return ScaleByAdadeltaState(e_g, e_x, hp.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params
