@@ -134,8 +134,14 @@ def adafactor(
         **({} if momentum is None else {"momentum": momentum}),
         **({} if weight_decay_rate is None else {"weight_decay_rate": weight_decay_rate}),
     )
-    options = {"factored": factored, "min_dim_size_to_factor": min_dim_size_to_factor}
-    steps = [scale_by_factored_rms(hp["decay_rate"], hp["eps"], hp["decay_offset"], **options)]
+    direction = scale_by_factored_rms(
+        hp["decay_rate"],
+        hp["eps"],
+        hp["decay_offset"],
+        factored=factored,
+        min_dim_size_to_factor=min_dim_size_to_factor,
+    )
+    steps = [direction]
     if clipping_threshold is not None:
         steps.append(clip_by_block_rms(hp["clipping_threshold"]))
     steps.append(scale_by_learning_rate(hp["learning_rate"]))
