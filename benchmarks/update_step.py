@@ -141,6 +141,21 @@ OPTIMIZERS: dict[str, Spec] = {
     "yogi": Spec(lambda: gx.yogi(LR), lambda: optax.yogi(LR), None, 28),
     "radam": Spec(lambda: gx.radam(LR), lambda: optax.radam(LR), ("RAdam", {"lr": LR}), 28),
     "adopt": Spec(lambda: gx.adopt(LR), lambda: optax.contrib.adopt(LR), None, 28),
+    # LAMB and LARS: a norm per whole leaf (so not elementwise: no grouped column); torch.optim
+    # has neither. Traffic: Adam's 28 bytes (LAMB), momentum's 20 (LARS), x read once more for
+    # its norm at the minimum.
+    "lamb": Spec(lambda: gx.lamb(LR), lambda: optax.lamb(LR), None, 28, elementwise=False),
+    "lars": Spec(lambda: gx.lars(LR), lambda: optax.lars(LR), None, 20, elementwise=False),
+    "adadelta": Spec(
+        lambda: gx.adadelta(LR), lambda: optax.adadelta(LR), ("Adadelta", {"lr": LR}), 28
+    ),
+    # gradxform's Rprop is torch's; optax 0.2.8's returns the previous step (lagged=True
+    # in gradxform), the same work. Traffic: g read, x, step sizes and signs read and written.
+    "rprop": Spec(lambda: gx.rprop(LR), lambda: optax.rprop(LR), ("Rprop", {"lr": LR}), 28),
+    # torch's NAdam with its momentum-decay schedule; optax has no such NAdam
+    "nadam_momentum_decay": Spec(
+        lambda: gx.nadam_momentum_decay(LR), None, ("NAdam", {"lr": LR}), 28
+    ),
     # Adafactor: gradxform's is optax's recipe (the same bits); torch's Adafactor (a
     # relative step, eps as a floor, the last two axes) keeps the same factored state.
     # Traffic: g read, x read and written, the factors small: 12 bytes at the minimum.

@@ -106,6 +106,27 @@ def _unzip(fn: Callable, n: int, *trees: Any) -> tuple[Any, ...]:
     return tuple(jax.tree.unflatten(treedef, [o[i] for o in outs]) for i in range(n))
 
 
+def _leafwise(
+    hp: Hyperparams, state_type: Any, name: str, init_leaf: Callable, update_leaf: Callable
+) -> GradientTransformationExtraArgs:
+    """A block whose state is ``state_type(<per-leaf fields>..., hyperparams)``, built and
+    stepped leaf by leaf: ``init_leaf(p)`` gives a leaf's fields, ``update_leaf(g,
+    *fields, values)`` its update and new fields."""
+    n = len(state_type._fields) - 1
+
+    def init_fn(params):
+        _check_real(params, name)
+        return state_type(*_unzip(init_leaf, n, params), hp.init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params
+        values, hyper = hp.step(state.hyperparams, extra_args)
+        out = _unzip(lambda g, *s: update_leaf(g, *s, values), n + 1, updates, *state[:n])
+        return out[0], state_type(*out[1:], hyper)
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def _eigh_descending(m: jax.Array, dtype: Any) -> tuple[jax.Array, jax.Array]:
     """Eigenvalues (descending) and eigenvectors of symmetric ``m``, computed in ``dtype``."""
     w, v = jnp.linalg.eigh(m.astype(dtype), symmetrize_input=True)
@@ -271,18 +292,7 @@ def scale_by_shampoo(
         out = out @ root_r if lay.right else out
         return out.reshape(g.shape).astype(g.dtype), left, right, root_l, root_r, diag
 
-    def init_fn(params):
-        _check_real(params, "scale_by_shampoo")
-        return ShampooState(*_unzip(init_leaf, 5, params), hp.init(params))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params
-        values, hyper = hp.step(state.hyperparams, extra_args)
-        fields = state[:5]
-        out = _unzip(lambda g, *s: update_leaf(g, *s, values), 6, updates, *fields)
-        return out[0], ShampooState(*out[1:], hyper)
-
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    return _leafwise(hp, ShampooState, "scale_by_shampoo", init_leaf, update_leaf)
 
 
 class SoapState(NamedTuple):
@@ -508,17 +518,7 @@ def scale_by_soap(
         ql, qr, nu = jax.lax.switch(index, (keep_all, *branches), None)
         return out, mu, nu, left, right, ql, qr
 
-    def init_fn(params):
-        _check_real(params, "scale_by_soap")
-        return SoapState(*_unzip(init_leaf, 6, params), hp.init(params))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params
-        values, hyper = hp.step(state.hyperparams, extra_args)
-        out = _unzip(lambda g, *s: update_leaf(g, *s, values), 7, updates, *state[:6])
-        return out[0], SoapState(*out[1:], hyper)
-
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    return _leafwise(hp, SoapState, "scale_by_soap", init_leaf, update_leaf)
 
 
 class GraftState(NamedTuple):
