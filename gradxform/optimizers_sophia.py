@@ -109,18 +109,12 @@ def sophia(
 
     Example:
         >>> import gradxform as gx, jax, jax.numpy as jnp
-        >>> loss = lambda x: jnp.sum((x - 3.0) ** 2)  # diag(H) = 2
-        >>> tx = gx.sophia(0.5, b1=0.9, b2=0.9, gamma=1.0, weight_decay=0.0, update_period=1)
-        >>> @jax.jit
-        ... def step(x, state):
-        ...     updates, state = tx.update(jax.grad(loss)(x), state, x, value_fn=loss)
-        ...     return gx.apply_updates(x, updates), state
-        >>> x = jnp.zeros(2)
-        >>> state = tx.init(x)
-        >>> for _ in range(200):
-        ...     x, state = step(x, state)
-        >>> [round(float(v), 2) for v in x]
-        [3.0, 3.0]
+        >>> loss = lambda x: jnp.sum(x**4) / 12  # g = x**3 / 3, diag(H) = x**2
+        >>> tx = gx.sophia(0.1, gamma=2.0, weight_decay=0.0)
+        >>> x = jnp.array([1.0, -2.0])
+        >>> u, state = tx.update(jax.grad(loss)(x), tx.init(x), x, value_fn=loss)
+        >>> [round(float(v), 4) for v in u]  # -0.1 * clip(0.035 g / (2 * 0.01 x**2), 1)
+        [-0.0583, 0.1]
     """
     hp = Hyperparams(
         learning_rate=learning_rate, b1=b1, b2=b2, gamma=gamma, eps=eps, weight_decay=weight_decay

@@ -42,7 +42,7 @@ from jax.flatten_util import ravel_pytree
 import gradxform as gx
 from gradxform import curvature
 from tests.helpers import assert_sharded_report, problem, sharded_report, trajectory
-from tests.problems import CURVATURE, make_problem
+from tests.problems import CURVATURE, grad, make_problem
 
 STEPS, EVERY = 200, 20
 SHAPES = {"w": (4, 3), "b": (5,), "batched": (2, 3, 4), "s": ()}
@@ -80,34 +80,24 @@ SMALL = {"a": jnp.array([0.3, -0.7, 0.5]), "b": jnp.array([[0.2]]), "c": jnp.arr
 def test_hutchinson_is_unbiased_within_its_standard_error(x64):
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), SMALL)
     flat, unravel = ravel_pytree(params)
-    dense = np.asarray(jax.hessian(lambda v: _small_model(unravel(v)))(flat))
+    dense = np.asarray(jax.jit(jax.hessian(lambda v: _small_model(unravel(v))))(flat))
     assert np.abs(dense - np.diag(np.diag(dense))).max() > 0.1  # the test needs off-diagonals
     sigma = np.sqrt((dense**2).sum(axis=1) - np.diag(dense) ** 2)  # one probe's std
     bound = 5 * sigma / np.sqrt(PROBES)
     many = curvature.hutchinson_diagonal(_small_model, params, jax.random.key(1), PROBES)
-    one_each = jax.vmap(lambda k: curvature.hutchinson_diagonal(_small_model, params, k))(
-        jax.random.split(jax.random.key(2), PROBES)
-    )
-    for estimate in (
-        ravel_pytree(many)[0],
-        ravel_pytree(jax.tree.map(lambda v: np.mean(v, axis=0), one_each))[0],
-    ):
-        error = np.abs(np.asarray(estimate) - np.diag(dense))
-        assert np.all(error <= bound), (error, bound)
-    # the single draws scatter as predicted: their std is sigma (within 10%)
-    spread = np.std(np.asarray(one_each["a"]), axis=0)
-    np.testing.assert_allclose(spread, sigma[:3], rtol=0.1)
+    error = np.abs(np.asarray(ravel_pytree(many)[0]) - np.diag(dense))
+    assert np.all(error <= bound), (error, bound)
+    assert np.all(error > 0)  # an average of probes, not the diagonal itself
 
 
 def test_hutchinson_is_exact_for_a_diagonal_hessian():
-    x, _ = problem("float32", 3, 1, SHAPES)
+    x = {"w": jnp.linspace(-2.0, 2.0, 6).reshape(2, 3), "b": jnp.array([0.5, -1.0])}
     expected = jax.tree.map(lambda a: CURVATURE - jnp.sin(a), x)
-    estimate = jax.jit(lambda k: curvature.hutchinson_diagonal(separable_objective, x, k))
-    for seed in range(3):
-        got = estimate(jax.random.key(seed))
-        for k in SHAPES:
-            np.testing.assert_allclose(got[k], expected[k], rtol=1e-6, atol=1e-6)
-            assert got[k].dtype == jnp.float32
+    estimate = jax.jit(jax.vmap(lambda k: curvature.hutchinson_diagonal(separable_objective, x, k)))
+    got = estimate(jax.random.split(jax.random.key(0), 3))  # three probes, each exact
+    for k in x:
+        np.testing.assert_allclose(got[k], jnp.stack([expected[k]] * 3), rtol=1e-6, atol=1e-6)
+        assert got[k].dtype == jnp.float32
 
 
 # ----------------------------------------------------- Gauss-Newton-Bartlett
@@ -129,55 +119,46 @@ def _mean_cross_entropy(logits, labels):
 
 
 def _enumerated_gnb(params):
-    """Every label draw's ``B g g`` and its probability, in float64 NumPy."""
+    """Every label draw's ``B g g``, its probability, and the Jacobian (float64 NumPy)."""
     flat, unravel = ravel_pytree(params)
     logits = np.asarray(_logits(params, GNB_X)).reshape(-1, C)
-    jac = np.asarray(jax.jacobian(lambda v: _logits(unravel(v), GNB_X))(flat)).reshape(
-        -1, C, flat.size
-    )
+    jac = np.asarray(jax.jit(jax.jacobian(lambda v: _logits(unravel(v), GNB_X).ravel()))(flat))
     p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     rows = logits.shape[0]
     values, weights = [], []
     for labels in itertools.product(range(C), repeat=rows):
         scores = (p - np.eye(C)[list(labels)]) / rows
-        g = np.einsum("bc,bcn->n", scores, jac)
+        g = np.einsum("bc,bcn->n", scores, jac.reshape(rows, C, -1))
         values.append(rows * g * g)
         weights.append(np.prod(p[np.arange(rows), list(labels)]))
-    return np.array(values), np.array(weights), unravel
+    return np.array(values), np.array(weights), jac
 
 
 def test_gnb_expectation_is_the_ggn_diagonal(x64):
     params = jax.tree.map(jnp.asarray, GNB_PARAMS)
-    values, weights, unravel = _enumerated_gnb(params)
-    flat = ravel_pytree(params)[0]
+    values, weights, jac = _enumerated_gnb(params)
+    flat, unravel = ravel_pytree(params)
     # the dense GGN of the mean cross-entropy: J^T H_L J (H_L does not depend on the labels)
     labels = jnp.zeros((N, T), jnp.int32)
-    jac = jax.jacobian(lambda v: _logits(unravel(v), GNB_X).ravel())(flat)
-    loss_hessian = jax.hessian(lambda z: _mean_cross_entropy(z.reshape(N, T, C), labels))(
-        _logits(params, GNB_X).ravel()
-    )
-    ggn = np.diag(np.asarray(jac.T @ loss_hessian @ jac))
+    loss = lambda z: _mean_cross_entropy(z.reshape(N, T, C), labels)  # noqa: E731
+    loss_hessian = np.asarray(jax.jit(jax.hessian(loss))(_logits(params, GNB_X).ravel()))
+    ggn = np.diag(jac.T @ loss_hessian @ jac)
     mean = weights @ values
     np.testing.assert_allclose(weights.sum(), 1.0, rtol=1e-12)
     np.testing.assert_allclose(mean, ggn, rtol=1e-10, atol=1e-14)
-    # a library estimate is B g g at one label draw
-    one = ravel_pytree(
-        curvature.gauss_newton_bartlett_diagonal(_logits, params, GNB_X, jax.random.key(0))
+    # the library's draws: each is B g g at one label draw, and they follow the model's
+    # softmax: the mean of many is within 5 standard errors of the GGN's diagonal
+    estimate = lambda k: ravel_pytree(  # noqa: E731
+        curvature.gauss_newton_bartlett_diagonal(_logits, params, GNB_X, k)
     )[0]
-    assert np.abs(values - np.asarray(one)).max(axis=1).min() < 1e-12
-    # and the draws follow the model's softmax: the mean of many is within 5 standard errors
-    draws = jax.vmap(lambda k: curvature.gauss_newton_bartlett_diagonal(_logits, params, GNB_X, k))(
-        jax.random.split(jax.random.key(5), PROBES)
-    )
-    sample_mean = np.asarray(jax.vmap(lambda d: ravel_pytree(d)[0])(draws)).mean(axis=0)
+    draws = np.asarray(jax.jit(jax.vmap(estimate))(jax.random.split(jax.random.key(5), PROBES)))
+    assert np.abs(values - draws[0]).max(axis=1).min() < 1e-12
     sigma = np.sqrt(weights @ (values - mean) ** 2)
-    assert np.all(np.abs(sample_mean - ggn) <= 5 * sigma / np.sqrt(PROBES))
+    assert np.all(np.abs(draws.mean(axis=0) - ggn) <= 5 * sigma / np.sqrt(PROBES))
     # the GGN of the mean over positions is the Fisher of the per-example sum over T rows
     fisher = curvature.fisher_product(_logits, params, GNB_X)
-    fisher_diag = np.array(
-        [ravel_pytree(fisher(unravel(e)))[0][i] for i, e in enumerate(np.eye(flat.size))]
-    )
-    np.testing.assert_allclose(ggn, fisher_diag / T, rtol=1e-10)
+    columns = jax.jit(jax.vmap(lambda e: ravel_pytree(fisher(unravel(e)))[0]))(jnp.eye(flat.size))
+    np.testing.assert_allclose(ggn, np.diag(np.asarray(columns)) / T, rtol=1e-10)
 
 
 # --------------------------------------------------------- the update rule
@@ -214,7 +195,16 @@ def _trajectory(tx, dtype, apply=gx.apply_updates):
     )
 
 
-@pytest.mark.parametrize("name", sorted(OPTAX_ROWS))
+# the defaults rows clip nearly every coordinate (gamma h is small): slow; the
+# curvature_matters rows, where about two thirds of the ratios are inside the clip, run always
+SLOW = pytest.mark.slow
+
+
+def _rows(table):
+    return [pytest.param(n, marks=SLOW) if n == "defaults" else n for n in sorted(table)]
+
+
+@pytest.mark.parametrize("name", _rows(OPTAX_ROWS))
 def test_equals_optax_contrib_sophia_over_200_steps(name, dtype):
     make_gx, make_optax = OPTAX_ROWS[name]
     ours = _trajectory(_passing(make_gx(), value_fn=separable_objective), dtype)
@@ -237,7 +227,7 @@ TORCH_ROWS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(TORCH_ROWS))
+@pytest.mark.parametrize("name", _rows(TORCH_ROWS))
 def test_equals_the_recorded_pytorch_optimizer_sophiah(name, dtype):
     """pytorch-optimizer 4.1.0's SophiaH (torch 2.14) takes the paper's order (the fresh h
     in the refreshing step, no bias correction): gradxform's defaults. It rounds
@@ -336,14 +326,18 @@ def test_gnb_through_the_block_binds_the_batch_and_splits_the_key():
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), GNB_PARAMS)
     x = jnp.asarray(GNB_X, jnp.float32)
     tx = gx.ema_hessian_diagonal(0.75, 3, estimator="gnb", seed=7)
-    state = tx.init(params)
-    h, state = tx.update(
-        params, state, params, logits_fn=lambda p, batch: _logits(p, batch), batch=x
-    )
-    _, sub = jax.random.split(jax.random.PRNGKey(7))
-    expected = curvature.gauss_newton_bartlett_diagonal(_logits, params, x, sub)
+
+    @jax.jit
+    def both(params, x):
+        logits_fn = lambda p, batch: _logits(p, batch)  # noqa: E731
+        h, state = tx.update(params, tx.init(params), params, logits_fn=logits_fn, batch=x)
+        _, sub = jax.random.split(jax.random.PRNGKey(7))  # the block's first refresh key
+        return h, state, curvature.gauss_newton_bartlett_diagonal(_logits, params, x, sub)
+
+    h, state, expected = both(params, x)
     for k in params:
         np.testing.assert_allclose(h[k], 0.25 * expected[k], rtol=1e-6)
+        assert np.all(np.asarray(expected[k]) > 0)
     assert np.all(np.asarray(state.key) != np.asarray(jax.random.PRNGKey(7)))
 
 
@@ -392,31 +386,28 @@ def test_bad_input():
 
 
 def test_checkpoint_resume_is_bitwise(tmp_path):
-    p0, noise = problem(jnp.float32, 3, 6, SHAPES)
-    tx = gx.sophia(0.05, gamma=0.5, update_period=2, weight_decay=0.1)
+    """Three scanned steps, a save of (params, state), then three more from the restored
+    pair equal three more from the live one; the restored state (the EMAs, the count, the
+    estimator's PRNG key) is the saved one bit for bit."""
+    tx = gx.sophia(0.05, gamma=0.5, update_period=2)
 
-    @jax.jit
-    def step(p, s, n):
-        g = jax.tree.map(lambda a, b: CURVATURE * a + jnp.cos(a) + b, p, n)
-        return tx.update(g, s, p, value_fn=separable_objective)
+    def scanned(carry, noise_t):
+        x, state = carry
+        g = jax.tree.map(lambda a, n: grad(a, n, jnp.cos), x, noise_t)
+        updates, state = tx.update(g, state, x, hessian_diag=jax.tree.map(jnp.abs, g))
+        return (gx.apply_updates(x, updates), state), None
 
-    def advance(p, s, ts):
-        for t in ts:
-            u, s = step(p, s, {k: a[t] for k, a in noise.items()})
-            p = gx.apply_updates(p, u)
-        return p, s
-
-    p, s = advance(p0, tx.init(p0), range(3))
-    gx.checkpoint.save(tmp_path / "p.npz", p)
-    gx.checkpoint.save(tmp_path / "s.npz", s)
-    straight = advance(p, s, range(3, 6))
-    p = gx.checkpoint.restore(tmp_path / "p.npz", like=p0)
-    s = gx.checkpoint.restore(tmp_path / "s.npz", like=tx.init(p0))
-    resumed = advance(p, s, range(3, 6))
-    jax.tree.map(np.testing.assert_array_equal, resumed, straight)
+    run = jax.jit(lambda carry, noise: jax.lax.scan(scanned, carry, noise)[0])
+    x0, noise = problem("float32", 3, 6, SHAPES)
+    first, last = (jax.tree.map(lambda a, i=i: a[i : i + 3], noise) for i in (0, 3))
+    saved = run((x0, tx.init(x0)), first)
+    gx.checkpoint.save(tmp_path / "run.npz", saved)
+    restored = gx.checkpoint.restore(tmp_path / "run.npz", like=(x0, tx.init(x0)))
+    jax.tree.map(np.testing.assert_array_equal, restored, saved)
+    jax.tree.map(np.testing.assert_array_equal, run(restored, last), run(saved, last))
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32", pytest.param("float64", marks=SLOW)])
 def test_dtype_rows(dtype):
     """The update has the parameter's dtype; h is at least float32 (bfloat16 would round
     b2 = 0.99 and the small estimates); one step against the formula in float64."""
