@@ -356,12 +356,14 @@ class DatasetObjective:
                 result = result._replace(converged=jnp.zeros_like(result.converged))
         return result
 
-    def _host_matvec(self, params, v, shapes, n, dtype):
+    def _host_matvec(self, leaves, v, shapes, treedef, n, dtype):
         """The host side of a streamed product: one pass for all vectors in ``v`` (``(..., n)``)."""
         v = np.asarray(v)
-        if self._error is not None:  # a pass already failed: the tool raises it when it returns
+        if self._error is not None or not np.all(np.isfinite(v)):
+            # a pass already failed (the tool raises it when it returns), or a NaN product
+            # came back as a vector: no batch is to blame, and no pass is made
             return np.full(v.shape, np.nan, dtype)
-        leaves, treedef = jax.tree.flatten(params)  # vmap added leading axes of size 1
+        # vmap added leading axes of size 1 to the params
         leaves = [jnp.asarray(np.reshape(leaf, shape)) for leaf, shape in zip(leaves, shapes)]
         vectors = jnp.asarray(v.reshape(-1, n))
         work = _accumulation_dtype(dtype)
@@ -384,9 +386,8 @@ class DatasetObjective:
         if count == 0:
             checks.fail("batches", "a source that yields at least one batch", "an empty pass")
         bad = int(bad)
-        if bad >= 0:
-            first = getattr(self, "_nonfinite", None)
-            self._nonfinite = bad if first is None else min(first, bad)
+        if bad >= 0 and getattr(self, "_nonfinite", None) is None:
+            self._nonfinite = bad  # the first pass that met one names it
         self.report = PassReport(self.report.passes + 1, count, total, self.report.nonfinite_batch)
         return acc / total
 
@@ -432,15 +433,48 @@ def _streamed_operator(objective_of: Callable[[], Any], params: Any) -> FlatOper
     flat, unravel = ravel_pytree(params)
     n, dtype = int(flat.size), flat.dtype
     shapes = [np.shape(leaf) for leaf in jax.tree.leaves(params)]
+    x64 = _x64()
 
-    def host(p, v):
-        return objective_of()._host_matvec(p, v, shapes, n, dtype)
+    def host(p, v):  # may run on a runtime thread: the caller's x64 setting carried over
+        p = [_from_wire(leaf, np.dtype(d)) for leaf, d in zip(p, dtypes)]
+        with jax.enable_x64(x64):
+            out = objective_of()._host_matvec(p, _from_wire(v, dtype), shapes, treedef, n, dtype)
+        return _to_wire_host(out)
+
+    leaves, treedef = jax.tree.flatten(params)
+    dtypes = [leaf.dtype for leaf in leaves]
 
     def matvec(v):
-        shape = jax.ShapeDtypeStruct(v.shape, dtype)
-        return jax.pure_callback(host, shape, params, v, vmap_method="expand_dims")
+        wired = _to_wire(v.astype(dtype))
+        shape = jax.ShapeDtypeStruct(wired.shape, wired.dtype)
+        p = [_to_wire(leaf) for leaf in leaves]
+        out = jax.pure_callback(host, shape, p, wired, vmap_method="expand_dims")
+        return _from_wire_traced(out, dtype)
 
     return FlatOperator(matvec, n, dtype, unravel)
+
+
+def _to_wire(x: jax.Array) -> jax.Array:
+    """64-bit floats cross the callback as ``uint32`` pairs: the callback's thread may not
+    have the caller's ``jax.enable_x64`` context, and JAX would round them to 32 bits."""
+    return jax.lax.bitcast_convert_type(x, jnp.uint32) if x.dtype.itemsize == 8 else x
+
+
+def _from_wire_traced(x: jax.Array, dtype: Any) -> jax.Array:
+    return jax.lax.bitcast_convert_type(x, dtype) if np.dtype(dtype).itemsize == 8 else x
+
+
+def _from_wire(x: Any, dtype: Any) -> np.ndarray:
+    x = np.asarray(x)
+    if np.dtype(dtype).itemsize == 8:
+        return np.ascontiguousarray(x).view(dtype)[..., 0]
+    return x
+
+
+def _to_wire_host(x: np.ndarray) -> np.ndarray:
+    if x.dtype.itemsize == 8:
+        return np.ascontiguousarray(x).view(np.uint32).reshape(*x.shape, 2)
+    return x
 
 
 class _ActiveStream:
@@ -464,7 +498,12 @@ def _describe(batch: Any) -> str:
 
 def _accumulation_dtype(dtype: Any) -> Any:
     """float64 when ``jax_enable_x64`` is set, else the products' own dtype."""
-    return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.dtype(dtype)
+    return jnp.dtype(jnp.float64) if _x64() else jnp.dtype(dtype)
+
+
+def _x64() -> bool:
+    """Whether 64-bit types are enabled here (globally or by ``jax.enable_x64``)."""
+    return bool(jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64)
 
 
 def _accumulate(acc, out, weight, index, bad):

@@ -1,0 +1,194 @@
+"""gx.hessian.dataset_mean: streamed and stacked data sources against the full-batch dense Hessian.
+
+The reference throughout is the dense Hessian (``jax.hessian`` through
+``gx.hessian.hessian_matrix``) of the loss written out on the whole data set
+at once, and NumPy's ``eigvalsh`` / ``trace`` of it.
+"""
+
+import gc
+import weakref
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradxform as gx
+
+H = gx.hessian
+
+pytestmark = pytest.mark.usefixtures("x64")
+
+SIZES = (7, 7, 7, 5)  # a smaller last batch: the mean weights batches by their size
+
+
+N_EXAMPLES = sum(SIZES)
+
+
+def make_data(seed=0, n=N_EXAMPLES):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    labels = rng.integers(0, 3, size=n)
+    return x, labels
+
+
+def model(p, x):
+    return jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+
+
+def make_params(seed=1):
+    rng = np.random.default_rng(seed)
+    return {
+        "w1": jnp.asarray(rng.normal(size=(3, 4))),
+        "b1": jnp.asarray(0.1 * rng.normal(size=4)),
+        "w2": jnp.asarray(rng.normal(size=(4, 3))),
+        "b2": jnp.zeros(3),
+    }
+
+
+def split(x, labels, sizes=SIZES):
+    edges = np.cumsum((0, *sizes))
+    return [(x[a:b], labels[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def batch_loss(p, batch):
+    x, labels = batch
+    return H.softmax_cross_entropy(model(p, x), labels)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    with jax.enable_x64(True):
+        x, labels = make_data()
+        params = make_params()
+        dense = np.asarray(H.hessian_matrix(lambda p: batch_loss(p, (x, labels)), params))
+        yield x, labels, params, dense
+
+
+def test_streamed_products_value_and_gradient_are_the_full_batch_ones(problem):
+    """Unequal batches weighted by their size give the full-data mean exactly (to rounding)."""
+    x, labels, params, dense = problem
+    objective = H.dataset_mean(batch_loss, split(x, labels))
+    op = objective.operator(params)
+    V = np.random.default_rng(2).normal(size=(3, op.size))
+    out = jax.vmap(op.matvec)(jnp.asarray(V))  # three vectors, one pass
+    assert objective.report.batches == len(SIZES) and objective.report.examples == len(x)
+    np.testing.assert_allclose(out, V @ dense, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(objective.matrix(params), dense, rtol=1e-12, atol=1e-13)
+    full = lambda p: batch_loss(p, (x, labels))  # noqa: E731
+    np.testing.assert_allclose(objective.value(params), full(params), rtol=1e-13)
+    grads = jax.tree.map(np.asarray, (objective.grad(params), jax.grad(full)(params)))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-13), *grads)
+
+
+def test_stacked_arrays_are_one_scan_with_the_same_products(problem):
+    x, labels, params, _ = problem
+    n = 3 * 7  # equal batches only
+    stacked = {"x": x[:n].reshape(3, 7, 3), "y": labels[:n].reshape(3, 7)}
+    objective = H.dataset_mean(lambda p, b: batch_loss(p, (b["x"], b["y"])), stacked)
+    assert objective.stacked
+    want = np.asarray(H.hessian_matrix(lambda p: batch_loss(p, (x[:n], labels[:n])), params))
+    np.testing.assert_allclose(objective.matrix(params), want, rtol=1e-12, atol=1e-13)
+    assert objective.report.passes == 0  # no host pass: the scan ran inside the program
+
+
+def test_memory_does_not_grow_with_the_data_set(problem):
+    """10 distinct batches against 1 batch repeated 10 times: the same mean, and the source
+    (a callable returning a generator) never has more than one batch alive at a time."""
+    x, labels, params, _ = problem
+    batch = (x[:7], labels[:7])
+    alive, most = [], [0]
+
+    def source():
+        for _ in range(10):
+            gc.collect()
+            most[0] = max(most[0], sum(ref() is not None for ref in alive))
+            fresh = (np.array(batch[0]), np.array(batch[1]))  # a new array every time
+            alive.append(weakref.ref(fresh[0]))
+            yield fresh
+
+    repeated = H.dataset_mean(batch_loss, source)
+    once = H.dataset_mean(batch_loss, [batch])
+    v = jnp.asarray(np.random.default_rng(3).normal(size=31))
+    ten, one = repeated.operator(params).matvec(v), once.operator(params).matvec(v)
+    np.testing.assert_allclose(ten, one, rtol=1e-12, atol=1e-14)
+    assert repeated.report.batches == 10 and repeated.report.examples == 70
+    assert most[0] <= 1, most[0]  # at most the previous batch, never the data set
+
+
+def test_spectral_tools_take_a_streamed_objective(problem):
+    x, labels, params, dense = problem
+    objective = H.dataset_mean(batch_loss, split(x, labels))
+    lam = np.linalg.eigvalsh(dense)
+    pairs = H.hessian_eigenpairs(objective, params, k=2, max_matvecs=31)
+    assert bool(pairs.converged.all()) and pairs.nonfinite_batch is None
+    np.testing.assert_allclose(pairs.values, lam[::-1][:2], rtol=1e-9)
+    # Hutch++ is exact once its sketch (a third of the products) spans all 31 directions
+    est = H.trace(objective, params, num_matvecs=93)
+    np.testing.assert_allclose(est.estimate, np.trace(dense), rtol=1e-10)
+    point = H.classify_critical_point(objective, params, method="dense")
+    assert point.verdict == "not_critical"
+    np.testing.assert_allclose([point.lambda_min, point.lambda_max], lam[[0, -1]], rtol=1e-10)
+
+
+def test_an_empty_source_and_a_one_shot_iterator_are_errors():
+    with pytest.raises(ValueError, match="batches must be a source that yields at least one"):
+        H.dataset_mean(batch_loss, [])
+    with pytest.raises(ValueError, match="at least one batch"):
+        H.dataset_mean(batch_loss, lambda: iter(()))
+    with pytest.raises(ValueError, match="re-iterable"):
+        H.dataset_mean(batch_loss, iter([(np.ones((2, 3)), np.zeros(2, int))]))
+    with pytest.raises(ValueError, match="model must be given for curvature='ggn'"):
+        H.dataset_mean(batch_loss, [(np.ones((2, 3)), np.zeros(2, int))], curvature="ggn")
+
+
+def test_a_batch_whose_shape_changes_mid_pass_is_named(problem):
+    x, labels, params, _ = problem
+    batches = split(x, labels)
+    batches[2] = (np.ones((7, 5)), batches[2][1])  # 5 features instead of 3
+    objective = H.dataset_mean(batch_loss, batches)
+    with pytest.raises(ValueError, match=r"batch 2 must be shaped like batch 0"):
+        H.trace(objective, params, num_matvecs=3)
+    with pytest.raises(ValueError, match=r"batch 2 must be shaped like batch 0"):
+        objective.value(params)
+
+
+def test_a_nan_batch_is_reported_with_its_index(problem):
+    x, labels, params, _ = problem
+    batches = split(x, labels)
+    bad = batches[1][0].copy()
+    bad[3, 1] = np.nan
+    batches[1] = (bad, batches[1][1])
+    clean = H.trace(H.dataset_mean(batch_loss, split(x, labels)), params, num_matvecs=6)
+    assert bool(clean.finite) and clean.nonfinite_batch is None
+    objective = H.dataset_mean(batch_loss, batches)
+    with pytest.warns(RuntimeWarning, match="batch 1 gave a NaN"):
+        est = H.trace(objective, params, num_matvecs=6)
+    assert not bool(est.finite) and est.nonfinite_batch == 1
+    assert objective.report.nonfinite_batch == 1
+
+
+def test_block_spectra_are_the_dense_diagonal_blocks(problem):
+    """Each block against NumPy on the dense Hessian's diagonal block: top eigenvalue,
+    trace (Hutch++ exact: its sketch spans the block), SLQ nodes (Lanczos with as many
+    steps as the block has entries finds its eigenvalues)."""
+    x, labels, params, dense = problem
+    objective = H.dataset_mean(batch_loss, split(x, labels))
+    blocks = {"w1": "hidden", "b1": "hidden", "*": "out"}
+    out = H.block_spectra(
+        objective, params, blocks, max_matvecs=16, trace_matvecs=48, density_steps=16
+    )
+    flat_index = {"hidden": np.r_[0:4, 7:19], "out": np.r_[4:7, 19:31]}  # ravel: b1 b2 w1 w2
+    assert list(out) == ["hidden", "out"]
+    assert out["hidden"].paths == ("b1", "w1") and out["out"].paths == ("b2", "w2")
+    for label, index in flat_index.items():
+        block = dense[np.ix_(index, index)]
+        lam = np.linalg.eigvalsh(block)
+        spectrum = out[label]
+        assert spectrum.size == index.size
+        np.testing.assert_allclose(spectrum.top.values[0], lam[-1], rtol=1e-9)
+        np.testing.assert_allclose(spectrum.trace.estimate, np.trace(block), rtol=1e-9)
+        nodes = np.asarray(spectrum.density.nodes)[np.asarray(spectrum.density.weights) > 1e-12]
+        assert np.min(np.abs(nodes[:, None] - lam[None, :]), axis=1).max() < 1e-8
+    with pytest.raises(ValueError, match="blocks pattern 'conv\\*' must be a pattern matching"):
+        H.block_spectra(objective, params, {"conv*": "conv", "*": "rest"})
