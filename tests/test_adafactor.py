@@ -140,6 +140,23 @@ def test_factored_update_against_numpy(axes, eps_mode, eps):
     assert state.v is None and (state.v_row.shape, state.v_col.shape) == shapes
 
 
+def test_decay_offset_starts_the_schedule_later():
+    """t = count - offset (optax's), and 1 while that is < 1 (no memory: v = g^2 + eps,
+    where optax's 0 ** -0.8 gives NaN)."""
+    g = np.array([[2.0, -0.5], [-1.0, 4.0], [3.0, 1.0], [1.0, 2.0]])
+    tx = gx.scale_by_factored_rms(decay_offset=2, eps=0.0)
+    state = tx.init(jnp.zeros(2))
+    outs = []
+    for g_t in g:
+        u, state = tx.update(jnp.asarray(g_t, jnp.float32), state)
+        outs.append(np.asarray(u))
+    for t in range(3):  # counts 1, 2, 3: t = 1
+        np.testing.assert_array_equal(outs[t], np.sign(g[t]))
+    beta = 1 - 2.0**-0.8  # count 4: t = 2
+    v = beta * g[2] ** 2 + (1 - beta) * g[3] ** 2
+    np.testing.assert_allclose(outs[3], g[3] / np.sqrt(v), rtol=1e-6)
+
+
 def test_factored_axes_rules():
     assert gx.factored_axes((4, 3), 3) == (1, 0)  # col = the longest axis
     assert gx.factored_axes((3, 3), 3) == (0, 1)  # ties: the later axis is the longest

@@ -125,13 +125,14 @@ def _update_leaf(g, v_row, v_col, v, dims, decay, complement, eps, clamp):
 def _decays(values: Any, offset_name: str, clamp: bool) -> tuple[jax.Array, jax.Array]:
     r"""``(beta_t, 1 - beta_t)`` with :math:`\beta_t = 1 - t^{-c}`.
 
-    :math:`t` counts from 1 at the first update after ``decay_offset``. optax
+    :math:`t` counts from 1 at the first update after ``decay_offset`` (and is 1
+    before it, where optax's :math:`t \le 0` gives NaN). optax
     computes :math:`1 - t^{-c}` in float32 and then ``1 - beta_t`` (the ``"add"``
     mode); torch's weight is :math:`t^{-c}` itself, in Python double (the
     ``"clamp"`` mode: in the store's dtype, float64 for float64 params).
     """
     dtype = values["decay_rate"].dtype if clamp else jnp.float32
-    t = jnp.asarray(values.count - values[offset_name], dtype)
+    t = jnp.asarray(jnp.maximum(values.count - values[offset_name], 1), dtype)
     power = t ** (-jnp.asarray(values["decay_rate"], dtype))
     decay = 1.0 - power
     return decay, power if clamp else 1.0 - decay
@@ -176,7 +177,8 @@ def scale_by_factored_rms(
         eps: :math:`\epsilon \ge 0`; ``None`` (``"clamp"`` mode only): each leaf's
             dtype's machine epsilon, torch's default.
         decay_offset: an integer :math:`\ge 0`, the number of updates before the
-            decay schedule starts (for fine-tuning).
+            decay schedule starts (for fine-tuning); until then :math:`t = 1`
+            (:math:`v = g^2`; optax's schedule is NaN there).
         factored: ``False`` keeps every second moment whole (RMSProp with the schedule).
         min_dim_size_to_factor: an integer :math:`\ge 1`: factor a leaf only if both
             of its factored axes are at least this long (a static choice: shapes).
