@@ -8,9 +8,10 @@
   with the learning rate, and subtracts the weight decay after it: negation is
   exact, so the bits are the same. Momentum rows use ``0.9``: with a dyadic
   momentum such as 0.5 XLA simplifies optax's Python-constant EMA differently
-  (measured 1-2 ulp after 200 steps), and ``dtype_momentum=None`` in float64
-  (optax returns its float64 EMA before storing it as float32; gradxform's EMA
-  rounds into its float32 moment first).
+  (measured 1.2e-7 after 200 float32 steps: one ulp of an O(1) parameter), and
+  ``dtype_momentum=None`` in float64 (optax returns its float64 EMA before storing
+  it as float32; gradxform's EMA rounds into its float32 moment first: measured
+  6.1e-8 of the leaf's scale after 200 steps at the default float32 momentum).
 * ``scale_by_factored_rms`` against the update written here in NumPy (float64,
   both axis rules, both eps modes).
 * ``gx.adafactor_torch`` against torch.optim.Adafactor (2.14) recorded in
