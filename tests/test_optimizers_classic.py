@@ -22,7 +22,7 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import TOLERANCE, problem, sharded_report, trajectory
+from tests.helpers import TOLERANCE, assert_sharded_report, problem, sharded_report, trajectory
 
 STEPS, EVERY = 200, 20
 SHAPES = {"w": (4, 3), "b": (5,), "batched": (2, 3, 4), "s": ()}
@@ -357,12 +357,7 @@ NEEDS_ALL_REDUCE = {"lamb", "lars"}
 @pytest.mark.slow
 def test_sharded_on_eight_devices():
     report = sharded_report("tests.test_optimizers_classic:SHARDED")
-    assert set(report) == set(SHARDED)
-    for name, row in report.items():
-        assert row["param_shaped_state_leaves"] > 0, name
-        assert row["state_inherits_sharding"], name
-        assert row["state_keeps_sharding_after_steps"], name
-        assert row["params_keep_sharding"], name
-        want = ["all-reduce"] if name in NEEDS_ALL_REDUCE else []
-        assert row["collectives"] == want, (name, row["collectives"])
-        assert row["max_abs_diff"] <= 1e-6, (name, row["max_abs_diff"])
+    for name in NEEDS_ALL_REDUCE:  # exactly the one reduction of the leaves' norms
+        assert report[name]["collectives"] == ["all-reduce"], (name, report[name])
+        report[name]["collectives"] = []
+    assert_sharded_report(report, SHARDED)  # and otherwise as the elementwise rows
