@@ -371,3 +371,26 @@ def test_sharded_runs_equal_one_device_and_need_gathers():
     assert set(report["muon"]["collectives"]) <= {"all-reduce", "all-gather"}
     for name in ("shampoo", "soap"):
         assert "all-gather" in report[name]["collectives"], report[name]
+
+
+def test_grafting_takes_the_other_norm():
+    """``graft_type="sgd"``: each leaf's step has the gradient's norm; ``"diagonal"``:
+    the norm of RMSProp's step g / (sqrt(v) + eps) written here; the direction stays
+    Shampoo's."""
+    rng = np.random.default_rng(11)
+    with jax.enable_x64(True):
+        g = {
+            "w": jnp.asarray(rng.standard_normal((4, 3))),
+            "b": jnp.asarray(rng.standard_normal(3)),
+        }
+        plain, _ = gx.scale_by_shampoo(0.5).update(g, gx.scale_by_shampoo(0.5).init(g))
+        for kind in ("sgd", "diagonal"):
+            tx = gx.shampoo(1.0, beta2=0.5, graft_type=kind, graft_eps=1e-3)
+            u, _ = tx.update(g, tx.init(g), g)
+            for k, x in g.items():
+                x = np.asarray(x)
+                ref = x if kind == "sgd" else x / (np.sqrt(0.5 * x * x) + 1e-3)
+                out = -np.asarray(u[k])
+                np.testing.assert_allclose(np.linalg.norm(out), np.linalg.norm(ref), rtol=1e-12)
+                cos = np.vdot(out, np.asarray(plain[k])) / np.linalg.norm(out)
+                np.testing.assert_allclose(cos, np.linalg.norm(np.asarray(plain[k])), rtol=1e-12)
