@@ -102,7 +102,9 @@ def record(name: str, cls: str, config: dict) -> dict:
                     for i in range(SHAPES[k][0]):
                         p = params[f"{k}{i}"]
                         p.grad = 2 * scale[i] * (p - target[i]) + noise[t, i]
-                    torch_grad = np.stack([params[f"{k}{i}"].grad.numpy() for i in range(SHAPES[k][0])])
+                    torch_grad = np.stack(
+                        [params[f"{k}{i}"].grad.numpy() for i in range(SHAPES[k][0])]
+                    )
                 else:
                     p = params[k]
                     p.grad = 2 * scale * (p - target) + noise[t]
@@ -128,7 +130,9 @@ def main() -> None:
             arrays[f"{name}/{key}"] = value
     path = pathlib.Path(__file__).resolve().parent / "torch_kronecker.npz"
     np.savez_compressed(path, **arrays)
-    print("wrote", path, "torch", torch.__version__, "pytorch-optimizer", version("pytorch-optimizer"))
+    print(
+        "wrote", path, "torch", torch.__version__, "pytorch-optimizer", version("pytorch-optimizer")
+    )
 
 
 if __name__ == "__main__":
