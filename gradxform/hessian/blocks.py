@@ -68,7 +68,7 @@ def _block_leaves(blocks: Any, params: Any) -> dict[str, list[int]]:
         if not mine:
             what = "a pattern matching a parameter leaf not matched by an earlier pattern"
             checks.fail(f"blocks pattern {pattern!r}", f"{what} (leaves: {paths})", "no match")
-        claimed.update(dict.fromkeys(mine, pattern))
+        claimed.update({i: pattern for i in mine})
         out.setdefault(str(label), []).extend(mine)
     return out
 
@@ -108,10 +108,10 @@ def _blocks(op: FlatOperator, key, *, ranges, k, max_matvecs, trace_matvecs, pro
         eigenpairs(_restricted(op, i), k=min(k, i.size), max_matvecs=max_matvecs, key=key)
         for i in indices
     ]
-    masks = np.zeros((len(indices), op.size), op.dtype)
-    for row, i in zip(masks, indices):
+    rows = np.zeros((len(indices), op.size), op.dtype)
+    for row, i in zip(rows, indices):
         row[i] = 1
-    masks = jnp.asarray(masks)
+    masks = jnp.asarray(rows)
     traces = jax.vmap(
         lambda m: _trace(_masked(op, m), key, num_matvecs=trace_matvecs, method="hutch++")
     )(masks)

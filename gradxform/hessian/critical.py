@@ -43,7 +43,6 @@ width plus the residuals). Below 1 the guarantee is ``"probabilistic"``; at 1
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -278,7 +277,7 @@ def _use_dense(method: str, n: int, dense_limit: int, max_matvecs: int) -> bool:
 
 
 def classify_critical_point(
-    f: Callable[[Any], jax.Array],
+    f: Any,
     params: Any,
     *,
     grad_tol: float | None = None,

@@ -170,7 +170,7 @@ class _Kind(NamedTuple):
         if self.curvature == "ggn":
             return gauss_newton_product(self.model, self.loss, params, x, y)
         if self.curvature == "fisher":
-            return fisher_product(self.model, params, x, likelihood=self.likelihood)
+            return fisher_product(self.model, params, x, likelihood=str(self.likelihood))
         return empirical_fisher_product(self.model, self.loss, params, x, y)
 
 
@@ -178,8 +178,10 @@ class DatasetObjective:
     """An objective averaged over a data source, with the curvature to analyse.
 
     Built by :func:`dataset_mean`; the spectral tools take it in place of
-    ``f``. Hashed by identity, so a tool compiles once per objective and
-    parameter shapes.
+    ``f``. For a streamed source a tool compiles once per parameter shapes and
+    options, whatever the objective (the products are host callbacks); the
+    per-batch products compile once per (loss, model, curvature) and batch
+    shape. A stacked source is compiled with its data, once per objective.
 
     Attributes:
         loss: the per-batch loss (see :func:`dataset_mean`).
@@ -187,15 +189,26 @@ class DatasetObjective:
         curvature: ``"hessian"``, ``"ggn"``, ``"fisher"`` or ``"empirical_fisher"``.
         likelihood: ``"categorical"`` or ``"gaussian"`` for the Fisher, else None.
         stacked: True for a stacked pytree of batches (one compiled scan).
+        kind: ``(loss, model, curvature, likelihood)``, the per-batch products' cache key.
         report: the :class:`PassReport` of the latest pass.
     """
 
-    def __init__(self, loss, batches, model, curvature, likelihood, stacked):
+    def __init__(
+        self,
+        loss: Any,
+        batches: Any,
+        model: Any,
+        curvature: str,
+        likelihood: str | None,
+        stacked: bool,
+    ) -> None:
         self.loss, self.model, self.curvature = loss, model, curvature
         self.likelihood, self.stacked = likelihood, stacked
         self.kind = _Kind(loss, model, curvature, likelihood)
         self._batches = batches
         self._signature: Any = None
+        self._first_description = ""
+        self._nonfinite: int | None = None
         self._error: BaseException | None = None
         self.report = PassReport(0, 0, 0, None)
 
@@ -345,7 +358,7 @@ class DatasetObjective:
         error, self._error = self._error, None
         if error is not None:
             raise error
-        bad = getattr(self, "_nonfinite", None)
+        bad = self._nonfinite
         self.report = self.report._replace(nonfinite_batch=bad)
         if bad is not None:
             message = f"batch {bad} gave a NaN or infinite product or loss"
@@ -386,7 +399,7 @@ class DatasetObjective:
         if count == 0:
             checks.fail("batches", "a source that yields at least one batch", "an empty pass")
         bad = int(bad)
-        if bad >= 0 and getattr(self, "_nonfinite", None) is None:
+        if bad >= 0 and self._nonfinite is None:
             self._nonfinite = bad  # the first pass that met one names it
         self.report = PassReport(self.report.passes + 1, count, total, self.report.nonfinite_batch)
         return acc / total
