@@ -39,10 +39,17 @@ from gradxform.transforms.trust_ratio import scale_by_trust_ratio
 __all__ = ["adadelta", "lamb", "lars", "nadam_momentum_decay", "rprop"]
 
 
-def _trust_ratio(hp: Hyperparams, eps: str, mask: Any = None) -> GradientTransformationExtraArgs:
-    """The store's trust ratio block (its eps under the name ``eps``), masked if asked."""
-    block = scale_by_trust_ratio(hp["min_norm"], hp["trust_coefficient"], hp[eps])
-    return block if mask is None else masked(block, mask)
+def _where(mask: Any, block: GradientTransformationExtraArgs) -> list[Any]:
+    """``block`` on the leaves ``mask`` selects; optax's bool masks: ``True`` (or ``None``)
+    every leaf, ``False`` none."""
+    if mask is False:
+        return []
+    return [block if mask is None or mask is True else masked(block, mask)]
+
+
+def _trust_ratio(hp: Hyperparams, eps: str) -> GradientTransformationExtraArgs:
+    """The store's trust ratio block, its eps under the name ``eps``."""
+    return scale_by_trust_ratio(hp["min_norm"], hp["trust_coefficient"], hp[eps])
 
 
 def lamb(
@@ -146,19 +153,19 @@ def lars(
     learning rate, as in optax's ``lars`` (heavy-ball in velocity form, see
     :func:`gradxform.sgd_velocity`). Defaults are optax's (:math:`c = 10^{-3}`).
 
-    Composition: ``chain(add_decayed_weights(weight_decay, weight_decay_mask),
+    Composition: ``chain([masked](add_decayed_weights(weight_decay), weight_decay_mask),
     [masked](scale_by_trust_ratio(min_norm, trust_coefficient, eps), trust_ratio_mask),
     scale_by_learning_rate(learning_rate), scale_by_momentum(momentum, nesterov=...))``.
 
     Args:
         learning_rate: :math:`\eta \ge 0`, a number or a schedule.
         weight_decay: :math:`\lambda \ge 0`, added to the gradient before the ratio.
-        weight_decay_mask: limits the decay to some leaves (``None``: all), as
-            in :func:`gradxform.add_decayed_weights`.
+        weight_decay_mask: limits the decay to some leaves (``None`` or ``True``:
+            all, ``False``: none), in the forms :func:`gradxform.masked` takes.
         trust_coefficient: :math:`c \ge 0`.
         eps: :math:`\epsilon \ge 0`, added to :math:`\|r\|`.
-        trust_ratio_mask: limits the ratio to some leaves (``None``: all), in
-            the forms :func:`gradxform.masked` takes.
+        trust_ratio_mask: limits the ratio to some leaves (``None`` or ``True``:
+            all, ``False``: none), in the forms :func:`gradxform.masked` takes.
         momentum: :math:`\rho` in [0, 1).
         nesterov: Nesterov's look-ahead form of the momentum.
         min_norm: floor :math:`\ge 0` of both norms.
@@ -184,8 +191,8 @@ def lars(
         momentum=momentum,
     )
     return hp.chain(
-        add_decayed_weights(hp["weight_decay"], weight_decay_mask),
-        _trust_ratio(hp, "eps", trust_ratio_mask),
+        *_where(weight_decay_mask, add_decayed_weights(hp["weight_decay"])),
+        *_where(trust_ratio_mask, _trust_ratio(hp, "eps")),
         scale_by_learning_rate(hp["learning_rate"]),
         scale_by_momentum(hp["momentum"], nesterov=nesterov, dtype=mu_dtype),
     )

@@ -118,6 +118,18 @@ def test_trust_ratio_with_min_norm_equals_optax_and_has_finite_derivatives():
     assert all(bool(jnp.all(jnp.isfinite(v))) for v in d.values())
 
 
+def test_lars_takes_optax_bool_masks():
+    """optax's masks ``True`` (every leaf) and ``False`` (none): the same step as optax."""
+    x = {"w": jnp.array([[3.0, 1.0]]), "b": jnp.array([1.0, 2.0])}
+    g = {"w": jnp.array([[1.0, -2.0]]), "b": jnp.array([0.5, 0.5])}
+    for mask in (True, False):
+        tx = gx.lars(0.1, 0.1, mask, trust_ratio_mask=not mask)
+        ref = optax.lars(0.1, 0.1, mask, trust_ratio_mask=not mask)
+        ours, theirs = tx.update(g, tx.init(x), x)[0], ref.update(g, ref.init(x), x)[0]
+        for k in x:
+            np.testing.assert_array_equal(np.asarray(ours[k]), np.asarray(theirs[k]))
+
+
 def _irprop_minus(gs, lr, eta_minus, eta_plus, low, high):
     """torch's Rprop written out in NumPy float32: the params' changes at each step."""
     step = np.full(gs[0].shape, lr, np.float32)
