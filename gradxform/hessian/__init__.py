@@ -11,19 +11,16 @@ functions, re-exported here); this package builds on that layer only.
   eigenpairs with residual certificates;
 * :func:`trace` (Hutch++, Hutchinson), :func:`diagonal`,
   :func:`spectral_density` (stochastic Lanczos quadrature);
-* :func:`classify_critical_point`.
+* :func:`classify_critical_point`;
+* :func:`dataset_mean` (a loss averaged over a data set that streams, with its
+  Hessian, Gauss-Newton, Fisher or empirical Fisher), :func:`block_spectra`
+  (every block of the params in one call).
 """
 
 from gradxform.curvature import hvp, linearized_hvp
 from gradxform.hessian.blocks import BlockSpectrum, block_spectra
 from gradxform.hessian.critical import CriticalPoint, classify_critical_point
-from gradxform.hessian.data import (
-    DatasetObjective,
-    PassReport,
-    dataset_mean,
-    softmax_cross_entropy,
-    squared_error,
-)
+from gradxform.hessian.data import DatasetObjective, PassReport, dataset_mean
 from gradxform.hessian.estimators import (
     DiagonalEstimate,
     SpectralDensity,
@@ -33,6 +30,7 @@ from gradxform.hessian.estimators import (
     trace,
 )
 from gradxform.hessian.extreme import Eigenpairs, eigenpairs, hessian_eigenpairs
+from gradxform.hessian.kinds import softmax_cross_entropy, squared_error
 from gradxform.hessian.lanczos import LanczosResult, lanczos, ritz_pairs
 from gradxform.hessian.operators import (
     FlatOperator,
