@@ -301,9 +301,11 @@ class ScaleByParamBlockRmsState(NamedTuple):
 
 
 def _floored_rms(p: jax.Array, floor: jax.Array) -> jax.Array:
-    """``max(RMS(p), floor)``, with a zero derivative (not NaN) below the floor."""
-    small = _block_rms(p) <= floor
-    return jnp.where(small, floor, _block_rms(jnp.where(small, jnp.ones_like(p), p)))
+    """``max(RMS(p), floor)`` from one pass over ``p``, with a zero derivative (not NaN)
+    below the floor: the guard is on the scalar mean square, not on ``p``."""
+    mean_square = jnp.mean(tree.squared_magnitude(p))
+    small = jnp.sqrt(mean_square) <= floor
+    return jnp.where(small, floor, jnp.sqrt(jnp.where(small, 1, mean_square)))
 
 
 def scale_by_param_block_rms(
