@@ -172,6 +172,14 @@ OPTIMIZERS: dict[str, Spec] = {
         lambda: gx.shampoo(LR, precondition_frequency=10), None, None, 12, elementwise=False
     ),
     "soap": Spec(lambda: gx.soap(LR), None, None, 28, elementwise=False),
+    # schedule-free AdamW: no torch.optim column (the schedulefree package is not torch.optim).
+    # Traffic: g read, y read and written, z and v read and written: 28 bytes at the minimum.
+    "schedule_free_adamw": Spec(
+        lambda: gx.schedule_free_adamw(LR),
+        lambda: optax.contrib.schedule_free_adamw(LR),
+        None,
+        28,
+    ),
     # no sophia row: its update needs an extra argument (value_fn=, logits_fn= or
     # hessian_diag=), which this harness's tx.update(grads, state, params) does not pass
 }

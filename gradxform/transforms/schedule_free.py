@@ -202,8 +202,10 @@ def schedule_free(
         tree.check_params(params)
         z = jax.tree.map(lambda p: jnp.array(p, dtype=state_dtype, copy=True), params)
         dt = _weight_dtype(params)
-        half, zero = jnp.full([], 0.5, dt), jnp.zeros([], dt)  # y = z: x = y exactly
-        return ScheduleFreeState(z, half, half, zero, zero, base.init(params), hp.init(params))
+        # y = z: b1 = 1/2 recovers x = y exactly; four distinct buffers (a state is donated)
+        half, other_half, zero, other_zero = (jnp.full([], v, dt) for v in (0.5, 0.5, 0, 0))
+        base_state, hyper = base.init(params), hp.init(params)
+        return ScheduleFreeState(z, half, other_half, zero, other_zero, base_state, hyper)
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is None:
