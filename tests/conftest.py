@@ -11,10 +11,15 @@ with ``HYPOTHESIS_PROFILE=ci|dev``. Example counts stay in the tests' own
 
 import collections
 import os
+import pathlib
+import shutil
+import tempfile
 
 import jax
 import pytest
 from hypothesis import settings
+
+from tests import helpers
 
 settings.register_profile("dev", deadline=None, print_blob=True)
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True, database=None)
@@ -59,33 +64,100 @@ HEAVY_FILES = (
     "test_second_order_robustness.py",
     "test_grouped.py",
     "test_typing.py",
-    "test_grouped_sharding.py",
-    "test_sharding.py",
-    "test_second_order_sharding.py",
     "test_second_order_parity.py",
     "test_examples.py",
     "test_update_step_benchmark.py",
     "test_frameworks.py",
 )
+# Files that only read the session's shared sharded run (tests/helpers.py's sharded_report,
+# started when the session starts): last, so that the run is done when they ask for it.
+LAST_FILES = ("test_sharding.py", "test_grouped_sharding.py", "test_second_order_sharding.py")
 
 
 def pytest_configure(config):
     if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order below
         config.option.loadscopereorder = False
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller did the rest
+        return
+    session_dir = pathlib.Path(tempfile.mkdtemp(prefix="gradxform-tests-"))
+    config.stash[SESSION] = {"dir": session_dir}
+    share_compilations(session_dir / "jit-cache")
+    tables = helpers.sharded_tables(session_files(config)) if runs_whole_files(config) else []
+    if tables:
+        (session_dir / "sharded").mkdir()
+        config.stash[SESSION]["sharded"] = helpers.start_sharded_reports(
+            tables, session_dir / "sharded"
+        )
+        os.environ[helpers.SHARDED_DIR] = str(session_dir / "sharded")
+
+
+def pytest_unconfigure(config):
+    session = config.stash.get(SESSION, None)
+    if session is None:
+        return
+    process = session.get("sharded")
+    if process is not None and process.poll() is None:  # the session ended early
+        process.kill()
+    if process is not None:
+        process.wait()
+    shutil.rmtree(session["dir"], ignore_errors=True)
+
+
+SESSION = pytest.StashKey[dict]()
+
+
+def share_compilations(cache_dir: pathlib.Path) -> None:
+    """One compilation per distinct program in the session: JAX's persistent cache, in a
+    folder of this session's (removed when it ends), for every process it starts.
+
+    The xdist workers, the 8-device interpreters, the notebooks' kernels and the docs'
+    subprocesses inherit the variables; this process is already running jax, so it is
+    configured directly. An executable is reused only for the same program compiled with
+    the same XLA flags by the same jaxlib (JAX's cache key), so a test sees the program
+    it would have compiled. Every compile is cached, not only those over a second.
+    ``GRADXFORM_TEST_JIT_CACHE=0`` turns this off; a JAX_COMPILATION_CACHE_DIR already
+    set is left as it is.
+    """
+    if os.environ.get("GRADXFORM_TEST_JIT_CACHE") == "0" or os.environ.get(
+        "JAX_COMPILATION_CACHE_DIR"
+    ):
+        return
+    settings_ = {
+        "jax_compilation_cache_dir": str(cache_dir),
+        "jax_persistent_cache_min_compile_time_secs": 0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+    for name, value in settings_.items():
+        os.environ[name.upper()] = str(value)
+        jax.config.update(name, value)
+
+
+def session_files(config) -> list[pathlib.Path]:
+    """The files and folders this session collects from (its arguments or testpaths)."""
+    return [config.invocation_params.dir / arg for arg in config.args]
+
+
+def runs_whole_files(config) -> bool:
+    """Whether the session runs its files whole (no test ids, -k, -m, --lf), so that the
+    sharded tables its files name are worth starting before collection."""
+    option = config.option
+    selective = option.keyword or option.markexpr or getattr(option, "lf", False)
+    return not selective and not option.collectonly and all("::" not in a for a in config.args)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if isinstance(item, pytest.DoctestItem) and item.name in SLOW_DOCTESTS:
             item.add_marker(pytest.mark.slow)
-    # heavy files first, then the others by number of tests (pytest-xdist's own order);
-    # a file's tests stay together and in their order (the sort is stable)
+    # heavy files first, then the others by number of tests (pytest-xdist's own order), then
+    # the last files; a file's tests stay together and in their order (the sort is stable)
     rank = {name: i for i, name in enumerate(HEAVY_FILES)}
+    rank.update({name: len(HEAVY_FILES) + 1 + i for i, name in enumerate(LAST_FILES)})
     counts = collections.Counter(item.nodeid.split("::")[0] for item in items)
 
     def order(item):
         path = item.nodeid.split("::")[0]
-        return rank.get(path.rsplit("/", 1)[-1], len(rank)), -counts[path]
+        return rank.get(path.rsplit("/", 1)[-1], len(HEAVY_FILES)), -counts[path]
 
     items.sort(key=order)
 

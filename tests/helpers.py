@@ -18,8 +18,11 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
+import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -123,21 +126,127 @@ def trajectory(
 
 def sharded_report(table: str) -> dict:
     """The tests/scripts/sharded_run.py report for ``table`` (``"module:NAME"``, a dict of
-    factories in a test module): every row run on the 8-device CPU mesh and on one device."""
-    return run_on_eight_cpu_devices("-m", "tests.scripts.sharded_run", "--table", table)
+    factories in a test module): every row run on the 8-device CPU mesh and on one device.
+
+    A test session runs every table its test files name (``sharded_tables``) once, in one
+    8-device interpreter that tests/conftest.py starts in the background when the session
+    starts (``start_sharded_reports``); this waits for that run's file. A table that run
+    does not hold runs here, in a fresh interpreter of its own. A table whose run raised
+    fails the test with the traceback.
+    """
+    if table not in _SHARDED_REPORTS:
+        _SHARDED_REPORTS.update(_started_reports(table) or _run_tables([table]))
+    entry = _SHARDED_REPORTS[table]
+    assert "error" not in entry, f"{table} raised in its sharded run:\n{entry['error']}"
+    return entry["report"]
+
+
+ROOT = pathlib.Path(__file__).parents[1]
+# the session's shared sharded run: a folder holding tables.json (what it runs), pid,
+# stderr.txt and, once it is done, reports.json (tests/conftest.py sets this variable)
+SHARDED_DIR = "GRADXFORM_TEST_SHARDED_DIR"
+_SHARDED_CALL = re.compile(r"""sharded_report\(\s*["']([\w.]+:\w+)["']\s*\)""")
+_SHARDED_REPORTS: dict = {}  # this process's reports, by table
+
+
+def sharded_tables(paths) -> list[str]:
+    """The tables that ``sharded_report("module:NAME")`` calls name in ``paths`` (test
+    files, or folders searched for test_*.py), in order, each once."""
+    files = []
+    for path in map(pathlib.Path, paths):
+        files += sorted(path.rglob("test_*.py")) if path.is_dir() else [path]
+    found = [m for f in files if f.suffix == ".py" for m in _SHARDED_CALL.findall(f.read_text())]
+    # the test modules' own tables first: tests/conftest.py runs the files that only read
+    # the tests/scripts/ reports last
+    return sorted(dict.fromkeys(found), key=lambda spec: spec.startswith("tests.scripts."))
+
+
+def start_sharded_reports(tables: list[str], directory: pathlib.Path) -> subprocess.Popen:
+    """Starts the one 8-device interpreter that writes every table's report (or its
+    traceback) into ``directory/reports.json``; ``sharded_report`` reads it there."""
+    (directory / "tables.json").write_text(json.dumps(tables))
+    command = ["-m", "tests.scripts.sharded_run", "--tables", *tables]
+    with open(directory / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, *command, "--out", str(directory / "reports.json")],
+            cwd=ROOT,
+            env=_eight_cpu_devices_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    (directory / "pid").write_text(str(process.pid))
+    return process
+
+
+def _started_reports(table: str, timeout: float = 3600.0) -> dict | None:
+    """The session's shared run's reports, once it is done; None where it does not run
+    ``table`` (or no shared run was started). The timeout is generous: the run holds every
+    table of the session, and shares two cores with the test workers."""
+    directory = pathlib.Path(os.environ.get(SHARDED_DIR, "/nonexistent"))
+    try:
+        if table not in json.loads((directory / "tables.json").read_text()):
+            return None
+        pid = int((directory / "pid").read_text())
+    except (OSError, ValueError):
+        return None
+    out, deadline = directory / "reports.json", time.monotonic() + timeout
+    while not out.exists():
+        stderr = (directory / "stderr.txt").read_text()[-3000:]
+        assert _alive(pid) or out.exists(), (
+            f"the shared sharded run ended without a report:\n{stderr}"
+        )
+        assert time.monotonic() < deadline, f"the shared sharded run timed out:\n{stderr}"
+        time.sleep(0.2)
+    return json.loads(out.read_text())
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a zombie, ended but not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = pathlib.Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: trust os.kill
+
+
+def _run_tables(tables: list[str]) -> dict:
+    """Runs ``tables`` now, in a fresh 8-device interpreter; their entries by table."""
+    with tempfile.TemporaryDirectory() as directory:
+        out = pathlib.Path(directory) / "reports.json"
+        command = ["-m", "tests.scripts.sharded_run", "--tables", *tables, "--out", str(out)]
+        done = subprocess.run(
+            [sys.executable, *command],
+            cwd=ROOT,
+            env=_eight_cpu_devices_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0 and out.exists(), done.stderr[-3000:]
+        return json.loads(out.read_text())
+
+
+def _eight_cpu_devices_env() -> dict:
+    """This process's environment with 8 CPU devices for a fresh interpreter's jax."""
+    return dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
 
 
 def run_on_eight_cpu_devices(*command: str) -> dict:
     """Runs ``python <command>`` from the repository root in a fresh interpreter with
     8 CPU devices (the device count is fixed when jax starts) and returns the JSON
     report its last line of output holds; a failed run fails the test with its stderr."""
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
     done = subprocess.run(
         [sys.executable, *command],
-        cwd=pathlib.Path(__file__).parents[1],
-        env=env,
+        cwd=ROOT,
+        env=_eight_cpu_devices_env(),
         capture_output=True,
         text=True,
         timeout=600,

@@ -22,7 +22,13 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import DTYPES, TOLERANCE, assert_sharded_report, run_on_eight_cpu_devices
+from tests.helpers import (
+    DTYPES,
+    TOLERANCE,
+    assert_sharded_report,
+    run_on_eight_cpu_devices,
+    sharded_report,
+)
 
 SLOW = pytest.mark.slow
 SHAPES = {"w": (2, 3), "b": (3,)}
@@ -536,9 +542,7 @@ SHARDED = {
 
 @SLOW
 def test_sharded_accumulation_keeps_shardings_without_collectives():
-    report = run_on_eight_cpu_devices(
-        "-m", "tests.scripts.sharded_run", "--table", "tests.test_accumulate:SHARDED"
-    )
+    report = sharded_report("tests.test_accumulate:SHARDED")
     # XLA contracts multiply-adds into FMAs differently in the sharded program: measured
     # 3e-8 (Adam) and 2.4e-7 (AdamW) apart, and bitwise with --xla_cpu_max_isa=AVX
     assert_sharded_report(report, SHARDED, max_abs_diff=1e-6)

@@ -18,7 +18,7 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import DTYPES, assert_sharded_report, run_on_eight_cpu_devices
+from tests.helpers import DTYPES, assert_sharded_report, sharded_report
 
 SLOW = pytest.mark.slow
 STEPS = 200
@@ -548,9 +548,7 @@ SHARDED = {
 
 @SLOW
 def test_sharded_averages_keep_the_params_shardings_without_collectives():
-    report = run_on_eight_cpu_devices(
-        "-m", "tests.scripts.sharded_run", "--table", "tests.test_averaging:SHARDED"
-    )
+    report = sharded_report("tests.test_averaging:SHARDED")
     assert_sharded_report(report, SHARDED)
     for name, row in report.items():
         # Adam's two moments and the average (or the slow weights) of each of the 4 leaves

@@ -10,7 +10,7 @@ grouped steps equal the same steps ungrouped (sharded, and on one device).
 
 import pytest
 
-from tests.helpers import ALIASES, run_on_eight_cpu_devices
+from tests.helpers import ALIASES, sharded_report
 
 pytestmark = pytest.mark.slow  # a fresh interpreter with 8 CPU devices compiles each optimizer
 
@@ -21,7 +21,7 @@ CONTRACTED = {"sgd_momentum", "rmsprop"}
 
 @pytest.fixture(scope="module")
 def report():
-    return run_on_eight_cpu_devices("-m", "tests.scripts.grouped_sharded_run")["optimizers"]
+    return sharded_report("tests.scripts.grouped_sharded_run:report")["optimizers"]
 
 
 def test_every_elementwise_optimizer_ran(report):

@@ -15,7 +15,7 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import assert_sharded_report, run_on_eight_cpu_devices
+from tests.helpers import assert_sharded_report, sharded_report
 
 SLOW = pytest.mark.slow
 STEPS = 200
@@ -520,8 +520,6 @@ SHARDED = {
 
 @SLOW
 def test_sharded_groups_keep_shardings_without_collectives():
-    report = run_on_eight_cpu_devices(
-        "-m", "tests.scripts.sharded_run", "--table", "tests.test_partition:SHARDED"
-    )
+    report = sharded_report("tests.test_partition:SHARDED")
     assert_sharded_report(report, SHARDED)
     assert all(row["bitwise"] for row in report.values()), report

@@ -18,7 +18,7 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import assert_sharded_report, run_on_eight_cpu_devices
+from tests.helpers import assert_sharded_report, sharded_report
 from tests.reference.torch_configs import PLATEAU_CONFIGS, plateau_kwargs
 
 RECORDED = np.load(pathlib.Path(__file__).parent / "reference" / "torch_lr_schedulers.npz")
@@ -362,7 +362,5 @@ SHARDED = {
 
 @pytest.mark.slow  # a fresh interpreter with 8 CPU devices
 def test_sharded_run_has_no_collective_and_equals_one_device():
-    report = run_on_eight_cpu_devices(
-        "-m", "tests.scripts.sharded_run", "--table", "tests.test_plateau:SHARDED"
-    )
+    report = sharded_report("tests.test_plateau:SHARDED")
     assert_sharded_report(report, SHARDED)

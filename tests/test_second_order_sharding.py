@@ -7,18 +7,14 @@ leaves is an error, so the run fails if the transform flattens the params
 (``ravel_pytree``); the oracle is the same steps on one device.
 """
 
-import pathlib
-
 import pytest
 
-from tests.helpers import run_on_eight_cpu_devices
-
-SCRIPT = pathlib.Path(__file__).parent / "scripts" / "sharded_lbfgs_run.py"
+from tests.helpers import sharded_report
 
 
 @pytest.fixture(scope="module")
 def report():
-    return run_on_eight_cpu_devices(str(SCRIPT))
+    return sharded_report("tests.scripts.sharded_lbfgs_run:report")
 
 
 @pytest.mark.slow

@@ -9,14 +9,14 @@ the compiled elementwise update has no collective (no all-gather, all-reduce,
 
 import pytest
 
-from tests.helpers import ALIASES, run_on_eight_cpu_devices
+from tests.helpers import ALIASES, sharded_report
 
 pytestmark = pytest.mark.slow  # a fresh interpreter with 8 CPU devices compiles each optimizer
 
 
 @pytest.fixture(scope="module")
 def report():
-    return run_on_eight_cpu_devices("-m", "tests.scripts.sharded_run")
+    return sharded_report("tests.scripts.sharded_run:OPTIMIZERS")
 
 
 def test_every_elementwise_optimizer_ran(report):

@@ -84,7 +84,7 @@ def keeps(tree, shardings):
     return all(leaf.sharding.is_equivalent_to(shardings[k], leaf.ndim) for k, leaf in tree.items())
 
 
-def main():
+def report() -> dict:
     devices = np.array(jax.devices())
     assert devices.size == 8, devices
     mesh = Mesh(devices.reshape(4, 2), ("data", "model"))
@@ -123,7 +123,11 @@ def main():
             "ulps_from_ungrouped_sharded": ulps((params, view), (ref_params, ref_state)),
             "ulps_from_single_device": ulps((params, view), (one_params, one_state)),
         }
-    print(json.dumps(report))
+    return report
+
+
+def main():
+    print(json.dumps(report()))
 
 
 if __name__ == "__main__":

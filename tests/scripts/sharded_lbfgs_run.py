@@ -55,7 +55,7 @@ def run(params, steps=6):
     return params, state
 
 
-def main():
+def report() -> dict:
     assert len(jax.devices()) == 8, jax.devices()
     mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Explicit,))
     host = initial_params()
@@ -82,7 +82,11 @@ def main():
             ),
             "loss_decreased": float(loss(params)) < float(loss(host)),
         }
-    print(json.dumps(report))
+    return report
+
+
+def main():
+    print(json.dumps(report()))
 
 
 if __name__ == "__main__":

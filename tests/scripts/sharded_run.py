@@ -14,6 +14,13 @@ small leaf replicated). For each optimizer the report says whether every
 state leaf shaped like a parameter has that parameter's sharding, whether the
 compiled step contains a collective, and the largest difference from the same
 steps on a single device.
+
+Several tables run in one interpreter with ``--tables SPEC ... --out FILE``
+(tests/helpers.py's ``sharded_report`` does this once per test session for every
+table the session's test files name): the file holds ``{spec: {"report": ...}}``,
+or ``{spec: {"error": traceback}}`` for a table that failed, so that one table's
+failure fails only its own test. A spec may also name a function of no
+arguments that returns a report (``tests.scripts.grouped_sharded_run:report``).
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import pathlib
 import re
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -53,18 +62,17 @@ def state_has_param_shardings(state, shardings, host_params):
     )
 
 
-def load_table(spec: str | None) -> dict:
-    """The optimizers to run: ``module:NAME`` names a dict of factories, or the default."""
+def load_table(spec: str | None):
+    """The optimizers to run: ``module:NAME`` names a dict of factories (or a function that
+    returns a whole report), or the default."""
     if spec is None:
         return OPTIMIZERS
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--table", default=None, help="module:NAME of a dict of factories")
-    table = load_table(parser.parse_args().table)
+def table_report(table: dict) -> dict:
+    """Each row of ``table`` (``name -> factory``) run sharded and on one device."""
     devices = np.array(jax.devices())
     assert devices.size == 8, devices
     mesh = Mesh(devices, ("fsdp",))
@@ -126,7 +134,38 @@ def main():
             "max_abs_diff": diff,
             "bitwise": bitwise,
         }
-    print(json.dumps(report))
+    return report
+
+
+def report_for(spec: str | None) -> dict:
+    """The report for one spec: its table's rows, or what its report function returns."""
+    table = load_table(spec)
+    return table_report(table) if isinstance(table, dict) else table()
+
+
+def write_reports(specs: list[str], out: pathlib.Path) -> None:
+    """Every spec's report (or the traceback of its failure) into ``out``, as JSON."""
+    reports = {}
+    for spec in specs:
+        try:
+            reports[spec] = {"report": report_for(spec)}
+        except Exception:  # one table's failure is its own test's failure, not the others'
+            reports[spec] = {"error": traceback.format_exc()}
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps(reports))
+    partial.replace(out)  # readers never see half a file
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--table", default=None, help="module:NAME of a dict of factories")
+    parser.add_argument("--tables", nargs="+", help="several specs, reported into --out")
+    parser.add_argument("--out", type=pathlib.Path, help="the JSON file for --tables")
+    args = parser.parse_args()
+    if args.tables:
+        write_reports(args.tables, args.out)
+    else:
+        print(json.dumps(report_for(args.table)))
 
 
 if __name__ == "__main__":
