@@ -116,6 +116,7 @@ def test_memory_does_not_grow_with_the_data_set(problem):
     assert most[0] <= 1, most[0]  # at most the previous batch, never the data set
 
 
+@pytest.mark.slow
 def test_spectral_tools_take_a_streamed_objective(problem):
     x, labels, params, dense = problem
     objective = H.dataset_mean(batch_loss, split(x, labels))
@@ -168,6 +169,7 @@ def test_a_nan_batch_is_reported_with_its_index(problem):
     assert objective.report.nonfinite_batch == 1
 
 
+@pytest.mark.slow
 def test_block_spectra_are_the_dense_diagonal_blocks(problem):
     """Each block against NumPy on the dense Hessian's diagonal block: top eigenvalue,
     trace (Hutch++ exact: its sketch spans the block), SLQ nodes (Lanczos with as many
