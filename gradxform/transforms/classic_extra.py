@@ -135,6 +135,22 @@ def _rprop_bounds(min_step_size: Any, max_step_size: Any) -> None:
             checks.fail("max_step_size", f">= min_step_size ({min_step_size!r})", max_step_size)
 
 
+def _rprop_leaf(values: Any, lagged: bool, g: jax.Array, step: jax.Array, previous: jax.Array):
+    """One leaf of :func:`scale_by_rprop`: ``(output, new step sizes, new previous signs)``."""
+    dt = step.dtype
+    v = {k: tree.to_dtype(values[k], dt) for k in values}
+    sign = jnp.sign(tree.to_dtype(g, dt))
+    agree = sign * previous
+    factor = jnp.where(agree > 0, v["eta_plus"], v["eta_minus"])
+    grown = jnp.clip(step * factor, v["min_step_size"], v["max_step_size"])
+    held = step if lagged else jnp.clip(step, v["min_step_size"], v["max_step_size"])
+    new_step = jnp.where(agree == 0, held, grown)  # torch clips a factor of 1 too, optax not
+    kept = jnp.where(agree < 0, jnp.zeros_like(previous), sign)
+    emitted = step * previous if lagged else new_step * kept
+    out = jnp.where(agree < 0, jnp.zeros_like(emitted), emitted)
+    return tree.to_dtype(out, g.dtype), new_step, kept
+
+
 def scale_by_rprop(
     initial_step_size: float = 0.01,
     eta_minus: ScalarOrSchedule | Hyperparam = 0.5,
@@ -157,12 +173,9 @@ def scale_by_rprop(
         g_{\text{prev}} \leftarrow (0 \text{ if } s < 0 \text{ else } g), \quad
         \text{output } \delta \operatorname{sign}(g_{\text{prev}})
 
-    (no step where the sign changed, and the next update sees no sign to
-    compare with), as torch's ``Rprop``. ``lagged=True`` reproduces optax
-    0.2.8's ``scale_by_rprop``, which outputs the *previous* update's step
-    (zero at the first update, and zero where the sign changed), and does not
-    clip a step size whose factor is 1 (optax pull request 1725 reports the
-    lag).
+    as torch's ``Rprop``. ``lagged=True`` is optax 0.2.8's ``scale_by_rprop``:
+    the *previous* update's output (zero at the first; optax pull request
+    1725), and a step size whose factor is 1 left unclipped.
 
     Args:
         initial_step_size: :math:`\delta_0 > 0`, every element's first step size
@@ -174,10 +187,8 @@ def scale_by_rprop(
         lagged: optax's one-update-late output (see above).
 
     Returns:
-        The block; its state is :class:`ScaleByRpropState`.
-
-    Raises:
-        TypeError: at ``init``, for complex params.
+        The block; its state is :class:`ScaleByRpropState`. Its ``init``
+        raises ``TypeError`` for complex params.
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
@@ -211,26 +222,10 @@ def scale_by_rprop(
         tree.check_structure(state.step_sizes, updates, "Rprop's step sizes", "updates")
         values, hyper = hp.step(state.hyperparams, extra_args)
 
-        def leaf(g, step, previous):
-            dt = step.dtype
-            lower = tree.to_dtype(values["min_step_size"], dt)
-            upper = tree.to_dtype(values["max_step_size"], dt)
-            agree = jnp.sign(tree.to_dtype(g, dt)) * previous
-            eta = {k: tree.to_dtype(values[k], dt) for k in ("eta_plus", "eta_minus")}
-            grown = jnp.clip(
-                step * jnp.where(agree > 0, eta["eta_plus"], eta["eta_minus"]), lower, upper
-            )
-            held = step if lagged else jnp.clip(step, lower, upper)  # torch clips a factor 1 too
-            new_step = jnp.where(agree == 0, held, grown)
-            kept = jnp.where(agree < 0, jnp.zeros_like(previous), jnp.sign(tree.to_dtype(g, dt)))
-            emitted = step * previous if lagged else new_step * kept
-            out = jnp.where(agree < 0, jnp.zeros_like(emitted), emitted)
-            return tree.to_dtype(out, g.dtype), new_step, kept
-
         leaves, treedef = jax.tree.flatten(updates)
         steps = treedef.flatten_up_to(state.step_sizes)
         signs = treedef.flatten_up_to(state.previous_sign)
-        triples = [leaf(*args) for args in zip(leaves, steps, signs)]
+        triples = [_rprop_leaf(values, lagged, *args) for args in zip(leaves, steps, signs)]
         out, step_sizes, signs = (treedef.unflatten([t[i] for t in triples]) for i in range(3))
         return out, ScaleByRpropState(step_sizes, signs, hyper)
 
