@@ -320,6 +320,10 @@ def test_the_block_estimates_only_at_refreshes_inside_a_cond():
         _, state = step(state)
     jax.effects_barrier()
     assert len(calls) == 2
+    # optax's name for the objective works the same
+    by_value_fn, _ = step(tx.init(x))
+    by_obj_fn, _ = jax.jit(lambda s: tx.update(x, s, x, obj_fn=counted))(tx.init(x))
+    np.testing.assert_array_equal(by_value_fn["w"], by_obj_fn["w"])
 
 
 def test_gnb_through_the_block_binds_the_batch_and_splits_the_key():
@@ -345,7 +349,12 @@ def test_hyperparameters_are_in_the_state_and_settable():
     x = {"w": jnp.ones(2)}
     state = gx.sophia(0.1).init(x)
     names = set(gx.get_hyperparams(state))
-    assert {"learning_rate", "b1", "b2", "gamma", "eps", "weight_decay"} <= names
+    assert names == {"learning_rate", "b1", "b2", "gamma", "eps", "weight_decay"} | {
+        "update_period",
+        "clip_threshold",
+    }
+    with pytest.raises(ValueError, match="update_period must be an integer >= 1"):
+        gx.set_hyperparams(state, update_period=0)
     tx = gx.sophia(0.1, weight_decay=0.0)
     step = jax.jit(lambda s: tx.update(x, s, x, hessian_diag={"w": jnp.full(2, 4.0)}))
     u, _ = step(tx.init(x))
