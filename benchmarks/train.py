@@ -751,21 +751,25 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, figure_name: str | None = None) -> str:
     meta = results["meta"]
+    figure_name = figure_name or f"train_{meta['device']}.png"
     lines = [
         f"# Training benchmark ({meta['device']}, {meta['mode']} mode)",
         "",
         f"{meta['platform']}; jax {meta['jax']}, optax {meta['optax']}, gradxform at {meta['commit']}; "
         f"{meta['total_s']:.0f} s in all. Command: `{meta['command']}`.",
         "",
-        f"GPT: {_gpt_line(results)}",
-        f"CNN: {_cnn_line(results)}",
+        f"GPT: {_task_line(results, 'gpt')}",
+        f"CNN: {_task_line(results, 'cnn')}",
         "",
         f"Protocol: {len(meta['lr_factors'])} learning rates (factors {meta['lr_factors']} of each "
         f"optimizer's usual rate) x seeds {meta['seeds']}, all trained at once with jax.vmap; "
         "warm-up 5% + cosine to 10%; the best rate by mean final validation loss. Seconds = "
-        "steps x (one model's forward+backward + the optimizer's update), medians measured alone.",
+        "steps x (one model's forward+backward, median, + the optimizer's update, mean over "
+        "repeats so that periodic refreshes count), measured alone.",
+        "",
+        f"![validation loss against steps, seconds and learning rate]({figure_name})",
         "",
     ]
     for task, rows in results["tasks"].items():
@@ -777,26 +781,19 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _gpt_line(results: dict) -> str:
-    g = results["meta"].get("gpt", {})
-    if not g:
-        return "-"
-    return (
-        f"{g['params']:,} parameters (d {g['d_model']}, {g['layers']} layers, {g['heads']} heads, "
-        f"context {g['context']}, batch {g['batch']}); corpus: Python {g['python']} stdlib, "
-        f"{g['files']} files, {g['bytes']:,} bytes ({g['train_tokens']:,} train / "
-        f"{g['val_tokens']:,} validation tokens); {results['meta']['gpt_steps']} steps"
-    )
+_TASK_LINES = {
+    "gpt": "{params:,} parameters (d {d_model}, {layers} layers, {heads} heads, context "
+    "{context}, batch {batch}); corpus: Python {python} stdlib, {files} files, {bytes:,} bytes "
+    "({train_tokens:,} train / {val_tokens:,} validation tokens)",
+    "cnn": "{params:,} parameters, digits {train} train / {val} validation, batch {batch}",
+}
 
 
-def _cnn_line(results: dict) -> str:
-    c = results["meta"].get("cnn", {})
-    if not c:
+def _task_line(results: dict, task: str) -> str:
+    facts = results["meta"].get(task)
+    if not facts:
         return "-"
-    return (
-        f"{c['params']:,} parameters, digits {c['train']} train / {c['val']} validation, "
-        f"batch {c['batch']}; {results['meta']['cnn_steps']} steps"
-    )
+    return _TASK_LINES[task].format(**facts) + f"; {results['meta'][task + '_steps']} steps"
 
 
 def _task_table(task: str, rows: dict, target: float | None) -> list[str]:
