@@ -76,14 +76,17 @@ class DatasetObjective:
     per-batch products compile once per (loss, model, curvature) and batch
     shape. A stacked source is compiled with its data, once per objective.
 
+    Besides the attributes, ``kind`` is ``(loss, model, curvature,
+    likelihood)``, the per-batch products' compile-cache key, and ``report``
+    the :class:`PassReport` of the latest pass.
+
     Attributes:
         loss: the per-batch loss (see :func:`dataset_mean`).
+        batches: the data source, as given.
         model: ``model(params, x)`` or None.
         curvature: ``"hessian"``, ``"ggn"``, ``"fisher"`` or ``"empirical_fisher"``.
         likelihood: ``"categorical"`` or ``"gaussian"`` for the Fisher, else None.
         stacked: True for a stacked pytree of batches (one compiled scan).
-        kind: ``(loss, model, curvature, likelihood)``, the per-batch products' cache key.
-        report: the :class:`PassReport` of the latest pass.
     """
 
     def __init__(
@@ -98,7 +101,7 @@ class DatasetObjective:
         self.loss, self.model, self.curvature = loss, model, curvature
         self.likelihood, self.stacked = likelihood, stacked
         self.kind = _Kind(loss, model, curvature, likelihood)
-        self._batches = batches
+        self.batches = self._batches = batches
         self._signature: Any = None
         self._first_description = ""
         self._nonfinite: int | None = None
