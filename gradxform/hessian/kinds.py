@@ -86,30 +86,14 @@ class _Kind(NamedTuple):
     likelihood: str | None
 
     def batch_loss(self, params: Any, batch: Any) -> jax.Array:
-        """The loss of one batch at ``params`` (traceable).
-
-        Args:
-            params: the point.
-            batch: one batch (``(x, y)`` with a model).
-
-        Returns:
-            The scalar loss.
-        """
+        """As :meth:`~gradxform.hessian.DatasetObjective.batch_loss`."""
         if self.model is None:
             return self.loss(params, batch)
         x, y = batch
         return self.loss(self.model(params, x), y)
 
     def batch_product(self, params: Any, batch: Any) -> Callable[[Any], Any]:
-        """``v -> M_b v`` for one batch: the curvature of ``self.curvature`` (traceable).
-
-        Args:
-            params: the point.
-            batch: one batch.
-
-        Returns:
-            The product on pytrees shaped like ``params``.
-        """
+        """As :meth:`~gradxform.hessian.DatasetObjective.batch_product`."""
         if self.curvature == "hessian":
             return linearized_hvp(lambda p: self.batch_loss(p, batch), params)
         x, y = batch
