@@ -870,10 +870,12 @@ def figure(results: dict, path: pathlib.Path) -> None:
             if target is not None:
                 ax.axhline(target, color="gray", lw=0.8, ls="--")
         row_axes[2].set_xscale("log")
-        finals = [r["best_final_val"] for r in results["tasks"][task].values() if "val_mean" in r]
+        rows = [r for r in results["tasks"][task].values() if "val_mean" in r]
+        low = min((min(r["val_min"]) for r in rows), default=math.nan)
+        high = max((r["best_final_val"] for r in rows), default=math.nan)
         for ax in row_axes:
-            if finals and all(map(math.isfinite, finals)):
-                ax.set_ylim(min(finals) - 0.05 * abs(min(finals)), 1.6 * max(finals) + 0.1)
+            if math.isfinite(low) and math.isfinite(high):
+                ax.set_ylim(0.9 * low, 1.6 * high + 0.1)
         row_axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
