@@ -502,8 +502,12 @@ def eval_params(name: str, params, state):
 # ----------------------------------------------------------------------------- training
 
 
-def make_chunk(task: Task, name: str, tx, steps: int) -> Callable:
-    """The jitted, vmapped program: ``steps`` training steps of every model, then its validation loss."""
+def make_chunk(task: Task, name: str, tx, steps: int, state_axes: Any = 0) -> Callable:
+    """The jitted, vmapped program: ``steps`` training steps of every model, then its validation loss.
+
+    ``state_axes``: the state's leaves that all models share (``None``) and
+    those they do not (0), see :func:`shared_axes`.
+    """
 
     opt = OPTIMIZERS[name]
 
@@ -522,8 +526,40 @@ def make_chunk(task: Task, name: str, tx, steps: int) -> Callable:
         val_loss = task.loss(eval_params(name, params, state), val)
         return params, state, losses.mean(), val_loss
 
-    vmapped = jax.vmap(one_model, in_axes=(0, 0, 0, None, None, None))
+    in_axes = (0, state_axes, 0, None, None, None)
+    vmapped = jax.vmap(one_model, in_axes=in_axes, out_axes=(0, state_axes, 0, 0))
     return jax.jit(vmapped, donate_argnums=(0, 1))
+
+
+def shared_axes(state) -> Any:
+    """``None`` for each integer leaf equal in every model (the step counts), 0 for the others.
+
+    A count that is not batched keeps a refresh on the count (SOAP's and
+    Shampoo's eigenbases, Sophia's Hessian estimate) a real branch under
+    ``vmap``; batched, the branch becomes a select that computes every branch
+    at every step.
+    """
+    leaves, treedef = jax.tree.flatten(state)
+
+    def axis(leaf):
+        if not jnp.issubdtype(leaf.dtype, jnp.integer) or leaf.ndim != 1:
+            return 0
+        values = np.asarray(leaf)
+        return None if np.all(values == values[0]) else 0
+
+    return treedef.unflatten([axis(leaf) for leaf in leaves])
+
+
+def _unbatch(state, axes, models: int | None = None):
+    """The shared leaves' first entry (or, with ``models``, every leaf batched again)."""
+    leaves, treedef = jax.tree.flatten(state)
+    flat_axes = treedef.flatten_up_to(axes)
+    if models is None:
+        leaves = [x[0] if a is None else x for x, a in zip(leaves, flat_axes)]
+    else:
+        leaves = [jnp.broadcast_to(x, (models, *x.shape)) if a is None else x
+                  for x, a in zip(leaves, flat_axes)]  # fmt: skip
+    return treedef.unflatten(leaves)
 
 
 def init_models(task: Task, name: str, tx, lrs, seeds):
@@ -554,7 +590,14 @@ def train_models(task: Task, name: str, lrs, seeds, context: dict | None = None)
     at = jax.vmap(lambda p, s: eval_params(name, p, s))(params, state)
     val = [np.asarray(task.evaluate(at))]
     train: list[np.ndarray] = []
-    chunk = make_chunk(task, name, tx, task.eval_every)
+    axes = shared_axes(state)
+    state = _unbatch(state, axes)
+    chunk = make_chunk(task, name, tx, task.eval_every, axes)
+    try:  # tracing says whether the shared leaves stay shared
+        chunk.lower(params, state, seed_of, 0, task.data, task.val)
+    except ValueError:
+        state = _unbatch(state, axes, len(lrs))
+        chunk = make_chunk(task, name, tx, task.eval_every)
     for t0 in range(0, task.steps, task.eval_every):
         params, state, train_loss, val_loss = chunk(params, state, seed_of, t0, task.data, task.val)
         train.append(np.asarray(train_loss))
