@@ -79,57 +79,28 @@ def pytest_configure(config):
         config.option.loadscopereorder = False
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller did the rest
         return
-    session_dir = pathlib.Path(tempfile.mkdtemp(prefix="gradxform-tests-"))
-    config.stash[SESSION] = {"dir": session_dir}
-    share_compilations(session_dir / "jit-cache")
+    # every sharded table the session's files name: one 8-device interpreter, started now
+    # in the background (tests/helpers.py's sharded_report waits for its file)
     tables = helpers.sharded_tables(session_files(config)) if runs_whole_files(config) else []
     if tables:
-        (session_dir / "sharded").mkdir()
-        config.stash[SESSION]["sharded"] = helpers.start_sharded_reports(
-            tables, session_dir / "sharded"
-        )
-        os.environ[helpers.SHARDED_DIR] = str(session_dir / "sharded")
+        directory = pathlib.Path(tempfile.mkdtemp(prefix="gradxform-sharded-"))
+        process = helpers.start_sharded_reports(tables, directory)
+        config.stash[SESSION] = {"dir": directory, "sharded": process}
+        os.environ[helpers.SHARDED_DIR] = str(directory)
 
 
 def pytest_unconfigure(config):
     session = config.stash.get(SESSION, None)
     if session is None:
         return
-    process = session.get("sharded")
-    if process is not None and process.poll() is None:  # the session ended early
+    process = session["sharded"]
+    if process.poll() is None:  # the session ended early
         process.kill()
-    if process is not None:
-        process.wait()
+    process.wait()
     shutil.rmtree(session["dir"], ignore_errors=True)
 
 
 SESSION = pytest.StashKey[dict]()
-
-
-def share_compilations(cache_dir: pathlib.Path) -> None:
-    """One compilation per distinct program in the session: JAX's persistent cache, in a
-    folder of this session's (removed when it ends), for every process it starts.
-
-    The xdist workers, the 8-device interpreters, the notebooks' kernels and the docs'
-    subprocesses inherit the variables; this process is already running jax, so it is
-    configured directly. An executable is reused only for the same program compiled with
-    the same XLA flags by the same jaxlib (JAX's cache key), so a test sees the program
-    it would have compiled. Every compile is cached, not only those over a second.
-    ``GRADXFORM_TEST_JIT_CACHE=0`` turns this off; a JAX_COMPILATION_CACHE_DIR already
-    set is left as it is.
-    """
-    if os.environ.get("GRADXFORM_TEST_JIT_CACHE") == "0" or os.environ.get(
-        "JAX_COMPILATION_CACHE_DIR"
-    ):
-        return
-    settings_ = {
-        "jax_compilation_cache_dir": str(cache_dir),
-        "jax_persistent_cache_min_compile_time_secs": 0,
-        "jax_persistent_cache_min_entry_size_bytes": 0,
-    }
-    for name, value in settings_.items():
-        os.environ[name.upper()] = str(value)
-        jax.config.update(name, value)
 
 
 def session_files(config) -> list[pathlib.Path]:

@@ -179,7 +179,7 @@ def start_sharded_reports(tables: list[str], directory: pathlib.Path) -> subproc
 
 
 def _started_reports(table: str, timeout: float = 3600.0) -> dict | None:
-    """The session's shared run's reports, once it is done; None where it does not run
+    """The session's shared run's reports, once it holds ``table``'s; None where it does not run
     ``table`` (or no shared run was started). The timeout is generous: the run holds every
     table of the session, and shares two cores with the test workers."""
     directory = pathlib.Path(os.environ.get(SHARDED_DIR, "/nonexistent"))
@@ -190,14 +190,15 @@ def _started_reports(table: str, timeout: float = 3600.0) -> dict | None:
     except (OSError, ValueError):
         return None
     out, deadline = directory / "reports.json", time.monotonic() + timeout
-    while not out.exists():
+    while True:  # the run rewrites its file (whole, by a rename) as each table is done
+        alive = _alive(pid)
+        reports = json.loads(out.read_text()) if out.exists() else {}
+        if table in reports:
+            return reports
         stderr = (directory / "stderr.txt").read_text()[-3000:]
-        assert _alive(pid) or out.exists(), (
-            f"the shared sharded run ended without a report:\n{stderr}"
-        )
+        assert alive, f"the shared sharded run ended without {table}'s report:\n{stderr}"
         assert time.monotonic() < deadline, f"the shared sharded run timed out:\n{stderr}"
-        time.sleep(0.2)
-    return json.loads(out.read_text())
+        time.sleep(0.5)
 
 
 def _alive(pid: int) -> bool:

@@ -144,16 +144,17 @@ def report_for(spec: str | None) -> dict:
 
 
 def write_reports(specs: list[str], out: pathlib.Path) -> None:
-    """Every spec's report (or the traceback of its failure) into ``out``, as JSON."""
+    """Every spec's report (or the traceback of its failure) into ``out``, as JSON, the
+    file rewritten as each spec is done (a test waits only for its own table)."""
     reports = {}
     for spec in specs:
         try:
             reports[spec] = {"report": report_for(spec)}
         except Exception:  # one table's failure is its own test's failure, not the others'
             reports[spec] = {"error": traceback.format_exc()}
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text(json.dumps(reports))
-    partial.replace(out)  # readers never see half a file
+        partial = out.with_name(out.name + ".partial")
+        partial.write_text(json.dumps(reports))
+        partial.replace(out)  # readers never see half a file
 
 
 def main():
