@@ -220,16 +220,9 @@ def _run_tables(tables: list[str]) -> dict:
     """Runs ``tables`` now, in a fresh 8-device interpreter; their entries by table."""
     with tempfile.TemporaryDirectory() as directory:
         out = pathlib.Path(directory) / "reports.json"
-        command = ["-m", "tests.scripts.sharded_run", "--tables", *tables, "--out", str(out)]
-        done = subprocess.run(
-            [sys.executable, *command],
-            cwd=ROOT,
-            env=_eight_cpu_devices_env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
+        _run_with_eight_cpu_devices(
+            "-m", "tests.scripts.sharded_run", "--tables", *tables, "--out", str(out)
         )
-        assert done.returncode == 0 and out.exists(), done.stderr[-3000:]
         return json.loads(out.read_text())
 
 
@@ -244,6 +237,12 @@ def run_on_eight_cpu_devices(*command: str) -> dict:
     """Runs ``python <command>`` from the repository root in a fresh interpreter with
     8 CPU devices (the device count is fixed when jax starts) and returns the JSON
     report its last line of output holds; a failed run fails the test with its stderr."""
+    done = _run_with_eight_cpu_devices(*command)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _run_with_eight_cpu_devices(*command: str) -> subprocess.CompletedProcess:
+    """``python <command>`` run to its end as run_on_eight_cpu_devices describes."""
     done = subprocess.run(
         [sys.executable, *command],
         cwd=ROOT,
@@ -253,4 +252,4 @@ def run_on_eight_cpu_devices(*command: str) -> dict:
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return done
