@@ -36,7 +36,7 @@ PY
     update_step)
       timeout 290 python3 benchmarks/update_step.py --device gpu --budget-s 200 --out "$OUT" ;;
     floor)
-      timeout 100 python3 benchmarks/update_step_floor.py --device gpu --trees gpt2 1000 --repeats 10 --out "$OUT" ;;
+      timeout "${FLOOR_TIMEOUT:-100}" python3 benchmarks/update_step_floor.py --device gpu --trees 1000 gpt2 --repeats 10 --out "$OUT" ;;
     train)
       timeout "${TRAIN_TIMEOUT:-420}" python3 benchmarks/train.py --device gpu --out "$OUT" ${TRAIN_ARGS:-} ;;
     *) echo "unknown stage $stage" ;;
