@@ -465,8 +465,9 @@ for _name in EXTRA:
 
 def unavailable(name: str) -> str | None:
     """Why ``name`` cannot run here (``None``: it can)."""
-    if getattr(gx, name, None) is None:
-        return f"gx.{name} does not exist in this checkout"
+    alias = "soap" if name == "soap_factored" else name
+    if getattr(gx, alias, None) is None:
+        return f"gx.{alias} does not exist in this checkout"
     return None
 
 
