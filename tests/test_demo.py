@@ -31,10 +31,10 @@ def test_table_lists_every_optimizer(rows):
 @pytest.mark.slow  # trains the demo's optimizers
 def test_cli_end_to_end_writes_valid_figures(tmp_path, capsys):
     out = tmp_path / "figures"
-    assert (
-        demo.main(["demo", "--steps", "30", "--optimizers", "sgd,adam,lbfgs", "--out", str(out)])
-        == 0
-    )
+    # the fixture's steps and batch size: run() reuses the three training functions that
+    # the fixture compiled (in this process), instead of compiling them again
+    argv = ["demo", "--steps", "40", "--batch-size", "64", "--optimizers", "sgd,adam,lbfgs"]
+    assert demo.main(argv + ["--out", str(out)]) == 0
     printed = capsys.readouterr().out
     for label in (
         "SGD",
