@@ -44,10 +44,12 @@ def test_custom_optimizer_is_its_formula():
     )
     params = jnp.array([1.0, -2.0, 0.5])
     s_ours, s_ref = tx.init(params), reference.init(params)
+    # jitted: one compile each, instead of op-by-op eager dispatch (4.5 -> 2.0 s of CPU)
+    update_ours, update_ref = jax.jit(tx.update), jax.jit(reference.update)
     for t in range(12):
         g = jnp.sin(params * (t + 1)) + 0.1 * t
-        u_ours, s_ours = tx.update(g, s_ours, params)
-        u_ref, s_ref = reference.update(g, s_ref, params)
+        u_ours, s_ours = update_ours(g, s_ours, params)
+        u_ref, s_ref = update_ref(g, s_ref, params)
         np.testing.assert_allclose(u_ours, u_ref, rtol=2e-5, atol=1e-7, err_msg=f"step {t}")
         params = params + u_ours
 
