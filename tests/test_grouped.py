@@ -73,15 +73,20 @@ def data():
     return make_tree(0), [make_tree(seed) for seed in range(1, STEPS + 1)]
 
 
-def run(tx, params, grads, jit=True):
-    """``STEPS`` steps; returns the final params, the last updates and the state."""
+_JITTED_STEPS: dict = {}  # tx -> its jitted step: a tx run again reuses its compiled step
+
+
+def run(tx, params, grads, jit=True, state=None):
+    """``STEPS`` steps (from ``state``, default ``tx.init(params)``); returns the final
+    params, the last updates and the state."""
 
     def step(params, state, g):
         updates, state = tx.update(g, state, params)
         return gx.apply_updates(params, updates), updates, state
 
-    step = jax.jit(step) if jit else step
-    state = tx.init(params)
+    if jit:
+        step = _JITTED_STEPS.setdefault(tx, jax.jit(step))
+    state = tx.init(params) if state is None else state
     for g in grads:
         params, updates, state = step(params, state, g)
     return params, updates, state
@@ -235,12 +240,7 @@ def test_checkpoint_restores_into_either_layout(saved_grouped, data, tmp_path):
 
 
 def run_from(tx, params, state, grads):
-    step = jax.jit(lambda p, s, g: tx.update(g, s, p))
-    updates = None
-    for g in grads:
-        updates, state = step(params, state, g)
-        params = gx.apply_updates(params, updates)
-    return params, updates, state
+    return run(tx, params, grads, state=state)
 
 
 def test_second_call_does_not_recompile(data):
