@@ -196,18 +196,25 @@ PROBLEMS = {
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("problem", sorted(PROBLEMS))
-def test_matches_scipy(problem, method):
+@functools.cache
+def scipy_reference(problem):
+    """scipy's BFGS on ``problem``, once per problem (every method's row compares to it)."""
     fun, x0 = PROBLEMS[problem]
-    ref = scipy.optimize.minimize(
+    return scipy.optimize.minimize(
         lambda x: float(fun(jnp.asarray(x))),
         x0,
         jac=lambda x: np.asarray(jax.grad(fun)(jnp.asarray(x))),
         method="BFGS",
         tol=1e-12,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+def test_matches_scipy(problem, method):
+    fun, x0 = PROBLEMS[problem]
+    ref = scipy_reference(problem)
     sol = gx.minimize(fun, jnp.asarray(x0), method=method, tol=1e-9, maxiter=1000)
     assert sol.success, sol.message
     np.testing.assert_allclose(sol.params, ref.x, atol=1e-6)
