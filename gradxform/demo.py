@@ -17,7 +17,7 @@ import argparse
 import pathlib
 import sys
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -253,7 +253,7 @@ def _progress(done: int, total: int, label: str) -> None:
 # run()'s compiled training functions, by (name, steps, batch_size, seed): everything they
 # close over (the data split, the optimizer) follows from those, so a second run() in the
 # same process (the tests make several) reuses the executables instead of compiling again
-_COMPILED: dict[tuple[str, int, int, int], object] = {}
+_COMPILED: dict[tuple[str, int, int, int], Any] = {}
 
 
 def run(
