@@ -26,6 +26,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import gradxform as gx
 from tests.problems import STEPS, grad, make_problem
@@ -122,6 +123,31 @@ def trajectory(
         return jax.tree.map(lambda a: a[every - 1 :: every], xs)
 
     return run(params, noise)
+
+
+def replay_recorded_gradients(tx, record, config: str, keys) -> dict:
+    """``tx`` fed a torch recording's gradients (``record[f"{config}/{k}/grads"]``) from its
+    initial params, in one scan; per leaf ``k``: the per-step differences between our
+    increments and torch's, and the size of torch's increments (both ``(steps, ...)``)."""
+    p0 = {k: jnp.asarray(record[f"{config}/{k}/params"][0]) for k in keys}
+    grads = {k: jnp.asarray(record[f"{config}/{k}/grads"]) for k in keys}
+
+    def step(carry, g):
+        p, s = carry
+        u, s = tx.update(g, s, p)
+        p = gx.apply_updates(p, u)
+        return (p, s), p
+
+    traj = jax.jit(lambda p, g: jax.lax.scan(step, (p, tx.init(p)), g)[1])(p0, grads)
+    out = {}
+    for k in keys:
+        ref = record[f"{config}/{k}/params"]
+        ours = np.concatenate([ref[:1], np.asarray(traj[k])])
+        out[k] = (
+            np.abs(np.diff(ours, axis=0) - np.diff(ref, axis=0)),
+            np.abs(np.diff(ref, axis=0)),
+        )
+    return out
 
 
 def sharded_report(table: str) -> dict:

@@ -36,7 +36,14 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import DTYPES, TOLERANCE, assert_sharded_report, problem, sharded_report
+from tests.helpers import (
+    DTYPES,
+    TOLERANCE,
+    assert_sharded_report,
+    problem,
+    replay_recorded_gradients,
+    sharded_report,
+)
 from tests.helpers import trajectory as shared_trajectory
 
 STEPS, EVERY = 200, 20
@@ -188,25 +195,7 @@ TORCH_LEAVES = ("w", "batched", "b", "s")
 def _replay(record, config, tx):
     """gradxform fed torch's recorded gradients from torch's initial params: per-step
     differences of the increments, and the increments' largest size."""
-    p0 = {k: jnp.asarray(record[f"{config}/{k}/params"][0]) for k in TORCH_LEAVES}
-    grads = {k: jnp.asarray(record[f"{config}/{k}/grads"]) for k in TORCH_LEAVES}
-
-    def step(carry, g):
-        p, s = carry
-        u, s = tx.update(g, s, p)
-        p = gx.apply_updates(p, u)
-        return (p, s), p
-
-    traj = jax.jit(lambda p, g: jax.lax.scan(step, (p, tx.init(p)), g)[1])(p0, grads)
-    out = {}
-    for k in TORCH_LEAVES:
-        ref = record[f"{config}/{k}/params"]
-        ours = np.concatenate([ref[:1], np.asarray(traj[k])])
-        out[k] = (
-            np.abs(np.diff(ours, axis=0) - np.diff(ref, axis=0)),
-            np.abs(np.diff(ref, axis=0)),
-        )
-    return out
+    return replay_recorded_gradients(tx, record, config, TORCH_LEAVES)
 
 
 @pytest.mark.parametrize("config", sorted(TORCH_CONFIGS))

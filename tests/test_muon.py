@@ -30,6 +30,7 @@ import optax.contrib as oc
 import pytest
 
 import gradxform as gx
+from tests.helpers import replay_recorded_gradients
 
 COEFFS = (3.4445, -4.7750, 2.0315)
 STEPS = 200
@@ -151,26 +152,8 @@ def torch_record():
 
 def _torch_replay(record, config, **kwargs):
     """gradxform fed torch's recorded gradients, from torch's initial params."""
-    p0 = {k: jnp.asarray(record[f"{config}/{k}/params"][0]) for k in ("w1", "w2")}
-    grads = {k: jnp.asarray(record[f"{config}/{k}/grads"]) for k in ("w1", "w2")}
     tx = gx.muon(layout="out_in", **kwargs)  # torch's Linear.weight is (out, in)
-
-    def step(carry, g):
-        p, s = carry
-        u, s = tx.update(g, s, p)
-        p = gx.apply_updates(p, u)
-        return (p, s), p
-
-    traj = jax.jit(lambda p, g: jax.lax.scan(step, (p, tx.init(p)), g)[1])(p0, grads)
-    out = {}
-    for k in traj:
-        ref = record[f"{config}/{k}/params"]
-        ours = np.concatenate([ref[:1], np.asarray(traj[k])])
-        out[k] = (
-            np.abs(np.diff(ours, axis=0) - np.diff(ref, axis=0)),
-            np.abs(np.diff(ref, axis=0)),
-        )
-    return out
+    return replay_recorded_gradients(tx, record, config, ("w1", "w2"))
 
 
 TORCH_CONFIGS = {
