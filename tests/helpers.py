@@ -150,6 +150,26 @@ def replay_recorded_gradients(tx, record, config: str, keys) -> dict:
     return out
 
 
+def assert_checkpoint_resume_is_bitwise(step, init_state, params, noise, directory, split, stop):
+    """Steps ``0..split-1`` with ``step(p, s, noise_t)``, saves params and state through
+    ``gx.checkpoint``, then runs ``split..stop-1`` twice: straight on, and from the restored
+    files (``init_state`` gives the state's structure); the two must agree bit for bit."""
+
+    def advance(p, s, ts):
+        for t in ts:
+            p, s = step(p, s, {k: a[t] for k, a in noise.items()})
+        return p, s
+
+    p, s = advance(params, init_state, range(split))
+    gx.checkpoint.save(directory / "p.npz", p)
+    gx.checkpoint.save(directory / "s.npz", s)
+    straight = advance(p, s, range(split, stop))
+    p = gx.checkpoint.restore(directory / "p.npz", like=params)
+    s = gx.checkpoint.restore(directory / "s.npz", like=init_state)
+    resumed = advance(p, s, range(split, stop))
+    jax.tree.map(np.testing.assert_array_equal, resumed, straight)
+
+
 def sharded_report(table: str) -> dict:
     """The tests/scripts/sharded_run.py report for ``table`` (``"module:NAME"``, a dict of
     factories in a test module): every row run on the 8-device CPU mesh and on one device.

@@ -39,6 +39,7 @@ import gradxform as gx
 from tests.helpers import (
     DTYPES,
     TOLERANCE,
+    assert_checkpoint_resume_is_bitwise,
     assert_sharded_report,
     problem,
     replay_recorded_gradients,
@@ -353,19 +354,7 @@ def test_checkpoint_resume_is_bitwise(tmp_path):
         u, s = tx.update(g, s, p)
         return gx.apply_updates(p, u), s
 
-    def advance(p, s, ts):
-        for t in ts:
-            p, s = step(p, s, {k: a[t] for k, a in noise.items()})
-        return p, s
-
-    p, s = advance(params, tx.init(params), range(5))
-    gx.checkpoint.save(tmp_path / "p.npz", p)
-    gx.checkpoint.save(tmp_path / "s.npz", s)
-    straight = advance(p, s, range(5, 12))
-    p = gx.checkpoint.restore(tmp_path / "p.npz", like=params)
-    s = gx.checkpoint.restore(tmp_path / "s.npz", like=tx.init(params))
-    resumed = advance(p, s, range(5, 12))
-    jax.tree.map(np.testing.assert_array_equal, resumed, straight)
+    assert_checkpoint_resume_is_bitwise(step, tx.init(params), params, noise, tmp_path, 5, 12)
 
 
 @pytest.mark.parametrize("dtype", [d for d in DTYPES if d != "complex64"])

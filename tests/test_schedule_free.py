@@ -40,6 +40,7 @@ import gradxform as gx
 from tests.helpers import (
     DTYPES,
     TOLERANCE,
+    assert_checkpoint_resume_is_bitwise,
     assert_sharded_report,
     problem,
     sharded_report,
@@ -325,19 +326,7 @@ def test_checkpoint_resume_is_bitwise(tmp_path):
         u, s = tx.update(jax.tree.map(lambda a, b: grad(a, b, jnp.cos), p, n), s, p)
         return gx.apply_updates(p, u), s
 
-    def advance(p, s, ts):
-        for t in ts:
-            p, s = step(p, s, {k: v[t] for k, v in noise.items()})
-        return p, s
-
-    p, s = advance(p0, tx.init(p0), range(3))
-    gx.checkpoint.save(tmp_path / "p.npz", p)
-    gx.checkpoint.save(tmp_path / "s.npz", s)
-    straight = advance(p, s, range(3, 6))
-    p = gx.checkpoint.restore(tmp_path / "p.npz", like=p0)
-    s = gx.checkpoint.restore(tmp_path / "s.npz", like=tx.init(p0))
-    resumed = advance(p, s, range(3, 6))
-    jax.tree.map(np.testing.assert_array_equal, resumed, straight)
+    assert_checkpoint_resume_is_bitwise(step, tx.init(p0), p0, noise, tmp_path, 3, 6)
 
 
 def test_dtype_rows():
