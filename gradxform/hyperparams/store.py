@@ -209,17 +209,27 @@ def _current_complement(stored: jax.Array, value: jax.Array) -> jax.Array:
     """
     fresh = 1 - value
     agrees = jnp.abs(stored - fresh) <= 2 * jnp.finfo(value.dtype).eps
+    return jax.lax.platform_dependent(
+        agrees, stored, fresh, cpu=_complement_on_cpu, default=_complement_elsewhere
+    )
 
-    def kept(stored, fresh):
-        return jax.lax.stop_gradient(stored) + (fresh - jax.lax.stop_gradient(fresh))
 
-    def on_cpu(agrees, stored, fresh):
-        return jax.lax.cond(agrees, kept, lambda stored, fresh: fresh, stored, fresh)
+# module functions, not closures: jax caches a conditional's traced branches by function,
+# so an update called outside jit compiles this conditional once, not at every call
+def _kept_complement(stored: jax.Array, fresh: jax.Array) -> jax.Array:
+    return jax.lax.stop_gradient(stored) + (fresh - jax.lax.stop_gradient(fresh))
 
-    def elsewhere(agrees, stored, fresh):
-        return jnp.where(agrees, kept(stored, fresh), fresh)
 
-    return jax.lax.platform_dependent(agrees, stored, fresh, cpu=on_cpu, default=elsewhere)
+def _fresh_complement(stored: jax.Array, fresh: jax.Array) -> jax.Array:
+    return fresh
+
+
+def _complement_on_cpu(agrees: jax.Array, stored: jax.Array, fresh: jax.Array) -> jax.Array:
+    return jax.lax.cond(agrees, _kept_complement, _fresh_complement, stored, fresh)
+
+
+def _complement_elsewhere(agrees: jax.Array, stored: jax.Array, fresh: jax.Array) -> jax.Array:
+    return jnp.where(agrees, _kept_complement(stored, fresh), fresh)
 
 
 class Values(Mapping):
