@@ -359,6 +359,7 @@ def minimize(
     method: str = "lbfgs",
     *,
     args: Any = (),
+    bounds: Any = None,
     tol: float = 1e-6,
     maxiter: int = 500,
     memory_size: int = 10,
@@ -396,6 +397,10 @@ def minimize(
             Hessian-vector products, at most ``max_cg_steps``, default ``20 n``).
         args: the data, ``fun``'s other arguments: a tuple of arrays or pytrees
             of arrays (a value that is not a tuple is passed as ``(args,)``).
+        bounds: ``(lower, upper)`` for ``method="l-bfgs-b"`` (box-constrained
+            L-BFGS-B, :func:`~gradxform.second_order.bounded.minimize_bounded`,
+            which says how ``tol`` and the options apply): pytrees like ``x0``
+            or scalars, ``+-inf`` or None for no bound.
         tol: relative gradient tolerance (> 0).
         maxiter: iteration limit (>= 1).
         memory_size: L-BFGS's number of pairs (>= 1).
@@ -426,6 +431,13 @@ def minimize(
         >>> [round(float(v), 4) for v in (sol.params["x"], sol.params["y"])]
         [1.0, 1.0]
     """
+    if method == "l-bfgs-b" or bounds is not None:
+        from gradxform.second_order import bounded  # it imports this module
+
+        return bounded.minimize_bounded(
+            fun, x0, bounds, method, args=args, tol=tol, maxiter=maxiter, memory_size=memory_size,
+            max_linesearch_steps=max_linesearch_steps, history=history,
+        )  # fmt: skip
     checks.callable_arg("fun", fun, "fun(params, *args) -> scalar")
     tree.check_real_floating(x0, "x0")
     args = _check_args(args)
