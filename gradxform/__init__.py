@@ -88,6 +88,7 @@ from gradxform.second_order.linesearch import (
     scale_by_backtracking_linesearch,
     scale_by_zoom_linesearch,
 )
+from gradxform.second_order.least_squares import least_squares
 from gradxform.second_order.minimize import History, Solution, Status, minimize
 from gradxform.second_order.transforms import (
     SecondOrderState,
@@ -343,6 +344,7 @@ __all__ = [
     "Status",
     "bfgs",
     "lbfgs",
+    "least_squares",
     "minimize",
     "newton",
     "newton_cg",
