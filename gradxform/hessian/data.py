@@ -28,7 +28,10 @@ batch whose structure, trailing shapes or dtypes differ from the first batch's
 (named by its index; the leading axis may change, as for a smaller last
 batch). A batch whose product or loss is NaN or infinite is reported, not
 averaged in silently: the result's ``finite`` is False and its
-``nonfinite_batch`` is the index of the first such batch.
+``nonfinite_batch`` is the index of the first such batch, on both paths.
+
+``progress=True`` writes a one-line report of each streamed pass to stderr
+(pass, batch ``i/N``, examples, seconds), rewritten in place.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gradxform import checks, tree
+from gradxform.hessian._progress import ProgressLine
 from gradxform.hessian.kinds import _NAMED_LOSSES, CURVATURES, _Kind
 from gradxform.hessian.operators import FlatOperator
 
@@ -87,6 +91,7 @@ class DatasetObjective:
         curvature: ``"hessian"``, ``"ggn"``, ``"fisher"`` or ``"empirical_fisher"``.
         likelihood: ``"categorical"`` or ``"gaussian"`` for the Fisher, else None.
         stacked: True for a stacked pytree of batches (one compiled scan).
+        progress: the reporter of the streamed passes (a stderr progress line), or None.
     """
 
     def __init__(
@@ -97,9 +102,10 @@ class DatasetObjective:
         curvature: str,
         likelihood: str | None,
         stacked: bool,
+        progress: Any = None,
     ) -> None:
         self.loss, self.model, self.curvature = loss, model, curvature
-        self.likelihood, self.stacked = likelihood, stacked
+        self.likelihood, self.stacked, self.progress = likelihood, stacked, progress
         self.kind = _Kind(loss, model, curvature, likelihood)
         self.batches = self._batches = batches
         self._signature: Any = None
@@ -157,7 +163,7 @@ class DatasetObjective:
         """
         self._check_at(params)
         if self.stacked:
-            return _stacked_mean(self, params, self.batch_loss)
+            return self.run(lambda: _stacked_mean(self, params, self.batch_loss))
         work = _accumulation_dtype(ravel_pytree(params)[0].dtype)
         return self.run(lambda: self._host_pass(_value_step, params, None, jnp.zeros([], work)))
 
@@ -177,7 +183,7 @@ class DatasetObjective:
             return ravel_pytree(jax.grad(self.batch_loss)(p, batch))[0]
 
         if self.stacked:
-            g = _stacked_mean(self, params, flat_grad)
+            g = self.run(lambda: _stacked_mean(self, params, flat_grad))
         else:
             init = jnp.zeros(flat.shape, _accumulation_dtype(flat.dtype))
             g = self.run(lambda: self._host_pass(_grad_step, params, None, init))
@@ -237,8 +243,12 @@ class DatasetObjective:
         previous, _STREAM.objective = _STREAM.objective, self
         try:
             result = jax.block_until_ready(compute())
+            if self.stacked:
+                jax.effects_barrier()  # the scan's non-finite reports (debug callbacks) are in
         finally:
             _STREAM.objective = previous
+            if self.progress is not None:
+                self.progress.close()
         return self.check(result)
 
     def check(self, result: Any = None) -> Any:
@@ -287,11 +297,18 @@ class DatasetObjective:
     def _host_pass(self, step, params, vectors, init):
         """One pass: ``step`` per batch, weighted by ``N_b``, divided by ``sum N_b``."""
         acc, total, bad, count = init, 0, jnp.asarray(-1), 0
+        progress, known = self.progress, (self.report.batches or None)
+        if progress is not None:
+            progress.start()
         for index, batch in enumerate(self.iterate()):
             size = self._check_batch(index, batch)
             index_ = jnp.asarray(index)
             acc, bad = step(self.kind, params, batch, vectors, acc, float(size), index_, bad)
             total, count = total + size, count + 1
+            if progress is not None:
+                progress.update(self.report.passes + 1, count, known, total)
+        if progress is not None and count:
+            progress.update(self.report.passes + 1, count, count, total, force=True)
         if count == 0:
             checks.fail("batches", "a source that yields at least one batch", "an empty pass")
         bad = int(bad)
@@ -299,6 +316,13 @@ class DatasetObjective:
             self._nonfinite = bad  # the first pass that met one names it
         self.report = PassReport(self.report.passes + 1, count, total, self.report.nonfinite_batch)
         return acc / total
+
+    def _note_nonfinite(self, bad: Any) -> None:
+        """Host side of the stacked scan's report: the first non-finite batch (``-1``: none)."""
+        bad = np.asarray(bad).ravel()
+        bad = bad[bad >= 0]
+        if bad.size and (self._nonfinite is None or int(bad.min()) < self._nonfinite):
+            self._nonfinite = int(bad.min())
 
     def _check_batch(self, index: int, batch: Any) -> int:
         """``N_b``; raises unless the batch has batch 0's structure, trailing shapes and dtypes."""
@@ -441,14 +465,19 @@ def _grad_step(obj, params, batch, vectors, acc, weight, index, bad):
     return _accumulate(acc, g, weight, index, bad)
 
 
-def _stacked_mean(obj: DatasetObjective, params: Any, fn: Callable[[Any, Any], jax.Array]):
-    """The mean of ``fn(params, batch)`` over stacked batches, one ``lax.map``, float64 with x64."""
+def _stacked_mean(obj: DatasetObjective, params: Any, fn: Callable, blame: Any = True):
+    """The mean of ``fn(params, batch)`` over stacked batches, one ``lax.map``, float64 with
+    x64; the first non-finite batch (if ``blame``: a finite vector's) goes to the host."""
 
     def one(batch):
         out = fn(params, batch)
         return out.astype(_accumulation_dtype(out.dtype))
 
-    return jnp.mean(jax.lax.map(one, obj._batches), axis=0)
+    outs = jax.lax.map(one, obj._batches)
+    finite = jnp.all(jnp.isfinite(outs.reshape(outs.shape[0], -1)), axis=1)
+    bad = jnp.where(jnp.all(finite) | ~jnp.asarray(blame), -1, jnp.argmax(~finite))
+    jax.debug.callback(obj._note_nonfinite, bad)
+    return jnp.mean(outs, axis=0)
 
 
 def _stacked_matvec(obj: DatasetObjective, params: Any, v: jax.Array) -> jax.Array:
@@ -457,7 +486,8 @@ def _stacked_matvec(obj: DatasetObjective, params: Any, v: jax.Array) -> jax.Arr
     def product(p, batch):
         return ravel_pytree(obj.batch_product(p, batch)(unravel(v)))[0]
 
-    return _stacked_mean(obj, params, product).astype(v.dtype)
+    blame = jnp.all(jnp.isfinite(v))  # a NaN vector is no batch's fault
+    return _stacked_mean(obj, params, product, blame).astype(v.dtype)
 
 
 def _is_stacked(batches: Any) -> bool:
@@ -497,6 +527,7 @@ def dataset_mean(
     model: Callable[[Any, Any], Any] | None = None,
     curvature: str = "hessian",
     likelihood: str | None = None,
+    progress: bool = False,
 ) -> DatasetObjective:
     """The mean of a loss over a data set of batches, and which curvature of it to analyse.
 
@@ -523,6 +554,9 @@ def dataset_mean(
             :mod:`gradxform.curvature`.
         likelihood: for ``"fisher"``: ``"categorical"`` or ``"gaussian"``;
             implied by a named loss.
+        progress: True for a progress line of each streamed pass on stderr
+            (``pass P  batch i/N  E examples  T s``, rewritten in place, at most
+            twice a second); a stacked source (one compiled scan) reports none.
 
     Returns:
         A :class:`DatasetObjective` for every spectral tool in :mod:`gradxform.hessian`.
@@ -554,6 +588,7 @@ def dataset_mean(
         if likelihood is None:
             checks.fail("likelihood", "'categorical' or 'gaussian' for curvature='fisher'", None)
         checks.choice("likelihood", likelihood, ("categorical", "gaussian"))
+    reporter = ProgressLine() if checks.boolean("progress", progress) else None
     stacked = _is_stacked(batches)
     if stacked:
         leaves = jax.tree.leaves(batches)
@@ -561,4 +596,4 @@ def dataset_mean(
             checks.fail("batches", "stacked arrays sharing a leading axis of batches", batches)
     else:
         _check_source(batches)
-    return DatasetObjective(loss, batches, model, curvature, likelihood, stacked)
+    return DatasetObjective(loss, batches, model, curvature, likelihood, stacked, reporter)

@@ -24,7 +24,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
 __all__ = ["Box", "Compact", "cauchy_point", "empty", "push", "subspace_step"]
 
@@ -88,30 +87,35 @@ def _valid(mem: Compact) -> jax.Array:
     return jnp.arange(mem.sy.shape[0]) < mem.col
 
 
-def _middle(mem: Compact) -> tuple[jax.Array, jax.Array]:
-    """``(M, ok)``: ``M`` from the Cholesky factor ``J J^T = theta S^T S + L D^-1 L^T``.
+def _padded_solve(blocks, valid, rhs) -> tuple[jax.Array, jax.Array]:
+    """``(X, ok)``: ``[[A, B^T], [B, C]] X = rhs`` on the pairs held, by one LU solve.
 
-    ``[[-D, L^T], [L, theta S^T S]] = [[D^1/2, 0], [-L D^-1/2, J]] [[-D^1/2, D^-1/2 L^T],
-    [0, J^T]]``, so each column of ``M`` is two triangular solves with ``J``
-    (scipy's ``formt`` and ``bmv``); ``ok`` is False where ``J`` does not exist.
+    The rows and columns of the pairs not held get ``-1`` / ``+1`` on the
+    diagonal (decoupled), and their rows of ``X`` are zeroed. ``ok`` is False
+    where the solution is not finite (a singular system).
     """
+    a, b, c = blocks
+    pair = valid[:, None] & valid[None, :]
+    pad = jnp.diag(jnp.where(valid, 0, 1).astype(a.dtype))
+    k = jnp.block(
+        [
+            [jnp.where(pair, a, 0) - pad, jnp.where(pair, b.T, 0)],
+            [jnp.where(pair, b, 0), jnp.where(pair, c, 0) + pad],
+        ]
+    )
+    both = jnp.concatenate([valid, valid])
+    x = jnp.where(both.reshape(-1, *([1] * (rhs.ndim - 1))), jnp.linalg.solve(k, rhs), 0)
+    return x, jnp.all(jnp.isfinite(x))
+
+
+def _middle(mem: Compact) -> tuple[jax.Array, jax.Array]:
+    """``(M, ok)``: ``M = [[-D, L^T], [L, theta S^T S]]^-1`` (scipy forms it by Cholesky)."""
     m = mem.sy.shape[0]
     valid = _valid(mem)
-    pair = valid[:, None] & valid[None, :]
-    diag = jnp.where(valid, jnp.diagonal(mem.sy), 1)
-    lower = jnp.where(pair, jnp.tril(mem.sy, -1), 0)
-    t = jnp.where(pair, mem.theta * mem.ss, 0) + (lower / diag) @ lower.T
-    j = jnp.linalg.cholesky(t + jnp.diag(jnp.where(valid, 0, 1).astype(t.dtype)))
-    ok = jnp.all(jnp.isfinite(j)) & jnp.all(jnp.diagonal(j) > 0)
-    eye = jnp.eye(2 * m, dtype=t.dtype)
-    v1, v2 = eye[:m], eye[m:]
-    p2 = solve_triangular(j, v2 + lower @ (v1 / diag[:, None]), lower=True)
-    p2 = solve_triangular(j.T, p2, lower=False)
-    root = jnp.sqrt(diag)[:, None]
-    p1 = -(v1 / root) / root + (lower.T @ p2) / diag[:, None]
+    blocks = (-jnp.diag(jnp.diagonal(mem.sy)), jnp.tril(mem.sy, -1), mem.theta * mem.ss)
     both = jnp.concatenate([valid, valid])
-    middle = jnp.where(both[:, None] & both[None, :], jnp.concatenate([p1, p2]), 0)
-    return jnp.where(ok, middle, 0), ok
+    middle, ok = _padded_solve(blocks, valid, jnp.eye(2 * m, dtype=mem.sy.dtype))
+    return jnp.where(ok & both[None, :], middle, 0), ok
 
 
 def push(mem: Compact, s, y, sy_new, ss_new) -> tuple[Compact, jax.Array]:
@@ -180,7 +184,7 @@ class _Segment(NamedTuple):
     d: jax.Array  # the path's direction (zero for the variables fixed so far)
     xcp: jax.Array
     at_bound: jax.Array  # 1 fixed at lower, 2 at upper, 0 not (yet)
-    found: jax.Array
+    found: jax.Array  # the last breakpoint was passed
 
 
 def _path_start(x, g, box: Box):
@@ -237,14 +241,16 @@ def cauchy_point(x, g, box: Box, mem: Compact, eps):
         jnp.zeros(x.shape, jnp.int32), jnp.array(False),
     )  # fmt: skip
 
+    def reaches_next(s: _Segment) -> jax.Array:
+        """The model still decreases at the next breakpoint: the segment is passed."""
+        return ~s.found & (s.i < nbreak) & (s.dtm >= t[order[jnp.minimum(s.i, t.size - 1)]] - s.tj)
+
     def body(s: _Segment) -> _Segment:
         b = order[s.i]
         dt = t[b] - s.tj
-        found = s.dtm < dt
         db = s.d[b]
         bound = jnp.where(db > 0, box.upper[b], box.lower[b])
-        zb = bound - x[b]
-        f1 = s.f1 + dt * s.f2 + db * db - mem.theta * db * zb
+        f1 = s.f1 + dt * s.f2 + db * db - mem.theta * db * (bound - x[b])
         f2 = s.f2 - mem.theta * db * db
         c = s.c + dt * s.p
         wb = jnp.concatenate([mem.y[:, b], mem.theta * mem.s[:, b]])
@@ -252,14 +258,13 @@ def cauchy_point(x, g, box: Box, mem: Compact, eps):
         f1 = f1 + db * jnp.vdot(c, v)
         f2 = jnp.maximum(eps * f2_org, f2 + 2 * db * jnp.vdot(s.p, v) - db * db * jnp.vdot(wb, v))
         last = s.i + 1 >= nbreak
-        passed = _Segment(
+        return _Segment(
             s.i + 1, t[b], s.tsum + dt, f1, f2, jnp.where(last & bnded, 0, -f1 / f2),
             s.p - db * wb, c, s.d.at[b].set(0), s.xcp.at[b].set(bound),
             s.at_bound.at[b].set(jnp.where(db > 0, 2, 1)), last,
         )  # fmt: skip
-        return jax.tree.map(lambda a, b_: jnp.where(found, a, b_), s._replace(found=jnp.array(True)), passed)
 
-    out = jax.lax.while_loop(lambda s: ~s.found & (s.i < nbreak), body, start)
+    out = jax.lax.while_loop(reaches_next, body, start)
     dtm = jnp.maximum(out.dtm, 0)
     xcp = out.xcp + (out.tsum + dtm) * out.d
     c = out.c + dtm * out.p
@@ -269,36 +274,21 @@ def cauchy_point(x, g, box: Box, mem: Compact, eps):
     return jnp.where(trivial, x, xcp), jnp.where(trivial, 0, c), free
 
 
-def _reduced_system(mem: Compact, free):
-    """The factors of ``K = M^-1 - A^T A / theta``, ``A = Z^T W`` (scipy's ``formk``).
+def _solve_reduced(mem: Compact, free, w) -> tuple[jax.Array, jax.Array]:
+    """``(K^-1 w, ok)`` with ``K = M^-1 - A^T A / theta``, ``A = Z^T W`` (scipy's ``formk``):
 
-    ``K = U^T E U``, ``E = diag(-I, I)``, ``U = [[L1^T, B], [0, L2^T]]`` with
-    ``L1 L1^T = D + Y^T Z Z^T Y / theta`` and ``L2 L2^T = theta S^T A A^T S + B^T B``.
+    ``K = [[-D - Y^T Z Z^T Y / theta, L_a^T - R_z^T], [L_a - R_z, theta S^T A A^T S]]``,
+    ``L_a`` the strictly lower triangle of ``S^T A A^T Y`` and ``R_z`` the upper
+    triangle (with the diagonal) of ``S^T Z Z^T Y`` (``Z``: the free variables,
+    ``A``: the others). scipy factors ``K`` by two Choleskys; one LU solve here.
     """
-    valid = _valid(mem)
-    pair = valid[:, None] & valid[None, :]
-    pad = jnp.diag(jnp.where(valid, 0, 1).astype(mem.sy.dtype))
-    yz, sz = mem.y * free, mem.s * free
-    sa = mem.s * ~free
-    p = jnp.diag(jnp.where(valid, jnp.diagonal(mem.sy), 0)) + (yz @ yz.T) / mem.theta
-    l1 = jnp.linalg.cholesky(jnp.where(pair, p, 0) + pad)
-    l_a = jnp.tril(sa @ mem.y.T, -1)
-    r_z = jnp.triu(sz @ mem.y.T)
-    b = solve_triangular(l1, jnp.where(pair, (r_z - l_a).T, 0), lower=True)
-    l2 = jnp.linalg.cholesky(jnp.where(pair, mem.theta * (sa @ sa.T) + b.T @ b, 0) + pad)
-    ok = jnp.all(jnp.isfinite(l1) & jnp.isfinite(l2))
-    ok = ok & jnp.all(jnp.diagonal(l1) > 0) & jnp.all(jnp.diagonal(l2) > 0)
-    return l1, b, l2, ok
-
-
-def _solve_reduced(l1, b, l2, w):
-    """``K^-1 w`` from :func:`_reduced_system`'s factors."""
-    m = l1.shape[0]
-    y1 = solve_triangular(l1, w[:m], lower=True)
-    y2 = solve_triangular(l2, w[m:] - b.T @ y1, lower=True)
-    v2 = solve_triangular(l2.T, y2, lower=False)
-    v1 = solve_triangular(l1.T, -y1 - b @ v2, lower=False)
-    return jnp.concatenate([v1, v2])
+    yz, sz, sa = mem.y * free, mem.s * free, mem.s * ~free
+    blocks = (
+        -jnp.diag(jnp.diagonal(mem.sy)) - (yz @ yz.T) / mem.theta,
+        jnp.tril(sa @ mem.y.T, -1) - jnp.triu(sz @ mem.y.T),
+        mem.theta * (sa @ sa.T),
+    )
+    return _padded_solve(blocks, _valid(mem), w)
 
 
 def _project_or_backtrack(x, g, z, d, free, box: Box):
@@ -352,8 +342,7 @@ def subspace_step(x, g, z, c, free, box: Box, mem: Compact):
     """
     m = mem.sy.shape[0]
     r = jnp.where(free, -mem.theta * (z - x) - g + _w(mem, mem.middle @ c), 0)
-    l1, b, l2, ok = _reduced_system(mem, free)
-    v = _solve_reduced(l1, b, l2, _w_t(mem, r))
+    v, ok = _solve_reduced(mem, free, _w_t(mem, r))
     d = (r + (mem.y.T @ v[:m]) / mem.theta + mem.s.T @ v[m:]) / mem.theta
     d = jnp.where(free, d, 0)
     return _project_or_backtrack(x, g, z, d, free, box), ok

@@ -11,10 +11,10 @@ Each iteration:
    fixed for this iteration;
 2. **subspace minimization**: the model's minimizer over the free variables
    from the Cauchy point, with the limited-memory ``B`` in compact form
-   (:mod:`~gradxform.second_order._lbfgsb_model`), projected onto the box
+   (``_lbfgsb_model``), projected onto the box
    (or, where that is not a descent direction, cut back at the first bound);
 3. a **line search** from ``x`` towards that point (Moré-Thuente, ``ftol =
-   1e-3``, ``gtol = 0.9``, ``xtol = 0.1``; :mod:`~gradxform.second_order._lbfgsb_search`),
+   1e-3``, ``gtol = 0.9``, ``xtol = 0.1``; ``_lbfgsb_search``),
    never leaving the box (the step is capped at the first bound; the first
    iteration's at 1, i.e. at the Cauchy point), then the memory update
    with the pair ``(s, y)`` unless ``s.y <= eps (-g.s)``.
@@ -381,9 +381,7 @@ def _side(value, x0, name: str, fill: float):
         return jax.tree.unflatten(treedef, [jnp.full(np.shape(v), fill, v.dtype) for v in leaves])
     if checks.is_real_number(value) or (hasattr(value, "ndim") and np.ndim(value) == 0):
         return jax.tree.unflatten(treedef, [jnp.full(np.shape(v), value, v.dtype) for v in leaves])
-    if jax.tree_util.treedef_is_leaf(treedef) and not jax.tree_util.treedef_is_leaf(
-        jax.tree.structure(value)
-    ):
+    if jax.tree_util.treedef_is_leaf(treedef) and isinstance(value, (list, tuple)):
         value = np.asarray(value)  # a list of numbers for a single array x0
     structure: Any = jax.tree.structure(value)
     if structure != treedef:
@@ -446,11 +444,23 @@ def minimize_bounded(
     """L-BFGS-B: minimizes ``fun(params, *args)`` subject to ``lower <= params <= upper``.
 
     What :func:`gradxform.minimize` runs for ``method="l-bfgs-b"`` (call it
-    through ``minimize``); the algorithm and its stopping rules are in the
-    module's description. ``x0`` outside the box is projected onto it first,
-    as scipy does. The solution's ``grad_norm`` (and the history's) is the
-    infinity norm of the projected gradient, the quantity the stopping test
-    compares with ``tol * max(1, its value at x0)``.
+    through ``minimize``): L-BFGS-B 3.0 (Byrd, Lu, Nocedal & Zhu 1995; Morales
+    & Nocedal 2011), the algorithm scipy wraps. Each iteration takes the
+    generalized Cauchy point along the projected-gradient path (breakpoint by
+    breakpoint), minimizes the compact limited-memory model over the
+    variables still free there, projects that point onto the box (or cuts
+    the step at the first bound where the projection does not descend), and
+    runs the Moré-Thuente line search (``ftol = 1e-3``, ``gtol = 0.9``)
+    towards it without leaving the box. ``x0`` outside the box is projected
+    onto it first, as scipy does.
+
+    It stops with :attr:`~gradxform.Status.SUCCESS` when the projected
+    gradient's infinity norm is at most ``tol * max(1, its value at x0)`` or
+    when ``f_prev - f <= FTOL max(|f_prev|, |f|, 1)`` (``FTOL = 2.2e-9``,
+    scipy's default ``factr * eps``); ``LINESEARCH_FAILED`` when a search from
+    steepest descent (memory refreshed) fails. The solution's ``grad_norm``
+    (and the history's) is that projected-gradient norm. ``c1``, ``c2`` and
+    the other methods' options of ``minimize`` do not apply.
 
     Args:
         fun: the objective, ``fun(params, *args) -> scalar``.
