@@ -35,6 +35,7 @@ import numpy as np
 from gradxform import checks, curvature, tree
 from gradxform.second_order import _tree, iteration
 from gradxform.second_order import methods as meth
+from gradxform.second_order import trust_region as tr
 from gradxform.second_order._packed import packed_while_loop
 from gradxform.second_order.linesearch import Point, ZoomLinesearch
 
@@ -45,6 +46,8 @@ METHODS = {
     "bfgs": lambda s: meth.bfgs_method(s.initial_scaling),
     "newton": lambda s: meth.newton_method(),
     "newton-cg": lambda s: meth.newton_cg_method(s.max_cg_steps),
+    "trust-exact": lambda s: tr.exact_method(),
+    "trust-ncg": lambda s: tr.ncg_method(s.max_cg_steps),
 }
 
 
@@ -394,7 +397,10 @@ def minimize(
         method: ``"lbfgs"`` (memory ``memory_size``), ``"bfgs"`` (dense inverse
             Hessian, O(n^2) per iteration), ``"newton"`` (exact Hessian,
             eigenvalue-modified), ``"newton-cg"`` (truncated CG with
-            Hessian-vector products, at most ``max_cg_steps``, default ``20 n``).
+            Hessian-vector products, at most ``max_cg_steps``, default ``20 n``);
+            trust regions (scipy's radius rule, :mod:`~gradxform.second_order.trust_region`):
+            ``"trust-exact"`` (Moré-Sorensen steps on the dense Hessian) and ``"trust-ncg"``
+            (Steihaug-Toint CG on Hessian-vector products, at most ``max_cg_steps``).
         args: the data, ``fun``'s other arguments: a tuple of arrays or pytrees
             of arrays (a value that is not a tuple is passed as ``(args,)``).
         bounds: ``(lower, upper)`` for ``method="l-bfgs-b"`` (box-constrained
@@ -407,7 +413,7 @@ def minimize(
         c1: sufficient-decrease constant of the strong-Wolfe line search.
         c2: its curvature constant (``0 < c1 < c2 < 1``).
         max_linesearch_steps: evaluations per line search.
-        max_cg_steps: Newton-CG's CG steps per iteration (default ``20 n``, as scipy).
+        max_cg_steps: Newton-CG's and trust-ncg's CG steps per iteration (default ``20 n``).
         initial_scaling: BFGS: ``H_0 = (s.y / y.y) I`` at the first update
             (N&W eq. 6.20) instead of ``I``.
         history: also return the value and gradient norm at every iteration.
@@ -497,11 +503,14 @@ def _solve(problem: _Problem, x0: jax.Array) -> Solution:
     f0, g0 = problem.value_and_grad(x0)
     gnorm0 = _tree.norm(g0, f0.dtype)
     gtol = jnp.asarray(problem.runtime.tol, gnorm0.dtype) * jnp.maximum(1, gnorm0)
-    state = packed_while_loop(
-        lambda s: s.status == _RUNNING,
-        lambda s: _advance(problem, gtol, _body(problem, s)),
-        _advance(problem, gtol, _initial(problem, x0, f0, g0, gnorm0)),
-    )
+    if isinstance(problem.method, tr.TrustMethod):  # its own iteration: gradxform.trust_region
+        state = tr.run(problem, x0, f0, g0, gnorm0, gtol, Status, _RUNNING)
+    else:
+        state = packed_while_loop(
+            lambda s: s.status == _RUNNING,
+            lambda s: _advance(problem, gtol, _body(problem, s)),
+            _advance(problem, gtol, _initial(problem, x0, f0, g0, gnorm0)),
+        )
     p = state.point
     return Solution(
         params=p.x,
