@@ -194,3 +194,44 @@ def test_block_spectra_are_the_dense_diagonal_blocks(problem):
         assert np.min(np.abs(nodes[:, None] - lam[None, :]), axis=1).max() < 1e-8
     with pytest.raises(ValueError, match="blocks pattern 'conv\\*' must be a pattern matching"):
         H.block_spectra(objective, params, {"conv*": "conv", "*": "rest"})
+
+
+def test_a_nan_batch_on_the_stacked_path_is_reported_with_its_index(problem):
+    """The stacked scan names the first non-finite batch as the streamed pass does."""
+    x, labels, params, _ = problem
+    xs, ys = x[:21].reshape(3, 7, 3).copy(), labels[:21].reshape(3, 7)
+    clean = H.dataset_mean(lambda p, b: batch_loss(p, (b["x"], b["y"])), {"x": xs, "y": ys})
+    np.testing.assert_allclose(clean.value(params), batch_loss(params, (x[:21], labels[:21])))
+    assert clean.report.nonfinite_batch is None
+    poisoned = xs.copy()
+    poisoned[2, 4, 0] = np.nan  # the last of three batches: not batch 0, not the only one
+    objective = H.dataset_mean(
+        lambda p, b: batch_loss(p, (b["x"], b["y"])), {"x": poisoned, "y": ys}
+    )
+    with pytest.warns(RuntimeWarning, match="batch 2 gave a NaN"):
+        est = H.trace(objective, params, num_matvecs=6)
+    assert not bool(est.finite) and est.nonfinite_batch == 2
+    with pytest.warns(RuntimeWarning, match="batch 2 gave a NaN"):
+        objective.value(params)
+    assert objective.report.nonfinite_batch == 2
+
+
+def test_progress_line_reports_each_pass_batches_and_examples(problem, capsys):
+    """progress=True: one line on stderr, rewritten in place, whose last state is the last
+    pass's batch count and example count (the split's 4 batches, 26 examples)."""
+    x, labels, params, _ = problem
+    quiet = H.dataset_mean(batch_loss, split(x, labels))
+    quiet.value(params)
+    assert "dataset_mean: pass" not in capsys.readouterr().err
+    objective = H.dataset_mean(batch_loss, split(x, labels), progress=True)
+    H.trace(objective, params, num_matvecs=6)
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.count("\n") == 1  # one line, closed when the tool returns
+    states = [s for s in err.strip().split("\r") if s]
+    last = states[-1]
+    passes = objective.report.passes
+    assert last.startswith(f"dataset_mean: pass {passes}  batch {len(SIZES)}/{len(SIZES)}  ")
+    assert f"  {N_EXAMPLES} examples  " in last and last.endswith(" s")
+    assert any(s.startswith("dataset_mean: pass 1  batch 4/4") for s in states)
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        H.dataset_mean(batch_loss, split(x, labels), progress="yes")
