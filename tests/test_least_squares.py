@@ -27,15 +27,10 @@ QUICK_GROUPS = {
         "jennrich_sampson",
         "log_trial_nan",
     ),
-    3: ("helical_valley", "bard", "gaussian", "meyer", "gulf", "box3d"),
 }
 SLOW_GROUPS = {
-    4: ("powell_singular", "wood", "kowalik_osborne", "brown_dennis"),
+    3: ("helical_valley", "bard", "gaussian", "meyer", "gulf", "box3d"),
 }
-# Counts not compared: the Jacobian is singular at the solution, the iterates equal
-# MINPACK's to 7 digits for 40 evaluations, and MINPACK then stops by its gtol test
-# because rounding happens to make two residuals exactly zero (ours are ~1e-28).
-ROUNDING_STOPS = ("powell_singular",)
 # Not MGH: residuals NaN for x <= 0, where LM's first trial from x0 = 0.01 lands; the
 # trial must be rejected (the radius shrinks) and the solve still reach x = (2, 3).
 PROBLEMS = {
@@ -103,9 +98,9 @@ def _group_runs(groups):
 
 
 def _assert_bar(runs, names):
-    """Where scipy's lm or trf reaches a published minimum, gx's LM does too, in no more
-    residual or Jacobian evaluations than the best of them (MINPACK's counts exactly
-    where both take MINPACK's steps)."""
+    """Where scipy's lm or trf reaches a published minimum, gx's LM does too, with no more
+    residual or Jacobian evaluations than the costlier of those that reached it, and
+    within two of MINPACK's (scipy lm's) own counts: it takes MINPACK's steps."""
     for name in filter(BY_NAME.__contains__, names):
         p = BY_NAME[name]
         f, nfev, njev, status = runs[name, "gx"]
@@ -114,12 +109,12 @@ def _assert_bar(runs, names):
         if reached:
             assert _published(f, p), (name, f, refs)
             assert status == gx.Status.SUCCESS, name
-        if reached and name not in ROUNDING_STOPS:
+        if reached:
             assert nfev <= max(r[1] for r in reached), (name, nfev, refs)
             assert njev <= max(r[2] for r in reached), (name, njev, refs)
         lm_f, lm_nfev, lm_njev = runs[name, "lm"]
         # MINPACK's iteration: the same counts, to a step or two
-        if _published(lm_f, p) and name not in ROUNDING_STOPS:
+        if _published(lm_f, p):
             assert abs(nfev - lm_nfev) <= 2 and abs(njev - lm_njev) <= 2, (name, nfev, lm_nfev)
 
 
@@ -140,8 +135,10 @@ def test_a_nonfinite_trial_is_rejected(quick_runs):
 
 
 @pytest.mark.slow
-def test_lm_bar_on_the_four_variable_problems():
-    _assert_bar(_group_runs(SLOW_GROUPS), SLOW_GROUPS[4])
+def test_lm_bar_on_the_three_variable_problems():
+    runs = _group_runs(SLOW_GROUPS)
+    for names in SLOW_GROUPS.values():
+        _assert_bar(runs, names)
 
 
 TRACES = []
@@ -164,29 +161,29 @@ def _linear_batch():
     return np.stack([a, a, a, deficient, a, a]), b, np.array([500] * 5 + [1])
 
 
-@pytest.fixture(scope="module", params=["lm", "gauss-newton"])
-def method(request):
-    return request.param
-
-
-@pytest.fixture(scope="module", params=["dense", "matvec"])
-def linear_runs(method, request):
+@pytest.fixture(
+    scope="module",
+    params=[("lm", "dense"), ("lm", "matvec"), ("gauss-newton", "matvec")],
+    ids=["lm-dense", "lm-matvec", "gauss-newton-matvec"],
+)
+def linear_runs(request):
+    method, jacobian = request.param
     a, b, max_nfev = _linear_batch()
     with jax.enable_x64(True):
         solve = jax.vmap(
             lambda a, b, k: gx.least_squares(
-                _linear, jnp.zeros(5), method, args=(a, b), jacobian=request.param, max_nfev=k
+                _linear, jnp.zeros(5), method, args=(a, b), jacobian=jacobian, max_nfev=k
             )
         )
         sol = jax.tree.map(np.asarray, solve(a, b, max_nfev))
         traces = len(TRACES)
-        again = solve(a[:1], b[:1] + 1.0, max_nfev[:1])  # new data and batch size
-        assert again.success.all() and len(TRACES) == traces, "retraced for new data"
-    return sol, a, b, request.param
+        again = solve(a, b + 1.0, max_nfev)  # new data: no new trace
+        assert again.success[:4].all() and len(TRACES) == traces, "retraced for new data"
+    return sol, a, b, method
 
 
-def test_linear_least_squares_equal_numpy_lstsq(linear_runs, method):
-    sol, a, b, jacobian = linear_runs
+def test_linear_least_squares_equal_numpy_lstsq(linear_runs):
+    sol, a, b, method = linear_runs
     for i in range(4):
         assert sol.status[i] == gx.Status.SUCCESS
         want, *_ = np.linalg.lstsq(a[i], b[i], rcond=None)
@@ -196,9 +193,8 @@ def test_linear_least_squares_equal_numpy_lstsq(linear_runs, method):
         np.testing.assert_allclose(sol.grad_norm[i], np.linalg.norm(a[i].T @ r), atol=1e-9)
         if i < 3:  # full rank: the unique minimiser
             np.testing.assert_allclose(sol.params[i], want, rtol=1e-6, atol=1e-8)
-    if method == "gauss-newton":  # rank-deficient: one step from 0 to the least-norm point
-        d = np.linalg.norm(a[3], axis=0) if jacobian == "dense" else np.ones(5)  # |D x| least
-        want = np.linalg.pinv(a[3] / d) @ b[3] / d
+    if method == "gauss-newton":  # rank-deficient: CG from 0 ends at the least-norm point
+        want = np.linalg.pinv(a[3]) @ b[3]
         np.testing.assert_allclose(sol.params[3], want, rtol=1e-5, atol=1e-7)
 
 
@@ -210,15 +206,26 @@ def test_statuses_on_the_linear_batch(linear_runs):
     assert "not finite" in gx.Solution(*[f[4] for f in sol[:-1]], None).message
 
 
-def test_a_direction_that_is_not_a_descent_fails_the_search(x64):
-    @jax.custom_jvp
-    def wrong(x):
-        return x
+@jax.custom_jvp
+def _signed_identity(x, sign):
+    return x
 
-    wrong.defjvp(lambda primals, tangents: (primals[0], -tangents[0]))  # J = -I: ascent
-    bad = gx.least_squares(wrong, jnp.ones(2), "gauss-newton", jacobian="dense")
+
+_signed_identity.defjvp(lambda primals, tangents: (primals[0], primals[1] * tangents[0]))
+
+
+def test_gauss_newton_steps_and_a_direction_that_is_not_a_descent_fails_the_search(x64):
+    def solve(sign):  # r(x) = x with the derivative sign * I
+        x0 = jnp.array([1.0, -2.0])
+        return gx.least_squares(_signed_identity, x0, "gauss-newton", args=(sign,))
+
+    good = solve(jnp.array(1.0))  # the exact Gauss-Newton step lands on 0
+    assert good.status == gx.Status.SUCCESS and int(good.num_grad_evals) <= 2
+    np.testing.assert_allclose(good.params, 0.0, atol=1e-12)
+    bad = solve(jnp.array(-1.0))  # the "Gauss-Newton direction" of J = -I ascends
     assert bad.status == gx.Status.LINESEARCH_FAILED
-    np.testing.assert_array_equal(bad.params, np.ones(2))
+    np.testing.assert_array_equal(bad.params, [1.0, -2.0])
+    assert int(bad.num_fun_evals) == 1 + 20  # x0, then max_linesearch_steps trials
 
 
 def _exp_residuals(p, t, y):

@@ -94,11 +94,13 @@ def dense_jacobian(residual: Callable[[jax.Array], jax.Array], x: jax.Array, m: 
     return jax.jacrev(residual)(x)
 
 
-def dense_model(jac: jax.Array, r: jax.Array, diag: jax.Array) -> DenseModel:
-    """The SVD of ``J D^-1`` and ``U^T r`` (``D = diag(diag)``, positive)."""
+def dense_model(jac: jax.Array, r: jax.Array, diag: jax.Array, rcond) -> DenseModel:
+    """The SVD of ``J D^-1`` and ``U^T r`` (``D = diag(diag)``, positive).
+
+    Singular values at or below ``rcond * s_max`` count as zero.
+    """
     u, s, vt = jnp.linalg.svd(jac / diag, full_matrices=False)
-    eps = jnp.finfo(jac.dtype).eps
-    kept = s > s[0] * max(jac.shape) * eps
+    kept = s > s[0] * rcond
     full_rank = jnp.all(kept) & (s.size == jac.shape[1])
     return DenseModel(jac, s, vt, u, u.T @ r, kept, full_rank)
 

@@ -160,8 +160,9 @@ def least_squares(
     Gauss-Newton, the step) is at most ``xtol |D x|``; or every column of
     ``J`` makes a cosine of at most ``gtol`` with ``r`` (``|J^T r|_inf <=
     gtol |r|`` on the matrix-free path). ``MAXITER``: ``max_nfev`` residual
-    evaluations (default ``100 n``, scipy's); ``STALLED``: a test holds at
-    machine precision but not at the tolerance asked for; ``NONFINITE``: the
+    evaluations (default ``100 n``, scipy's); tolerances below the working
+    precision's ``eps`` are raised to it (MINPACK's "tolerance too small" stops
+    are successes here, so float32 solves with the defaults succeed); ``NONFINITE``: the
     residuals or the Jacobian at an accepted point are not finite (a
     non-finite trial point is only rejected); ``LINESEARCH_FAILED``:
     Gauss-Newton's search found no decrease.
@@ -363,15 +364,9 @@ def _outer(problem: _Problem, s: _Loop) -> _Loop:
     xnorm = jnp.linalg.norm(diag * s.x)
     delta = jnp.where(start, jnp.where(xnorm > 0, _FACTOR * xnorm, _FACTOR), s.delta)
     gnorm = _gradient_test(g, col_norms, s.fnorm)
-    eps = jnp.finfo(dtype).eps
+    gtol = jnp.maximum(problem.runtime.gtol, jnp.finfo(dtype).eps)
     status = jnp.where(
-        ~finite,
-        Status.NONFINITE,
-        jnp.where(
-            gnorm <= problem.runtime.gtol,
-            Status.SUCCESS,
-            jnp.where(gnorm <= eps, Status.STALLED, _RUNNING),
-        ),
+        ~finite, Status.NONFINITE, jnp.where(gnorm <= gtol, Status.SUCCESS, _RUNNING)
     )
     s = s._replace(
         diag=diag.astype(dtype),
@@ -382,7 +377,8 @@ def _outer(problem: _Problem, s: _Loop) -> _Loop:
         accepted=jnp.array(False),
     )
     if settings.jacobian == "dense":
-        model: Any = steps.dense_model(jac, s.r, s.diag)
+        rcond = max(jac.shape) * float(jnp.finfo(dtype).eps)  # numerical rank, as lstsq
+        model: Any = steps.dense_model(jac, s.r, s.diag, rcond)
     else:
         model = matvec
     trial = _lm_trial if settings.method == "lm" else _gauss_newton_trials
@@ -390,21 +386,17 @@ def _outer(problem: _Problem, s: _Loop) -> _Loop:
 
 
 def _tests(problem: _Problem, s: _Loop, actred, prered, ratio, step_size) -> jax.Array:
-    """MINPACK's convergence tests after a trial (``step_size``: delta, or |D p| for GN)."""
+    """MINPACK's convergence tests after a trial (``step_size``: delta, or |D p| for GN).
+
+    Tolerances below the working precision's ``eps`` are raised to it: MINPACK's
+    "tolerance too small" stops (its ``info`` 6 and 7) are successes here.
+    """
     rt, eps = problem.runtime, jnp.finfo(s.x.dtype).eps
-    ftol_met = (jnp.abs(actred) <= rt.ftol) & (prered <= rt.ftol) & (0.5 * ratio <= 1)
-    xtol_met = step_size <= rt.xtol * s.xnorm
-    f_eps = (jnp.abs(actred) <= eps) & (prered <= eps) & (0.5 * ratio <= 1)
-    x_eps = step_size <= eps * s.xnorm
-    return jnp.where(
-        ftol_met | xtol_met,
-        Status.SUCCESS,
-        jnp.where(
-            s.nfev >= rt.max_nfev,
-            Status.MAXITER,
-            jnp.where(f_eps | x_eps, Status.STALLED, _RUNNING),
-        ),
-    ).astype(jnp.int32)
+    ftol, xtol = jnp.maximum(rt.ftol, eps), jnp.maximum(rt.xtol, eps)
+    ftol_met = (jnp.abs(actred) <= ftol) & (prered <= ftol) & (0.5 * ratio <= 1)
+    xtol_met = step_size <= xtol * s.xnorm
+    limit = jnp.where(s.nfev >= rt.max_nfev, Status.MAXITER, _RUNNING)
+    return jnp.where(ftol_met | xtol_met, Status.SUCCESS, limit).astype(jnp.int32)
 
 
 def _reduction(fnorm, fnorm1):
