@@ -22,7 +22,7 @@ from jax.flatten_util import ravel_pytree
 
 from gradxform import checks, tree
 from gradxform.second_order import _lsq_steps as steps
-from gradxform.second_order import _tree
+from gradxform.second_order import _tree, implicit
 from gradxform.second_order._packed import packed_while_loop
 from gradxform.second_order.minimize import Solution, Status, _check_args
 
@@ -42,6 +42,7 @@ class _Settings(NamedTuple):
     geodesic: bool
     max_cg_steps: int | None
     max_linesearch_steps: int
+    implicit_diff: str = "cg"
 
 
 class _Runtime(NamedTuple):
@@ -130,6 +131,7 @@ def least_squares(
     geodesic: bool = False,
     max_cg_steps: int | None = None,
     max_linesearch_steps: int = 20,
+    implicit_diff: str = "cg",
 ) -> Solution:
     """Minimises ``|r(x)|^2 / 2`` for ``r = residual_fn(x, *args)``, from ``x0``.
 
@@ -193,6 +195,10 @@ def least_squares(
         geodesic: geodesic acceleration (``"lm"`` with a dense Jacobian).
         max_cg_steps: CG products per step on the matrix-free path (default ``n``).
         max_linesearch_steps: Gauss-Newton's evaluations per line search.
+        implicit_diff: how ``jax.grad``/``jacfwd``/``jacrev`` differentiate ``params``
+            with respect to ``args``: the implicit function theorem on ``|r|^2 / 2``
+            (its full Hessian, not ``J^T J``), solved by ``"cg"`` or ``"dense"``, as
+            :func:`~gradxform.minimize`.
 
     Returns:
         A :class:`~gradxform.Solution`: ``value`` is ``|r|^2 / 2`` (scipy's
@@ -224,6 +230,9 @@ def least_squares(
     tree.check_real_floating(x0, "x0")
     args = _check_args(args)
     settings = _check_settings(method, jacobian, geodesic, max_cg_steps, max_linesearch_steps)
+    settings = settings._replace(
+        implicit_diff=checks.choice("implicit_diff", implicit_diff, implicit.METHODS)
+    )
     runtime = _check_runtime(ftol, xtol, gtol, max_nfev, _tree.size(x0))
     return solve(residual_fn, settings, x0, args, runtime)
 
@@ -246,15 +255,17 @@ def solve(residual_fn, settings: _Settings, x0, args: tuple, runtime: _Runtime) 
     Returns:
         The :class:`~gradxform.Solution`.
     """
-    return _solver(residual_fn, settings)(x0, args, runtime)
+    compile_solver = _cached_compile if _hashable(residual_fn) else _compile
+    return compile_solver(residual_fn, settings)(x0, args, runtime)
 
 
-def _solver(residual_fn, settings: _Settings):
+def _hashable(value) -> bool:
+    """Whether ``value`` can key the compiled-solver cache (a closure over arrays cannot)."""
     try:
-        hash(residual_fn)
+        hash(value)
     except TypeError:
-        return _compile(residual_fn, settings)
-    return _cached_compile(residual_fn, settings)
+        return False
+    return True
 
 
 def _check_residuals(residual_fn, x0, args) -> int:
@@ -277,7 +288,7 @@ def _check_residuals(residual_fn, x0, args) -> int:
 def _compile(residual_fn, settings: _Settings):
     """The jitted ``(x0, args, runtime) -> Solution`` of one residual function and settings."""
 
-    def solve_tree(x0_tree, args, runtime: _Runtime):
+    def solve_tree(residual_fn, x0_tree, args, runtime: _Runtime):
         m = _check_residuals(residual_fn, x0_tree, args)
         x0, unravel = _tree.flat_view(x0_tree)
         dtype = x0.dtype
@@ -294,7 +305,8 @@ def _compile(residual_fn, settings: _Settings):
         out = _solve(problem, x0)
         return out._replace(params=unravel(out.params))
 
-    return jax.jit(solve_tree)
+    cost = implicit.half_squared_norm
+    return jax.jit(implicit.differentiable(solve_tree, residual_fn, settings.implicit_diff, cost))
 
 
 _cached_compile = functools.lru_cache(maxsize=64)(_compile)
