@@ -1,12 +1,13 @@
 """LAMB, LARS, Adadelta, Rprop and NAdam with momentum decay, against optax and by hand.
 
 optax is the oracle only: gradxform computes nothing through it. Each optax row runs
-200 steps (one jitted ``lax.scan``) on the shared problem (tests/problems.py, seed 3,
-a mixed tree with a batched 3-D leaf) in float32 and float64, and the params after
-every 20th step must be bitwise equal to optax's: the rows compute optax's expressions
-in optax's order (Adam, then the decay, then ``c ||x|| / (||u|| + eps)`` with
-``jnp.linalg.norm`` of the whole leaf; Adadelta's ``sqrt(E[dx^2] + eps) / sqrt(E[g^2]
-+ eps) * g``; LARS's momentum after the learning rate, as optax's ``trace``). Rprop is
+200 steps (every row of a dtype in one jitted ``lax.scan``) on the shared problem
+(tests/problems.py, seed 3, a mixed tree with a batched 3-D leaf) in float32 and
+float64, and the params after every 20th step must be bitwise equal to optax's: the
+rows compute optax's expressions in optax's order (Adam, then the decay, then
+``c ||x|| / (||u|| + eps)`` with ``jnp.linalg.norm`` of the whole leaf; Adadelta's
+``sqrt(E[dx^2] + eps) / sqrt(E[g^2] + eps) * g``; LARS's momentum after the learning
+rate, as optax's ``trace``). Rprop is
 compared with ``lagged=True``, which reproduces optax 0.2.8's one-step-late output;
 the default (torch's) is pinned by a NumPy loop here and by torch recordings in
 tests/test_torch_parity_more.py. NAdam with momentum decay has no optax counterpart:
@@ -15,6 +16,8 @@ a NumPy loop here and torch recordings there.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +25,8 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import TOLERANCE, assert_sharded_report, problem, sharded_report, trajectory
+from tests.helpers import TOLERANCE, assert_sharded_report, problem, sharded_report
+from tests.trajectories import trajectories
 
 STEPS, EVERY = 200, 20
 SHAPES = {"w": (4, 3), "b": (5,), "batched": (2, 3, 4), "s": ()}
@@ -58,16 +62,20 @@ ROWS = {
 }
 
 
-def _trajectory(tx, dtype, apply):
-    run = trajectory(tx, dtype, STEPS, EVERY, apply, seed=3, shapes=SHAPES)
-    return jax.tree.map(np.asarray, run)
+@functools.cache
+def _optax_rows(dtype):
+    """Every row's two trajectories in one compiled program per dtype (tests/trajectories.py)."""
+    table = {}
+    for name, (make_gx, make_optax) in ROWS.items():
+        table[name, "gx"] = (make_gx(), gx.apply_updates)
+        table[name, "optax"] = (make_optax(), optax.apply_updates)
+    return trajectories(table, dtype, STEPS, EVERY, seed=3, shapes=SHAPES)
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_equals_optax_over_200_steps(name, dtype):
-    make_gx, make_optax = ROWS[name]
-    ours = _trajectory(make_gx(), dtype, gx.apply_updates)
-    theirs = _trajectory(make_optax(), dtype, optax.apply_updates)
+    runs = _optax_rows(dtype)
+    ours, theirs = runs[name, "gx"], runs[name, "optax"]
     start, _ = problem(dtype, 3, STEPS, SHAPES)
     for leaf in SHAPES:
         assert ours[leaf].dtype == np.dtype(dtype)
@@ -295,16 +303,39 @@ OPTIMIZERS = {
 PARAMS = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.array([0.5, -0.25])}
 
 
-def _runner(tx):
-    """One jitted scan of ``tx`` over a vector of step numbers (a compile per dtype)."""
+def _runner(txs):
+    """One jitted scan of each transform of ``txs`` (a tuple, each in its own slot of the
+    carry: one compile for them all) over a vector of step numbers."""
 
     def step(carry, t):
-        x, s = carry
-        g = jax.tree.map(lambda p: (jnp.sin(3.0 * p + t) + 0.5 * p).astype(p.dtype), x)
-        u, s = tx.update(g, s, x)
-        return (gx.apply_updates(x, u), s), None
+        new = []
+        for (x, s), tx in zip(carry, txs):
+            g = jax.tree.map(lambda p: (jnp.sin(3.0 * p + t) + 0.5 * p).astype(p.dtype), x)
+            u, s = tx.update(g, s, x)
+            new.append((gx.apply_updates(x, u), s))
+        return new, None
 
-    return jax.jit(lambda params, state, ts: jax.lax.scan(step, (params, state), ts)[0])
+    run = jax.jit(lambda carry, ts: jax.lax.scan(step, carry, ts)[0])
+    # every call's arguments committed to the one device, as restored checkpoints are (a
+    # call with uncommitted arrays and one with committed arrays compile twice)
+    device = jax.devices()[0]
+    return lambda carry, ts: run(jax.device_put(carry, device), jax.device_put(ts, device))
+
+
+@functools.cache
+def _dtype_runs():
+    """(name, dtype) -> (params after 5 steps, the initial state, the state after them):
+    every optimizer in one program per dtype."""
+    runs, names = {}, sorted(OPTIMIZERS)
+    with jax.enable_x64(True):
+        for dtype in ("bfloat16", "float32", "float64"):
+            params = jax.tree.map(lambda p, d=dtype: p.astype(d), PARAMS)
+            txs = tuple(OPTIMIZERS[name]() for name in names)
+            states = [tx.init(params) for tx in txs]
+            out = _runner(txs)([(params, s) for s in states], jnp.arange(5.0, dtype=dtype))
+            for name, state, (x, new_state) in zip(names, states, out):
+                runs[name, dtype] = (x, state, new_state)
+    return runs
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
@@ -314,10 +345,7 @@ def test_dtype_rows(name):
     runs = {}
     with jax.enable_x64(True):
         for dtype in ("bfloat16", "float32", "float64"):
-            params = jax.tree.map(lambda p, d=dtype: p.astype(d), PARAMS)
-            tx = OPTIMIZERS[name]()
-            state = tx.init(params)
-            x, new_state = _runner(tx)(params, state, jnp.arange(5.0, dtype=dtype))
+            x, state, new_state = _dtype_runs()[name, dtype]
             assert all(a.dtype == jnp.dtype(dtype) for a in jax.tree.leaves(x)), dtype
             dtypes = jax.tree.map(lambda a: a.dtype, new_state)
             assert dtypes == jax.tree.map(lambda a: a.dtype, state), dtype
@@ -335,21 +363,36 @@ def _bitwise(a, b):
         assert x.dtype == y.dtype and np.array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """Every optimizer (one program for them all): 10 steps, save, 10 more; restored from
+    the files into a fresh template, the same 10 steps. name -> (restored params, the
+    straight run's (params, state), the restored run's)."""
+    names, directory = sorted(OPTIMIZERS), tmp_path_factory.mktemp("resume")
+    txs = tuple(OPTIMIZERS[name]() for name in names)
+    run = _runner(txs)
+    first, then = jnp.arange(10.0), jnp.arange(10.0, 20.0)
+    saved = run([(PARAMS, tx.init(PARAMS)) for tx in txs], first)
+    for name, (params, state) in zip(names, saved):
+        gx.checkpoint.save(directory / f"{name}_params.npz", params)
+        gx.checkpoint.save(directory / f"{name}_state.npz", state)
+    want = run(saved, then)
+    restored = []
+    for name in names:
+        template = OPTIMIZERS[name]().init(PARAMS)
+        params = gx.checkpoint.restore(directory / f"{name}_params.npz", like=PARAMS)
+        state = gx.checkpoint.restore(directory / f"{name}_state.npz", like=template)
+        restored.append((params, state))
+    got = run(restored, then)
+    return {name: (restored[i][0], want[i], got[i]) for i, name in enumerate(names)}
+
+
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_resume_from_checkpoint_is_bitwise(name, tmp_path):
+def test_resume_from_checkpoint_is_bitwise(name, resumed):
     """10 steps, save, 10 more; restored from the files into a fresh template, the same
     10 steps give the same bits (Rprop's step sizes and NAdam's product included)."""
-    tx = OPTIMIZERS[name]()
-    run = _runner(tx)
-    first, then = jnp.arange(10.0), jnp.arange(10.0, 20.0)
-    params, state = run(PARAMS, tx.init(PARAMS), first)
-    gx.checkpoint.save(tmp_path / "params.npz", params)
-    gx.checkpoint.save(tmp_path / "state.npz", state)
-    want = run(params, state, then)
-    template = OPTIMIZERS[name]().init(PARAMS)
-    params = gx.checkpoint.restore(tmp_path / "params.npz", like=PARAMS)
-    state = gx.checkpoint.restore(tmp_path / "state.npz", like=template)
-    _bitwise(run(params, state, then), want)
+    params, want, got = resumed[name]
+    _bitwise(tuple(got), tuple(want))
     assert not np.array_equal(np.asarray(want[0]["w"]), np.asarray(params["w"]))  # it moved
 
 
