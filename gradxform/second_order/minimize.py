@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradxform import checks, curvature, tree
-from gradxform.second_order import _tree, iteration
+from gradxform.second_order import _tree, implicit, iteration
 from gradxform.second_order import methods as meth
 from gradxform.second_order import trust_region as tr
 from gradxform.second_order._packed import packed_while_loop
@@ -41,7 +41,7 @@ from gradxform.second_order.linesearch import Point, ZoomLinesearch
 
 __all__ = ["History", "Solution", "Status", "minimize"]
 
-METHODS = {
+METHODS: dict[str, Any] = {  # name -> settings -> meth.Method or tr.TrustMethod
     "lbfgs": lambda s: meth.lbfgs_method(s.memory_size),
     "bfgs": lambda s: meth.bfgs_method(s.initial_scaling),
     "newton": lambda s: meth.newton_method(),
@@ -228,6 +228,7 @@ class _Settings(NamedTuple):
     initial_scaling: bool
     history_length: int  # maxiter + 1 with history=True (the buffers' shape), else 0
     float64_accumulation: bool
+    implicit_diff: str
 
 
 class _Runtime(NamedTuple):
@@ -305,7 +306,7 @@ def _check_runtime(tol, maxiter, c1, c2, history: bool) -> _Runtime:
 
 def _check_settings(*args) -> tuple[_Settings, _Runtime]:
     """The checked settings of ``minimize``'s scalar arguments (see ``_settings``)."""
-    method, tol, maxiter, memory_size, c1, c2, steps, cg_steps, *flags, x64 = args
+    method, tol, maxiter, memory_size, c1, c2, steps, cg_steps, implicit_diff, *flags, x64 = args
     checks.choice("method", method, tuple(METHODS))
     history, float64_accumulation, initial_scaling = (
         checks.boolean(name, value)
@@ -328,6 +329,7 @@ def _check_settings(*args) -> tuple[_Settings, _Runtime]:
         initial_scaling=initial_scaling,
         history_length=runtime.maxiter + 1 if history else 0,
         float64_accumulation=float64_accumulation,
+        implicit_diff=checks.choice("implicit_diff", implicit_diff, implicit.METHODS),
     )
     with jax.ensure_compile_time_eval():  # arrays even inside jit: the cache holds no tracer
         arrays = (v if isinstance(v, jax.core.Tracer) else jnp.asarray(v) for v in runtime)
@@ -373,6 +375,7 @@ def minimize(
     initial_scaling: bool = False,
     history: bool = False,
     float64_accumulation: bool = False,
+    implicit_diff: str = "cg",
 ) -> Solution:
     """Minimizes ``fun(params, *args) -> scalar`` from ``x0`` (any pytree of float arrays).
 
@@ -423,6 +426,11 @@ def minimize(
             This is scipy's arrangement, which keeps its whole state in
             float64: with float32 objectives it stops rounding errors in the
             O(n^2) model from steering the iterates.
+        implicit_diff: how ``jax.grad``, ``jax.jacfwd`` and ``jax.jacrev`` differentiate
+            ``params`` with respect to ``args``: by the implicit function theorem, a solve
+            with the Hessian at the solution by ``"cg"`` (conjugate gradients on
+            Hessian-vector products) or ``"dense"`` (small n); see
+            :mod:`~gradxform.second_order.implicit`.
 
     Returns:
         A :class:`Solution`.
@@ -449,7 +457,7 @@ def minimize(
     args = _check_args(args)
     options = (method, tol, maxiter, memory_size, c1, c2, max_linesearch_steps, max_cg_steps)
     flags = (history, float64_accumulation, initial_scaling, jax.config.read("jax_enable_x64"))
-    settings, runtime = _settings(*options, *flags)
+    settings, runtime = _settings(*options, implicit_diff, *flags)
     return _solver(fun, settings)(x0, args, runtime)
 
 
@@ -469,7 +477,7 @@ def _compile(fun, settings: _Settings):
     is checked then, before anything is compiled.
     """
 
-    def solve_tree(x0_tree, args, runtime: _Runtime):
+    def solve_tree(fun, x0_tree, args, runtime: _Runtime):
         def fun_of_params(params):
             return fun(params, *args)
 
@@ -478,7 +486,7 @@ def _compile(fun, settings: _Settings):
         out = _solve(_problem(lambda v: fun_of_params(unravel(v)), x0_tree, settings, runtime), x0)
         return out._replace(params=unravel(out.params))
 
-    return jax.jit(solve_tree)
+    return jax.jit(implicit.differentiable(solve_tree, fun, settings.implicit_diff))
 
 
 _cached_compile = functools.lru_cache(maxsize=64)(_compile)
