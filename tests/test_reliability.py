@@ -214,23 +214,36 @@ def test_optax_apply_if_finite_agrees_on_the_counts():
     assert int(s_ours.total_skipped) == int(s_theirs.total_notfinite) == 3
 
 
+def poisoned(x, below):
+    """sum(x^2), NaN (value, gradient and Hessian) where sum(x) < below."""
+    return jnp.sum(x**2) * jnp.where(jnp.sum(x) < below, jnp.nan, 1.0)
+
+
+@jax.jit
+def spectral_tools(below):
+    """hessian_eigenpairs and trace of ``poisoned`` at ones(4): one compilation serves the
+    NaN case (below = 10) and the finite one (below = -inf), ``below`` being an argument."""
+    f = functools.partial(poisoned, below=below)
+    x0 = jnp.ones(4)
+    return gx.hessian.hessian_eigenpairs(f, x0, k=2), gx.hessian.trace(f, x0)
+
+
 @SLOW
 def test_minimize_and_hessian_tools_report_non_finite_values():
-    def nan_objective(x):
-        return jnp.sum(x**2) * jnp.where(jnp.sum(x) < 10, jnp.nan, 1.0)
-
+    nan_objective = functools.partial(poisoned, below=10.0)
     x0 = jnp.ones(4)
     sol = gx.minimize(nan_objective, x0)
     assert int(sol.status) == gx.Status.NONFINITE and not sol.success
-    pairs = gx.hessian.hessian_eigenpairs(nan_objective, x0, k=2)
+    pairs, trace = spectral_tools(10.0)
     assert not bool(pairs.finite) and not bool(jnp.any(pairs.converged))
-    assert not bool(gx.hessian.trace(nan_objective, x0).finite)
+    assert not bool(trace.finite)
     for method in ("dense", "lanczos"):
         verdict = gx.hessian.classify_critical_point(nan_objective, x0, method=method).verdict
         assert verdict == "not_finite", method
     # and the finite case says so
-    assert bool(gx.hessian.hessian_eigenpairs(quadratic, x0, k=2).finite)
-    assert bool(gx.hessian.trace(quadratic, x0).finite)
+    pairs, trace = spectral_tools(-np.inf)
+    assert bool(pairs.finite) and bool(trace.finite)
+    assert spectral_tools._cache_size() == 1
 
 
 # --- dtype policy -----------------------------------------------------------------------------
