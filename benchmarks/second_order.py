@@ -14,6 +14,15 @@ box's speed drifts; interleaving gives every solver the same conditions). Writes
 
     python benchmarks/second_order.py            # the standard table (a few minutes on 2 cores)
     python benchmarks/second_order.py --quick    # small problems only
+
+The Moré-Garbow-Hillstrom set (tests/mgh.py, 35 problems, n <= 12), one row per problem
+and solver (``MGH_SOLVERS``: gx trust-exact, trust-ncg, newton, bfgs, lbfgs and scipy's
+trust-exact, trust-ncg, BFGS, L-BFGS-B; other solvers append theirs there), single
+thread, warm compiled times (min of repeats); writes ``benchmarks/results/mgh.{json,md}``:
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+    python benchmarks/second_order.py --mgh [--problems biggs_exp6,osborne1]
 """
 
 from __future__ import annotations
@@ -433,9 +442,176 @@ def bar_lines(rows):
     return out
 
 
+# --- the Moré-Garbow-Hillstrom table ---------------------------------------------------
+
+
+def mgh_gx(method):
+    """A gx.minimize row: ``(fun, x0, gtol_relative, maxiter) -> record``."""
+
+    def run(fun, x0, maxiter):
+        def call():
+            return gx.minimize(fun, x0, method=method, tol=TOL, maxiter=maxiter)
+
+        sol = call()
+        return dict(
+            success=bool(sol.success),
+            x=np.asarray(sol.params),
+            iterations=int(sol.iterations),
+            f_evals=int(sol.num_fun_evals),
+            g_evals=int(sol.num_grad_evals),
+            h_evals=int(sol.num_hess_evals) + int(sol.num_hvp_evals),
+            call=lambda: jax.block_until_ready(call().params),
+        )
+
+    return run
+
+
+def mgh_scipy(method):
+    """A scipy.optimize.minimize row with jitted JAX derivatives (same stopping target)."""
+
+    def run(fun, x0, maxiter):
+        value_and_grad = jax.jit(jax.value_and_grad(fun))
+        hess = jax.jit(jax.hessian(fun))
+        hvp = jax.jit(lambda x, v: jax.jvp(jax.grad(fun), (x,), (v,))[1])
+        x0 = np.asarray(x0)
+        target = TOL * max(1.0, float(np.linalg.norm(value_and_grad(x0)[1])))
+        kwargs = {"jac": True, "method": method, "options": {"maxiter": maxiter, "gtol": target}}
+        if method == "trust-exact":
+            kwargs["hess"] = lambda x: np.asarray(hess(x))
+        elif method == "trust-ncg":
+            kwargs["hessp"] = lambda x, v: np.asarray(hvp(x, v))
+        elif method == "BFGS":
+            kwargs["options"]["norm"] = 2
+        else:  # L-BFGS-B: an infinity-norm test; the 2-norm target / sqrt(n) implies it
+            kwargs["options"] = {"maxiter": maxiter, "gtol": target / np.sqrt(x0.size), "ftol": 0}
+
+        def call():
+            return scipy.optimize.minimize(
+                lambda x: tuple(np.asarray(v) for v in value_and_grad(x)), x0, **kwargs
+            )
+
+        res = call()
+        return dict(
+            success=bool(res.success),
+            x=np.asarray(res.x),
+            iterations=int(res.nit),
+            f_evals=int(res.nfev),
+            g_evals=int(res.get("njev", res.nfev)),
+            h_evals=int(res.get("nhev", 0)),
+            call=call,
+        )
+
+    return run
+
+
+# Rows of the MGH table: (name, run). Least squares and L-BFGS-B add theirs here.
+MGH_SOLVERS = [
+    ("gx trust-exact", mgh_gx("trust-exact")),
+    ("gx trust-ncg", mgh_gx("trust-ncg")),
+    ("gx newton", mgh_gx("newton")),
+    ("gx bfgs", mgh_gx("bfgs")),
+    ("gx lbfgs", mgh_gx("lbfgs")),
+    ("scipy trust-exact", mgh_scipy("trust-exact")),
+    ("scipy trust-ncg", mgh_scipy("trust-ncg")),
+    ("scipy BFGS", mgh_scipy("BFGS")),
+    ("scipy L-BFGS-B", mgh_scipy("L-BFGS-B")),
+]
+
+
+def mgh_table(args) -> list[str]:
+    """Runs ``MGH_SOLVERS`` on tests/mgh.py; returns the markdown table."""
+    from tests.mgh import PROBLEMS, objective
+
+    wanted = set(filter(None, args.problems.split(",")))
+    names = set(filter(None, args.solvers.split(",")))
+    rows = []
+    for p in PROBLEMS:
+        if wanted and p.name not in wanted:
+            continue
+        fun, x0 = objective(p), jnp.asarray(p.x0)
+        target = TOL * max(1.0, float(jnp.linalg.norm(jax.grad(fun)(x0))))
+        for sname, run in MGH_SOLVERS:
+            if names and sname not in names:
+                continue
+            try:
+                rec = run(fun, x0, args.maxiter)
+            except Exception as err:  # a crash is a row
+                rows.append(dict(problem=p.name, n=p.n, solver=sname, error=repr(err)[:120]))
+                continue
+            call = rec.pop("call")
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - start)
+            x = jnp.asarray(rec.pop("x"))
+            value = float(fun(x))
+            known = (p.f_min, *p.f_other)
+            rows.append(
+                dict(
+                    problem=p.name,
+                    n=p.n,
+                    solver=sname,
+                    converged=bool(float(jnp.linalg.norm(jax.grad(fun)(x))) <= target),
+                    value=value,
+                    at_known_minimum=any(abs(value - v) <= 1e-4 * abs(v) + 1e-8 for v in known),
+                    run_s=min(times),
+                    **rec,
+                )
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    lines = [
+        "| problem | n | solver | converged | f | iterations | f evals | g evals | H evals | run ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(
+                f"| {r['problem']} | {r['n']} | {r['solver']} | error: {r['error']} |||||||"
+            )
+            continue
+        conv = ("yes" if r["converged"] else "NO") + ("" if r["at_known_minimum"] else " (other f)")
+        lines.append(
+            f"| {r['problem']} | {r['n']} | {r['solver']} | {conv} | {r['value']:.6g} | "
+            f"{r['iterations']} | {r['f_evals']} | {r['g_evals']} | {r['h_evals']} | "
+            f"{1e3 * r['run_s']:.3f} |"
+        )
+    lines += ["", *mgh_bar(rows)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "mgh.json").write_text(json.dumps(rows, indent=1))
+    (args.out / "mgh.md").write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def mgh_bar(rows) -> list[str]:
+    """Issue #20's trust-region bar: where scipy trust-exact converges, gx trust-exact
+    converges in <= 1.05x its iterations and >= 10x faster (n <= 100)."""
+    by = {(r["problem"], r["solver"]): r for r in rows if "error" not in r}
+    out = []
+    for (problem, solver), ref in by.items():
+        if solver != "scipy trust-exact" or not ref["converged"]:
+            continue
+        ours = by.get((problem, "gx trust-exact"))
+        if ours is None:
+            continue
+        ok = (
+            ours["converged"]
+            and ours["iterations"] <= 1.05 * ref["iterations"]
+            and ref["run_s"] >= 10 * ours["run_s"]
+        )
+        out.append(
+            f"- {problem}: {'meets' if ok else 'MISSES'} the bar (iterations {ours['iterations']} "
+            f"vs {ref['iterations']}, {ref['run_s'] / ours['run_s']:.1f}x faster, "
+            f"converged {ours['converged']})"
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--mgh", action="store_true", help="the Moré-Garbow-Hillstrom table")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (--mgh)")
     parser.add_argument("--dtypes", default="float64,float32")
     parser.add_argument("--maxiter", type=int, default=2000)
     parser.add_argument(
@@ -446,6 +622,9 @@ def main() -> None:
     )
     parser.add_argument("--solvers", default="", help="comma-separated solver names (default all)")
     args = parser.parse_args()
+    if args.mgh:
+        print("\n".join(mgh_table(args)))
+        return
     wanted_problems = set(filter(None, args.problems.split(",")))
     wanted_solvers = set(filter(None, args.solvers.split(",")))
     rows = []

@@ -81,7 +81,7 @@ from gradxform.optimizers_more import (
 )
 from gradxform.optimizers_schedule_free import schedule_free_adamw, schedule_free_sgd
 from gradxform.optimizers_sophia import sophia
-from gradxform.second_order.aliases import bfgs, lbfgs, newton, newton_cg
+from gradxform.second_order.aliases import bfgs, lbfgs, newton, newton_cg, trust_exact, trust_ncg
 from gradxform.second_order.linesearch import (
     ScaleByLinesearchState,
     ZoomLinesearch,
@@ -92,10 +92,12 @@ from gradxform.second_order.least_squares import least_squares
 from gradxform.second_order.minimize import History, Solution, Status, minimize
 from gradxform.second_order.transforms import (
     SecondOrderState,
+    TrustRegionState,
     scale_by_bfgs,
     scale_by_lbfgs,
     scale_by_newton,
     scale_by_newton_cg,
+    scale_by_trust_region,
 )
 from gradxform.transforms.accumulate import AccumulateState, accumulate, has_updated
 from gradxform.transforms.adam_variants import (
@@ -339,6 +341,7 @@ __all__ = [
     "History",
     "ScaleByLinesearchState",
     "SecondOrderState",
+    "TrustRegionState",
     "ZoomLinesearch",
     "Solution",
     "Status",
@@ -348,11 +351,14 @@ __all__ = [
     "minimize",
     "newton",
     "newton_cg",
+    "trust_exact",
+    "trust_ncg",
     "scale_by_backtracking_linesearch",
     "scale_by_bfgs",
     "scale_by_lbfgs",
     "scale_by_newton",
     "scale_by_newton_cg",
+    "scale_by_trust_region",
     "scale_by_zoom_linesearch",
     "AccumulateSquaresState",
     "AddDecayedWeightsState",

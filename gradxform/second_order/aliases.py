@@ -22,10 +22,11 @@ from gradxform.second_order.transforms import (
     scale_by_lbfgs,
     scale_by_newton,
     scale_by_newton_cg,
+    scale_by_trust_region,
 )
 from gradxform.transforms.scaling import scale_by_learning_rate
 
-__all__ = ["bfgs", "lbfgs", "newton", "newton_cg"]
+__all__ = ["bfgs", "lbfgs", "newton", "newton_cg", "trust_exact", "trust_ncg"]
 
 
 def lbfgs(
@@ -195,4 +196,79 @@ def newton_cg(
         [2.0, -1.0]
     """
     transform = scale_by_newton_cg(max_cg_steps, linesearch=linesearch)
+    return chain(transform, scale_by_learning_rate(1.0))
+
+
+def trust_exact(
+    *, eta: float = 0.15, initial_radius: float = 1.0, max_radius: float = 1000.0
+) -> GradientTransformationExtraArgs:
+    """Trust-region Newton with the exact (Moré-Sorensen) subproblem: ``x <- x + p``.
+
+    ``p`` minimises ``g.p + p.H p / 2`` over ``|p| <= radius`` with the dense
+    Hessian of ``value_fn`` (:func:`~gradxform.second_order.trust_subproblem.exact_subproblem`,
+    hard case included); ``f(x + p)`` is evaluated once per update and the step
+    kept when ``(f(x) - f(x + p)) / (m(0) - m(p)) > eta``. The radius shrinks to a
+    quarter below ratio 1/4 and doubles (to ``max_radius``) above 3/4 on the
+    boundary (scipy's rule). A rejected update returns zeros and a smaller radius.
+
+    Composition: ``chain(scale_by_trust_region("exact", ...), scale_by_learning_rate(1.0))``.
+
+    Args:
+        eta: acceptance threshold (``0 <= eta < 0.25``).
+        initial_radius: the first radius (> 0).
+        max_radius: the largest radius.
+
+    Returns:
+        The optimizer (real params only); ``update`` as for :func:`lbfgs`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, gradxform as gx
+        >>> loss = lambda p: (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2
+        >>> opt, x = gx.trust_exact(), jnp.array([-1.2, 1.0])
+        >>> state = opt.init(x)
+        >>> @jax.jit
+        ... def step(x, state):
+        ...     value, grad = jax.value_and_grad(loss)(x)
+        ...     updates, state = opt.update(grad, state, x, value=value, value_fn=loss)
+        ...     return gx.apply_updates(x, updates), state
+        >>> for _ in range(40):
+        ...     x, state = step(x, state)
+        >>> [round(float(v), 4) for v in x]
+        [1.0, 1.0]
+    """
+    transform = scale_by_trust_region(
+        "exact", eta=eta, initial_radius=initial_radius, max_radius=max_radius
+    )
+    return chain(transform, scale_by_learning_rate(1.0))
+
+
+def trust_ncg(
+    max_cg_steps: int = 50,
+    *,
+    eta: float = 0.15,
+    initial_radius: float = 1.0,
+    max_radius: float = 1000.0,
+) -> GradientTransformationExtraArgs:
+    """Trust-region Newton-CG (Steihaug-Toint): ``x <- x + p`` from truncated CG in the region.
+
+    As :func:`trust_exact`, with ``p`` from CG on Hessian-vector products of
+    ``value_fn`` (no Hessian formed): CG stops at the residual tolerance
+    ``min(0.5, sqrt|g|) |g|``, at the boundary, or at negative curvature, which it
+    follows to the boundary (:func:`~gradxform.second_order.trust_subproblem.steihaug_subproblem`).
+
+    Composition: ``chain(scale_by_trust_region("ncg", ...), scale_by_learning_rate(1.0))``.
+
+    Args:
+        max_cg_steps: the most Hessian-vector products per update (>= 1).
+        eta: acceptance threshold (``0 <= eta < 0.25``).
+        initial_radius: the first radius (> 0).
+        max_radius: the largest radius.
+
+    Returns:
+        The optimizer (real params only); ``update`` as for :func:`lbfgs`.
+    """
+    transform = scale_by_trust_region(
+        "ncg", eta=eta, initial_radius=initial_radius, max_radius=max_radius,
+        max_cg_steps=max_cg_steps,
+    )  # fmt: skip
     return chain(transform, scale_by_learning_rate(1.0))

@@ -30,6 +30,7 @@ from gradxform.base import GradientTransformationExtraArgs
 from gradxform.hyperparams import Hyperparams, HyperparamState
 from gradxform.second_order import _tree, iteration
 from gradxform.second_order import methods as meth
+from gradxform.second_order import trust_region as tr
 from gradxform.second_order.linesearch import Point, ZoomLinesearch
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "scale_by_lbfgs",
     "scale_by_newton",
     "scale_by_newton_cg",
+    "scale_by_trust_region",
+    "TrustRegionState",
 ]
 
 
@@ -218,3 +221,97 @@ def scale_by_newton_cg(
     """
     method = meth.newton_cg_method(checks.integer("max_cg_steps", max_cg_steps, minimum=1))
     return _method_transform(method, "scale_by_newton_cg", linesearch, real_only=True)
+
+
+class TrustRegionState(NamedTuple):
+    """State of :func:`scale_by_trust_region`.
+
+    Attributes:
+        radius: the trust radius for the next update.
+        value: the objective at the latest trial point (inf before the first update).
+        grad: its gradient there, shaped like the params.
+        hyperparams: ``eta`` and ``max_radius``.
+    """
+
+    radius: jax.Array
+    value: jax.Array
+    grad: Any
+    hyperparams: HyperparamState
+
+
+def scale_by_trust_region(
+    method: str = "exact",
+    *,
+    eta: float = 0.15,
+    initial_radius: float = 1.0,
+    max_radius: float = 1000.0,
+    max_cg_steps: int = 50,
+) -> GradientTransformationExtraArgs:
+    """``u <- -p`` if the trial ``params + p`` is accepted, else 0: one trust-region iteration.
+
+    At ``params`` the subproblem ``min g.p + p.H p / 2, |p| <= radius`` is solved
+    (``method="exact"``: Moré-Sorensen on the dense Hessian of ``value_fn``;
+    ``"ncg"``: Steihaug-Toint CG on its Hessian-vector products), ``value_fn`` is
+    evaluated once at ``params + p`` (the trial value reaches the transform this
+    way: ``update`` calls ``value_fn``), and the step is accepted when the actual
+    decrease is more than ``eta`` times the predicted one; the radius follows
+    scipy's rule (:func:`~gradxform.second_order.trust_region.radius_update`). This
+    is :func:`~gradxform.second_order.trust_region.trial_step`, the iteration
+    ``minimize(method="trust-exact" | "trust-ncg")`` runs (which, unlike the
+    transform, reuses the curvature at a point while the radius shrinks there).
+    ``update`` takes ``value_fn`` (and the extra arguments it names) and
+    ``value`` as the line-search transforms do. Real params only.
+
+    Args:
+        method: ``"exact"`` or ``"ncg"``.
+        eta: acceptance threshold on actual over predicted decrease (``0 <= eta < 0.25``).
+        initial_radius: the first radius (> 0).
+        max_radius: the largest radius (>= ``initial_radius``).
+        max_cg_steps: ``"ncg"``'s most Hessian-vector products per update.
+
+    Returns:
+        The transform; its state is a :class:`TrustRegionState`.
+    """
+    checks.choice("method", method, ("exact", "ncg"))
+    eta = checks.real("eta", eta, lower=0, upper=0.25, upper_open=True)
+    initial_radius = checks.real("initial_radius", initial_radius, lower=0, lower_open=True)
+    max_radius = checks.real("max_radius", max_radius, lower=initial_radius)
+    max_cg_steps = checks.integer("max_cg_steps", max_cg_steps, minimum=1)
+    trust = tr.exact_method() if method == "exact" else tr.ncg_method(max_cg_steps)
+    hp = Hyperparams(eta=eta, max_radius=max_radius)
+    name = "scale_by_trust_region"
+
+    def init_fn(params):
+        tree.check_real_floating(params, "params")
+        dtype = _tree.scalar_dtype(params)
+        return TrustRegionState(
+            radius=jnp.full([], initial_radius, dtype),
+            value=jnp.full([], jnp.inf, dtype),
+            grad=_tree.zeros(params),
+            hyperparams=hp.init(_tree.dtype_proxy(params)),
+        )
+
+    def update_fn(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
+        del grad  # the gradient is `updates`
+        objective, evaluate, dtype = _tree.evaluation(value_fn, extra, params, name)
+        values, hyper = hp.step(state.hyperparams)
+        x, unravel = _tree.flat_view(params)
+        g = _tree.flat_view(_tree.cast(updates, params))[0]
+        f = evaluate(params)[0] if value is None else jnp.asarray(value).astype(dtype)
+
+        def flat_objective(v):
+            return objective(unravel(v))
+
+        model = trust.curvature(flat_objective, x).model
+        rules = tr.TrustRegion(values["eta"], initial_radius, values["max_radius"])
+        flat_vg = _tree.value_and_grad(flat_objective, dtype)
+        t = tr.trial_step(
+            trust, flat_objective, flat_vg, Point(x, f, g), model, state.radius, rules
+        )
+        taken = jnp.where(t.accepted, t.step, jnp.zeros_like(t.step))
+        new_state = TrustRegionState(
+            radius=t.radius, value=t.trial.value, grad=unravel(t.trial.grad), hyperparams=hyper
+        )
+        return _tree.neg(unravel(taken)), new_state
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
