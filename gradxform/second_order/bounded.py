@@ -319,18 +319,9 @@ def _solve(problem: _Problem, x0) -> Solution:
         lambda s: s.status == _RUNNING, lambda s: _body(problem, s), _initial(problem, x0)
     )
     zero = jnp.zeros([], jnp.int32)
-    return Solution(
-        params=s.x,
-        value=s.f,
-        grad_norm=s.pgnorm,
-        iterations=s.k,
-        num_fun_evals=s.nfev,
-        num_grad_evals=s.nfev,
-        num_hess_evals=zero,
-        num_hvp_evals=zero,
-        status=s.status,
-        history=History(s.hist_f, s.hist_g, s.k + 1) if problem.settings.history_length else None,
-    )
+    history = History(s.hist_f, s.hist_g, s.k + 1) if problem.settings.history_length else None
+    # grad_norm: the projected gradient's infinity norm; no Hessians or products
+    return Solution(s.x, s.f, s.pgnorm, s.k, s.nfev, s.nfev, zero, zero, s.status, history)
 
 
 def _compile(fun, settings: _Settings):
