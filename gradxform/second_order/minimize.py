@@ -407,9 +407,9 @@ def minimize(
         args: the data, ``fun``'s other arguments: a tuple of arrays or pytrees
             of arrays (a value that is not a tuple is passed as ``(args,)``).
         bounds: ``(lower, upper)`` for ``method="l-bfgs-b"`` (box-constrained
-            L-BFGS-B, :func:`~gradxform.second_order.bounded.minimize_bounded`,
-            which says how ``tol`` and the options apply): pytrees like ``x0``
-            or scalars, ``+-inf`` or None for no bound.
+            L-BFGS-B; the guide's *Bounds* section says how ``tol`` and the
+            options apply): pytrees like ``x0`` or scalars, ``+-inf`` or None
+            for no bound.
         tol: relative gradient tolerance (> 0).
         maxiter: iteration limit (>= 1).
         memory_size: L-BFGS's number of pairs (>= 1).
