@@ -1,16 +1,18 @@
 """Lion, signSGD, Adamax(W), NAdamW, AdaBelief, Yogi, RAdam, ADOPT against optax's.
 
 optax (optax.contrib for ADOPT) is the oracle only: gradxform computes nothing
-through it. Each row runs 200 steps (one jitted ``lax.scan``) on a small mixed
-tree with a batched 3-D leaf, in float32 and float64, and the parameters after every 20th step must
-be bitwise equal to optax's: the rows compute the same expression in the
-same order as optax (the sign of the same interpolation for Lion, the same
+through it. Each row runs 200 steps (every row of a dtype in one jitted ``lax.scan``)
+on a small mixed tree with a batched 3-D leaf, in float32 and float64, and the parameters
+after every 20th step must be bitwise equal to optax's: the rows compute the same
+expression in the same order as optax (the sign of the same interpolation for Lion, the same
 ``max(|g| + eps, b2 * u)`` for Adamax, optax's own ``adamw(nesterov=True)``
 expression for NAdamW, the same centred moment with eps_root kept in it for AdaBelief),
 except where NOT_BITWISE says why.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +21,8 @@ import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import problem, trajectory
+from tests.helpers import problem
+from tests.trajectories import trajectories
 
 STEPS, EVERY = 200, 20
 SHAPES = {"w": (4, 3), "b": (5,), "batched": (2, 3, 4), "s": ()}
@@ -82,10 +85,15 @@ ROWS = {
 }
 
 
-def _trajectory(tx, dtype, apply):
-    """The shared problem's gradients (tests/problems.py) on this file's tree, seed 3."""
-    run = trajectory(tx, dtype, STEPS, EVERY, apply, seed=3, shapes=SHAPES)
-    return jax.tree.map(np.asarray, run)
+@functools.cache
+def _optax_rows(dtype):
+    """Every row's two trajectories on the shared problem (tests/problems.py) on this
+    file's tree, seed 3: one compiled program per dtype (tests/trajectories.py)."""
+    table = {}
+    for name, (make_gx, make_optax) in ROWS.items():
+        table[name, "gx"] = (make_gx(), gx.apply_updates)
+        table[name, "optax"] = (make_optax(), optax.apply_updates)
+    return trajectories(table, dtype, STEPS, EVERY, seed=3, shapes=SHAPES)
 
 
 # Rows equal to optax up to rounding, not bitwise: in the scanned 200-step program XLA
@@ -115,9 +123,8 @@ ROW_RTOL = {("yogi", "float32"): 2e-6, ("yogi", "float64"): 2e-6, ("adopt", "flo
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_equals_optax_over_200_steps(name, dtype):
     float_dtype = dtype  # conftest's: float32, and float64 (slow) with x64 on
-    make_gx, make_optax = ROWS[name]
-    ours = _trajectory(make_gx(), float_dtype, gx.apply_updates)
-    theirs = _trajectory(make_optax(), float_dtype, optax.apply_updates)
+    runs = _optax_rows(float_dtype)
+    ours, theirs = runs[name, "gx"], runs[name, "optax"]
     start, _ = problem(float_dtype, 3, STEPS, SHAPES)
     for leaf in SHAPES:
         assert ours[leaf].dtype == np.dtype(float_dtype)
