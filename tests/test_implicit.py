@@ -68,6 +68,7 @@ def unrolled_newton(fun, x0, *args, steps=12):
     return jax.lax.scan(step, x0, None, length=steps)[0]
 
 
+@pytest.mark.slow  # compiles differentiated solvers, ~5 s CPU each
 def test_ridge_and_its_singular_limit(data):
     """Closed forms: d w*/d lam = -(A^T A + lam I)^-1 w*, d w*/d y = (A^T A + lam I)^-1 A^T;
     at lam = 0 (H = A^T A singular) the solve from zero is the minimum-norm pinv(A) y, and
@@ -108,6 +109,7 @@ def test_cg_returns_nan_where_the_system_has_no_solution(data):
     assert np.isnan(got[1]).all()
 
 
+@pytest.mark.slow  # compiles differentiated solvers, ~5 s CPU each
 def test_logistic_regression_matches_differences_and_unrolled_newton(data):
     """Pytrees both sides: weights and intercept, and the data and weight in ``theta``.
     Also: x0 has a zero derivative, and after 2 iterations (MAXITER) the derivative is the
@@ -138,10 +140,13 @@ def test_logistic_regression_matches_differences_and_unrolled_newton(data):
 
     (_, early_jacobian), early = reverse(flat0, flat, 2)
     assert early.status == gx.Status.MAXITER
-    w = ravel_pytree(early.params)[0]
-    hessian = jax.hessian(flat_logistic)(w, flat)
-    mixed = jax.jacfwd(jax.grad(flat_logistic), argnums=1)(w, flat)
-    want = -np.linalg.solve(hessian, mixed)
+
+    @jax.jit
+    def at_point(w, flat):  # -H^-1 d grad / d theta at w, densely
+        hessian = jax.hessian(flat_logistic)(w, flat)
+        return -jnp.linalg.solve(hessian, jax.jacfwd(jax.grad(flat_logistic), argnums=1)(w, flat))
+
+    want = at_point(ravel_pytree(early.params)[0], flat)
     np.testing.assert_allclose(early_jacobian, want, rtol=1e-9, atol=1e-12)
 
 
@@ -149,6 +154,7 @@ def decay(p, t, y):
     return p["a"] * jnp.exp(-p["b"] * t) - y
 
 
+@pytest.mark.slow  # compiles differentiated solvers, ~5 s CPU each
 def test_least_squares_uses_the_full_hessian_of_half_the_squared_residuals():
     """gx.least_squares: d p*/d y against differences of unrolled Newton solutions of |r|^2/2;
     the data do not fit exactly, so the Gauss-Newton matrix J^T J alone would be wrong."""

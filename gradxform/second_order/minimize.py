@@ -429,8 +429,8 @@ def minimize(
         implicit_diff: how ``jax.grad``, ``jax.jacfwd`` and ``jax.jacrev`` differentiate
             ``params`` with respect to ``args``: by the implicit function theorem, a solve
             with the Hessian at the solution by ``"cg"`` (conjugate gradients on
-            Hessian-vector products) or ``"dense"`` (small n); see
-            :mod:`~gradxform.second_order.implicit`.
+            Hessian-vector products) or ``"dense"`` (small n); see the guide's
+            "Differentiating through a solution".
 
     Returns:
         A :class:`Solution`.
