@@ -95,9 +95,10 @@ def table_report(table: dict) -> dict:
             updates, state = tx.update(grads, state, params, **extra)
             return gx.apply_updates(params, updates), state
 
-        # single device
+        # single device; the state committed to it as the params are (an uncommitted first
+        # state and the committed one after a step would compile the step twice)
         params = jax.device_put(host_params, devices[0])
-        state = tx.init(params)
+        state = jax.device_put(tx.init(params), devices[0])
         single = jax.jit(step)
         for g in host_grads:
             params, state = single(params, jax.device_put(g, devices[0]), state)
@@ -113,9 +114,12 @@ def table_report(table: dict) -> dict:
         )
         sharded = jax.jit(step, donate_argnums=(0, 2))
         first_grads = jax.device_put(host_grads[0], shardings)
-        hlo = sharded.lower(params, first_grads, state).compile().as_text()
+        # the steps run the executable whose text is inspected (a jitted call would
+        # compile the step again)
+        compiled = sharded.lower(params, first_grads, state).compile()
+        hlo = compiled.as_text()
         for g in host_grads:
-            params, state = sharded(params, jax.device_put(g, shardings), state)
+            params, state = compiled(params, jax.device_put(g, shardings), state)
         kept = all(p.sharding.is_equivalent_to(shardings[k], p.ndim) for k, p in params.items())
         state_kept = state_has_param_shardings(state, shardings, host_params)
         diff = max(
