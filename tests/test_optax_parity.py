@@ -9,12 +9,14 @@ rows (AdaGrad, RMSProp) compute ``g / sqrt(v + eps)`` where optax computes
 ``g * rsqrt(v + eps)``, which differs in the last bit.
 """
 
+import functools
+
 import numpy as np
 import optax
 import pytest
 
 import gradxform as gx
-from tests.helpers import trajectory
+from tests.trajectories import trajectories
 
 RTOL = {"float32": 1e-6, "float64": 1e-12}
 NOT_BITWISE = {"adagrad", "rmsprop", "rmsprop_centered_momentum", "rmsprop_eps_outside"}
@@ -63,11 +65,21 @@ ROWS = {
 }
 
 
+@functools.cache
+def _rows(dtype):
+    """Every row's two trajectories on the shared problem, one compiled program per dtype
+    (tests/trajectories.py)."""
+    table = {}
+    for name, (make_gx, make_optax) in ROWS.items():
+        table[name, "gx"] = (make_gx(), gx.apply_updates)
+        table[name, "optax"] = (make_optax(), optax.apply_updates)
+    return trajectories(table, dtype)
+
+
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_equals_optax_over_200_steps(name, dtype):
-    make_gx, make_optax = ROWS[name]
-    ours = trajectory(make_gx(), dtype)
-    theirs = trajectory(make_optax(), dtype, apply=optax.apply_updates)
+    runs = _rows(dtype)
+    ours, theirs = runs[name, "gx"], runs[name, "optax"]
     for leaf in ours:
         assert ours[leaf].dtype == np.dtype(dtype)
         scale = np.max(np.abs(theirs[leaf]))
