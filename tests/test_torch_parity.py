@@ -5,6 +5,7 @@ The reference trajectories were recorded by ``tests/reference/record_torch.py``
 importable the same comparison also runs live.
 """
 
+import functools
 import pathlib
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import gradxform as gx
 from tests.helpers import trajectory
 from tests.reference.torch_configs import TORCH_CONFIGS
+from tests.trajectories import trajectories
 
 RECORDED = np.load(pathlib.Path(__file__).parent / "reference" / "torch_trajectories.npz")
 # Bounds relative to each leaf's largest magnitude. torch rounds differently (lerp,
@@ -30,10 +32,19 @@ def _compare(ours, theirs, dtype, context):
         )
 
 
+@functools.cache
+def _recorded_rows(dtype):
+    """Every config's trajectory, one compiled program per dtype (tests/trajectories.py)."""
+    table = {
+        name: (getattr(gx.torch_compat, preset)(**kwargs), None)
+        for name, (_, preset, kwargs) in TORCH_CONFIGS.items()
+    }
+    return trajectories(table, dtype)
+
+
 @pytest.mark.parametrize("name", sorted(TORCH_CONFIGS))
 def test_equals_recorded_torch(name, dtype):
-    _, preset, kwargs = TORCH_CONFIGS[name]
-    ours = trajectory(getattr(gx.torch_compat, preset)(**kwargs), dtype)
+    ours = _recorded_rows(dtype)[name]
     theirs = {leaf: RECORDED[f"{name}/{dtype}/{leaf}"] for leaf in ours}
     _compare(ours, theirs, dtype, f"{name} vs torch {RECORDED['torch_version']}: ")
 
