@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradxform import checks
+from gradxform.hessian import _vectors as V
 from gradxform.hessian.estimators import (
     SpectralDensity,
     TraceEstimate,
@@ -31,7 +32,7 @@ from gradxform.hessian.estimators import (
     _trace,
 )
 from gradxform.hessian.extreme import Eigenpairs, eigenpairs
-from gradxform.hessian.operators import FlatOperator, on_hessian
+from gradxform.hessian.operators import on_hessian
 from gradxform.transforms.partition import _glob_match, _path_string
 
 __all__ = ["BlockSpectrum", "block_spectra"]
@@ -73,50 +74,56 @@ def _block_leaves(blocks: Any, params: Any) -> dict[str, list[int]]:
     return out
 
 
-def _ranges(groups: dict[str, list[int]], params: Any) -> tuple[tuple[str, tuple], ...]:
-    """Label -> the flat ``(start, stop)`` ranges of its leaves in ``ravel_pytree`` order."""
-    sizes = [int(np.size(leaf)) for leaf in jax.tree.leaves(params)]
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    return tuple(
-        (label, tuple((int(starts[i]), int(starts[i + 1])) for i in sorted(leaves)))
-        for label, leaves in groups.items()
-    )
+def _leaf_groups(groups: dict[str, list[int]]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Label -> its leaf indices, sorted: a static (hashable) description of the blocks."""
+    return tuple((label, tuple(sorted(leaves))) for label, leaves in groups.items())
 
 
-def _indices(ranges: tuple) -> np.ndarray:
-    return np.concatenate([np.arange(a, b) for a, b in ranges])
-
-
-def _restricted(op: FlatOperator, index: np.ndarray) -> FlatOperator:
-    """``H_bb`` as an operator of size ``n_b``: embed, multiply, extract."""
+def _restricted(op: V.TreeOperator, chosen: tuple[int, ...]) -> V.TreeOperator:
+    """``H_bb`` on the block's leaves (a tuple of them): embed with zeros, multiply, pick."""
+    structs, treedef = jax.tree.flatten(op.like)
 
     def matvec(v):
-        full = jnp.zeros(op.size, op.dtype).at[index].set(v)
-        return op.matvec(full)[index]
+        full = [jnp.zeros(s.shape, s.dtype) for s in structs]
+        for i, x in zip(chosen, v):
+            full[i] = x
+        out = jax.tree.leaves(op.matvec(jax.tree.unflatten(treedef, full)))
+        return tuple(out[i] for i in chosen)
 
-    return FlatOperator(matvec, int(index.size), op.dtype, lambda v: v)
+    like = tuple(structs[i] for i in chosen)
+    return V.TreeOperator(matvec, like, V.size_of(like), op.dtype, lambda v: v)
 
 
-def _masked(op: FlatOperator, mask: jax.Array) -> FlatOperator:
-    return FlatOperator(lambda v: mask * op.matvec(mask * v), op.size, op.dtype, op.unravel)
+def _masked(op: V.TreeOperator, mask: Any) -> V.TreeOperator:
+    """``P H P`` for ``mask``, one 0/1 scalar per leaf (a pytree like the vectors)."""
+
+    def matvec(v):
+        return jax.tree.map(jnp.multiply, mask, op.matvec(jax.tree.map(jnp.multiply, mask, v)))
+
+    return op._replace(matvec=matvec)
 
 
-def _blocks(op: FlatOperator, key, *, ranges, k, max_matvecs, trace_matvecs, probes, steps):
+def _blocks(op: V.TreeOperator, key, *, groups, k, max_matvecs, trace_matvecs, probes, steps):
     """Every block's top pairs (one by one), traces and densities (all blocks in lockstep)."""
-    indices = [_indices(r) for _, r in ranges]
-    top = [
-        eigenpairs(_restricted(op, i), k=min(k, i.size), max_matvecs=max_matvecs, key=key)
-        for i in indices
-    ]
-    rows = np.zeros((len(indices), op.size), op.dtype)
-    for row, i in zip(rows, indices):
-        row[i] = 1
-    masks = jnp.asarray(rows)
+    top = []
+    for _, chosen in groups:
+        block = _restricted(op, chosen)
+        top.append(eigenpairs(block, k=min(k, block.size), max_matvecs=max_matvecs, key=key))
+    treedef = jax.tree.structure(op.like)
+    rows = np.zeros((len(groups), len(jax.tree.leaves(op.like))), op.dtype)
+    for row, (_, chosen) in zip(rows, groups):
+        row[list(chosen)] = 1
+
+    def mask_of(row):
+        return jax.tree.unflatten(treedef, list(row))
+
     traces = jax.vmap(
-        lambda m: _trace(_masked(op, m), key, num_matvecs=trace_matvecs, method="hutch++")
-    )(masks)
+        lambda m: _trace(_masked(op, mask_of(m)), key, num_matvecs=trace_matvecs, method="hutch++")
+    )(jnp.asarray(rows))
     options = dict(num_probes=probes, steps=steps, grid_size=200, kernel_width=None)
-    densities = jax.vmap(lambda m: _spectral_density(_masked(op, m), key, mask=m, **options))(masks)
+    densities = jax.vmap(
+        lambda m: _spectral_density(_masked(op, mask_of(m)), key, mask=mask_of(m), **options)
+    )(jnp.asarray(rows))
     return top, traces, densities
 
 
@@ -173,33 +180,30 @@ def block_spectra(
     probes = checks.integer("density_probes", density_probes, minimum=1)
     steps = checks.integer("density_steps", density_steps, minimum=1)
     groups = _block_leaves(blocks, params)
-    ranges = _ranges(groups, params)
+    leaf_groups = _leaf_groups(groups)
     options = dict(k=k, max_matvecs=max_matvecs, trace_matvecs=trace_matvecs)
     top, traces, densities = on_hessian(
-        _blocks, f, params, key, ranges=ranges, probes=probes, steps=steps, **options
+        _blocks, f, params, key, groups=leaf_groups, probes=probes, steps=steps, **options
     )
-    return _assemble(f, params, groups, ranges, top, traces, densities)
+    return _assemble(f, params, leaf_groups, top, traces, densities)
 
 
 def _row(batched: Any, b: int) -> Any:
     return jax.tree.map(lambda x: x[b], batched)
 
 
-def _assemble(f, params, groups, ranges, top, traces, densities) -> dict[str, BlockSpectrum]:
+def _assemble(f, params, groups, top, traces, densities) -> dict[str, BlockSpectrum]:
     """The per-block records, vectors as dicts path -> leaf-shaped arrays."""
     with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
     paths = [_path_string(path) for path, _ in with_paths]
-    shapes = [np.shape(leaf) for _, leaf in with_paths]
+    sizes = [int(np.size(leaf)) for _, leaf in with_paths]
     bad = getattr(getattr(f, "report", None), "nonfinite_batch", None)
     out = {}
-    for b, ((label, block_ranges), pairs) in enumerate(zip(ranges, top)):
-        leaves = sorted(groups[label])
-        split = np.cumsum([int(np.prod(shapes[i])) for i in leaves])[:-1]
-        parts = jnp.split(pairs.vectors, split, axis=1)
-        vectors = {paths[i]: p.reshape(-1, *shapes[i]) for i, p in zip(leaves, parts)}
+    for b, ((label, chosen), pairs) in enumerate(zip(groups, top)):
+        vectors = {paths[i]: v for i, v in zip(chosen, pairs.vectors)}
         record = BlockSpectrum(
-            paths=tuple(paths[i] for i in leaves),
-            size=int(sum(stop - start for start, stop in block_ranges)),
+            paths=tuple(paths[i] for i in chosen),
+            size=sum(sizes[i] for i in chosen),
             top=pairs._replace(vectors=vectors),
             trace=_row(traces, b),
             density=_row(densities, b),

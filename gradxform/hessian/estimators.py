@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from gradxform import checks
-from gradxform.hessian.lanczos import lanczos, ritz_pairs
+from gradxform.hessian import _vectors as V
+from gradxform.hessian.lanczos import ritz_pairs, run
 from gradxform.hessian.operators import on_hessian
 
 __all__ = [
@@ -96,26 +97,71 @@ def trace(
     return on_hessian(_trace, f, params, key, num_matvecs=num_matvecs, method=method)
 
 
-def _trace(op, key, *, num_matvecs, method):
-    batched = jax.vmap(op.matvec, in_axes=1, out_axes=1)
+def _trace(op: V.TreeOperator, key, *, num_matvecs, method):
+    batched = jax.vmap(op.matvec)
+    dtype = op.dtype
     if method == "hutchinson":
-        Z = _rademacher(key, (op.size, num_matvecs), op.dtype)
-        samples = jnp.sum(Z * batched(Z), axis=0)
+        Z = V.draw(_rademacher, key, op, (op.size, num_matvecs), 0)
+        samples = V.row_dots(Z, _products(batched, Z, op), dtype)
         return _trace_estimate(
             jnp.mean(samples), jnp.std(samples, ddof=1) / jnp.sqrt(num_matvecs), num_matvecs
         )
     third = num_matvecs // 3
     k1, k2 = jax.random.split(key)
-    S = _rademacher(k1, (op.size, third), op.dtype)
-    Q, _ = jnp.linalg.qr(batched(S))
-    exact = jnp.trace(Q.T @ batched(Q))
+    S = V.draw(_rademacher, k1, op, (op.size, third), 0)
+    Q = _orthonormal(_products(batched, S, op), op, k1)
+    exact = jnp.sum(V.row_dots(Q, _products(batched, Q, op), dtype))
     rest = num_matvecs - 2 * third
-    G = _rademacher(k2, (op.size, rest), op.dtype)
-    G = G - Q @ (Q.T @ G)
-    samples = jnp.sum(G * batched(G), axis=0)
+    G = V.draw(_rademacher, k2, op, (op.size, rest), 0)
+    G = V.sub(G, V.combine(V.gram(Q, G), Q))
+    samples = V.row_dots(G, _products(batched, G, op), dtype)
     return _trace_estimate(
         exact + jnp.mean(samples), jnp.std(samples, ddof=1) / jnp.sqrt(rest), num_matvecs
     )
+
+
+def _products(batched, Z, op: V.TreeOperator):
+    """``H z`` for every row of ``Z``, in the probes' dtype and sharded as the params."""
+    out = batched(V.cast_like(Z, op.like))
+    return V.constrain(V.cast(out, op.dtype), op.like, 1)
+
+
+def _orthonormal(Y, op: V.TreeOperator, key):
+    """Orthonormal rows spanning the rows of ``Y`` (classical Gram-Schmidt, twice).
+
+    A row that is (numerically) in the span of the earlier ones is replaced by a
+    random vector off that span, as a Householder QR completes its basis, so the
+    rows are always orthonormal: Hutch++'s exact part then covers their whole span.
+    """
+    m = V.leading(Y)
+    eps = jnp.finfo(op.dtype).eps
+
+    def orthogonalise(Q, j, v):
+        Qj = V.where_rows(jnp.arange(m) < j, Q)
+        return V.project_out(Qj, V.project_out(Qj, v))
+
+    def column(j, Q):
+        v = V.row(Y, j)
+        before = V.norm(v, op.dtype)
+        v = orthogonalise(Q, j, v)
+        after = V.norm(v, op.dtype)
+
+        def fresh():
+            draw = V.draw(jax.random.normal, jax.random.fold_in(key, j), op, (op.size,), 0)
+            w = orthogonalise(Q, j, draw)
+            return w, V.norm(draw, op.dtype), V.norm(w, op.dtype)
+
+        def degenerate(before, after):
+            return after <= op.size * eps * before
+
+        v, before, after = jax.lax.cond(
+            degenerate(before, after), fresh, lambda: (v, before, after)
+        )
+        # a fresh vector in the span too: the earlier rows span everything (n rows)
+        unit = jnp.where(degenerate(before, after), 0, 1 / jnp.where(after > 0, after, 1))
+        return V.set_row(Q, j, V.scale(unit, v))
+
+    return jax.lax.fori_loop(0, m, column, V.stacked_zeros(op.like, m, op.dtype))
 
 
 class DiagonalEstimate(NamedTuple):
@@ -165,13 +211,14 @@ def diagonal(
     return on_hessian(_diagonal, f, params, key, num_matvecs=num_matvecs)
 
 
-def _diagonal(op, key, *, num_matvecs):
-    Z = _rademacher(key, (op.size, num_matvecs), op.dtype)
-    samples = Z * jax.vmap(op.matvec, in_axes=1, out_axes=1)(Z)
-    estimate = jnp.mean(samples, axis=1)
-    stderr = jnp.std(samples, axis=1, ddof=1) / jnp.sqrt(num_matvecs)
-    finite = jnp.all(jnp.isfinite(samples))
-    return DiagonalEstimate(op.unravel(estimate), op.unravel(stderr), num_matvecs, finite)
+def _diagonal(op: V.TreeOperator, key, *, num_matvecs):
+    Z = V.draw(_rademacher, key, op, (op.size, num_matvecs), 0)
+    samples = jax.tree.map(jnp.multiply, Z, _products(jax.vmap(op.matvec), Z, op))
+    estimate = jax.tree.map(lambda s: jnp.mean(s, axis=0), samples)
+    stderr = jax.tree.map(lambda s: jnp.std(s, axis=0, ddof=1) / jnp.sqrt(num_matvecs), samples)
+    finite = V.finite(samples)
+    estimate, stderr = (op.output(V.cast_like(x, op.like)) for x in (estimate, stderr))
+    return DiagonalEstimate(estimate, stderr, num_matvecs, finite)
 
 
 class SpectralDensity(NamedTuple):
@@ -248,14 +295,14 @@ def spectral_density(
 
 
 def _spectral_density(op, key, *, num_probes, steps, grid_size, kernel_width, mask=None):
-    """SLQ on ``op``; with ``mask`` (0/1 per entry, ``op`` zero off it) on the masked block."""
+    """SLQ on ``op``; with ``mask`` (0/1 per leaf, ``op`` zero off it) on the masked block."""
     steps = min(steps, op.size)
-    probes = _rademacher(key, (num_probes, op.size), op.dtype)
+    probes = V.draw(_rademacher, key, op, (num_probes, op.size), 1)
     if mask is not None:
-        probes = probes * mask
+        probes = jax.tree.map(jnp.multiply, probes, mask)
 
     def quadrature(v0):
-        result = lanczos(op.matvec, v0, steps)
+        result = run(op.matvec, v0, steps, op.like, op.dtype)
         theta, S, _, real = ritz_pairs(result)
         w = jnp.where(real, S[0] ** 2, 0)
         return jnp.where(real, theta, 0), w

@@ -34,6 +34,7 @@ import numpy as np
 from jax.lax.linalg import tridiagonal_solve
 
 from gradxform import checks
+from gradxform.hessian import _vectors as V
 from gradxform.hessian.lanczos import (
     LanczosResult,
     _breakdown,
@@ -42,7 +43,7 @@ from gradxform.hessian.lanczos import (
     _tridiagonal_eigenvalues,
     _used_rows,
 )
-from gradxform.hessian.operators import FlatOperator, on_hessian
+from gradxform.hessian.operators import FlatOperator, as_tree_operator, on_hessian
 
 __all__ = ["Eigenpairs", "eigenpairs", "hessian_eigenpairs"]
 
@@ -207,7 +208,7 @@ class _Pool(NamedTuple):
 
     values: jax.Array
     residuals: jax.Array
-    vectors: jax.Array
+    vectors: Any
     valid: jax.Array
 
 
@@ -216,7 +217,7 @@ class _State(NamedTuple):
     certified values of the latest restart, beyond which nothing is left."""
 
     pool: _Pool
-    Q: jax.Array
+    Q: Any
     used: jax.Array
     first_size: jax.Array
     rounds: jax.Array
@@ -229,7 +230,13 @@ class _State(NamedTuple):
 
 def _merge(pool: _Pool, new: _Pool, spec: _Spec) -> _Pool:
     """The pool's and the new pairs' ``k`` lowest and/or highest, in the pool's slots."""
-    both = _Pool(*(jnp.concatenate([a, b]) for a, b in zip(pool, new)))
+    join = jnp.concatenate
+    both = _Pool(
+        join([pool.values, new.values]),
+        join([pool.residuals, new.residuals]),
+        V.concatenate(pool.vectors, new.vectors),
+        join([pool.valid, new.valid]),
+    )
     order = jnp.argsort(jnp.where(both.valid, both.values, jnp.inf), stable=True)
     rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
     count = jnp.sum(both.valid)
@@ -240,7 +247,7 @@ def _merge(pool: _Pool, new: _Pool, spec: _Spec) -> _Pool:
         keep = keep | (rank >= count - spec.k)
     keep = keep & both.valid
     pick = jnp.argsort(~keep, stable=True)[: pool.values.shape[0]]
-    return _Pool(both.values[pick], both.residuals[pick], both.vectors[pick], keep[pick])
+    return _Pool(both.values[pick], both.residuals[pick], V.take(both.vectors, pick), keep[pick])
 
 
 def _report(state: _State, spec: _Spec):
@@ -264,14 +271,14 @@ def _report(state: _State, spec: _Spec):
     return idx, values, residuals, tol, converged
 
 
-def _deflated(operator: FlatOperator, Y, work):
+def _deflated(operator: V.TreeOperator, Y, work):
     """``v -> P H P v`` in the working dtype, ``P = I - Y^T Y`` (``Y``: orthonormal rows, or 0)."""
 
     def deflate(v):
-        return v - Y.T @ (Y @ v)
+        return V.project_out(Y, v)
 
     def matvec(v):
-        return deflate(operator.matvec(deflate(v).astype(operator.dtype)).astype(work))
+        return deflate(V.cast(operator.matvec(V.cast_like(deflate(v), operator.like)), work))
 
     return matvec
 
@@ -327,21 +334,17 @@ def _stop(spec: _Spec, first, scale, kth):
 
 def _ritz_vectors(X, result: LanczosResult, s: int):
     """``Y = X^T Q`` from the leading ``s`` rows (the filled ones) of ``X`` and the basis."""
-    return X[:s].T @ _used_rows(result.basis, result.size, s)
+    return V.combine(X[:s], _used_rows(result.basis, result.size, s))
 
 
-def _round(operator: FlatOperator, key, spec: _Spec, c: _State) -> _State:
+def _round(operator: V.TreeOperator, key, spec: _Spec, c: _State) -> _State:
     """One Lanczos run on the operator deflated against the pool, merged into it."""
-    work = c.Q.dtype
+    work = c.scale.dtype
     first = c.rounds == 0
-    Y = jnp.where(c.pool.valid[:, None], c.pool.vectors, 0)
-    shape = (operator.size,)
-    v0 = jnp.where(
-        first,
-        jax.random.normal(key, shape, operator.dtype),
-        jax.random.normal(jax.random.fold_in(key, c.rounds), shape, operator.dtype),
-    ).astype(work)
-    v0 = v0 - Y.T @ (Y @ v0)
+    Y = V.where_rows(c.pool.valid, c.pool.vectors)
+    start = jax.lax.cond(first, lambda: key, lambda: jax.random.fold_in(key, c.rounds))
+    v0 = V.cast(V.draw(jax.random.normal, start, operator, (operator.size,), 0), work)
+    v0 = V.project_out(Y, v0)
     kth = _kth(c, spec)
     stop = _stop(spec, first, c.scale, kth)
     matvec = _deflated(operator, Y, work)
@@ -349,8 +352,10 @@ def _round(operator: FlatOperator, key, spec: _Spec, c: _State) -> _State:
     slots = 2 * spec.k if spec.which == "both" else spec.k
     seen = (*(jnp.zeros(slots, work) for _ in range(2)), jnp.zeros(slots, bool), c.scale)
     seen = (*seen, jnp.zeros((spec.steps, slots), work))
-    q0 = v0 / jnp.linalg.norm(v0)
-    result, pairs = _run(matvec, q0, c.Q, limit, stop, 1, work, False, seen)
+    norm = V.norm(v0, work)
+    q0 = jax.tree.map(lambda x: x / norm, v0)
+    like = V.retyped(operator.like, work)
+    result, pairs = _run(matvec, q0, c.Q, limit, stop, 1, like, False, seen)
     values, residuals, distinct, absmax, X = pairs
     vectors = _on_window(
         result.size, spec.steps, functools.partial(_ritz_vectors, X, result), 2 * spec.k
@@ -383,7 +388,7 @@ def _round(operator: FlatOperator, key, spec: _Spec, c: _State) -> _State:
 
 
 def eigenpairs(
-    operator: FlatOperator,
+    operator: FlatOperator | V.TreeOperator,
     k: int = 1,
     which: str = "top",
     *,
@@ -427,18 +432,17 @@ def eigenpairs(
         >>> round(float(pairs.values[0]), 3), bool(pairs.converged[0])
         (6.0, True)
     """
-    spec, work = _spec(operator, k, which, tol, max_matvecs, float64_accumulation)
+    op = as_tree_operator(operator)
+    spec, work = _spec(op, k, which, tol, max_matvecs, float64_accumulation)
     key = jax.random.PRNGKey(0) if key is None else key
-    init = _initial_state(spec, work)
-    final = jax.lax.while_loop(
-        lambda c: ~c.done, functools.partial(_round, operator, key, spec), init
-    )
+    init = _initial_state(spec, work, op.like)
+    final = jax.lax.while_loop(lambda c: ~c.done, functools.partial(_round, op, key, spec), init)
     idx, values, residuals, tol_used, converged = _report(final, spec)
     finite = jnp.all(jnp.isfinite(values)) & jnp.all(jnp.isfinite(residuals))
-    vectors = final.pool.vectors[idx].astype(operator.dtype)
+    vectors = V.cast_like(V.take(final.pool.vectors, idx), op.like)
     return Eigenpairs(
         values=values,
-        vectors=jax.vmap(operator.unravel)(vectors),
+        vectors=V.stacked_output(op, vectors),
         residuals=residuals,
         converged=converged & finite,
         tol=tol_used,
@@ -450,18 +454,18 @@ def eigenpairs(
     )
 
 
-def _initial_state(spec: _Spec, work) -> _State:
-    """An empty pool and basis buffer before the first round."""
+def _initial_state(spec: _Spec, work, like) -> _State:
+    """An empty pool and basis buffer before the first round (pytrees shaped like ``like``)."""
     slots = 2 * spec.k if spec.which == "both" else spec.k
     pool = _Pool(
         jnp.zeros(slots, work),
         jnp.zeros(slots, work),
-        jnp.zeros((slots, spec.n), work),
+        V.stacked_zeros(like, slots, work),
         jnp.zeros(slots, bool),
     )
     zero = jnp.zeros([], jnp.int32)
     return _State(
-        pool, jnp.zeros((spec.steps, spec.n), work), zero, zero, zero,
+        pool, V.stacked_zeros(like, spec.steps, work), zero, zero, zero,
         jnp.array(-jnp.inf, work), jnp.array(jnp.inf, work), jnp.zeros([], work),
         jnp.array(False), jnp.array(False),
     )  # fmt: skip

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradxform import checks
+from gradxform.hessian import _vectors as V
 
 __all__ = ["LanczosResult", "lanczos", "ritz_pairs"]
 
@@ -27,13 +28,15 @@ class LanczosResult(NamedTuple):
     """A Lanczos run of ``steps`` steps (rows beyond ``size`` are unused).
 
     Attributes:
-        basis: ``(steps, n)`` orthonormal rows ``q_0, q_1, ...``.
+        basis: the orthonormal vectors ``q_0, q_1, ...`` as one pytree shaped like
+            the start vector with a leading axis of ``steps`` rows (``(steps, n)``
+            for a flat start vector).
         alpha, beta: the diagonal and off-diagonal of ``T`` (``beta[j]``
             couples ``q_j`` and ``q_{j+1}``).
         size: steps actually taken (fewer at an invariant subspace, "breakdown").
     """
 
-    basis: jax.Array
+    basis: Any
     alpha: jax.Array
     beta: jax.Array
     size: jax.Array
@@ -171,14 +174,15 @@ def _on_window(size, steps: int, branch: Callable[[int], Any], first: int = 0) -
 
 
 def _used_rows(Q, size, s):
-    """The leading ``s`` rows of ``Q`` with the rows from ``size`` on zeroed (stale there)."""
-    return jnp.where((jnp.arange(s) < size)[:, None], Q[:s], 0)
+    """The leading ``s`` rows of the stack ``Q`` with the rows from ``size`` on zeroed
+    (stale there)."""
+    return V.where_rows(jnp.arange(s) < size, V.head(Q, s))
 
 
 def _reorthogonalise(Q, size, w, s):
     Qs = _used_rows(Q, size, s)
     for _ in range(2):  # twice is enough (Kahan's "twice is enough")
-        w = w - Qs.T @ (Qs @ w)
+        w = V.project_out(Qs, w)
     return w
 
 
@@ -191,7 +195,7 @@ class _Step(NamedTuple):
     """The Lanczos loop's carry."""
 
     j: jax.Array
-    Q: jax.Array
+    Q: Any
     alpha: jax.Array
     beta: jax.Array
     done: jax.Array
@@ -199,37 +203,42 @@ class _Step(NamedTuple):
     seen: Any
 
 
-def _run(matvec, q0, Q, limit, stop, check_every, mv_dtype, stop_basis=True, seen=None):
+def _run(matvec, q0, Q, limit, stop, check_every, like, stop_basis=True, seen=None):
     """Lanczos from unit ``q0`` in the buffer ``Q`` (stale rows allowed), ``limit`` products.
 
-    With ``seen`` (its initial value), ``stop`` returns ``(flag, seen)`` and is also
-    called at the step that ends the run, so that the ``seen`` returned beside the
-    result describes the final run (the caller need not compute it again).
+    ``q0`` and ``Q`` are pytrees (``Q`` with a leading axis of ``steps`` rows) in the
+    working dtype; the products take and give pytrees like ``like`` (its leaves' dtypes
+    and shardings). With ``seen`` (its initial value), ``stop`` returns ``(flag, seen)``
+    and is also called at the step that ends the run, so that the ``seen`` returned
+    beside the result describes the final run (the caller need not compute it again).
     """
-    steps, n = Q.shape
-    work = Q.dtype
+    steps = V.leading(Q)
+    n = V.size_of(like)
+    work = jax.tree.leaves(Q)[0].dtype
     eps = jnp.finfo(work).eps
 
     def body(c: _Step) -> _Step:
         j, Q = c.j, c.Q
-        q = Q[j]
-        w = matvec(q.astype(mv_dtype)).astype(work)
-        a = jnp.vdot(q, w)
-        w = w - a * q - jnp.where(j > 0, c.beta[j - 1] * Q[jnp.maximum(j - 1, 0)], 0)
+        q = V.row(Q, j)
+        w = V.cast(matvec(V.cast_like(q, like)), work)
+        a = V.dot(q, w, work)
+        previous = V.scale(c.beta[jnp.maximum(j - 1, 0)], V.row(Q, jnp.maximum(j - 1, 0)))
+        w = jax.tree.map(lambda w, q, p: w - a * q - jnp.where(j > 0, p, 0), w, q, previous)
         w = _on_window(j + 1, steps, functools.partial(_reorthogonalise, Q, j + 1, w))
-        b = jnp.linalg.norm(w)
+        b = V.norm(w, work)
         scale = jnp.maximum(c.scale, jnp.abs(a) + b)
         breakdown = _breakdown(b, scale, n, eps)
         alpha = c.alpha.at[j].set(a)
         beta = c.beta.at[j].set(b)  # kept at breakdown too: the residuals stay honest
-        nxt = jnp.where(b > 0, w / jnp.where(b > 0, b, 1), 0)
+        nxt = jax.tree.map(lambda x: jnp.where(b > 0, x / jnp.where(b > 0, b, 1), 0), w)
         row = jnp.minimum(j + 1, steps - 1)
-        Q = Q.at[row].set(jnp.where(j + 1 < steps, nxt, Q[row]))
+        Q = V.set_row(Q, row, V.where(j + 1 < steps, nxt, V.row(Q, row)))
+        Q = V.constrain(Q, like, 1)
         done = breakdown | (j + 1 >= jnp.minimum(limit, steps))
         seen = c.seen
         if stop is not None:
             check = ((j + 1) % check_every == 0) & (~done | (seen is not None))
-            result = LanczosResult(Q if stop_basis else Q[:0], alpha, beta, j + 1)
+            result = LanczosResult(Q if stop_basis else V.head(Q, 0), alpha, beta, j + 1)
             if seen is None:
                 flag = jax.lax.cond(check, stop, lambda r: False, result)
             else:
@@ -239,14 +248,15 @@ def _run(matvec, q0, Q, limit, stop, check_every, mv_dtype, stop_basis=True, see
 
     zeros = jnp.zeros(steps, work)
     count = jnp.zeros([], jnp.int32)
-    init = _Step(count, Q.at[0].set(q0), zeros, zeros, jnp.array(False), zeros[0], seen)
+    Q = V.constrain(V.set_row(Q, 0, q0), like, 1)
+    init = _Step(count, Q, zeros, zeros, jnp.array(False), zeros[0], seen)
     c = jax.lax.while_loop(lambda c: ~c.done, body, init)
     return LanczosResult(c.Q, c.alpha, c.beta, c.j), c.seen
 
 
 def lanczos(
-    matvec: Callable[[jax.Array], jax.Array],
-    v0: jax.Array,
+    matvec: Callable[[Any], Any],
+    v0: Any,
     steps: int,
     *,
     stop: Callable[[LanczosResult], Any] | None = None,
@@ -264,8 +274,10 @@ def lanczos(
     ``O(j n)``, whatever ``steps`` is.
 
     Args:
-        matvec: ``v -> H v`` on flat vectors (``H`` symmetric).
-        v0: the starting vector (normalised here).
+        matvec: ``v -> H v`` (``H`` symmetric) on vectors shaped like ``v0``.
+        v0: the starting vector (normalised here): a flat array, or any pytree of
+            arrays (the params' shape: the basis is then that pytree with a leading
+            axis, never flattened, so sharded leaves stay sharded).
         steps: the basis size, a Python int (it fixes the shapes).
         stop: optional ``LanczosResult -> bool`` checked every ``check_every``
             steps; the loop ends early when it returns True.
@@ -287,7 +299,16 @@ def lanczos(
     check_every = checks.integer("check_every", check_every, minimum=1)
     if stop is not None:
         checks.callable_arg("stop", stop, "stop(result) -> bool")
-    work = jnp.dtype(dtype or v0.dtype)
-    q0 = (v0 / jnp.linalg.norm(v0)).astype(work)
-    Q = jnp.zeros((steps, v0.shape[0]), work)
-    return _run(matvec, q0, Q, steps, stop, check_every, v0.dtype)[0]
+    like = V.space(v0)
+    work = jnp.dtype(dtype or V.dtype_of(like))
+    return run(matvec, v0, steps, like, work, stop=stop, check_every=check_every)
+
+
+def run(matvec, v0, steps: int, like, work, *, stop=None, check_every: int = 1) -> LanczosResult:
+    """:func:`lanczos` without the argument checks: ``v0`` a pytree in the space ``like``
+    (its leaves' dtypes and shardings), the basis and ``T`` in ``work``."""
+    common = V.dtype_of(like)
+    norm = V.norm(v0, common)
+    q0 = jax.tree.map(lambda x: (x.astype(common) / norm).astype(work), v0)
+    Q = V.stacked_zeros(like, steps, work)
+    return _run(matvec, q0, Q, steps, stop, check_every, like)[0]

@@ -1,10 +1,11 @@
-"""Hessians of ``f(params) -> scalar`` as dense matrices and as flat operators.
+"""Hessians of ``f(params) -> scalar`` as dense matrices and as operators.
 
 Every function takes the objective as a closure ``f(params)`` and works on any
 pytree of float arrays; the products themselves come from
-:mod:`gradxform.curvature`. The spectral tools in :mod:`gradxform.hessian`
-flatten the pytree once and work with :class:`FlatOperator`, a matrix-free
-``matvec`` on flat vectors.
+:mod:`gradxform.curvature`. The spectral tools in :mod:`gradxform.hessian` keep
+their vectors as pytrees shaped like the params (never flattened, so sharded
+params stay sharded); a :class:`FlatOperator`, a matrix-free ``matvec`` on flat
+vectors, is accepted in place of ``f`` and is then the pytree of one leaf.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jax.flatten_util import ravel_pytree
 
 from gradxform import checks
 from gradxform.curvature import check_objective, dense_hessian, linearized_hvp
+from gradxform.hessian import _vectors as V
 
 __all__ = [
     "FlatOperator",
@@ -75,16 +77,19 @@ def _hashable(f) -> bool:
 def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **options: Any) -> Any:
     """``impl(operator, key, **options)`` for a :class:`FlatOperator` or the Hessian of ``f``.
 
-    The entry point the spectral tools share. For a hashable ``f`` the whole
+    The entry point the spectral tools share; ``operator`` is a
+    :class:`~gradxform.hessian._vectors.TreeOperator` on pytrees shaped like
+    ``params`` (see :func:`operator_at`). For a hashable ``f`` the whole
     computation is one jitted function, compiled once per (f, parameter
-    shapes, options) and reused at every new point: a notebook or a training
-    loop that asks again at new params does not recompile.
+    shapes and shardings, options) and reused at every new point: a notebook or
+    a training loop that asks again at new params does not recompile.
 
     Args:
         impl: a module-level function ``impl(operator, key, **options)``.
         f: the objective ``f(params) -> scalar``, a :class:`FlatOperator`, or a
             :class:`~gradxform.hessian.DatasetObjective`.
-        params: the point (ignored for a :class:`FlatOperator`).
+        params: the point (ignored for a :class:`FlatOperator`); leaves with a
+            ``NamedSharding`` keep it, and the tools' vectors are sharded alike.
         key: the PRNG key passed on to ``impl`` (``None``: ``PRNGKey(0)``).
         **options: hashable keyword options passed on to ``impl``.
 
@@ -93,30 +98,69 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **opt
     """
     key = jax.random.PRNGKey(0) if key is None else key
     if isinstance(f, FlatOperator):
-        return impl(f, key, **options)
+        return impl(as_tree_operator(f), key, **options)
+    shardings = V.shardings_of(params)
     if hasattr(f, "_flat_operator_at"):  # a DatasetObjective: its passes' errors raised here
         f._check_at(params)
         options_ = tuple(sorted(options.items()))
-        return f.run(lambda: _on_hessian_compiled(impl, f.cache_key, params, key, options_))
+        return f.run(
+            lambda: _on_hessian_compiled(impl, f.cache_key, params, key, options_, shardings)
+        )
     if not _hashable(f):  # no compile cache for an unhashable callable
-        return impl(flat_operator(f, params), key, **options)
-    return _on_hessian_compiled(impl, f, params, key, tuple(sorted(options.items())))
+        return impl(operator_at(f, params, shardings), key, **options)
+    return _on_hessian_compiled(impl, f, params, key, tuple(sorted(options.items())), shardings)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 4))
-def _on_hessian_compiled(impl, f, params, key, options):
-    return impl(operator_at(f, params), key, **dict(options))
+@functools.partial(jax.jit, static_argnums=(0, 1, 4, 5))
+def _on_hessian_compiled(impl, f, params, key, options, shardings):
+    return impl(operator_at(f, params, shardings), key, **dict(options))
 
 
-def operator_at(f: Any, params: Any) -> FlatOperator:
-    """The curvature operator of ``f`` at ``params``: a :class:`FlatOperator` passes
-    through, a :class:`~gradxform.hessian.DatasetObjective` gives its own, a closure
-    its Hessian (:func:`flat_operator`)."""
+def operator_at(f: Any, params: Any, shardings: Any = None) -> V.TreeOperator:
+    """The curvature operator of ``f`` at ``params``, on pytrees shaped like ``params``.
+
+    A closure gives its Hessian (``grad f`` linearised once, products on the
+    pytree itself); a :class:`~gradxform.hessian.DatasetObjective` its own
+    operator; a :class:`FlatOperator` is the pytree of one flat leaf, its
+    results mapped back by its ``unravel``.
+
+    Args:
+        f: the objective, a :class:`FlatOperator` or a ``DatasetObjective``.
+        params: the point.
+        shardings: the leaves' shardings (:func:`~gradxform.hessian._vectors.shardings_of`),
+            or None.
+
+    Returns:
+        The :class:`~gradxform.hessian._vectors.TreeOperator`.
+    """
     if isinstance(f, FlatOperator):
-        return f
+        return as_tree_operator(f)
+    like = V.space(params, shardings)
+    if hasattr(f, "_tree_operator_at"):
+        return V.operator(f._tree_operator_at(params), like)
     if hasattr(f, "_flat_operator_at"):
-        return f._flat_operator_at(params)
-    return flat_operator(f, params)
+        return _on_params(f._flat_operator_at(params), like)
+    check_objective(f, params)
+    return V.operator(linearized_hvp(f, params), like)
+
+
+def as_tree_operator(op: Any) -> V.TreeOperator:
+    """A :class:`FlatOperator` as the operator on its one flat leaf (others pass through)."""
+    if not isinstance(op, FlatOperator):
+        return op
+    like = jax.ShapeDtypeStruct((op.size,), op.dtype)
+    return V.TreeOperator(op.matvec, like, op.size, jnp.dtype(op.dtype), op.unravel)
+
+
+def _on_params(op: FlatOperator, like: Any) -> V.TreeOperator:
+    """A flat operator on the params' pytree (``op.unravel``'s): a streamed product
+    crosses to the host as one flat vector, so its vectors are joined there only."""
+
+    def matvec(v):
+        flat = jnp.concatenate([jnp.ravel(x).astype(op.dtype) for x in jax.tree.leaves(v)])
+        return op.unravel(op.matvec(flat))
+
+    return V.operator(matvec, like)
 
 
 def eigh(f: Callable[[Any], jax.Array], params: Any) -> tuple[jax.Array, jax.Array]:
