@@ -160,6 +160,9 @@ def assert_checkpoint_resume_is_bitwise(step, init_state, params, noise, directo
             p, s = step(p, s, {k: a[t] for k, a in noise.items()})
         return p, s
 
+    # committed to the device from the start, as restored arrays are: a jitted step sees
+    # one kind of argument and compiles once
+    params, init_state = jax.device_put((params, init_state))
     p, s = advance(params, init_state, range(split))
     gx.checkpoint.save(directory / "p.npz", p)
     gx.checkpoint.save(directory / "s.npz", s)
