@@ -3,7 +3,7 @@ and hessian-eigenthings on the same model, weights and batches, in the same proc
 
 The model is the PyHessian paper's ResNet-20 (3 stages of 3 basic blocks, 16/32/64
 channels, option-A shortcuts: stride-2 subsampling and zero-padded channels, global
-average pooling, a 10-way linear head; 270,410 parameters) in its norm-free form: no
+average pooling, a 10-way linear head; 269,034 parameters) in its norm-free form: no
 batch norm (whose batch statistics make the Hessian depend on how the data is batched),
 conv biases instead, and each block's output ``relu(x + F(x)) / sqrt(2)`` so the
 activations keep their scale without normalisation. It is written twice, in plain JAX
@@ -296,28 +296,37 @@ class Torch:
         return self.criterion(model(batch[0]), batch[1])
 
 
+class Counted:
+    """Counts the calls of ``owner.method`` (one product over the data set each); calling
+    ``self(name, fn)`` times ``fn`` and records its seconds and products under ``name``."""
+
+    def __init__(self, owner: Any, method: str) -> None:
+        self.calls = 0
+        self.rows: dict[str, Any] = {}
+        inner = getattr(owner, method)
+
+        def counted(*args):
+            self.calls += 1
+            return inner(*args)
+
+        setattr(owner, method, counted)
+
+    def __call__(self, name: str, fn):
+        self.calls = 0
+        result, seconds = timed(fn)
+        self.rows[name] = {"seconds": seconds, "products": self.calls}
+        return result
+
+
 def pyhessian_rows(side: Torch, args) -> dict | None:
     try:
         from pyhessian import hessian as pyhessian_hessian
     except ImportError:
         return None
     h = pyhessian_hessian(side.model, side.criterion, dataloader=side.loader, cuda=False)
-    calls = [0]
-    inner = h.dataloader_hv_product
-
-    def counted(v):
-        calls[0] += 1
-        return inner(v)
-
-    h.dataloader_hv_product = counted
+    run = Counted(h, "dataloader_hv_product")
     side.torch.manual_seed(0)
-    out: dict[str, Any] = {}
-
-    def run(name, fn):
-        calls[0] = 0
-        result, seconds = timed(fn)
-        out[name] = {"seconds": seconds, "products": calls[0]}
-        return result
+    out = run.rows
 
     values, _ = run("top", lambda: h.eigenvalues(maxIter=100, tol=1e-3, top_n=args.k))
     out["top"]["values"] = sorted(values, reverse=True)
@@ -334,21 +343,8 @@ def eigenthings_rows(side: Torch, args, top_matvecs: int) -> dict | None:
     except ImportError:
         return None
     op = he.HessianOperator(side.model, side.loader, side.loss)
-    calls = [0]
-    inner = op.matvec
-
-    def counted(v):
-        calls[0] += 1
-        return inner(v)
-
-    op.matvec = counted
-    out: dict[str, Any] = {}
-
-    def run(name, fn):
-        calls[0] = 0
-        result, seconds = timed(fn)
-        out[name] = {"seconds": seconds, "products": calls[0]}
-        return result
+    run = Counted(op, "matvec")
+    out = run.rows
 
     pairs = run(
         "top",
