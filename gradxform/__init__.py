@@ -82,13 +82,13 @@ from gradxform.optimizers_more import (
 from gradxform.optimizers_schedule_free import schedule_free_adamw, schedule_free_sgd
 from gradxform.optimizers_sophia import sophia
 from gradxform.second_order.aliases import bfgs, lbfgs, newton, newton_cg, trust_exact, trust_ncg
+from gradxform.second_order.least_squares import least_squares
 from gradxform.second_order.linesearch import (
     ScaleByLinesearchState,
     ZoomLinesearch,
     scale_by_backtracking_linesearch,
     scale_by_zoom_linesearch,
 )
-from gradxform.second_order.least_squares import least_squares
 from gradxform.second_order.minimize import History, Solution, Status, minimize
 from gradxform.second_order.transforms import (
     SecondOrderState,
