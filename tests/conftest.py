@@ -151,3 +151,14 @@ def x64():
     """Runs a test with x64 enabled (float64 by default), for that test only."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def x64_stays_off():
+    """Fails a test module that leaves ``jax_enable_x64`` switched on globally (a module-level
+    ``jax.config.update``, e.g. in an imported benchmark): a worker runs many files, and every
+    file after it would silently run in float64. Tests use the ``x64`` fixture instead."""
+    yield
+    if jax.config.read("jax_enable_x64"):
+        jax.config.update("jax_enable_x64", False)
+        pytest.fail("this module left jax_enable_x64 on for every test after it")
