@@ -42,9 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-jax.config.update("jax_enable_x64", True)
-
-import gradxform as gx  # noqa: E402
+import gradxform as gx
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the shared test problems
 from tests import mgh  # noqa: E402
@@ -244,6 +242,8 @@ def table(cases: list[Case], ours: list[dict], theirs: list[dict]) -> tuple[list
 
 
 def main() -> None:
+    # float64 switched on here, not at import: tests/test_lbfgsb.py imports this module
+    jax.config.update("jax_enable_x64", True)
     cases = mgh_cases()
     theirs = scipy_runs(cases)
     ours = gx_batch(cases)

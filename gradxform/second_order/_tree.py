@@ -196,3 +196,21 @@ def start_point(evaluate: Callable, params: Any, value: Any, grad: Any, dtype) -
     else:
         grad = conj(grad)
     return jnp.asarray(value).astype(dtype), cast(grad, params)
+
+
+def compile_cache(compile_fn: Callable, maxsize: int = 64) -> Callable:
+    """``compile_fn(fun, settings)`` memoised on ``(fun, settings)`` where ``fun`` is hashable.
+
+    A solver driver compiles once per objective (its identity) and settings; an objective
+    that cannot key a cache (a closure over arrays, say) compiles afresh each call.
+    """
+    cached = functools.lru_cache(maxsize=maxsize)(compile_fn)
+
+    def solver(fun: Callable, settings: Any) -> Callable:
+        try:
+            hash(fun)
+        except TypeError:
+            return compile_fn(fun, settings)
+        return cached(fun, settings)
+
+    return solver

@@ -34,7 +34,6 @@ and ``vmap`` (over starts, data or bounds).
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, NamedTuple
 
@@ -354,15 +353,7 @@ def _compile(fun, settings: _Settings):
     return jax.jit(solve_tree)
 
 
-_cached_compile = functools.lru_cache(maxsize=64)(_compile)
-
-
-def _solver(fun, settings: _Settings):
-    try:
-        hash(fun)
-    except TypeError:
-        return _compile(fun, settings)
-    return _cached_compile(fun, settings)
+_solver = _tree.compile_cache(_compile)
 
 
 def _side(value, x0, name: str, fill: float):

@@ -255,17 +255,7 @@ def solve(residual_fn, settings: _Settings, x0, args: tuple, runtime: _Runtime) 
     Returns:
         The :class:`~gradxform.Solution`.
     """
-    compile_solver = _cached_compile if _hashable(residual_fn) else _compile
-    return compile_solver(residual_fn, settings)(x0, args, runtime)
-
-
-def _hashable(value) -> bool:
-    """Whether ``value`` can key the compiled-solver cache (a closure over arrays cannot)."""
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
+    return _solver(residual_fn, settings)(x0, args, runtime)
 
 
 def _check_residuals(residual_fn, x0, args) -> int:
@@ -309,7 +299,7 @@ def _compile(residual_fn, settings: _Settings):
     return jax.jit(implicit.differentiable(solve_tree, residual_fn, settings.implicit_diff, cost))
 
 
-_cached_compile = functools.lru_cache(maxsize=64)(_compile)
+_solver = _tree.compile_cache(_compile)
 
 
 def _solve(problem: _Problem, x0: jax.Array) -> Solution:

@@ -461,15 +461,6 @@ def minimize(
     return _solver(fun, settings)(x0, args, runtime)
 
 
-def _solver(fun, settings: _Settings):
-    """The jitted solver for ``fun`` and ``settings``, cached where ``fun`` is hashable."""
-    try:
-        hash(fun)
-    except TypeError:
-        return _compile(fun, settings)
-    return _cached_compile(fun, settings)
-
-
 def _compile(fun, settings: _Settings):
     """The jitted solver ``(x0, args, runtime) -> Solution`` of one objective and settings.
 
@@ -489,7 +480,8 @@ def _compile(fun, settings: _Settings):
     return jax.jit(implicit.differentiable(solve_tree, fun, settings.implicit_diff))
 
 
-_cached_compile = functools.lru_cache(maxsize=64)(_compile)
+# the jitted solver for ``fun`` and ``settings``, cached where ``fun`` is hashable
+_solver = _tree.compile_cache(_compile)
 
 
 def _problem(objective, x0_tree, settings: _Settings, runtime: _Runtime) -> _Problem:
