@@ -18,7 +18,8 @@ box's speed drifts; interleaving gives every solver the same conditions). Writes
 The Moré-Garbow-Hillstrom set (tests/mgh.py, 35 problems, n <= 12), one row per problem
 and solver (``MGH_SOLVERS``: gx trust-exact, trust-ncg, newton, bfgs, lbfgs and scipy's
 trust-exact, trust-ncg, BFGS, L-BFGS-B; other solvers append theirs there), single
-thread, warm compiled times (min of repeats); writes ``benchmarks/results/mgh.{json,md}``:
+thread, warm compiled times (min of repeats, a problem's solvers interleaved); writes
+``benchmarks/results/mgh.{json,md}``:
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
     XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
@@ -530,20 +531,22 @@ def mgh_table(args) -> list[str]:
             continue
         fun, x0 = objective(p), jnp.asarray(p.x0)
         target = TOL * max(1.0, float(jnp.linalg.norm(jax.grad(fun)(x0))))
+        records = {}
         for sname, run in MGH_SOLVERS:
             if names and sname not in names:
                 continue
             try:
-                rec = run(fun, x0, args.maxiter)
+                records[sname] = run(fun, x0, args.maxiter)
             except Exception as err:  # a crash is a row
                 rows.append(dict(problem=p.name, n=p.n, solver=sname, error=repr(err)[:120]))
-                continue
-            call = rec.pop("call")
-            times = []
-            for _ in range(args.repeats):
+        times = {sname: [] for sname in records}
+        for _ in range(args.repeats):  # interleaved: one call of each solver per round
+            for sname, rec in records.items():
                 start = time.perf_counter()
-                call()
-                times.append(time.perf_counter() - start)
+                rec["call"]()
+                times[sname].append(time.perf_counter() - start)
+        for sname, rec in records.items():
+            del rec["call"]
             x = jnp.asarray(rec.pop("x"))
             value = float(fun(x))
             known = (p.f_min, *p.f_other)
@@ -555,7 +558,7 @@ def mgh_table(args) -> list[str]:
                     converged=bool(float(jnp.linalg.norm(jax.grad(fun)(x))) <= target),
                     value=value,
                     at_known_minimum=any(abs(value - v) <= 1e-4 * abs(v) + 1e-8 for v in known),
-                    run_s=min(times),
+                    run_s=min(times[sname]),
                     **rec,
                 )
             )

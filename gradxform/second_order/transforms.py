@@ -230,12 +230,15 @@ class TrustRegionState(NamedTuple):
         radius: the trust radius for the next update.
         value: the objective at the latest trial point (inf before the first update).
         grad: its gradient there, shaped like the params.
+        memory: what the next subproblem solve at the same params reads (``"exact"``:
+            the last lower bound on the shift and the radius; reset where a step is taken).
         hyperparams: ``eta`` and ``max_radius``.
     """
 
     radius: jax.Array
     value: jax.Array
     grad: Any
+    memory: Any
     hyperparams: HyperparamState
 
 
@@ -288,6 +291,7 @@ def scale_by_trust_region(
             radius=jnp.full([], initial_radius, dtype),
             value=jnp.full([], jnp.inf, dtype),
             grad=_tree.zeros(params),
+            memory=trust.memory(dtype),
             hyperparams=hp.init(_tree.dtype_proxy(params)),
         )
 
@@ -306,11 +310,16 @@ def scale_by_trust_region(
         rules = tr.TrustRegion(values["eta"], initial_radius, values["max_radius"])
         flat_vg = _tree.value_and_grad(flat_objective, dtype)
         t = tr.trial_step(
-            trust, flat_objective, flat_vg, Point(x, f, g), model, state.radius, rules
-        )
+            trust, flat_objective, flat_vg, Point(x, f, g), model, state.memory, state.radius,
+            rules,
+        )  # fmt: skip
         taken = jnp.where(t.accepted, t.step, jnp.zeros_like(t.step))
         new_state = TrustRegionState(
-            radius=t.radius, value=t.trial.value, grad=unravel(t.trial.grad), hyperparams=hyper
+            radius=t.radius,
+            value=t.trial.value,
+            grad=unravel(t.trial.grad),
+            memory=t.memory,
+            hyperparams=hyper,
         )
         return _tree.neg(unravel(taken)), new_state
 

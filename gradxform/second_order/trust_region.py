@@ -83,40 +83,71 @@ class Curvature(NamedTuple):
     hessians: jax.Array
 
 
+def _no_memory(dtype: Any) -> tuple:
+    del dtype
+    return ()
+
+
 class TrustMethod(NamedTuple):
     """One trust-region method.
 
     Attributes:
         name: as :func:`gradxform.minimize` spells it.
         curvature: ``(objective, x) -> Curvature`` at a flat point ``x``.
-        solve: ``(model, objective, x, g, radius) -> SubproblemStep``.
+        solve: ``(model, memory, objective, x, g, radius) -> SubproblemStep``.
+        memory: ``dtype -> memory`` of a point where nothing was solved yet (what a
+            solve passes to the next one at the same point, in ``SubproblemStep.memory``).
     """
 
     name: str
     curvature: Callable[[Callable, jax.Array], Curvature]
     solve: Callable[..., sub.SubproblemStep]
+    memory: Callable[[Any], Any] = _no_memory
 
 
-def exact_method() -> TrustMethod:
-    """``trust-exact``: the dense Hessian's eigendecomposition and the Moré-Sorensen step.
+def exact_method(subproblem: str = "more-sorensen") -> TrustMethod:
+    """``trust-exact``: the dense Hessian and the Moré-Sorensen step.
+
+    Args:
+        subproblem: ``"more-sorensen"`` (scipy's iteration on Cholesky factorisations,
+            :func:`~gradxform.second_order.trust_subproblem.more_sorensen_subproblem`:
+            the iterates of scipy's ``trust-exact``) or ``"exact"`` (the same
+            iteration in the Hessian's eigenbasis, exact eigenvector in the hard case,
+            :func:`~gradxform.second_order.trust_subproblem.exact_subproblem`).
 
     Returns:
         The :class:`TrustMethod`.
     """
+    one = jnp.ones([], jnp.int32)
 
-    def curv(objective, x):
+    def curv_eigh(objective, x):
         eig = sub.hessian_eigh(curvature.dense_hessian(objective, x))
         lam = eig.eigenvalues
         eps = jnp.finfo(lam.dtype).eps
         floor = -jnp.sqrt(eps) * jnp.maximum(1.0, jnp.max(jnp.abs(lam)))
         finite = jnp.all(jnp.isfinite(lam)) & jnp.all(jnp.isfinite(eig.eigenvectors))
-        return Curvature(eig, lam[0] >= floor, finite, jnp.ones([], jnp.int32))
+        return Curvature(eig, lam[0] >= floor, finite, one)
 
-    def solve(model, objective, x, g, radius):
-        del objective, x
+    def solve_eigh(model, memory, objective, x, g, radius):
+        del memory, objective, x
         return sub.exact_subproblem(model, g, radius)
 
-    return TrustMethod("trust-exact", curv, solve)
+    def curv_chol(objective, x):
+        h = curvature.dense_hessian(objective, x)
+        eps = jnp.finfo(h.dtype).eps
+        norm_inf = jnp.max(jnp.sum(jnp.abs(h), axis=1))  # >= |lam|max
+        shift = jnp.sqrt(eps) * jnp.maximum(1.0, norm_inf)
+        sym = (h + h.T) / 2 + shift * jnp.eye(h.shape[0], dtype=h.dtype)
+        near_psd = jnp.all(jnp.isfinite(jnp.linalg.cholesky(sym)))  # lam_1 > -shift
+        return Curvature(h, near_psd, jnp.all(jnp.isfinite(h)), one)
+
+    def solve_chol(model, memory, objective, x, g, radius):
+        del objective, x
+        return sub.more_sorensen_subproblem(model, g, radius, memory)
+
+    if subproblem == "exact":
+        return TrustMethod("trust-exact", curv_eigh, solve_eigh)
+    return TrustMethod("trust-exact", curv_chol, solve_chol, sub.ms_memory)
 
 
 def ncg_method(max_cg_steps: int) -> TrustMethod:
@@ -134,8 +165,8 @@ def ncg_method(max_cg_steps: int) -> TrustMethod:
         true = jnp.array(True)
         return Curvature((), true, true, jnp.zeros([], jnp.int32))
 
-    def solve(model, objective, x, g, radius):
-        del model
+    def solve(model, memory, objective, x, g, radius):
+        del model, memory
         return sub.steihaug_subproblem(
             lambda v: curvature.hvp(objective, x, v), g, radius, max_cg_steps
         )
@@ -177,6 +208,7 @@ class Trial(NamedTuple):
         rho: actual over predicted decrease.
         predicted: the predicted decrease (<= 0 only at floating-point resolution).
         hvps: Hessian-vector products the subproblem used.
+        memory: what the next solve reads (the method's fresh memory where accepted).
     """
 
     point: Point
@@ -187,6 +219,7 @@ class Trial(NamedTuple):
     rho: jax.Array
     predicted: jax.Array
     hvps: jax.Array
+    memory: Any
 
 
 def trial_step(
@@ -195,6 +228,7 @@ def trial_step(
     value_and_grad: Callable,
     point: Point,
     model: Any,
+    memory: Any,
     radius: jax.Array,
     rules: TrustRegion,
 ) -> Trial:
@@ -206,6 +240,7 @@ def trial_step(
         value_and_grad: ``x -> (f(x), gradient)``.
         point: the iterate.
         model: ``method.curvature(objective, point.x).model``.
+        memory: the last trial's ``memory`` (``method.memory(dtype)`` at a new point).
         radius: the current radius.
         rules: the :class:`TrustRegion` constants (numbers or traced scalars).
 
@@ -213,7 +248,7 @@ def trial_step(
         A :class:`Trial`.
     """
     dtype = point.value.dtype
-    found = method.solve(model, objective, point.x, point.grad, radius)
+    found = method.solve(model, memory, objective, point.x, point.grad, radius)
     p = found.step.astype(point.x.dtype)
     x_new = point.x + p
     f_new, g_new = value_and_grad(x_new)
@@ -232,6 +267,7 @@ def trial_step(
         rho=rho,
         predicted=predicted,
         hvps=found.hvps,
+        memory=_tree.select(accepted, method.memory(point.x.dtype), found.memory),
     )
 
 
@@ -246,6 +282,7 @@ class _Loop(NamedTuple):
     nhev: jax.Array
     nhvp: jax.Array
     curvature: Curvature
+    memory: Any
     radius: jax.Array
     hist_f: jax.Array
     hist_g: jax.Array
@@ -301,6 +338,7 @@ def run(problem: Any, x0: jax.Array, f0, g0, gnorm0, gtol, codes: Any, running: 
         nhev=curv0.hessians,
         nhvp=zero,
         curvature=curv0,
+        memory=method.memory(x0.dtype),
         radius=jnp.asarray(rules.initial_radius, f0.dtype),
         hist_f=hist_f,
         hist_g=hist_g,
@@ -310,7 +348,7 @@ def run(problem: Any, x0: jax.Array, f0, g0, gnorm0, gtol, codes: Any, running: 
     def body(s: _Loop) -> _Loop:
         t = trial_step(
             method, problem.objective, problem.value_and_grad, s.point, s.curvature.model,
-            s.radius, rules,
+            s.memory, s.radius, rules,
         )  # fmt: skip
         curv = jax.lax.cond(
             t.accepted, lambda: method.curvature(problem.objective, t.point.x), lambda: s.curvature
@@ -324,6 +362,7 @@ def run(problem: Any, x0: jax.Array, f0, g0, gnorm0, gtol, codes: Any, running: 
             nhev=s.nhev + jnp.where(t.accepted, curv.hessians, 0),
             nhvp=s.nhvp + t.hvps,
             curvature=curv,
+            memory=t.memory,
             radius=t.radius,
         )
         if length:

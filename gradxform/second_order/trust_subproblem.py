@@ -25,16 +25,20 @@ Both return a :class:`SubproblemStep` with the predicted decrease
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 __all__ = [
     "HessianEigh",
+    "MsMemory",
     "SubproblemStep",
     "exact_subproblem",
     "hessian_eigh",
+    "more_sorensen_subproblem",
+    "ms_memory",
+    "smallest_singular_estimate",
     "steihaug_subproblem",
 ]
 
@@ -46,13 +50,16 @@ class SubproblemStep(NamedTuple):
         step: ``p``, a flat vector with ``|p| <= radius`` (up to rounding).
         predicted: the model's decrease ``-(g.p + p.H p / 2)`` (>= 0).
         hits_boundary: ``p`` lies on the boundary (``|p| = radius``).
-        hvps: Hessian-vector products used (0 for the exact solver).
+        hvps: Hessian-vector products used (0 for the exact solvers).
+        memory: what the next solve at the same point reads (a :class:`MsMemory` for
+            :func:`more_sorensen_subproblem`, else ``()``).
     """
 
     step: jax.Array
     predicted: jax.Array
     hits_boundary: jax.Array
     hvps: jax.Array
+    memory: Any = ()
 
 
 class HessianEigh(NamedTuple):
@@ -315,3 +322,282 @@ def steihaug_subproblem(
     )
     end = jax.lax.while_loop(lambda s: ~s.done, body, start)
     return SubproblemStep(end.step, -end.value, end.boundary, end.k)
+
+
+# --- Moré-Sorensen on Cholesky factorisations (scipy's trust-exact, step for step) ------
+
+
+class MsMemory(NamedTuple):
+    """What :func:`more_sorensen_subproblem` keeps between solves at one point.
+
+    Attributes:
+        lambda_lb: the lower bound on the shift the last solve ended with.
+        radius: the radius of the last solve there (-1: none yet).
+    """
+
+    lambda_lb: jax.Array
+    radius: jax.Array
+
+
+def ms_memory(dtype: Any) -> MsMemory:
+    """The memory of a point where nothing has been solved yet.
+
+    Args:
+        dtype: the floating dtype of the iterate.
+
+    Returns:
+        A :class:`MsMemory` (``lambda_lb = 0``, ``radius = -1``).
+    """
+    return MsMemory(jnp.zeros([], dtype), jnp.full([], -1.0, dtype))
+
+
+def _upper_cholesky(a: jax.Array) -> jax.Array:
+    """``U`` upper triangular with ``U^T U = a`` (read from ``a``'s upper triangle, as
+    LAPACK's ``potrf(uplo='U')``); all NaN where ``a`` is not positive definite."""
+    sym = jnp.triu(a) + jnp.triu(a, 1).T
+    return jnp.linalg.cholesky(sym, symmetrize_input=False).T
+
+
+def smallest_singular_estimate(u: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """LINPACK's estimate of the smallest singular value of ``u`` and its right vector.
+
+    Cline, Moler, Stewart and Wilkinson (1979), as Golub and Van Loan's Algorithm 3.5.1:
+    forward substitution for ``U^T w = e`` choosing each ``e_k = +-1`` to make
+    ``|w_k|`` plus the 1-norm of the updated remaining right-hand side larger, then
+    ``U v = w``; the estimate is ``|w| / |v|`` with the vector ``v / |v|`` (exact
+    where ``U`` is close to singular). O(n^2).
+
+    Args:
+        u: an ``(n, n)`` upper triangular matrix with a nonzero diagonal.
+
+    Returns:
+        ``(s_min, z)``: the estimate and a unit vector.
+    """
+    n = u.shape[0]
+    idx = jnp.arange(n)
+
+    def body(k, carry):
+        rhs, w = carry
+        wp, wm = (1.0 - rhs[k]) / u[k, k], (-1.0 - rhs[k]) / u[k, k]
+        after = idx > k
+        row = jnp.where(after, u[k], 0.0)
+        pp, pm = rhs + row * wp, rhs + row * wm
+        grow_p = jnp.abs(wp) + jnp.sum(jnp.where(after, jnp.abs(pp), 0.0))
+        grow_m = jnp.abs(wm) + jnp.sum(jnp.where(after, jnp.abs(pm), 0.0))
+        plus = grow_p >= grow_m
+        return jnp.where(plus, pp, pm), w.at[k].set(jnp.where(plus, wp, wm))
+
+    zero = jnp.zeros(n, u.dtype)
+    _, w = jax.lax.fori_loop(0, n, body, (zero, zero))
+    v = jax.scipy.linalg.solve_triangular(u, w, lower=False)
+    vnorm = jnp.linalg.norm(v)
+    return jnp.linalg.norm(w) / vnorm, v / vnorm
+
+
+def _leading_singular(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """For ``a`` not positive definite: ``(delta, v)`` with ``v.(a + delta e_k e_k^T) v = 0``,
+    ``k`` the first leading submatrix that is not positive definite (Moré and Sorensen,
+    section 3: the incomplete Cholesky factorisation up to row ``k``)."""
+    n = a.shape[0]
+    idx = jnp.arange(n)
+
+    def body(j, carry):
+        u, fail = carry
+        col = u[:, j]  # rows >= j are still zero
+        d = a[j, j] - col @ col
+        bad = ~(d > 0)
+        ujj = jnp.sqrt(jnp.where(bad, 1.0, d))
+        row = jnp.where(idx > j, (a[j] - col @ u) / ujj, jnp.where(idx == j, ujj, 0.0))
+        go = (fail == n) & ~bad
+        return jnp.where(go, u.at[j].set(row), u), jnp.where((fail == n) & bad, j, fail)
+
+    u, k = jax.lax.fori_loop(0, n, body, (jnp.zeros_like(a), jnp.asarray(n)))
+    k = jnp.minimum(k, n - 1)
+    col = jnp.where(idx < k, u[:, k], 0.0)
+    lead = (idx[:, None] < k) & (idx[None, :] < k)
+    m = jnp.where(lead, u, jnp.eye(n, dtype=a.dtype))
+    v = jax.scipy.linalg.solve_triangular(m, -col, lower=False) + (idx == k)
+    return col @ col - a[k, k], v
+
+
+class _Chol(NamedTuple):
+    k: jax.Array
+    lam: jax.Array
+    lower: jax.Array
+    upper: jax.Array
+    factor: jax.Array  # U of the last successful factorisation the next iteration reads
+    reuse: jax.Array  # skip the next factorisation (scipy's ``already_factorized``)
+    p: jax.Array
+    boundary: jax.Array
+    done: jax.Array
+    stepped: jax.Array  # a factorisation succeeded (``p`` was computed)
+
+
+def _inside(s: _Chol, u, h, hs, p, lam_new, radius, k_hard) -> _Chol:
+    """``|p| < radius``: the hard-case test along LINPACK's near-null vector of ``U``,
+    else a smaller shift (scipy keeps ``U`` of this iteration for the next one)."""
+    s_min, z = smallest_singular_estimate(u)
+    t_low, t_high = _to_boundary(p, z, radius)
+    t = jnp.where(jnp.abs(t_high) < jnp.abs(t_low), t_high, t_low)
+    eye = jnp.eye(h.shape[0], dtype=h.dtype)
+    quadratic = p @ ((h + s.lam * eye) @ p)
+    hard = t**2 * s_min**2 / (quadratic + s.lam * radius**2) <= k_hard
+    lower = jnp.maximum(s.lower, s.lam - s_min**2)
+    ok = jnp.all(jnp.isfinite(_upper_cholesky(hs + lam_new * eye)))
+    lower_next = jnp.where(ok, lower, jnp.maximum(lower, lam_new))
+    lam = jnp.where(ok, lam_new, _between(lower_next, s.lam))
+    return s._replace(
+        lam=jnp.where(hard, s.lam, lam),
+        lower=jnp.where(hard, s.lower, lower_next),
+        upper=jnp.where(hard, s.upper, s.lam),
+        factor=u,
+        reuse=~hard & ok,
+        p=jnp.where(hard, p + t * z, p),
+        done=hard,
+    )
+
+
+def _with_gradient(s: _Chol, u, h, hs, g, radius, k_easy, k_hard) -> _Chol:
+    """A successful factorisation and ``|g|`` above rounding: the Newton step on the
+    secular equation ``1/|p| = 1/radius`` and the stopping tests."""
+    p = jax.scipy.linalg.cho_solve((u, False), -g)
+    pnorm = jnp.linalg.norm(p)
+    w = jax.scipy.linalg.solve_triangular(u.T, p, lower=True)
+    lam_new = s.lam + (pnorm / jnp.linalg.norm(w)) ** 2 * (pnorm - radius) / radius
+    interior = (pnorm <= radius) & (s.lam == 0)
+    easy = jnp.abs(pnorm - radius) / radius <= k_easy
+    outside = s._replace(
+        lam=jnp.where(easy, s.lam, lam_new),
+        lower=jnp.where(easy, s.lower, s.lam),
+        reuse=jnp.array(False),
+        p=p,
+        done=easy,
+    )
+    go_inside = ~interior & (pnorm < radius)
+    inside = jax.lax.cond(
+        go_inside,
+        lambda: _inside(s, u, h, hs, p, lam_new, radius, k_hard),
+        lambda: outside,
+    )
+    return jax.tree.map(
+        lambda a, b: jnp.where(interior, a, b),
+        s._replace(p=p, boundary=jnp.array(False), done=jnp.array(True)),
+        inside,
+    )
+
+
+def _without_gradient(s: _Chol, u, radius, k_hard) -> _Chol:
+    """A successful factorisation and ``|g|`` at rounding level: ``p = radius z``."""
+    s_min, z = smallest_singular_estimate(u)
+    flat = s.lam == 0
+    stop = flat | (s_min**2 <= k_hard * s.lam)
+    lower = jnp.maximum(s.lower, s.lam - s_min**2)
+    return s._replace(
+        lam=jnp.where(stop, s.lam, _between(lower, s.lam)),
+        lower=jnp.where(stop, s.lower, lower),
+        upper=jnp.where(stop, s.upper, s.lam),
+        reuse=jnp.array(False),
+        p=jnp.where(flat, 0.0, radius * z),
+        boundary=~flat,
+        done=stop,
+    )
+
+
+def _not_definite(s: _Chol, a) -> _Chol:
+    """``H + lam I`` not positive definite: raise the lower bound past the shift that makes
+    its first indefinite leading submatrix singular."""
+    delta, v = _leading_singular(a)
+    lower = jnp.maximum(s.lower, s.lam + delta / (v @ v))
+    return s._replace(lam=_between(lower, s.upper), lower=lower, reuse=jnp.array(False))
+
+
+def more_sorensen_subproblem(
+    hessian: jax.Array,
+    g: jax.Array,
+    radius: jax.Array,
+    memory: MsMemory,
+    k_easy: float = 0.1,
+    k_hard: float = 0.2,
+    max_steps: int = 25,
+) -> SubproblemStep:
+    """The Moré-Sorensen step on Cholesky factorisations, as scipy's ``trust-exact``.
+
+    Each iteration factors ``H + lam I = U^T U`` (a NaN factor marks failure): on
+    failure the lower bound on ``lam`` rises past the shift that makes the first
+    indefinite leading submatrix singular; else ``p = -(H + lam I)^{-1} g`` and
+
+    * interior: ``lam = 0`` and ``|p| <= radius`` ends it;
+    * outside, ``|p| > radius``: ends once ``| |p| - radius | <= k_easy radius``,
+      else the Newton step on ``1/|p| = 1/radius`` (from the left of the root);
+    * inside: ``p`` is completed to the boundary along LINPACK's estimate ``z`` of the
+      smallest singular vector of ``U`` (:func:`smallest_singular_estimate`), ``p + t z``
+      with ``t`` the root of smaller magnitude, once ``t^2 s_min^2 <= k_hard
+      (p.(H + lam I) p + lam radius^2)`` (the hard case), else the Newton step if
+      ``H + lam_new I`` factors, else a safeguarded one.
+
+    The bounds start from Gershgorin discs and matrix norms (Conn, Gould and Toint,
+    section 7.3.8); a solve at the same point with a smaller radius starts from the
+    last lower bound (``memory``). scipy's quirk is kept so that iterates agree: after
+    a Newton step inside the region the next iteration reuses the previous factor.
+    Where no factorisation succeeds in ``max_steps`` (scipy then has no step and
+    raises; e.g. ``g = 0`` with ``H + lam I`` singular at both bounds) the step is
+    :func:`exact_subproblem`'s.
+
+    Args:
+        hessian: ``H``, ``(n, n)`` (its upper triangle is factored, as LAPACK's).
+        g: the gradient, a flat vector.
+        radius: the trust radius (> 0).
+        memory: the :class:`MsMemory` of the last solve at this point
+            (:func:`ms_memory` for none).
+        k_easy: relative tolerance on ``|p| = radius``.
+        k_hard: tolerance of the hard-case step.
+        max_steps: the most iterations (scipy's 25).
+
+    Returns:
+        A :class:`SubproblemStep` (``memory`` for the next solve here).
+    """
+    h = hessian
+    dtype = h.dtype
+    g, radius = g.astype(dtype), jnp.asarray(radius, dtype)
+    n = g.shape[0]
+    gnorm = jnp.linalg.norm(g)
+    rows = jnp.sum(jnp.abs(h), axis=1)
+    close = n * jnp.finfo(dtype).eps * jnp.max(rows)
+    _, lower, upper = _initial_bounds(h, gnorm, radius)
+    lower = jnp.where(radius < memory.radius, jnp.maximum(memory.lambda_lb, lower), lower)
+    lam = jnp.where(lower == 0, 0.0, _between(lower, upper))
+    hs = jnp.triu(h) + jnp.triu(h, 1).T
+    eye = jnp.eye(n, dtype=dtype)
+
+    def body(s: _Chol) -> _Chol:
+        a = hs + s.lam * eye
+        fresh = _upper_cholesky(a)
+        u = jnp.where(s.reuse, s.factor, fresh)
+        ok = s.reuse | jnp.all(jnp.isfinite(fresh))
+        branch = jnp.where(ok, jnp.where(gnorm > close, 0, 1), 2)
+        out = jax.lax.switch(
+            branch,
+            [
+                lambda: _with_gradient(s, u, h, hs, g, radius, k_easy, k_hard),
+                lambda: _without_gradient(s, u, radius, k_hard),
+                lambda: _not_definite(s, a),
+            ],
+        )
+        return out._replace(k=s.k + 1, stepped=s.stepped | (branch < 2))
+
+    false = jnp.array(False)
+    start = _Chol(
+        jnp.zeros([], jnp.int32), lam, lower, upper, eye, false, jnp.zeros_like(g),
+        jnp.array(True), false, false,
+    )  # fmt: skip
+    end = jax.lax.while_loop(lambda s: ~s.done & (s.k < max_steps), body, start)
+    p = end.p
+    predicted = -(g @ p + 0.5 * p @ (h @ p))
+    memory = MsMemory(end.lower, radius)
+    found = SubproblemStep(p, predicted, end.boundary, jnp.zeros([], jnp.int32), memory)
+    # no factorisation succeeded (scipy has no step then and raises): the eigenbasis solver
+    return jax.lax.cond(
+        end.stepped,
+        lambda: found,
+        lambda: exact_subproblem(hessian_eigh(h), g, radius)._replace(memory=memory),
+    )
