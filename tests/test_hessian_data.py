@@ -9,6 +9,7 @@ import gc
 import weakref
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -235,3 +236,72 @@ def test_progress_line_reports_each_pass_batches_and_examples(problem, capsys):
     assert any(s.startswith("dataset_mean: pass 1  batch 4/4") for s in states)
     with pytest.raises(TypeError, match="progress must be True or False"):
         H.dataset_mean(batch_loss, split(x, labels), progress="yes")
+
+
+def _stacked_objective(x, labels, batches=3, size=7):
+    n = batches * size
+    stacked = {"x": x[:n].reshape(batches, size, 3), "y": labels[:n].reshape(batches, size)}
+    return H.dataset_mean(lambda p, b: batch_loss(p, (b["x"], b["y"])), stacked)
+
+
+@pytest.mark.slow
+def test_stacked_streamed_and_plain_objectives_give_the_same_tool_results(problem):
+    """Three equal batches: the stacked scan, the streamed pass and the plain full-data ``f``
+    (whose products are the dense Hessian's) agree to 1e-12 with the same product counts."""
+    x, labels, params, _ = problem
+    n = 21
+    plain = lambda p: batch_loss(p, (x[:n], labels[:n]))  # noqa: E731
+    streamed = H.dataset_mean(batch_loss, split(x[:n], labels[:n], (7, 7, 7)))
+    dense = np.asarray(H.hessian_matrix(plain, params))
+    runs = [
+        (
+            H.hessian_eigenpairs(f, params, k=2, which="both", tol=1e-9, max_matvecs=31),
+            H.trace(f, params, num_matvecs=12),
+        )
+        for f in (plain, _stacked_objective(x, labels), streamed)
+    ]
+    (pairs, est), others = runs[0], runs[1:]
+    lam = np.linalg.eigvalsh(dense)
+    np.testing.assert_allclose(pairs.values, [*lam[:2], *lam[::-1][:2]], rtol=1e-9)
+    for other_pairs, other_est in others:
+        assert int(other_pairs.num_matvecs) == int(pairs.num_matvecs)
+        np.testing.assert_allclose(other_pairs.values, pairs.values, rtol=1e-12)
+        np.testing.assert_allclose(other_est.estimate, est.estimate, rtol=1e-12)
+        for a, b in zip(jax.tree.leaves(other_pairs.vectors), jax.tree.leaves(pairs.vectors)):
+            np.testing.assert_allclose(np.abs(a), np.abs(b), atol=1e-9)  # a sign each
+
+
+def _equations(jaxpr):
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from _equations(sub)
+
+
+@pytest.mark.slow
+def test_no_flat_vector_is_joined_on_the_stacked_or_streamed_path(problem):
+    """The traced tools on both data paths: no concatenate builds an axis of n = 31 (a flat
+    vector), and the streamed callback's operands are the leaves, not one flat buffer."""
+    x, labels, params, _ = problem
+    n = 31
+
+    def tools(objective):
+        def run(p):
+            pairs = H.hessian_eigenpairs(objective, p, k=1, max_matvecs=8)
+            return pairs.values, H.trace(objective, p, num_matvecs=6).estimate
+
+        return list(_equations(jax.make_jaxpr(run)(params).jaxpr))
+
+    streamed = H.dataset_mean(batch_loss, split(x, labels))
+    for objective in (_stacked_objective(x, labels), streamed):
+        eqns = tools(objective)
+        joined = [
+            e for e in eqns if e.primitive.name == "concatenate" and n in e.outvars[0].aval.shape
+        ]
+        assert not joined, joined
+    callbacks = [e for e in eqns if e.primitive.name == "pure_callback"]
+    assert callbacks
+    for e in callbacks:
+        shapes = [v.aval.shape for v in e.invars]
+        assert len(shapes) == 2 * len(jax.tree.leaves(params)), shapes  # params and v, per leaf
+        assert not any(n in s for s in shapes), shapes

@@ -258,7 +258,7 @@ def _result(grad_norm, grad_tol, e: _Extremes, dense: bool, n: int) -> CriticalP
 
 def _is_dataset(f: Any) -> bool:
     """A :class:`~gradxform.hessian.DatasetObjective` (its curvature kind is analysed)."""
-    return hasattr(f, "_flat_operator_at")
+    return hasattr(f, "_tree_operator_at")
 
 
 def _use_dense(method: str, n: int, dense_limit: int, max_matvecs: int) -> bool:

@@ -47,6 +47,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gradxform import checks, tree
+from gradxform.hessian import _vectors as V
 from gradxform.hessian._progress import ProgressLine
 from gradxform.hessian.kinds import _NAMED_LOSSES, CURVATURES, _Kind
 from gradxform.hessian.operators import FlatOperator
@@ -164,7 +165,7 @@ class DatasetObjective:
         self._check_at(params)
         if self.stacked:
             return self.run(lambda: _stacked_mean(self, params, self.batch_loss))
-        work = _accumulation_dtype(ravel_pytree(params)[0].dtype)
+        work = _accumulation_dtype(V.dtype_of(V.space(params)))
         return self.run(lambda: self._host_pass(_value_step, params, None, jnp.zeros([], work)))
 
     def grad(self, params: Any) -> Any:
@@ -177,17 +178,12 @@ class DatasetObjective:
             The gradient, shaped like ``params`` (in the params' dtype).
         """
         self._check_at(params)
-        flat, unravel = ravel_pytree(params)
-
-        def flat_grad(p, batch):
-            return ravel_pytree(jax.grad(self.batch_loss)(p, batch))[0]
-
         if self.stacked:
-            g = self.run(lambda: _stacked_mean(self, params, flat_grad))
+            g = self.run(lambda: _stacked_mean(self, params, jax.grad(self.batch_loss)))
         else:
-            init = jnp.zeros(flat.shape, _accumulation_dtype(flat.dtype))
+            init = jax.tree.map(lambda x: jnp.zeros(np.shape(x), _work(x)), params)
             g = self.run(lambda: self._host_pass(_grad_step, params, None, init))
-        return unravel(g.astype(flat.dtype))
+        return V.cast_like(g, V.space(params))
 
     def operator(self, params: Any) -> FlatOperator:
         """The curvature at ``params`` as a :class:`~gradxform.hessian.FlatOperator`.
@@ -204,11 +200,19 @@ class DatasetObjective:
             The operator on flat vectors in ``ravel_pytree`` order.
         """
         self._check_at(params)
-        flat, unravel = ravel_pytree(params)
-        n, dtype = int(flat.size), flat.dtype
+        flat, unravel = ravel_pytree(params)  # the public flat view; the tools use pytrees
+        tree_matvec = self._tree_operator_at(params)
+
+        def matvec(v):
+            return ravel_pytree(tree_matvec(unravel(v)))[0].astype(v.dtype)
+
+        return FlatOperator(matvec, int(flat.size), flat.dtype, unravel)
+
+    def _tree_operator_at(self, params: Any) -> Callable[[Any], Any]:
+        """``v -> M v`` on pytrees shaped like ``params`` (the spectral tools' operator)."""
         if self.stacked:
-            return FlatOperator(functools.partial(_stacked_matvec, self, params), n, dtype, unravel)
-        return _streamed_operator(lambda: self, params)
+            return functools.partial(_stacked_matvec, self, params)
+        return _streamed_matvec(lambda: self, params)
 
     @property
     def cache_key(self) -> Any:
@@ -275,24 +279,32 @@ class DatasetObjective:
                 result = result._replace(converged=jnp.zeros_like(result.converged))
         return result
 
-    def _host_matvec(self, leaves, v, shapes, treedef, n, dtype):
-        """The host side of a streamed product: one pass for all vectors in ``v`` (``(..., n)``)."""
-        v = np.asarray(v)
-        if self._error is not None or not np.all(np.isfinite(v)):
+    def _host_matvec(self, leaves, vs, treedef, shapes):
+        """The host side of a streamed product: one pass for all the vectors in ``vs``.
+
+        ``leaves`` are the params' leaves and ``vs`` the vectors' (``(*lead, *shape)``
+        each, the leading axes those of ``vmap``, of size 1 on an unbatched leaf)."""
+        lead = np.broadcast_shapes(
+            *(np.shape(v)[: np.ndim(v) - len(s)] for v, s in zip(vs, shapes))
+        )
+        vs = [np.broadcast_to(v, (*lead, *s)) for v, s in zip(vs, shapes)]
+        failed = [np.full(v.shape, np.nan, v.dtype) for v in vs]
+        if self._error is not None or not all(np.all(np.isfinite(v)) for v in vs):
             # a pass already failed (the tool raises it when it returns), or a NaN product
             # came back as a vector: no batch is to blame, and no pass is made
-            return np.full(v.shape, np.nan, dtype)
-        # vmap added leading axes of size 1 to the params
-        leaves = [jnp.asarray(np.reshape(leaf, shape)) for leaf, shape in zip(leaves, shapes)]
-        vectors = jnp.asarray(v.reshape(-1, n))
-        work = _accumulation_dtype(dtype)
-        try:
-            params = jax.tree.unflatten(treedef, leaves)
-            out = self._host_pass(_product_step, params, vectors, jnp.zeros(vectors.shape, work))
+            return failed
+        stacks = [jnp.asarray(np.reshape(v, (-1, *s))) for v, s in zip(vs, shapes)]
+        vectors = jax.tree.unflatten(treedef, stacks)
+        init = jax.tree.map(lambda x: jnp.zeros(x.shape, _work(x)), vectors)
+        try:  # vmap added leading axes of size 1 to the params
+            params = [jnp.asarray(np.reshape(leaf, s)) for leaf, s in zip(leaves, shapes)]
+            params = jax.tree.unflatten(treedef, params)
+            out = self._host_pass(_product_step, params, vectors, init)
         except Exception as error:  # noqa: BLE001  (re-raised by the tool, outside the callback)
             self._error = error
-            return np.full(v.shape, np.nan, dtype)
-        return np.asarray(out).astype(dtype).reshape(v.shape)
+            return failed
+        out = jax.tree.leaves(out)
+        return [np.asarray(o).astype(v.dtype).reshape(v.shape) for o, v in zip(out, vs)]
 
     def _host_pass(self, step, params, vectors, init):
         """One pass: ``step`` per batch, weighted by ``N_b``, divided by ``sum N_b``."""
@@ -315,7 +327,7 @@ class DatasetObjective:
         if bad >= 0 and self._nonfinite is None:
             self._nonfinite = bad  # the first pass that met one names it
         self.report = PassReport(self.report.passes + 1, count, total, self.report.nonfinite_batch)
-        return acc / total
+        return jax.tree.map(lambda a: a / total, acc)
 
     def _note_nonfinite(self, bad: Any) -> None:
         """Host side of the stacked scan's report: the first non-finite batch (``-1``: none)."""
@@ -344,9 +356,6 @@ class DatasetObjective:
         self._first_description = _describe(batch)
         return sizes.pop()
 
-    def _flat_operator_at(self, params: Any) -> FlatOperator:
-        return self.operator(params)
-
     def _check_at(self, params: Any) -> None:
         """Raises unless the loss of the first batch at ``params`` is a real floating scalar."""
         first = jax.tree.map(lambda leaf: leaf[0], self._batches) if self.stacked else None
@@ -361,30 +370,34 @@ class DatasetObjective:
             checks.fail(name, "a real floating scalar", f"{getattr(out, 'shape', out)}")
 
 
-def _streamed_operator(objective_of: Callable[[], Any], params: Any) -> FlatOperator:
-    """A :class:`FlatOperator` whose product is a host callback making a data pass."""
-    flat, unravel = ravel_pytree(params)
-    n, dtype = int(flat.size), flat.dtype
-    shapes = [np.shape(leaf) for leaf in jax.tree.leaves(params)]
+def _streamed_matvec(objective_of: Callable[[], Any], params: Any) -> Callable[[Any], Any]:
+    """``v -> M v`` on pytrees shaped like ``params``: a host callback making a data pass.
+
+    The callback (``jax.pure_callback``) takes and returns one array per leaf,
+    each shaped as its leaf behind the leading axes of ``vmap``: no flat vector
+    is joined on either side, and a batched call (the probes of an estimator)
+    makes one pass for all its vectors.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    shapes = [np.shape(leaf) for leaf in leaves]
+    dtypes = [np.dtype(jnp.result_type(leaf)) for leaf in leaves]
     x64 = _x64()
 
-    def host(p, v):  # may run on a runtime thread: the caller's x64 setting carried over
-        p = [_from_wire(leaf, np.dtype(d)) for leaf, d in zip(p, dtypes)]
+    def host(p, vs):  # may run on a runtime thread: the caller's x64 setting carried over
+        p = [_from_wire(leaf, d) for leaf, d in zip(p, dtypes)]
+        vs = [_from_wire(v, d) for v, d in zip(vs, dtypes)]
         with jax.enable_x64(x64):
-            out = objective_of()._host_matvec(p, _from_wire(v, dtype), shapes, treedef, n, dtype)
-        return _to_wire_host(out)
-
-    leaves, treedef = jax.tree.flatten(params)
-    dtypes = [leaf.dtype for leaf in leaves]
+            out = objective_of()._host_matvec(p, vs, treedef, shapes)
+        return [_to_wire_host(o) for o in out]
 
     def matvec(v):
-        wired = _to_wire(v.astype(dtype))
-        shape = jax.ShapeDtypeStruct(wired.shape, wired.dtype)
+        wired = [_to_wire(x.astype(d)) for x, d in zip(treedef.flatten_up_to(v), dtypes)]
+        result = [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in wired]
         p = [_to_wire(leaf) for leaf in leaves]
-        out = jax.pure_callback(host, shape, p, wired, vmap_method="expand_dims")
-        return _from_wire_traced(out, dtype)
+        out = jax.pure_callback(host, result, p, wired, vmap_method="expand_dims")
+        return jax.tree.unflatten(treedef, [_from_wire_traced(o, d) for o, d in zip(out, dtypes)])
 
-    return FlatOperator(matvec, n, dtype, unravel)
+    return matvec
 
 
 def _to_wire(x: jax.Array) -> jax.Array:
@@ -416,8 +429,8 @@ class _ActiveStream:
 
     objective: Any = None
 
-    def _flat_operator_at(self, params: Any) -> FlatOperator:
-        return _streamed_operator(lambda: self.objective, params)
+    def _tree_operator_at(self, params: Any) -> Callable[[Any], Any]:
+        return _streamed_matvec(lambda: self.objective, params)
 
 
 _STREAM = _ActiveStream()
@@ -434,23 +447,26 @@ def _accumulation_dtype(dtype: Any) -> Any:
     return jnp.dtype(jnp.float64) if _x64() else jnp.dtype(dtype)
 
 
+def _work(x: Any) -> Any:
+    """The accumulation dtype of an array's products."""
+    return _accumulation_dtype(jnp.result_type(x))
+
+
 def _x64() -> bool:
     """Whether 64-bit types are enabled here (globally or by ``jax.enable_x64``)."""
     return bool(jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64)
 
 
 def _accumulate(acc, out, weight, index, bad):
-    finite = jnp.all(jnp.isfinite(out))
-    bad = jnp.where((bad < 0) & ~finite, index, bad)
-    return acc + weight * out.astype(acc.dtype), bad
+    """``acc + weight * out`` leaf by leaf; ``bad`` becomes ``index`` at the first non-finite."""
+    bad = jnp.where((bad < 0) & ~V.finite(out), index, bad)
+    return jax.tree.map(lambda a, o: a + weight * o.astype(a.dtype), acc, out), bad
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _product_step(obj, params, batch, vectors, acc, weight, index, bad):
     """``acc + N_b [M_b v for v in vectors]``: one batch's products, linearised once."""
-    _, unravel = ravel_pytree(params)
-    product = obj.batch_product(params, batch)
-    out = jax.vmap(lambda v: ravel_pytree(product(unravel(v)))[0])(vectors)
+    out = jax.vmap(obj.batch_product(params, batch))(vectors)
     return _accumulate(acc, out, weight, index, bad)
 
 
@@ -461,33 +477,34 @@ def _value_step(obj, params, batch, vectors, acc, weight, index, bad):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _grad_step(obj, params, batch, vectors, acc, weight, index, bad):
-    g = ravel_pytree(jax.grad(obj.batch_loss)(params, batch))[0]
-    return _accumulate(acc, g, weight, index, bad)
+    return _accumulate(acc, jax.grad(obj.batch_loss)(params, batch), weight, index, bad)
 
 
 def _stacked_mean(obj: DatasetObjective, params: Any, fn: Callable, blame: Any = True):
-    """The mean of ``fn(params, batch)`` over stacked batches, one ``lax.map``, float64 with
-    x64; the first non-finite batch (if ``blame``: a finite vector's) goes to the host."""
+    """The mean of ``fn(params, batch)`` (a pytree) over the stacked batches: one
+    ``lax.scan`` holding the batch in flight and the sum (float64 with x64); the first
+    non-finite batch (if ``blame``: a finite vector's) goes to the host."""
+    batches = obj._batches
+    count = int(np.shape(jax.tree.leaves(batches)[0])[0])
+    out = jax.eval_shape(fn, params, jax.tree.map(lambda b: b[0], batches))
+    init = jax.tree.map(lambda s: jnp.zeros(s.shape, _work(s)), out)
 
-    def one(batch):
-        out = fn(params, batch)
-        return out.astype(_accumulation_dtype(out.dtype))
+    def step(carry, batch_index):
+        (acc, bad), (batch, index) = carry, batch_index
+        return _accumulate(acc, fn(params, batch), 1.0, index, bad), None
 
-    outs = jax.lax.map(one, obj._batches)
-    finite = jnp.all(jnp.isfinite(outs.reshape(outs.shape[0], -1)), axis=1)
-    bad = jnp.where(jnp.all(finite) | ~jnp.asarray(blame), -1, jnp.argmax(~finite))
-    jax.debug.callback(obj._note_nonfinite, bad)
-    return jnp.mean(outs, axis=0)
+    start = (init, jnp.asarray(-1, jnp.int32))
+    (acc, bad), _ = jax.lax.scan(step, start, (batches, jnp.arange(count, dtype=jnp.int32)))
+    jax.debug.callback(obj._note_nonfinite, jnp.where(blame, bad, -1))
+    return jax.tree.map(lambda a: a / count, acc)
 
 
-def _stacked_matvec(obj: DatasetObjective, params: Any, v: jax.Array) -> jax.Array:
-    _, unravel = ravel_pytree(params)
-
+def _stacked_matvec(obj: DatasetObjective, params: Any, v: Any) -> Any:
     def product(p, batch):
-        return ravel_pytree(obj.batch_product(p, batch)(unravel(v)))[0]
+        return obj.batch_product(p, batch)(v)
 
-    blame = jnp.all(jnp.isfinite(v))  # a NaN vector is no batch's fault
-    return _stacked_mean(obj, params, product, blame).astype(v.dtype)
+    blame = V.finite(v)  # a NaN vector is no batch's fault
+    return V.cast_like(_stacked_mean(obj, params, product, blame), v)
 
 
 def _is_stacked(batches: Any) -> bool:

@@ -100,7 +100,7 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **opt
     if isinstance(f, FlatOperator):
         return impl(as_tree_operator(f), key, **options)
     shardings = V.shardings_of(params)
-    if hasattr(f, "_flat_operator_at"):  # a DatasetObjective: its passes' errors raised here
+    if hasattr(f, "_tree_operator_at"):  # a DatasetObjective: its passes' errors raised here
         f._check_at(params)
         options_ = tuple(sorted(options.items()))
         return f.run(
@@ -138,8 +138,6 @@ def operator_at(f: Any, params: Any, shardings: Any = None) -> V.TreeOperator:
     like = V.space(params, shardings)
     if hasattr(f, "_tree_operator_at"):
         return V.operator(f._tree_operator_at(params), like)
-    if hasattr(f, "_flat_operator_at"):
-        return _on_params(f._flat_operator_at(params), like)
     check_objective(f, params)
     return V.operator(linearized_hvp(f, params), like)
 
@@ -150,17 +148,6 @@ def as_tree_operator(op: Any) -> V.TreeOperator:
         return op
     like = jax.ShapeDtypeStruct((op.size,), op.dtype)
     return V.TreeOperator(op.matvec, like, op.size, jnp.dtype(op.dtype), op.unravel)
-
-
-def _on_params(op: FlatOperator, like: Any) -> V.TreeOperator:
-    """A flat operator on the params' pytree (``op.unravel``'s): a streamed product
-    crosses to the host as one flat vector, so its vectors are joined there only."""
-
-    def matvec(v):
-        flat = jnp.concatenate([jnp.ravel(x).astype(op.dtype) for x in jax.tree.leaves(v)])
-        return op.unravel(op.matvec(flat))
-
-    return V.operator(matvec, like)
 
 
 def eigh(f: Callable[[Any], jax.Array], params: Any) -> tuple[jax.Array, jax.Array]:
