@@ -1,11 +1,15 @@
 """classify_critical_point against closed forms: quadratics with a prescribed spectrum."""
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 import gradxform as gx
+from gradxform.hessian import critical
 
 H = gx.hessian
 
@@ -108,3 +112,34 @@ def test_dense_path_reports_a_nan_hessian_as_not_finite():
     point = H.classify_critical_point(f, jnp.ones(3), method="dense")
     assert point.verdict == "not_finite" and point.guarantee == "none"
     assert np.isnan(point.lambda_min) and np.isnan(point.condition_number)
+
+
+@pytest.mark.slow  # over 2 s: a Lanczos loop compiles
+def test_pytree_params_on_both_paths_match_dense_eigh():
+    """An MLP with four leaves (n = 44) away from a critical point: both paths work on
+    the pytree; the extremes against ``jnp.linalg.eigh`` of ``jax.hessian`` on the
+    flattened params, the gradient norm and the default ``grad_tol`` against NumPy on
+    the flattened gradient and params."""
+    rng = np.random.default_rng(0)
+    shapes = {"w1": (3, 7), "b1": (7,), "w2": (7, 2), "b2": (2,)}
+    params = {k: jnp.asarray(rng.normal(size=s)) for k, s in shapes.items()}
+    x, y = jnp.asarray(rng.normal(size=(12, 3))), jnp.asarray(rng.normal(size=(12, 2)))
+
+    def f(p):
+        out = jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+        return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, axis=1))
+
+    flat, unravel = ravel_pytree(params)
+    lam = np.asarray(jnp.linalg.eigh(jax.hessian(lambda v: f(unravel(v)))(flat))[0])
+    grad_norm = np.linalg.norm(np.asarray(jax.grad(lambda v: f(unravel(v)))(flat)))
+    grad_tol = np.cbrt(np.finfo(np.float64).eps) * np.abs(lam).max() * np.linalg.norm(flat)
+    free = H.classify_critical_point(f, params, method="lanczos", k=2, max_matvecs=44)
+    dense = H.classify_critical_point(f, params, method="dense")
+    assert (free.method, dense.method) == ("lanczos", "dense")
+    for point in (free, dense):
+        assert point.verdict == "not_critical"
+        np.testing.assert_allclose([point.lambda_min, point.lambda_max], lam[[0, -1]], rtol=1e-9)
+        np.testing.assert_allclose(point.grad_norm, grad_norm, rtol=1e-12)
+        np.testing.assert_allclose(point.grad_tol, grad_tol, rtol=1e-9)
+    assert max(free.residual_min, free.residual_max) < 1e-8
+    assert "ravel_pytree" not in inspect.getsource(critical)  # no n-vector on the host

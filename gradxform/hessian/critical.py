@@ -48,10 +48,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from gradxform import checks
 from gradxform.curvature import check_objective
+from gradxform.hessian import _vectors as V
 from gradxform.hessian.extreme import hessian_eigenpairs
 from gradxform.hessian.operators import hessian_matrix
 
@@ -339,17 +339,19 @@ def classify_critical_point(
     dense_limit = checks.integer("dense_limit", dense_limit, minimum=0)
     k = checks.integer("k", k, minimum=1)
     max_matvecs = checks.integer("max_matvecs", max_matvecs, minimum=1)
-    flat, _ = ravel_pytree(params)
-    n = flat.size
-    eps = float(jnp.finfo(flat.dtype).eps)
+    # on the params' pytree: norms are per-leaf sums (no n-vector on the host, sharded
+    # leaves stay sharded); only the dense path builds the (n, n) matrix
+    like = V.space(params)
+    n, dtype = V.size_of(like), V.dtype_of(like)
+    eps = float(jnp.finfo(dtype).eps)
     grad = f.grad(params) if _is_dataset(f) else jax.grad(f)(params)
-    grad_norm = float(jnp.linalg.norm(ravel_pytree(grad)[0]))
+    grad_norm = float(V.norm(grad, dtype))
     dense = _use_dense(method, n, dense_limit, max_matvecs)
     if dense:
         e = _dense_extremes(f, params, eps, curvature_tol)
     else:
         e = _lanczos_extremes(f, params, n, eps, curvature_tol, k, max_matvecs, key)
     if grad_tol is None:
-        scale = max(abs(e.lo), abs(e.hi)) * float(np.linalg.norm(np.asarray(flat, np.float64)))
+        scale = max(abs(e.lo), abs(e.hi)) * float(V.norm(jax.tree.map(jnp.asarray, params), dtype))
         grad_tol = float(np.cbrt(eps) * (max(1.0, scale) if np.isfinite(scale) else 1.0))
     return _result(grad_norm, grad_tol, e, dense, n)
