@@ -43,6 +43,7 @@ width plus the residuals). Below 1 the guarantee is ``"probabilistic"``; at 1
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -53,7 +54,7 @@ from gradxform import checks
 from gradxform.curvature import check_objective
 from gradxform.hessian import _vectors as V
 from gradxform.hessian.extreme import hessian_eigenpairs
-from gradxform.hessian.operators import hessian_matrix
+from gradxform.hessian.operators import _hashable, hessian_matrix
 
 __all__ = ["CriticalPoint", "classify_critical_point"]
 
@@ -261,6 +262,17 @@ def _is_dataset(f: Any) -> bool:
     return hasattr(f, "_tree_operator_at")
 
 
+def _grad(f: Any, params: Any) -> Any:
+    """``grad f`` at ``params``: one compiled program for a hashable ``f`` (cached per ``f``
+    and parameter shapes), where the eager gradient would compile op by op."""
+    return _grad_compiled(f, params) if _hashable(f) else jax.grad(f)(params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _grad_compiled(f: Any, params: Any) -> Any:
+    return jax.grad(f)(params)
+
+
 def _use_dense(method: str, n: int, dense_limit: int, max_matvecs: int) -> bool:
     """The choice of ``method="auto"``: dense when it cannot cost more than Lanczos.
 
@@ -344,7 +356,7 @@ def classify_critical_point(
     like = V.space(params)
     n, dtype = V.size_of(like), V.dtype_of(like)
     eps = float(jnp.finfo(dtype).eps)
-    grad = f.grad(params) if _is_dataset(f) else jax.grad(f)(params)
+    grad = f.grad(params) if _is_dataset(f) else _grad(f, params)
     grad_norm = float(V.norm(grad, dtype))
     dense = _use_dense(method, n, dense_limit, max_matvecs)
     if dense:
