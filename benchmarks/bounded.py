@@ -127,14 +127,19 @@ def _scipy_run(case: Case, value_and_grad, index, width: int, maxiter: int) -> d
         f, g = value_and_grad(jnp.asarray(np.concatenate([x, np.zeros(width - n)])), index)
         return float(f), np.asarray(g[:n], np.float64)
 
-    values = []
+    values, xs = [], []
+
+    def record(intermediate_result):  # scipy passes the iterate by this argument's name
+        values.append(float(intermediate_result.fun))
+        xs.append(np.array(intermediate_result.x))
+
     res = scipy.optimize.minimize(
         fg,
         case.x0,
         jac=True,
         method="L-BFGS-B",
         bounds=list(zip(case.lower, case.upper)),
-        callback=lambda intermediate_result: values.append(float(intermediate_result.fun)),
+        callback=record,
         options={"gtol": GTOL, "maxls": MAXLS, "maxiter": maxiter},
     )
     return {
@@ -144,6 +149,8 @@ def _scipy_run(case: Case, value_and_grad, index, width: int, maxiter: int) -> d
         "fun": float(res.fun),
         "x": np.asarray(res.x),
         "values": values,
+        "message": str(res.message),
+        "xs": xs,
     }
 
 
@@ -196,6 +203,8 @@ def gx_batch(cases: list[Case], maxiter: int = 1000, history: bool = False) -> l
         out.append(
             {
                 "status": STATUS[int(sol.status[i])],
+                "message": gx.second_order.solution.message(sol.status[i], sol.stopping_test[i]),
+                "stopping_test": int(sol.stopping_test[i]),
                 "nit": k,
                 "nfev": int(sol.num_fun_evals[i]),
                 "fun": float(sol.value[i]),
@@ -275,7 +284,7 @@ def main() -> None:
     (out / "bounded.md").write_text("\n".join(header + lines) + "\n")
     rows = [
         {"name": c.name, "gx": {k: v for k, v in o.items() if k not in ("x", "values")},
-         "scipy": {k: v for k, v in t.items() if k not in ("x", "values")}}
+         "scipy": {k: v for k, v in t.items() if k not in ("x", "values", "xs")}}
         for c, o, t in zip(cases, ours, theirs)
     ]  # fmt: skip
     (out / "bounded.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))

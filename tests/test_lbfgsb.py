@@ -27,6 +27,10 @@ import bounded as bench  # noqa: E402
 from tests import mgh  # noqa: E402
 
 N = 6  # every row is padded to this length: one compiled solver
+SCIPY_TESTS = {  # scipy's L-BFGS-B message -> Solution.stopping_test
+    "CONVERGENCE: NORM OF PROJECTED GRADIENT <= PGTOL": 0,
+    "CONVERGENCE: RELATIVE REDUCTION OF F <= FACTR*EPSMCH": 1,
+}
 
 
 def rosenbrock(x):
@@ -95,6 +99,9 @@ def test_matches_scipy_iterates_and_counts(runs):
     for case, o, t in zip(cases, ours, theirs):
         assert t["status"] == "SUCCESS", case.name  # the set is chosen so scipy converges
         assert o["status"] == "SUCCESS", case.name
+        if (o["nit"], o["nfev"]) == (t["nit"], t["nfev"]):  # the same path to the end:
+            # the same convergence test stopped both (both tests fire in this set: see below)
+            assert o["stopping_test"] == SCIPY_TESTS[t["message"]], (case.name, t["message"])
         # the same path: per-iteration values agree (rounding only) for the first iterations
         k = min(8, len(t["values"]), len(o["values"]))
         np.testing.assert_allclose(o["values"][:k], t["values"][:k], rtol=1e-7, err_msg=case.name)
@@ -104,6 +111,19 @@ def test_matches_scipy_iterates_and_counts(runs):
         np.testing.assert_allclose(o["x"], t["x"], atol=1e-4, err_msg=case.name)
         assert np.all(o["x"] >= case.lower) and np.all(o["x"] <= case.upper), case.name
     assert sum(o["active"] for o in ours) >= 6  # the bounds matter on these rows
+    same = [(o["nit"], o["nfev"]) == (t["nit"], t["nfev"]) for o, t in zip(ours, theirs)]
+    tests = {o["stopping_test"] for o, same_path in zip(ours, same) if same_path}
+    assert tests == {0, 1}  # the gradient test and the f-test, each on a row of the same path
+
+
+@pytest.mark.slow
+def test_the_message_says_which_test_stopped_the_solve(runs):
+    """scipy's message and ours name the same test (the ``stopping_test`` codes, in words)."""
+    cases, ours, theirs, _ = runs
+    words = {0: "gradient norm <= tol", 1: "(f_prev - f) <= factr * eps"}
+    for case, o, t in zip(cases, ours, theirs):
+        if (o["nit"], o["nfev"]) == (t["nit"], t["nfev"]):  # the same path to the end
+            assert words[SCIPY_TESTS[t["message"]]] in o["message"], (case.name, o["message"])
 
 
 @pytest.mark.slow

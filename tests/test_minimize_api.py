@@ -173,6 +173,39 @@ def test_batched_repr_and_history():
         assert np.all(np.isfinite(row))
 
 
+def _decay(x, t, y, np=jnp):
+    """Residuals of an exponential fitted to data it cannot match (``f > 0`` at the fit)."""
+    return x[0] * np.exp(-x[1] * t) - y
+
+
+@pytest.mark.slow  # one least-squares compile, four solves: ~3 s CPU
+def test_least_squares_message_names_the_test_scipy_names():
+    """Each of MINPACK's tests made to fire first by its tolerances on one fit, against the
+    test ``scipy.optimize.least_squares(method="lm")`` reports there (its ``status`` 1 to 4:
+    gtol, ftol, xtol, both ftol and xtol)."""
+    t = np.linspace(0.0, 3.0, 12)
+    y = 2.0 * np.exp(-1.3 * t) + 0.05 * np.sin(7.0 * t)
+    settings = [
+        dict(gtol=1e-2),  # the gradient test
+        dict(),  # ftol (the defaults, 1e-8 each)
+        dict(ftol=1e-15, xtol=1e-8),  # xtol
+        dict(ftol=1e-3, xtol=1e-3),  # both at once
+    ]
+    tests = []
+    for options in settings:
+        ref = scipy.optimize.least_squares(
+            _decay, [1.0, 1.0], method="lm", args=(t, y, np), **options
+        )
+        sol = gx.least_squares(_decay, jnp.array([1.0, 1.0]), args=(t, y), **options)
+        assert sol.success and ref.success, (options, sol.message, ref.message)
+        assert int(sol.stopping_test) == ref.status - 1, (options, ref.message, sol.message)
+        assert sol.message == gx.second_order.solution.STOPPING_TESTS[ref.status - 1]
+        tests.append(int(sol.stopping_test))
+    assert tests == [0, 1, 2, 3]  # each test fired once
+    batched = gx.Solution(*(np.stack([a, a]) for a in sol[:-1]), None)
+    assert batched.message == [sol.message] * 2  # batched records: one message per row
+
+
 @pytest.mark.parametrize(
     "call, error, match",
     [

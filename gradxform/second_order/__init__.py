@@ -14,7 +14,9 @@ The layers, each a module:
 * :mod:`~gradxform.second_order.transforms` (``scale_by_lbfgs`` and the
   others; :mod:`~gradxform.second_order.aliases` chains them with the step
   sign) and :mod:`~gradxform.second_order.minimize` (a whole solve in one
-  jitted loop).
+  jitted loop), which returns the record of
+* :mod:`~gradxform.second_order.solution`: ``Solution``, ``Status`` and
+  ``History``, shared by every solver.
 
 Every public name is documented at ``gradxform.<name>``.
 """

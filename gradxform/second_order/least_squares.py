@@ -29,6 +29,7 @@ from gradxform.second_order.minimize import Solution, Status, _check_args
 __all__ = ["least_squares"]
 
 _RUNNING = -1
+_CONVERGED = 16  # in the loop, 16 + Solution.stopping_test: a success by the ftol/xtol tests
 _DENSE_LIMIT = 1000  # jacobian="auto": a dense Jacobian up to this many variables
 _FACTOR = 100.0  # MINPACK's initial radius factor: delta0 = 100 |D x0| (or 100)
 _ACCELERATION_LIMIT = 0.75  # Transtrum-Sethna's alpha: accept if 2 |a| <= alpha |v|
@@ -333,7 +334,8 @@ def _solve(problem: _Problem, x0: jax.Array) -> Solution:
         num_grad_evals=s.njev,
         num_hess_evals=zero,
         num_hvp_evals=s.nprod,
-        status=s.status,
+        status=jnp.where(s.status >= _CONVERGED, Status.SUCCESS, s.status),
+        stopping_test=jnp.maximum(s.status - _CONVERGED, 0),  # 0: the gradient test
         history=None,
     )
 
@@ -398,7 +400,8 @@ def _tests(problem: _Problem, s: _Loop, actred, prered, ratio, step_size) -> jax
     ftol_met = (jnp.abs(actred) <= ftol) & (prered <= ftol) & (0.5 * ratio <= 1)
     xtol_met = step_size <= xtol * s.xnorm
     limit = jnp.where(s.nfev >= rt.max_nfev, Status.MAXITER, _RUNNING)
-    return jnp.where(ftol_met | xtol_met, Status.SUCCESS, limit).astype(jnp.int32)
+    by = _CONVERGED + ftol_met.astype(jnp.int32) + 2 * xtol_met.astype(jnp.int32)
+    return jnp.where(ftol_met | xtol_met, by, limit).astype(jnp.int32)
 
 
 def _reduction(fnorm, fnorm1):

@@ -22,8 +22,6 @@ scalars stacked per dtype (:func:`~gradxform.second_order._packed.packed_while_l
 
 from __future__ import annotations
 
-import collections
-import enum
 import functools
 import numbers
 from typing import Any, NamedTuple
@@ -38,8 +36,11 @@ from gradxform.second_order import methods as meth
 from gradxform.second_order import trust_region as tr
 from gradxform.second_order._packed import packed_while_loop
 from gradxform.second_order.linesearch import Point, ZoomLinesearch
+from gradxform.second_order.solution import _RUNNING, MESSAGES, History, Solution, Status
 
-__all__ = ["History", "Solution", "Status", "minimize"]
+# MESSAGES: re-exported (``gx.second_order.minimize.MESSAGES`` predates the solution module)
+
+__all__ = ["MESSAGES", "History", "Solution", "Status", "minimize"]
 
 METHODS: dict[str, Any] = {  # name -> settings -> meth.Method or tr.TrustMethod
     "lbfgs": lambda s: meth.lbfgs_method(s.memory_size),
@@ -49,173 +50,6 @@ METHODS: dict[str, Any] = {  # name -> settings -> meth.Method or tr.TrustMethod
     "trust-exact": lambda s: tr.exact_method(),
     "trust-ncg": lambda s: tr.ncg_method(s.max_cg_steps),
 }
-
-
-class Status(enum.IntEnum):
-    """Why :func:`minimize` stopped (``Solution.message`` says it in words).
-
-    Attributes:
-        SUCCESS: the gradient norm reached ``tol * max(1, |g0|)``.
-        MAXITER: ``maxiter`` iterations were taken first.
-        LINESEARCH_FAILED: no step decreased the objective, even from steepest
-            descent with the curvature model reset.
-        NONFINITE: the objective or its gradient became NaN or infinite.
-        STALLED: neither the best value nor the best gradient norm improved for
-            many iterations: ``tol`` is below what the precision resolves.
-    """
-
-    SUCCESS = 0
-    MAXITER = 1
-    LINESEARCH_FAILED = 2
-    NONFINITE = 3
-    STALLED = 4
-
-
-_RUNNING = -1
-MESSAGES = {
-    Status.SUCCESS: "converged: gradient norm <= tol * max(1, |g0|)",
-    Status.MAXITER: "stopped: maximum number of iterations reached",
-    Status.LINESEARCH_FAILED: (
-        "failed: the line search found no point that decreases the objective "
-        "(the direction is not a descent direction, or f is at its floating-point resolution)"
-    ),
-    Status.NONFINITE: "failed: the objective or its gradient is not finite (NaN or inf)",
-    Status.STALLED: (
-        "stopped: neither the best objective value nor the best gradient norm improved in 25 "
-        "iterations (5 for Newton's methods); the iterate is at the floating-point resolution "
-        "of f and its gradient (tol is below what this precision can resolve)"
-    ),
-}
-
-
-class History(NamedTuple):
-    """Per-iteration value and gradient norm, in buffers of ``maxiter + 1`` entries.
-
-    Entry ``k`` is after ``k`` iterations (the same point again where an
-    iteration's search failed); the first ``length`` entries are recorded and
-    the rest are NaN. :meth:`trimmed` returns the recorded part, and the
-    ``repr`` summarises it instead of printing the buffers.
-
-    Attributes:
-        value: ``f`` at each iterate, shape ``(maxiter + 1,)``.
-        grad_norm: ``|grad f|`` there.
-        length: the number of recorded entries, ``iterations + 1``.
-    """
-
-    value: jax.Array
-    grad_norm: jax.Array
-    length: jax.Array
-
-    def trimmed(self) -> History:
-        """The recorded entries only (call it outside ``jax.jit``).
-
-        Returns:
-            A :class:`History` whose buffers keep their first ``length``
-            entries (under ``vmap``, the longest solve's: shorter rows keep
-            NaN after their own ``length``).
-        """
-        if _traced(self):
-            checks.fail("history", "concrete to be trimmed (outside jax.jit)", self.length)
-        n = int(np.max(np.asarray(self.length)))
-        return History(self.value[..., :n], self.grad_norm[..., :n], self.length)
-
-    def __repr__(self) -> str:
-        if _traced(self):
-            return f"History(value={self.value!r}, grad_norm={self.grad_norm!r})"
-        lengths, capacity = np.asarray(self.length), self.value.shape[-1]
-        if lengths.ndim:
-            return (
-                f"History({lengths.min()} to {lengths.max()} of {capacity} entries recorded "
-                f"per solve, batch shape {lengths.shape}; .trimmed() gives them)"
-            )
-        value, grad_norm = np.asarray(self.value), np.asarray(self.grad_norm)
-        last = int(lengths) - 1
-        return (
-            f"History({last + 1} of {capacity} entries recorded: value "
-            f"{_short(value[0])} -> {_short(value[last])}, grad_norm {_short(grad_norm[0])} -> "
-            f"{_short(grad_norm[last])}; .trimmed() gives them)"
-        )
-
-
-class Solution(NamedTuple):
-    """What :func:`minimize` returns.
-
-    Its ``repr`` is a summary (status, value, counts; large arrays shortened,
-    the history as :class:`History` summarises itself); the fields hold the
-    full arrays.
-
-    Attributes:
-        params: the last iterate, shaped like ``x0``.
-        value: the objective there.
-        grad_norm: the 2-norm of its gradient.
-        iterations: iterations taken.
-        num_fun_evals: objective evaluations (each is one ``value_and_grad``).
-        num_grad_evals: gradient evaluations (equal to ``num_fun_evals``).
-        num_hess_evals: dense Hessians (Newton).
-        num_hvp_evals: Hessian-vector products (Newton-CG).
-        status: a :class:`Status` code (int32 array; batched under vmap).
-        history: a :class:`History` if requested, else None.
-    """
-
-    params: Any
-    value: jax.Array
-    grad_norm: jax.Array
-    iterations: jax.Array
-    num_fun_evals: jax.Array
-    num_grad_evals: jax.Array
-    num_hess_evals: jax.Array
-    num_hvp_evals: jax.Array
-    status: jax.Array
-    history: History | None
-
-    @property
-    def success(self):
-        """True where the gradient test was met."""
-        return self.status == Status.SUCCESS
-
-    @property
-    def message(self):
-        """The readable reason for :attr:`status` (a list of them when batched)."""
-        codes = np.asarray(self.status)
-        if codes.ndim == 0:
-            return MESSAGES[Status(int(codes))]
-        return [MESSAGES[Status(int(c))] for c in codes.ravel()]
-
-    def __repr__(self) -> str:
-        fields = self._asdict()
-        if _traced(self):
-            return "Solution(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
-        codes = np.asarray(self.status).ravel()
-        names = [Status(int(c)).name for c in codes]
-        status = names[0] if np.ndim(self.status) == 0 else str(dict(collections.Counter(names)))
-        counts = ("num_fun_evals", "num_grad_evals", "num_hess_evals", "num_hvp_evals")
-        for name in ("value", "grad_norm", "iterations", *counts):
-            fields[name] = _Text(_short(fields[name]))
-        fields.update(
-            status=_Text(status), params=jax.tree.map(lambda a: _Text(_short(a)), self.params)
-        )
-        return "Solution(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
-
-
-class _Text(str):
-    """A string whose ``repr`` is itself (to print summaries inside containers)."""
-
-    def __repr__(self) -> str:
-        return str(self)
-
-
-def _short(x) -> str:
-    """``x`` in few characters: a scalar to 6 digits, an array as dtype, shape and some entries."""
-    a = np.asarray(x)
-    if a.ndim == 0:
-        return f"{a.item():.6g}" if a.dtype.kind == "f" else str(a.item())
-    entries = np.array2string(a, precision=6, threshold=6, edgeitems=2, separator=", ")
-    return f"{a.dtype.name}{list(a.shape)} {' '.join(entries.split())}"
-
-
-def _traced(record) -> bool:
-    """True if a leaf of ``record`` is a tracer (a repr or trim inside ``jax.jit``)."""
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(record))
 
 
 class _Settings(NamedTuple):
@@ -522,6 +356,7 @@ def _solve(problem: _Problem, x0: jax.Array) -> Solution:
         num_hess_evals=state.nhev,
         num_hvp_evals=state.nhvp,
         status=state.status,
+        stopping_test=jnp.zeros([], jnp.int32),  # the gradient test is its only one
         history=History(state.hist_f, state.hist_g, state.k + 1)
         if problem.settings.history_length
         else None,
