@@ -205,8 +205,9 @@ def trust_exact(
     """Trust-region Newton with the exact (Moré-Sorensen) subproblem: ``x <- x + p``.
 
     ``p`` minimises ``g.p + p.H p / 2`` over ``|p| <= radius`` with the dense
-    Hessian of ``value_fn`` (:func:`~gradxform.second_order.trust_subproblem.exact_subproblem`,
-    hard case included); ``f(x + p)`` is evaluated once per update and the step
+    Hessian of ``value_fn`` (scipy's ``trust-exact`` iteration,
+    :func:`~gradxform.second_order.trust_subproblem.more_sorensen_subproblem`, hard case
+    included); ``f(x + p)`` is evaluated once per update and the step
     kept when ``(f(x) - f(x + p)) / (m(0) - m(p)) > eta``. The radius shrinks to a
     quarter below ratio 1/4 and doubles (to ``max_radius``) above 3/4 on the
     boundary (scipy's rule). A rejected update returns zeros and a smaller radius.

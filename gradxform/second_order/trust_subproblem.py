@@ -503,12 +503,19 @@ def _without_gradient(s: _Chol, u, radius, k_hard) -> _Chol:
     )
 
 
-def _not_definite(s: _Chol, a) -> _Chol:
+def _not_definite(s: _Chol, a, g, radius) -> _Chol:
     """``H + lam I`` not positive definite: raise the lower bound past the shift that makes
-    its first indefinite leading submatrix singular."""
+    its first indefinite leading submatrix singular. Until a factorisation succeeds the
+    step is ``radius`` along that ``v`` (``v.H v = -delta - lam |v|^2 <= 0``), downhill."""
     delta, v = _leading_singular(a)
     lower = jnp.maximum(s.lower, s.lam + delta / (v @ v))
-    return s._replace(lam=_between(lower, s.upper), lower=lower, reuse=jnp.array(False))
+    v = jnp.where(g @ v > 0, -v, v) * radius / jnp.linalg.norm(v)
+    return s._replace(
+        lam=_between(lower, s.upper),
+        lower=lower,
+        reuse=jnp.array(False),
+        p=jnp.where(s.stepped, s.p, v),
+    )
 
 
 def more_sorensen_subproblem(
@@ -541,7 +548,8 @@ def more_sorensen_subproblem(
     a Newton step inside the region the next iteration reuses the previous factor.
     Where no factorisation succeeds in ``max_steps`` (scipy then has no step and
     raises; e.g. ``g = 0`` with ``H + lam I`` singular at both bounds) the step is
-    :func:`exact_subproblem`'s.
+    ``radius`` along the last direction of nonpositive curvature the failed
+    factorisations found.
 
     Args:
         hessian: ``H``, ``(n, n)`` (its upper triangle is factored, as LAPACK's).
@@ -580,7 +588,7 @@ def more_sorensen_subproblem(
             [
                 lambda: _with_gradient(s, u, h, hs, g, radius, k_easy, k_hard),
                 lambda: _without_gradient(s, u, radius, k_hard),
-                lambda: _not_definite(s, a),
+                lambda: _not_definite(s, a, g, radius),
             ],
         )
         return out._replace(k=s.k + 1, stepped=s.stepped | (branch < 2))
@@ -594,10 +602,4 @@ def more_sorensen_subproblem(
     p = end.p
     predicted = -(g @ p + 0.5 * p @ (h @ p))
     memory = MsMemory(end.lower, radius)
-    found = SubproblemStep(p, predicted, end.boundary, jnp.zeros([], jnp.int32), memory)
-    # no factorisation succeeded (scipy has no step then and raises): the eigenbasis solver
-    return jax.lax.cond(
-        end.stepped,
-        lambda: found,
-        lambda: exact_subproblem(hessian_eigh(h), g, radius)._replace(memory=memory),
-    )
+    return SubproblemStep(p, predicted, end.boundary, jnp.zeros([], jnp.int32), memory)
