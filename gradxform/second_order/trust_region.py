@@ -16,10 +16,12 @@ A trust-region iteration does not search along a direction: at the iterate
   (the radius shrinks) instead of leaving the radius unchanged.
 
 Every trial is one iteration (accepted or not) and one evaluation of
-``value_and_grad``; the curvature (a dense Hessian and its eigendecomposition for
-``trust-exact``, nothing for ``trust-ncg``, which uses Hessian-vector products
-inside the subproblem) is computed once per accepted iterate and reused while
-the radius shrinks there. :func:`trial_step` is the iteration, shared by the
+``value_and_grad``; the curvature (a dense Hessian for ``trust-exact``, nothing
+for ``trust-ncg``, which uses Hessian-vector products inside the subproblem) is
+computed once per accepted iterate and reused while the radius shrinks there, as
+is the subproblem solver's memory (``trust-exact``: scipy's lower bound on the
+shift, reused when the radius shrinks at the same point). :func:`trial_step` is the
+iteration, shared by the
 :func:`~gradxform.second_order.transforms.scale_by_trust_region` transform and by
 :func:`run`, the solve loop :func:`gradxform.minimize` dispatches to.
 """

@@ -1,7 +1,12 @@
 """Trust-region subproblems: ``min_p g.p + p.H p / 2`` subject to ``|p| <= radius``.
 
-Two solvers, both on flat vectors and jit/vmap friendly (bounded loops only):
+Three solvers, all on flat vectors and jit/vmap friendly (bounded loops only):
 
+* :func:`more_sorensen_subproblem`, scipy's ``trust-exact`` subproblem step for step:
+  Moré and Sorensen's iteration on Cholesky factorisations of ``H + lam I`` (a NaN
+  factor marks failure), LINPACK's estimate of the smallest singular vector
+  (:func:`smallest_singular_estimate`) in the hard case, scipy's bounds, stopping
+  rules and memory between solves at one point (:class:`MsMemory`);
 * :func:`exact_subproblem`, the nearly exact solution of Moré and Sorensen
   (1983): ``p`` solves ``(H + sigma I) p = -g`` with ``H + sigma I`` positive
   semidefinite, ``sigma >= 0`` and ``sigma (radius - |p|) = 0``. It works in the
