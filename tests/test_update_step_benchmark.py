@@ -76,3 +76,58 @@ def test_gpu_trees_are_the_issue_sizes():
     assert set(args.trees) == set(sizes)
     assert sizes == {"1leaf": 10**8, "gpt2": 124_439_808, "1000": 10**8, "10000": 10**8}
     assert leaves == {"1leaf": 1, "gpt2": 148, "1000": 1000, "10000": 10_000}
+
+
+def load_gpt_script():
+    """benchmarks/update_step_gpt.py as a module."""
+    path = SCRIPT.parent / "update_step_gpt.py"
+    spec = importlib.util.spec_from_file_location("update_step_gpt", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # 21 optimizer pairs, one small compiled program per library (~30 s)
+def test_gpt_step_pairs_are_the_same_optimizer_in_both_libraries():
+    """Each timed pair (gradxform, optax) gives the same updates over three jitted steps
+    on a small tree with two matrices (Muon's) and a vector, so the step-time comparison
+    compares the same arithmetic; the GPT tree is the issue's size. (Jitted, as timed:
+    run eagerly, ``b ** count`` of the bias corrections rounds differently from the
+    fused kernel, 1e-5 relative in Adam's third update, in one library or the other.)"""
+    import jax
+    import numpy as np
+
+    module = load_gpt_script()
+    shapes = {"embed": (5, 4), "w": (4, 6), "b": (6,)}
+    rng = np.random.default_rng(0)
+    params = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    grads = [{k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+             for _ in range(3)]  # fmt: skip
+
+    def three_updates(tx):
+        def run(params, grads):
+            state, out = tx.init(params), []
+            for g in grads:
+                u, state = tx.update(g, state, params)
+                out.append(u)
+            return out
+
+        return jax.jit(run)(params, grads)
+
+    # yogi: optax starts m at initial_accumulator_value (1e-6) too, gradxform at 0 (the
+    # paper's), tests/test_optimizers_more.py; early updates differ by more than rounding
+    # schedule-free: an update is the difference of two iterates (y_new - y), so its rounding
+    # is the parameters' (relative to their magnitude, as in tests/test_schedule_free.py)
+    atol = {"yogi": 1e-3, "adopt": 5e-6}
+    for name, (make_gx, make_optax) in module.PAIRS.items():
+        for ours, theirs in zip(three_updates(make_gx()), three_updates(make_optax())):
+            for k in shapes:
+                a, b = np.asarray(ours[k]), np.asarray(theirs[k])
+                scale = max(float(np.abs(b).max()), 1e-30)
+                if name.startswith("schedule_free"):
+                    scale = float(np.abs(params[k]).max())
+                np.testing.assert_allclose(
+                    a, b, rtol=0, atol=atol.get(name, 1e-6) * scale, err_msg=name
+                )
+    leaves = jax.tree.leaves(module.gpt_params())
+    assert len(leaves) == 53 and 1.7e6 < sum(x.size for x in leaves) < 1.9e6
