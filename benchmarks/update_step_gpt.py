@@ -6,7 +6,8 @@ The tree is ``benchmarks/train.py``'s GPT at the issue's scale (``SCALES["gpu"]`
 (the pairs the parity tests prove equal), and the step
 ``(params, state, grads) -> (params, state)`` is jitted with params and state
 donated. All programs run in this process; each round steps every program
-once, in an order rotated every round, so all see the same machine load.
+once, in a fresh random order, so all see the same machine load and none
+always follows the same program (a fixed order biased some ratios by up to 1.3x).
 ``--layouts K`` repeats all of it K times with the buffers placed differently
 in memory (a pad allocated before each program's buffers), since on CPU the
 time of a many-leaf step moves with where its buffers land; the ratio reported
@@ -142,11 +143,13 @@ def one_layout(names: list[str], rounds: int, layout: int) -> dict:
         runners[name, "gx"] = Runner(make_gx(), gx.apply_updates, params, grads, pad)
         runners[name, "optax"] = Runner(make_optax(), optax.apply_updates, params, grads, pad + 512)
     times: dict[tuple, list[tuple[float, float]]] = {k: [] for k in runners}
-    order = list(runners)
-    for r in range(rounds):
-        shift = (r * 7) % len(order)
-        for key in order[shift:] + order[:shift]:
-            times[key].append(runners[key]())
+    # a fresh random order every round: with a rotated fixed order each program always runs
+    # after the same one (optax's after gradxform's twin, whose grads it finds in cache; the
+    # program after Muon's 250 ms of matrix products always cold), a bias of up to 1.3x
+    order, rng = list(runners), np.random.default_rng(layout)
+    for _ in range(rounds):
+        for i in rng.permutation(len(order)):
+            times[order[i]].append(runners[order[i]]())
     medians = {
         k: tuple(1e3 * statistics.median(x[i] for x in t) for i in (0, 1)) for k, t in times.items()
     }
