@@ -714,10 +714,10 @@ def step_times(task: Task, names: list[str], repeats: int, with_optax: bool = Tr
             table[name] = {"error": f"{type(error).__name__}: {error}"[:200]}
             runners.pop((name, "gx"), None)
     times: dict[tuple, list[float]] = {k: [] for k in runners}
-    order = list(runners)
-    for r in range(repeats):
-        for key in order[r % len(order) :] + order[: r % len(order)]:
-            times[key].append(runners[key]())
+    order, rng = list(runners), np.random.default_rng(0)
+    for _ in range(repeats):  # a fresh order each round: no program always follows the same one
+        for i in rng.permutation(len(order)):
+            times[order[i]].append(runners[order[i]]())
     for (name, impl), t in times.items():
         table[name][f"{impl}_ms"] = _median_ms(t)
         if impl == "gx":
