@@ -434,6 +434,9 @@ def eigenpairs(
     """
     op = as_tree_operator(operator)
     spec, work = _spec(op, k, which, tol, max_matvecs, float64_accumulation)
+    if isinstance(operator, FlatOperator):  # one compiled program per operator and options
+        options = dict(tol=tol, max_matvecs=max_matvecs, float64_accumulation=float64_accumulation)
+        return on_hessian(_eigenpairs_of_operator, operator, None, key, k=k, which=which, **options)
     key = jax.random.PRNGKey(0) if key is None else key
     init = _initial_state(spec, work, op.like)
     final = jax.lax.while_loop(lambda c: ~c.done, functools.partial(_round, op, key, spec), init)

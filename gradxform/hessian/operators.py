@@ -82,7 +82,9 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **opt
     ``params`` (see :func:`operator_at`). For a hashable ``f`` the whole
     computation is one jitted function, compiled once per (f, parameter
     shapes and shardings, options) and reused at every new point: a notebook or
-    a training loop that asks again at new params does not recompile.
+    a training loop that asks again at new params does not recompile. A
+    :class:`FlatOperator` is compiled once per operator (its fields hash by
+    identity: the same ``matvec`` object reuses the program).
 
     Args:
         impl: a module-level function ``impl(operator, key, **options)``.
@@ -97,8 +99,10 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **opt
         What ``impl`` returns.
     """
     key = jax.random.PRNGKey(0) if key is None else key
-    if isinstance(f, FlatOperator):
-        return impl(as_tree_operator(f), key, **options)
+    if isinstance(f, FlatOperator):  # compiled once per operator object (its matvec's identity)
+        if not _hashable(f):
+            return impl(as_tree_operator(f), key, **options)
+        return _on_hessian_compiled(impl, f, None, key, tuple(sorted(options.items())), None)
     shardings = V.shardings_of(params)
     if hasattr(f, "_tree_operator_at"):  # a DatasetObjective: its passes' errors raised here
         f._check_at(params)
