@@ -62,20 +62,9 @@ def divide(x: jax.Array, y: jax.Array) -> jax.Array:
     return x / (y * jnp.where(jnp.isnan(x), 2, 1).astype(x.dtype))
 
 
-#: Sums over at most this many terms run in MINPACK's index order; longer ones are XLA's
-#: vectorised sums. Index order is a loop of one step per term, which for a Jacobian of
-#: thousands of rows made a dense LM step several times slower than the same step with
-#: vectorised sums; the exact order matters where rounding decides a singular Jacobian's
-#: pivots, which the small problems of the test sets (m <= 99 in Moré-Garbow-Hillstrom) show.
-SEQUENTIAL_SUM_MAX_TERMS = 128
-
-
 def seq_sum(t: jax.Array) -> jax.Array:
-    """The sum over the first axis in index order, MINPACK's ``do`` loops (rounding as theirs),
-    for up to :data:`SEQUENTIAL_SUM_MAX_TERMS` terms; a vectorised sum beyond."""
+    """The sum over the first axis in index order, MINPACK's ``do`` loops (rounding as theirs)."""
     t = rounded(t)  # where ``t`` is a product, XLA would fuse it into the sum (short loops unroll)
-    if t.shape[0] > SEQUENTIAL_SUM_MAX_TERMS:
-        return jnp.sum(t, axis=0)
     return jax.lax.fori_loop(1, t.shape[0], lambda i, acc: acc + t[i], t[0])
 
 
