@@ -5,10 +5,12 @@ diagonal scaling, the Gauss-Newton model of ``|r(x + p)|^2`` is
 ``|r + J p|^2``. Two representations of ``J`` are used:
 
 * :class:`DenseModel`: ``J`` as an ``(m, n)`` matrix (``jax.jacfwd`` when
-  ``n <= m``, else ``jax.jacrev``), its pivoted QR and ``Q^T r``; the
-  Levenberg-Marquardt damping and step come from MINPACK's ``lmpar`` and
-  ``qrsolv`` (:mod:`gradxform.second_order._lsq_qr`), Gauss-Newton's
-  least-norm step from ``lstsq``.
+  ``n <= m``, else ``jax.jacrev``) and the SVD of ``J D^-1``, from which the
+  Levenberg-Marquardt step of any damping ``par``,
+  ``(J^T J + par D^2) p = -J^T r``, costs ``O(n k)`` with ``k = min(m, n)``.
+  :func:`lm_parameter` finds the ``par`` whose step has ``|D p|`` within 10%
+  of the trust radius, by the safeguarded Newton iteration of Moré (1978),
+  the algorithm of MINPACK's ``lmpar``, on the SVD instead of a pivoted QR.
 * :class:`MatvecModel`: ``v -> J v`` and ``u -> J^T u`` from one
   ``jax.linearize``; steps come from conjugate gradients on ``J^T J``
   (Steihaug-Toint truncated CG inside the trust region for
@@ -28,21 +30,29 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradxform.second_order import _lsq_qr, directions
+from gradxform.second_order import directions
 
 
 class DenseModel(NamedTuple):
-    """The Jacobian at ``x``, its pivoted QR and ``Q^T r``.
+    """The Jacobian at ``x`` and the SVD of ``J D^-1 = U diag(s) V^T``.
 
     Attributes:
         jac: ``J``, shape ``(m, n)``.
-        qr: ``J P = Q R`` (``J`` padded with zero rows to ``n`` where ``m < n``).
-        qtf: the first ``n`` entries of ``Q^T r``.
+        s: the singular values of ``J D^-1``, shape ``(k,)``.
+        vt: ``V^T``, shape ``(k, n)``.
+        u: ``U``, shape ``(m, k)``.
+        c: ``U^T r``, shape ``(k,)``.
+        kept: the singular values above the rank threshold ``s_max max(m, n) eps``.
+        full_rank: whether ``J`` has rank ``n``.
     """
 
     jac: jax.Array
-    qr: _lsq_qr.QR
-    qtf: jax.Array
+    s: jax.Array
+    vt: jax.Array
+    u: jax.Array
+    c: jax.Array
+    kept: jax.Array
+    full_rank: jax.Array
 
 
 class MatvecModel(NamedTuple):
@@ -84,56 +94,98 @@ def dense_jacobian(residual: Callable[[jax.Array], jax.Array], x: jax.Array, m: 
     return jax.jacrev(residual)(x)
 
 
-def dense_model(jac: jax.Array, r: jax.Array) -> DenseModel:
-    """MINPACK's factorisation of ``J`` (:func:`~gradxform.second_order._lsq_qr.pivoted_qr`)."""
-    m, n = jac.shape
-    if m < n:  # zero rows change no step
-        jac, r = jnp.pad(jac, ((0, n - m), (0, 0))), jnp.pad(r, (0, n - m))
-    qr = _lsq_qr.pivoted_qr(jac)
-    return DenseModel(jac, qr, _lsq_qr.apply_qt(qr, r))
+def dense_model(jac: jax.Array, r: jax.Array, diag: jax.Array, rcond) -> DenseModel:
+    """The SVD of ``J D^-1`` and ``U^T r`` (``D = diag(diag)``, positive).
 
-
-def gradient_cosine(model: DenseModel, fnorm: jax.Array) -> jax.Array:
-    """MINPACK's ``gnorm``: the largest ``|cos|`` between ``r`` and a column of ``J``.
-
-    From ``R`` and ``Q^T r`` as ``lmder`` (``(R^T Q^T r)_j = (J^T r)_perm[j]``);
-    zero columns and ``r = 0`` give ``0``.
+    Singular values at or below ``rcond * s_max`` count as zero.
     """
-    qr = model.qr
-    g = _lsq_qr.seq_sum(qr.r * _lsq_qr.divide(model.qtf, jnp.where(fnorm > 0, fnorm, 1))[:, None])
-    norms = qr.acnorm[qr.perm]
-    live = norms > 0
-    cos = jnp.abs(g / jnp.where(live, norms, 1))
-    return jnp.where(fnorm > 0, jnp.max(jnp.where(live, cos, 0)), 0)
+    u, s, vt = jnp.linalg.svd(jac / diag, full_matrices=False)
+    kept = s > s[0] * rcond
+    full_rank = jnp.all(kept) & (s.size == jac.shape[1])
+    return DenseModel(jac, s, vt, u, u.T @ r, kept, full_rank)
 
 
-def lm_parameter(model: DenseModel, diag: jax.Array, delta, par0):
-    """``(par, p)``: MINPACK's damping and step (``_lsq_qr.lm_parameter``, ``p = -x``)."""
-    par, x = _lsq_qr.lm_parameter(model.qr, diag, model.qtf, delta, par0)
-    return par, -x
+def _scaled_step_coefficients(model: DenseModel, par: jax.Array) -> jax.Array:
+    """``w`` with the scaled step ``q = D p = -V w``: ``w_i = s_i c_i / (s_i^2 + par)``."""
+    den = model.s**2 + par
+    live = model.kept | (par > 0)
+    return jnp.where(live, model.s * model.c / jnp.where(live, den, 1), 0)
 
 
-def dense_step(model: DenseModel, diag, fnorm, par, p) -> Step:
-    """The step ``p`` of damping ``par``, MINPACK's reduction formulas (``|J p| = |R P^T p|``)."""
-    pnorm = _lsq_qr.enorm(diag * p)
-    jp = _lsq_qr.enorm(_lsq_qr.seq_sum((model.qr.r * p[model.qr.perm]).T))
+def _step_norm(model: DenseModel, par: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(|q(par)|, sum_i w_i^2 / (s_i^2 + par))``: the norm and ``-d|q|^2/dpar / 2``."""
+    w = _scaled_step_coefficients(model, par)
+    den = model.s**2 + par
+    return jnp.sqrt(jnp.sum(w**2)), jnp.sum(jnp.where(w != 0, w**2 / jnp.where(w != 0, den, 1), 0))
+
+
+class _Lmpar(NamedTuple):
+    i: jax.Array
+    par: jax.Array
+    parl: jax.Array
+    paru: jax.Array
+    fp: jax.Array
+    done: jax.Array
+
+
+def lm_parameter(model: DenseModel, delta: jax.Array, par0: jax.Array) -> jax.Array:
+    """The damping ``par >= 0`` whose step has ``|D p| - delta`` within ``0.1 delta``.
+
+    ``0`` when the Gauss-Newton step (the least-norm one where ``J`` is
+    rank-deficient) is already inside ``1.1 delta``. Otherwise Moré's
+    safeguarded Newton iteration on ``1/|D p(par)| - 1/delta`` from ``par0``
+    (the previous value), kept inside the bracket ``[parl, paru]``, at most
+    10 iterations (MINPACK's ``lmpar``).
+    """
+    dtype = model.s.dtype
+    tiny = jnp.finfo(dtype).tiny
+    qn0, curv0 = _step_norm(model, jnp.zeros([], dtype))
+    fp0 = qn0 - delta
+    gnorm = jnp.sqrt(jnp.sum((model.s * model.c) ** 2))  # |(J D^-1)^T r|
+    parl = jnp.where(model.full_rank, fp0 * qn0**2 / (delta * jnp.where(curv0 > 0, curv0, 1)), 0)
+    paru = gnorm / delta
+    paru = jnp.where(paru == 0, tiny / jnp.minimum(delta, 0.1), paru)
+    par = jnp.minimum(jnp.maximum(par0, parl), paru)
+    par = jnp.where(par == 0, gnorm / jnp.where(qn0 > 0, qn0, 1), par)
+
+    def body(s: _Lmpar) -> _Lmpar:
+        par = jnp.where(s.par == 0, jnp.maximum(tiny, 0.001 * s.paru), s.par)
+        qn, curv = _step_norm(model, par)
+        fp = qn - delta
+        done = (
+            (jnp.abs(fp) <= 0.1 * delta)
+            | ((s.parl == 0) & (fp <= s.fp) & (s.fp < 0))
+            | (s.i + 1 >= 10)
+        )
+        parc = fp * qn**2 / (delta * jnp.where(curv > 0, curv, 1))
+        parl = jnp.where(fp > 0, jnp.maximum(s.parl, par), s.parl)
+        paru = jnp.where(fp < 0, jnp.minimum(s.paru, par), s.paru)
+        new_par = jnp.where(done, par, jnp.maximum(parl, par + parc))
+        return _Lmpar(s.i + 1, new_par, parl, paru, fp, done)
+
+    gauss_newton = fp0 <= 0.1 * delta
+    init = _Lmpar(jnp.zeros([], jnp.int32), par, parl, paru, fp0, gauss_newton)
+    out = jax.lax.while_loop(lambda s: ~s.done, body, init)
+    return jnp.where(gauss_newton, 0, out.par).astype(dtype)
+
+
+def dense_step(model: DenseModel, diag: jax.Array, fnorm: jax.Array, par: jax.Array) -> Step:
+    """The Levenberg-Marquardt step of damping ``par`` (MINPACK's reduction formulas)."""
+    w = _scaled_step_coefficients(model, par)
+    q = -(model.vt.T @ w)
+    pnorm = jnp.linalg.norm(q)
+    jp = jnp.linalg.norm(model.s * w)  # |J p| = |diag(s) V^T q|
     t1, t2 = jp / fnorm, jnp.sqrt(par) * pnorm / fnorm
-    t1, t2 = _lsq_qr.rounded(t1**2), _lsq_qr.rounded(t2**2)
     zero = jnp.zeros([], jnp.int32)
-    return Step(p, pnorm, par, t1 + t2 / 0.5, -(t1 + t2), zero)
+    return Step(q / diag, pnorm, par, t1**2 + t2**2 / 0.5, -(t1**2 + t2**2), zero)
 
 
 def dense_acceleration(model: DenseModel, diag: jax.Array, rvv: jax.Array, par) -> jax.Array:
-    """Geodesic acceleration ``a = -(J^T J + par D^2)^-1 J^T r_vv`` (by ``qrsolv``)."""
-    n = diag.size
-    rvv = jnp.pad(rvv, (0, max(n - rvv.size, 0)))
-    qtb = _lsq_qr.apply_qt(model.qr, rvv)
-    return -_lsq_qr.qrsolv(model.qr, jnp.sqrt(par) * diag, qtb).x
-
-
-def dense_gauss_newton(model: DenseModel, r: jax.Array) -> jax.Array:
-    """The least-norm Gauss-Newton step ``argmin |r + J p|`` (``lstsq``'s rank cut-off)."""
-    return jnp.linalg.lstsq(model.jac, -r)[0]
+    """Geodesic acceleration ``a = -(J^T J + par D^2)^-1 J^T r_vv`` (scaled: returns ``D a``)."""
+    cvv = model.u.T @ rvv
+    den = model.s**2 + par
+    live = model.kept | (par > 0)
+    return -(model.vt.T @ jnp.where(live, model.s * cvv / jnp.where(live, den, 1), 0))
 
 
 def model_reduction(jp: jax.Array, r: jax.Array, g: jax.Array, p: jax.Array, fnorm) -> tuple:

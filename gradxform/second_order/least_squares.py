@@ -21,8 +21,8 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from gradxform import checks, tree
-from gradxform.second_order import _lsq_qr, _tree, implicit
 from gradxform.second_order import _lsq_steps as steps
+from gradxform.second_order import _tree, implicit
 from gradxform.second_order._packed import packed_while_loop
 from gradxform.second_order.minimize import Solution, Status, _check_args
 
@@ -151,11 +151,7 @@ def least_squares(
       backtracking search on ``|r|^2``.
 
     ``jacobian="dense"`` forms ``J`` (``jax.jacfwd`` when ``n <= m``, else
-    ``jax.jacrev``); Levenberg-Marquardt then works on its pivoted QR with
-    MINPACK's arithmetic (``qrfac``, ``qrsolv``, ``lmpar``, sums in MINPACK's
-    order, products rounded before they are added), so its iterates and counts
-    are MINPACK's, bit for bit on the problems tested, and Gauss-Newton takes
-    the least-norm step of ``lstsq``; ``"matvec"`` never forms it: the
+    ``jax.jacrev``) and works on its SVD; ``"matvec"`` never forms it: the
     steps come from conjugate gradients on the products ``J^T J v`` (one
     ``jvp`` and one ``vjp`` each), Steihaug-Toint CG inside the trust region
     for ``"lm"`` (with ``D = I``) and truncated CG for Gauss-Newton (at most
@@ -309,7 +305,7 @@ _solver = _tree.compile_cache(_compile)
 
 def _solve(problem: _Problem, x0: jax.Array) -> Solution:
     r0 = problem.residual(x0)
-    fnorm = _norm(problem, r0)
+    fnorm = jnp.linalg.norm(r0)
     zero, dtype = jnp.zeros([], jnp.int32), x0.dtype
     init = _Loop(
         x=x0,
@@ -344,13 +340,6 @@ def _solve(problem: _Problem, x0: jax.Array) -> Solution:
     )
 
 
-def _norm(problem: _Problem, v: jax.Array) -> jax.Array:
-    """``|v|``: summed in index order on the dense path (MINPACK's rounding), else ``norm``."""
-    if problem.settings.jacobian == "dense":
-        return _lsq_qr.enorm(v)
-    return jnp.linalg.norm(v)
-
-
 def _gradient_test(g, col_norms, fnorm):
     """MINPACK's ``gnorm``: the largest ``|cos|`` between ``r`` and a column of ``J``."""
     live = col_norms > 0
@@ -363,25 +352,22 @@ def _outer(problem: _Problem, s: _Loop) -> _Loop:
     settings, dtype = problem.settings, s.x.dtype
     if settings.jacobian == "dense":
         jac = steps.dense_jacobian(problem.residual, s.x, problem.m)
-        model: Any = steps.dense_model(jac, s.r)
-        col_norms = model.qr.acnorm
-        gnorm = steps.gradient_cosine(model, s.fnorm)
         g = jac.T @ s.r
+        col_norms = jnp.linalg.norm(jac, axis=0)
         finite = jnp.all(jnp.isfinite(jac))
     else:
         _, jvp = jax.linearize(problem.residual, s.x)
         transpose = jax.linear_transpose(jvp, s.x)
-        model = steps.MatvecModel(jvp, lambda u: transpose(u)[0])
-        g = model.vjp(s.r)
+        matvec = steps.MatvecModel(jvp, lambda u: transpose(u)[0])
+        g = matvec.vjp(s.r)
         col_norms = jnp.ones_like(s.x)
-        gnorm = _gradient_test(g, col_norms, s.fnorm)
         finite = jnp.all(jnp.isfinite(g))
     # MINPACK's mode 1: D starts at J's column norms (1 for a zero column), then keeps their max
     start = s.njev == 0
     diag = jnp.where(start, jnp.where(col_norms > 0, col_norms, 1), jnp.maximum(s.diag, col_norms))
-    # |D x| is set at the start and after each accepted step (with the D of that time), as lmder
-    xnorm = jnp.where(start, _norm(problem, diag * s.x), s.xnorm)
+    xnorm = jnp.linalg.norm(diag * s.x)
     delta = jnp.where(start, jnp.where(xnorm > 0, _FACTOR * xnorm, _FACTOR), s.delta)
+    gnorm = _gradient_test(g, col_norms, s.fnorm)
     gtol = jnp.maximum(problem.runtime.gtol, jnp.finfo(dtype).eps)
     status = jnp.where(
         ~finite, Status.NONFINITE, jnp.where(gnorm <= gtol, Status.SUCCESS, _RUNNING)
@@ -394,6 +380,11 @@ def _outer(problem: _Problem, s: _Loop) -> _Loop:
         status=status.astype(jnp.int32),
         accepted=jnp.array(False),
     )
+    if settings.jacobian == "dense":
+        rcond = max(jac.shape) * float(jnp.finfo(dtype).eps)  # numerical rank, as lstsq
+        model: Any = steps.dense_model(jac, s.r, s.diag, rcond)
+    else:
+        model = matvec
     trial = _lm_trial if settings.method == "lm" else _gauss_newton_trials
     return trial(problem, model, g, s)
 
@@ -416,7 +407,7 @@ def _tests(problem: _Problem, s: _Loop, actred, prered, ratio, step_size) -> jax
 def _reduction(fnorm, fnorm1):
     """MINPACK's actual relative reduction ``1 - (|r1|/|r|)^2`` (-1 where ``|r1|`` grew 10x)."""
     grew = ~(0.1 * fnorm1 < fnorm)  # also where fnorm1 is NaN
-    return jnp.where(grew, -1, 1 - _lsq_qr.rounded((fnorm1 / jnp.where(grew, 1, fnorm)) ** 2))
+    return jnp.where(grew, -1, 1 - (fnorm1 / jnp.where(grew, 1, fnorm)) ** 2)
 
 
 def _lm_trial(problem: _Problem, model, g, s: _Loop) -> _Loop:
@@ -427,13 +418,12 @@ def _lm_trial(problem: _Problem, model, g, s: _Loop) -> _Loop:
         delta = jnp.where(s.first, jnp.minimum(s.delta, step.pnorm), s.delta)
         x1 = s.x + step.p
         r1 = problem.residual(x1)
-        fnorm1 = _norm(problem, r1)
+        fnorm1 = jnp.linalg.norm(r1)
         fnorm1 = jnp.where(jnp.isfinite(fnorm1), fnorm1, jnp.inf)
         actred = _reduction(s.fnorm, fnorm1)
         ratio = jnp.where(step.prered != 0, actred / jnp.where(step.prered != 0, step.prered, 1), 0)
         # MINPACK's radius update
-        half_act = _lsq_qr.rounded(0.5 * actred)
-        temp = jnp.where(actred >= 0, 0.5, 0.5 * step.dirder / (step.dirder + half_act))
+        temp = jnp.where(actred >= 0, 0.5, 0.5 * step.dirder / (step.dirder + 0.5 * actred))
         temp = jnp.where((0.1 * fnorm1 >= s.fnorm) | (temp < 0.1), 0.1, temp)
         shrink = ratio <= 0.25
         grow = (step.par == 0) | (ratio >= 0.75)
@@ -449,7 +439,7 @@ def _lm_trial(problem: _Problem, model, g, s: _Loop) -> _Loop:
             x=x,
             r=jnp.where(ok, r1, s.r),
             fnorm=jnp.where(ok, fnorm1, s.fnorm),
-            xnorm=jnp.where(ok, _norm(problem, s.diag * x1), s.xnorm),
+            xnorm=jnp.where(ok, jnp.linalg.norm(s.diag * x1), s.xnorm),
             delta=new_delta.astype(s.delta.dtype),
             par=new_par.astype(s.par.dtype),
             k=s.k + ok,
@@ -469,13 +459,13 @@ def _lm_step(problem: _Problem, model, g, s: _Loop):
     if settings.jacobian == "matvec":
         step = steps.steihaug_step(model, g, s.fnorm, s.delta, problem.max_cg_steps)
         return step, 0
-    par, p = steps.lm_parameter(model, s.diag, s.delta, s.par)
-    step = steps.dense_step(model, s.diag, s.fnorm, par, p)
+    par = steps.lm_parameter(model, s.delta, s.par)
+    step = steps.dense_step(model, s.diag, s.fnorm, par)
     if not settings.geodesic:
         return step, 0
     v = step.p
     rvv = jax.jvp(lambda y: jax.jvp(problem.residual, (y,), (v,))[1], (s.x,), (v,))[1]
-    da = s.diag * steps.dense_acceleration(model, s.diag, rvv, par)
+    da = steps.dense_acceleration(model, s.diag, rvv, par)
     good = (2 * jnp.linalg.norm(da) <= _ACCELERATION_LIMIT * step.pnorm) & jnp.all(jnp.isfinite(da))
     p = v + 0.5 * jnp.where(good, da, 0) / s.diag
     prered, dirder = steps.model_reduction(model.jac @ p, s.r, g, p, s.fnorm)
@@ -491,7 +481,8 @@ def _gauss_newton_trials(problem: _Problem, model, g, s: _Loop) -> _Loop:
     """Gauss-Newton's direction at ``x`` and its backtracking search (the inner loop)."""
     settings, dtype = problem.settings, s.x.dtype
     if settings.jacobian == "dense":
-        p = steps.dense_gauss_newton(model, s.r)
+        w = jnp.where(model.kept, model.c / jnp.where(model.kept, model.s, 1), 0)
+        p = -(model.vt.T @ w) / s.diag
         jp = model.jac @ p
         products = jnp.zeros([], jnp.int32)
     else:
