@@ -32,6 +32,7 @@ import pytest
 from scipy.optimize import minimize as scipy_minimize
 
 import gradxform as gx
+from gradxform.second_order import trust_region
 from gradxform.second_order import trust_subproblem as sub
 from tests.mgh import BY_NAME, objective
 
@@ -329,3 +330,5 @@ def test_bad_input_raises_when_built():
         gx.scale_by_trust_region("dogleg")
     with pytest.raises(ValueError, match="max_cg_steps must be"):
         gx.trust_ncg(0)
+    with pytest.raises(ValueError, match="subproblem must be one of 'more-sorensen', 'exact'"):
+        trust_region.exact_method("moresorensen")

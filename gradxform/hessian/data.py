@@ -288,11 +288,14 @@ class DatasetObjective:
             *(np.shape(v)[: np.ndim(v) - len(s)] for v, s in zip(vs, shapes))
         )
         vs = [np.broadcast_to(v, (*lead, *s)) for v, s in zip(vs, shapes)]
-        failed = [np.full(v.shape, np.nan, v.dtype) for v in vs]
+
+        def failed():
+            return [np.full(v.shape, np.nan, v.dtype) for v in vs]
+
         if self._error is not None or not all(np.all(np.isfinite(v)) for v in vs):
             # a pass already failed (the tool raises it when it returns), or a NaN product
             # came back as a vector: no batch is to blame, and no pass is made
-            return failed
+            return failed()
         stacks = [jnp.asarray(np.reshape(v, (-1, *s))) for v, s in zip(vs, shapes)]
         vectors = jax.tree.unflatten(treedef, stacks)
         init = jax.tree.map(lambda x: jnp.zeros(x.shape, _work(x)), vectors)
@@ -302,7 +305,7 @@ class DatasetObjective:
             out = self._host_pass(_product_step, params, vectors, init)
         except Exception as error:  # noqa: BLE001  (re-raised by the tool, outside the callback)
             self._error = error
-            return failed
+            return failed()
         out = jax.tree.leaves(out)
         return [np.asarray(o).astype(v.dtype).reshape(v.shape) for o, v in zip(out, vs)]
 

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradxform import curvature
+from gradxform import checks, curvature
 from gradxform.second_order import _tree
 from gradxform.second_order import trust_subproblem as sub
 from gradxform.second_order._packed import packed_while_loop
@@ -119,7 +119,11 @@ def exact_method(subproblem: str = "more-sorensen") -> TrustMethod:
 
     Returns:
         The :class:`TrustMethod`.
+
+    Raises:
+        ValueError: ``subproblem`` is neither.
     """
+    checks.choice("subproblem", subproblem, ("more-sorensen", "exact"))
     one = jnp.ones([], jnp.int32)
 
     def curv_eigh(objective, x):
