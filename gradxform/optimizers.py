@@ -24,7 +24,7 @@ from gradxform.base import GradientTransformationExtraArgs
 from gradxform.hyperparams import Hyperparams, ScalarOrSchedule
 from gradxform.transforms.moments import scale_by_adam, scale_by_rms, scale_by_sum_of_squares
 from gradxform.transforms.momentum import scale_by_momentum
-from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_rate
+from gradxform.transforms.scaling import decay_blocks, decay_spec, scale_by_learning_rate
 
 __all__ = [
     "adagrad",
@@ -73,7 +73,8 @@ def sgd(
         momentum: :math:`\rho` in [0, 1).
         nesterov: use Nesterov's look-ahead form.
         dampening: :math:`d` in [0, 1], or ``None`` for none.
-        weight_decay: :math:`\lambda \ge 0`, or ``None`` for none.
+        weight_decay: :math:`\lambda \ge 0`; ``None`` or the number 0: no decay block (an
+            array, e.g. ``jnp.asarray(0.0)``, keeps it settable).
         dtype: dtype of the velocity (default: each parameter's dtype).
 
     Returns:
@@ -94,12 +95,11 @@ def sgd(
     with_momentum = nesterov or dampening is not None or not _is_zero(momentum)
     hp = Hyperparams(
         learning_rate=learning_rate,
-        **_given(weight_decay=weight_decay, dampening=dampening),
+        **decay_spec(weight_decay),
+        **_given(dampening=dampening),
         **({"momentum": momentum} if with_momentum else {}),
     )
-    parts = []
-    if weight_decay is not None:
-        parts.append(add_decayed_weights(hp["weight_decay"]))
+    parts = decay_blocks(hp)
     if with_momentum:
         damp = hp["dampening"] if dampening is not None else None
         parts.append(
@@ -364,6 +364,8 @@ def adamw(
     Args:
         learning_rate: :math:`\eta \ge 0`, a number or a schedule.
         weight_decay: :math:`\lambda \ge 0`.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         mask: limits the decay to some leaves: a pytree of bools or a function
             of the params, as in :func:`gradxform.add_decayed_weights`.
         b1, b2, eps, eps_root, mu_dtype, nu_dtype: as in :func:`adam`.
@@ -385,10 +387,9 @@ def adamw(
         b2=b2,
         eps=eps,
         eps_root=eps_root,
-        weight_decay=weight_decay,
+        **decay_spec(weight_decay),
     )
-    decay = add_decayed_weights(hp["weight_decay"], mask)
-    return _adam_chain(hp, decay, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
+    return _adam_chain(hp, *decay_blocks(hp, mask), mu_dtype=mu_dtype, nu_dtype=nu_dtype)
 
 
 def amsgrad(

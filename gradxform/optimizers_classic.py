@@ -33,7 +33,7 @@ from gradxform.transforms.moments import (
 )
 from gradxform.transforms.momentum import scale_by_momentum
 from gradxform.transforms.partition import masked
-from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_rate
+from gradxform.transforms.scaling import decay_blocks, decay_spec, scale_by_learning_rate
 from gradxform.transforms.trust_ratio import scale_by_trust_ratio
 
 __all__ = ["adadelta", "lamb", "lars", "nadam_momentum_decay", "rprop"]
@@ -90,6 +90,8 @@ def lamb(
         eps: :math:`\epsilon \ge 0`, outside the root.
         eps_root: :math:`\epsilon_r \ge 0`, inside the root.
         weight_decay: :math:`\lambda \ge 0`.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         mask: limits the decay to some leaves, as in :func:`gradxform.add_decayed_weights`.
         min_norm: floor :math:`\ge 0` of both norms.
         trust_coefficient: :math:`c \ge 0`.
@@ -113,7 +115,7 @@ def lamb(
         b2=b2,
         eps=eps,
         eps_root=eps_root,
-        weight_decay=weight_decay,
+        **decay_spec(weight_decay),
         min_norm=min_norm,
         trust_coefficient=trust_coefficient,
         trust_eps=trust_eps,
@@ -121,9 +123,11 @@ def lamb(
     adam = scale_by_adam(
         hp["b1"], hp["b2"], hp["eps"], eps_root=hp["eps_root"], mu_dtype=mu_dtype, nu_dtype=nu_dtype
     )
-    decay = add_decayed_weights(hp["weight_decay"], mask)
     return hp.chain(
-        adam, decay, _trust_ratio(hp, "trust_eps"), scale_by_learning_rate(hp["learning_rate"])
+        adam,
+        *decay_blocks(hp, mask),
+        _trust_ratio(hp, "trust_eps"),
+        scale_by_learning_rate(hp["learning_rate"]),
     )
 
 
@@ -160,6 +164,8 @@ def lars(
     Args:
         learning_rate: :math:`\eta \ge 0`, a number or a schedule.
         weight_decay: :math:`\lambda \ge 0`, added to the gradient before the ratio.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         weight_decay_mask: limits the decay to some leaves (``None`` or ``True``:
             all, ``False``: none), in the forms :func:`gradxform.masked` takes.
         trust_coefficient: :math:`c \ge 0`.
@@ -184,14 +190,14 @@ def lars(
     """
     hp = Hyperparams(
         learning_rate=learning_rate,
-        weight_decay=weight_decay,
+        **decay_spec(weight_decay),
         min_norm=min_norm,
         trust_coefficient=trust_coefficient,
         eps=eps,
         momentum=momentum,
     )
     return hp.chain(
-        *_where(weight_decay_mask, add_decayed_weights(hp["weight_decay"])),
+        *(block for decay in decay_blocks(hp) for block in _where(weight_decay_mask, decay)),
         *_where(trust_ratio_mask, _trust_ratio(hp, "eps")),
         scale_by_learning_rate(hp["learning_rate"]),
         scale_by_momentum(hp["momentum"], nesterov=nesterov, dtype=mu_dtype),
@@ -231,6 +237,8 @@ def adadelta(
         rho: :math:`\rho` in [0, 1).
         eps: :math:`\epsilon \ge 0`, inside both roots.
         weight_decay: :math:`\lambda \ge 0`.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         mask: limits the decay to some leaves, as in :func:`gradxform.add_decayed_weights`.
         dtype: dtype of both means (default: real, at least float32).
 
@@ -245,10 +253,9 @@ def adadelta(
         >>> round(float(u[0]), 4)  # -sqrt(1) / sqrt(0.5 * 4 + 1) * 2
         -1.1547
     """
-    hp = Hyperparams(learning_rate=learning_rate, rho=rho, eps=eps, weight_decay=weight_decay)
-    decay = add_decayed_weights(hp["weight_decay"], mask)
+    hp = Hyperparams(learning_rate=learning_rate, rho=rho, eps=eps, **decay_spec(weight_decay))
     direction = scale_by_adadelta(hp["rho"], hp["eps"], dtype=dtype)
-    return hp.chain(decay, direction, scale_by_learning_rate(hp["learning_rate"]))
+    return hp.chain(*decay_blocks(hp, mask), direction, scale_by_learning_rate(hp["learning_rate"]))
 
 
 def rprop(
@@ -359,6 +366,8 @@ def nadam_momentum_decay(
         b2: :math:`\beta_2` in [0, 1).
         eps: :math:`\epsilon \ge 0`, outside the root.
         weight_decay: :math:`\lambda \ge 0`.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         momentum_decay: :math:`\psi \ge 0`.
         decoupled_weight_decay: decay after the direction instead of L2.
         mu_dtype, nu_dtype: as in :func:`gradxform.adam`.
@@ -379,13 +388,13 @@ def nadam_momentum_decay(
         b1=b1,
         b2=b2,
         eps=eps,
-        weight_decay=weight_decay,
+        **decay_spec(weight_decay),
         momentum_decay=momentum_decay,
     )
     numerator = momentum_decay_first_moment(hp["b1"], hp["momentum_decay"], dtype=mu_dtype)
     second = ema_second_moment(hp["b2"], dtype=nu_dtype)
     denominator = chain(second, bias_correct(hp["b2"]), sqrt_with_eps(hp["eps"], None))
-    direction, decay = divide(numerator, denominator), add_decayed_weights(hp["weight_decay"])
+    direction, decay = divide(numerator, denominator), decay_blocks(hp)
     decoupled = checks.boolean("decoupled_weight_decay", decoupled_weight_decay)
-    steps = [direction, decay] if decoupled else [decay, direction]
+    steps = [direction, *decay] if decoupled else [*decay, direction]
     return hp.chain(*steps, scale_by_learning_rate(hp["learning_rate"]))

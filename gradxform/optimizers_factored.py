@@ -29,7 +29,12 @@ from gradxform.transforms.factored import (
     scale_by_relative_step,
 )
 from gradxform.transforms.moments import ema_first_moment
-from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_rate
+from gradxform.transforms.scaling import (
+    add_decayed_weights,
+    decay_blocks,
+    decay_spec,
+    scale_by_learning_rate,
+)
 
 __all__ = ["adafactor", "adafactor_torch"]
 
@@ -103,6 +108,8 @@ def adafactor(
             ``None``: none (no extra memory).
         dtype_momentum: dtype of :math:`m` (optax's default float32; ``None``: the params').
         weight_decay_rate: :math:`\lambda \ge 0`; ``None``: none.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         eps: :math:`\epsilon \ge 0`, added to :math:`g^2`.
         factored: ``False`` keeps every second moment whole.
         weight_decay_mask: limits the decay to some leaves, as in
@@ -132,7 +139,7 @@ def adafactor(
         eps=eps,
         **({} if clipping_threshold is None else {"clipping_threshold": clipping_threshold}),
         **({} if momentum is None else {"momentum": momentum}),
-        **({} if weight_decay_rate is None else {"weight_decay_rate": weight_decay_rate}),
+        **decay_spec(weight_decay_rate, "weight_decay_rate"),
     )
     direction = scale_by_factored_rms(
         hp["decay_rate"],
@@ -149,7 +156,7 @@ def adafactor(
         steps.append(scale_by_param_block_rms(1e-3))
     if momentum is not None:
         steps.append(ema_first_moment(hp["momentum"], dtype=dtype_momentum))
-    if weight_decay_rate is not None:
+    if "weight_decay_rate" in hp.specs:
         steps.append(_subtract_decayed_weights(hp["weight_decay_rate"], weight_decay_mask))
     return hp.chain(*steps)
 
@@ -191,6 +198,8 @@ def adafactor_torch(
             each leaf's dtype's machine epsilon) and of the parameter RMS, both :math:`\ge 0`.
         d: the clipping threshold, :math:`> 0`.
         weight_decay: :math:`\lambda \ge 0`.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
 
     Returns:
         Adafactor; its state holds one store and :class:`gradxform.FactoredRmsState`.
@@ -219,7 +228,7 @@ def adafactor_torch(
         **({} if eps1 is None else {"eps": eps1}),
         min_scale=eps2,
         clipping_threshold=d,
-        weight_decay=weight_decay,
+        **decay_spec(weight_decay),
     )
     direction = scale_by_factored_rms(
         hp["decay_rate"],
@@ -233,6 +242,6 @@ def adafactor_torch(
         clip_by_block_rms(hp["clipping_threshold"]),
         scale_by_param_block_rms(hp["min_scale"]),
         scale_by_relative_step(hp["learning_rate"]),
-        add_decayed_weights(hp["weight_decay"]),
+        *decay_blocks(hp),
         scale_by_learning_rate(hp["learning_rate"]),
     )

@@ -24,7 +24,7 @@ from gradxform.transforms.moments import (
 from gradxform.transforms.momentum import scale_by_momentum
 from gradxform.transforms.orthogonal import orthogonalize, scale_by_lookahead_ema
 from gradxform.transforms.partition import partition
-from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_rate
+from gradxform.transforms.scaling import decay_blocks, decay_spec, scale_by_learning_rate
 
 __all__ = ["muon", "shampoo", "soap"]
 
@@ -93,6 +93,8 @@ def muon(
         momentum: :math:`\beta` in [0, 1).
         weight_decay: :math:`\lambda \ge 0` of the muon group (optax's default
             0; torch's is 0.1).
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         nesterov: use the look-ahead :math:`\tilde m`.
         bias_correction: bias-correct the momentum as optax.contrib.muon does.
         ns_coeffs, ns_steps, eps: as in :func:`gradxform.orthogonalize`.
@@ -102,7 +104,8 @@ def muon(
             ``"adam"`` (a function of ``(path, leaf)``, glob patterns, a pytree);
             a group may be empty (unlike :func:`gradxform.partition`).
         adam_learning_rate: the adam group's rate (default: ``learning_rate``).
-        adam_b1, adam_b2, adam_eps, adam_eps_root, adam_weight_decay: AdamW's.
+        adam_b1, adam_b2, adam_eps, adam_eps_root, adam_weight_decay: AdamW's (a zero
+            weight decay leaves its block out, as for ``weight_decay``).
         adam_nesterov: NAdamW's look-ahead moment on the adam group.
         **orthogonalize_options: ``eps_mode``, ``scaling``, ``layout``, ``rms``,
             ``batching``, ``ns_dtype`` of :func:`gradxform.orthogonalize`.
@@ -125,12 +128,12 @@ def muon(
     nesterov = checks.boolean("nesterov", nesterov)
     bias_correction = checks.boolean("bias_correction", bias_correction)
     adam_nesterov = checks.boolean("adam_nesterov", adam_nesterov)
-    hp = Hyperparams(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay)
+    hp = Hyperparams(learning_rate=learning_rate, momentum=momentum, **decay_spec(weight_decay))
     hp.check("momentum", lower=0, upper=1, upper_open=True)
     muon_tx = hp.chain(
         _momentum(hp, nesterov, bias_correction, mu_dtype),
         orthogonalize(ns_coeffs, ns_steps, eps, **orthogonalize_options),
-        add_decayed_weights(hp["weight_decay"]),
+        *decay_blocks(hp),
         scale_by_learning_rate(hp["learning_rate"]),
     )
     adam_hp = Hyperparams(
@@ -139,10 +142,10 @@ def muon(
         b2=adam_b2,
         eps=adam_eps,
         eps_root=adam_eps_root,
-        weight_decay=adam_weight_decay,
+        **decay_spec(adam_weight_decay),
     )
-    decay = add_decayed_weights(adam_hp["weight_decay"])
-    adam_tx = _adam_chain(adam_hp, decay, nesterov=adam_nesterov, mu_dtype=mu_dtype)
+    decay = decay_blocks(adam_hp)
+    adam_tx = _adam_chain(adam_hp, *decay, nesterov=adam_nesterov, mu_dtype=mu_dtype)
     split = _matrix_or_vector if labels is None else labels
     # a tree of matrices only (torch's Muon takes nothing else) leaves "adam" empty
     return partition({"muon": muon_tx, "adam": adam_tx}, split, allow_empty_groups=True)
@@ -211,6 +214,8 @@ def shampoo(
         eps: :math:`\epsilon \ge 0` added to the statistics' eigenvalues.
         precondition_frequency: the roots' refresh period, an integer >= 1.
         weight_decay: :math:`\lambda \ge 0` (decoupled, times the learning rate).
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         momentum: :math:`\rho` in [0, 1); 0 (the default) keeps no momentum.
         graft_type: ``None``, ``"sgd"`` or ``"diagonal"``.
         graft_eps: the diagonal graft's :math:`\epsilon`.
@@ -231,7 +236,7 @@ def shampoo(
         [-0.1, -0.1]
     """
     checks.choice("graft_type", graft_type, _GRAFTS)
-    specs = dict(learning_rate=learning_rate, eps=eps, weight_decay=weight_decay)
+    specs = dict(learning_rate=learning_rate, eps=eps, **decay_spec(weight_decay))
     specs.update(precondition_frequency=precondition_frequency, momentum=momentum)
     if beta2 is not None:
         specs["beta2"] = beta2
@@ -249,10 +254,7 @@ def shampoo(
     steps = [_grafted(hp, direction, graft_type)]
     if not (checks.is_real_number(momentum) and momentum == 0):
         steps.append(scale_by_momentum(hp["momentum"]))
-    steps += [
-        add_decayed_weights(hp["weight_decay"], mask),
-        scale_by_learning_rate(hp["learning_rate"]),
-    ]
+    steps += [*decay_blocks(hp, mask), scale_by_learning_rate(hp["learning_rate"])]
     return hp.chain(*steps)
 
 
@@ -301,6 +303,8 @@ def soap(
         shampoo_beta: the statistics' decay in [0, 1), or ``None`` for ``b2``.
         eps: :math:`\epsilon \ge 0`.
         weight_decay: :math:`\lambda \ge 0`.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         precondition_frequency: the eigenbasis refresh period, an integer >= 1.
         max_precond_dim: sides larger than this are not factored.
         mask: limits the weight decay to some leaves.
@@ -320,7 +324,7 @@ def soap(
         >>> [round(float(v), 4) for v in jnp.diag(u)]
         [-0.1, 0.1]
     """
-    specs = dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    specs = dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, **decay_spec(weight_decay))
     specs["precondition_frequency"] = precondition_frequency
     if shampoo_beta is not None:
         specs["shampoo_beta"] = shampoo_beta
@@ -334,5 +338,5 @@ def soap(
         max_precond_dim=max_precond_dim,
         **options,
     )
-    decay = add_decayed_weights(hp["weight_decay"], mask)
-    return hp.chain(direction, decay, scale_by_learning_rate(hp["learning_rate"]))
+    decay = decay_blocks(hp, mask)
+    return hp.chain(direction, *decay, scale_by_learning_rate(hp["learning_rate"]))

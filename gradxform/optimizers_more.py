@@ -24,7 +24,7 @@ from gradxform.transforms.moments_extra import (
     scale_by_lion,
     scale_by_sign,
 )
-from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_rate
+from gradxform.transforms.scaling import decay_blocks, decay_spec, scale_by_learning_rate
 
 __all__ = [
     "adabelief",
@@ -83,6 +83,8 @@ def lion(
         b1: :math:`\beta_1` in [0, 1), the interpolation of the step.
         b2: :math:`\beta_2` in [0, 1), the decay of the momentum.
         weight_decay: :math:`\lambda \ge 0`.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         mu_dtype: dtype of :math:`m` (default: each parameter's dtype).
         mask: limits the decay to some leaves, as in :func:`gradxform.add_decayed_weights`.
 
@@ -97,9 +99,9 @@ def lion(
         >>> round(float(u[0]), 4)  # -0.1 * (sign(-0.3) + 0.25 * 2)
         0.05
     """
-    hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
-    decay = add_decayed_weights(hp["weight_decay"], mask)
-    return _stepped(hp, scale_by_lion, ("b1", "b2"), decay, mu_dtype=mu_dtype)
+    hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, **decay_spec(weight_decay))
+    decay = decay_blocks(hp, mask)
+    return _stepped(hp, scale_by_lion, ("b1", "b2"), *decay, mu_dtype=mu_dtype)
 
 
 def sign_sgd(learning_rate: ScalarOrSchedule) -> GradientTransformationExtraArgs:
@@ -198,6 +200,8 @@ def adamaxw(
     Args:
         learning_rate: :math:`\eta \ge 0`, a number or a schedule.
         weight_decay: :math:`\lambda \ge 0`.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         mask: limits the decay to some leaves, as in :func:`gradxform.add_decayed_weights`.
         b1, b2, eps, mu_dtype, nu_dtype: as in :func:`adamax`.
 
@@ -212,10 +216,10 @@ def adamaxw(
         >>> round(float(u[0]), 4)  # -0.1 * (1 + 0.5 * 2)
         -0.2
     """
-    hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
-    decay = add_decayed_weights(hp["weight_decay"], mask)
+    hp = Hyperparams(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, **decay_spec(weight_decay))
+    decay = decay_blocks(hp, mask)
     dtypes = {"mu_dtype": mu_dtype, "nu_dtype": nu_dtype}
-    return _stepped(hp, scale_by_adamax, ("b1", "b2", "eps"), decay, **dtypes)
+    return _stepped(hp, scale_by_adamax, ("b1", "b2", "eps"), *decay, **dtypes)
 
 
 def nadamw(
@@ -252,6 +256,8 @@ def nadamw(
         b2: :math:`\beta_2` in [0, 1).
         eps: :math:`\epsilon \ge 0`, outside the root.
         weight_decay: :math:`\lambda \ge 0`.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         eps_root: :math:`\epsilon_r \ge 0`, inside the root.
         mu_dtype, nu_dtype: as in :func:`gradxform.adam`.
         mask: limits the decay to some leaves, as in :func:`gradxform.add_decayed_weights`.
@@ -273,11 +279,11 @@ def nadamw(
         b2=b2,
         eps=eps,
         eps_root=eps_root,
-        weight_decay=weight_decay,
+        **decay_spec(weight_decay),
     )
-    decay = add_decayed_weights(hp["weight_decay"], mask)
+    decay = decay_blocks(hp, mask)
     options = {"nesterov": True, "mu_dtype": mu_dtype, "nu_dtype": nu_dtype}
-    return _stepped(hp, _adam_direction, ("b1", "b2", "eps", "eps_root"), decay, **options)
+    return _stepped(hp, _adam_direction, ("b1", "b2", "eps", "eps_root"), *decay, **options)
 
 
 def adabelief(

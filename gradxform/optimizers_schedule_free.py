@@ -17,7 +17,7 @@ from gradxform import checks, schedules
 from gradxform.base import GradientTransformationExtraArgs, chain, divide, identity
 from gradxform.hyperparams import Hyperparams, ScalarOrSchedule
 from gradxform.transforms.moments import bias_correct, ema_second_moment, sqrt_with_eps
-from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_rate
+from gradxform.transforms.scaling import decay_blocks, decay_spec, scale_by_learning_rate
 from gradxform.transforms.schedule_free import schedule_free
 
 __all__ = ["schedule_free_adamw", "schedule_free_sgd"]
@@ -131,6 +131,8 @@ def schedule_free_adamw(
         b2: :math:`\beta_2` in [0, 1).
         eps: :math:`\epsilon \ge 0`, outside the root.
         weight_decay: :math:`\lambda \ge 0`, multiplied by the learning rate.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         weight_lr_power: :math:`p \ge 0`, the averaging weights' power of the learning rate.
         state_dtype: dtype of :math:`z` (default: each parameter's dtype).
         r: :math:`r \ge 0`, the package's polynomial weighting :math:`t^r` (0 in optax).
@@ -157,7 +159,7 @@ def schedule_free_adamw(
         b1=b1,
         b2=b2,
         eps=eps,
-        weight_decay=weight_decay,
+        **decay_spec(weight_decay),
         weight_lr_power=weight_lr_power,
         r=r,
     )
@@ -165,7 +167,7 @@ def schedule_free_adamw(
     second = chain(ema_second_moment(hp["b2"]), bias_correct(hp["b2"]))
     base = chain(
         divide(identity(), chain(second, sqrt_with_eps(hp["eps"], None))),
-        add_decayed_weights(hp["weight_decay"], mask),
+        *decay_blocks(hp, mask),
         scale_by_learning_rate(hp["learning_rate"]),
     )
     return _wrap(hp, base, state_dtype, decay_at)
@@ -205,6 +207,8 @@ def schedule_free_sgd(
         warmup_steps: :math:`W \ge 1`, a linear warmup, or ``None``.
         b1: :math:`\beta_1` in (0, 1), the interpolation.
         weight_decay: :math:`\lambda \ge 0` or ``None``.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         weight_lr_power: :math:`p \ge 0`.
         state_dtype: dtype of :math:`z` (default: each parameter's dtype).
         r: :math:`r \ge 0`, the polynomial weighting.
@@ -228,8 +232,9 @@ def schedule_free_sgd(
         (1.75, 1.5)
     """
     specs = _rates(learning_rate, warmup_steps, warmup)
-    decay = {} if weight_decay is None else {"weight_decay": weight_decay}
-    hp = Hyperparams(**specs, b1=b1, **decay, weight_lr_power=weight_lr_power, r=r)
-    steps = [] if weight_decay is None else [add_decayed_weights(hp["weight_decay"], mask)]
+    hp = Hyperparams(
+        **specs, b1=b1, **decay_spec(weight_decay), weight_lr_power=weight_lr_power, r=r
+    )
+    steps = decay_blocks(hp, mask)
     base = chain(*steps, scale_by_learning_rate(hp["learning_rate"]))
     return _wrap(hp, base, state_dtype, decay_at)

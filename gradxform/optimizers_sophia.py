@@ -16,7 +16,7 @@ from jax.typing import DTypeLike
 
 from gradxform.base import GradientTransformationExtraArgs
 from gradxform.hyperparams import Hyperparams, ScalarOrSchedule
-from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_rate
+from gradxform.transforms.scaling import decay_blocks, decay_spec, scale_by_learning_rate
 from gradxform.transforms.sophia import scale_by_sophia
 
 __all__ = ["sophia"]
@@ -92,6 +92,8 @@ def sophia(
         gamma: :math:`\gamma \ge 0` (SophiaG's :math:`\rho`).
         eps: :math:`\epsilon \ge 0`.
         weight_decay: :math:`\lambda \ge 0`, decoupled and multiplied by :math:`\eta`.
+            The number 0 leaves the decay block out (``jnp.asarray(0.0)``
+            keeps it settable).
         update_period: :math:`k \ge 1`, updates between Hessian refreshes.
         estimator: ``"hutchinson"`` or ``"gnb"``.
         clip_threshold: :math:`c \ge 0`, or None for no clipping.
@@ -117,7 +119,7 @@ def sophia(
         [-0.0583, 0.1]
     """
     hp = Hyperparams(
-        learning_rate=learning_rate, b1=b1, b2=b2, gamma=gamma, eps=eps, weight_decay=weight_decay
+        learning_rate=learning_rate, b1=b1, b2=b2, gamma=gamma, eps=eps, **decay_spec(weight_decay)
     )
     direction = scale_by_sophia(
         hp["b1"],
@@ -134,5 +136,4 @@ def sophia(
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
-    decay = add_decayed_weights(hp["weight_decay"], mask)
-    return hp.chain(direction, decay, scale_by_learning_rate(hp["learning_rate"]))
+    return hp.chain(direction, *decay_blocks(hp, mask), scale_by_learning_rate(hp["learning_rate"]))

@@ -41,7 +41,11 @@ from gradxform.transforms.moments import (
     sqrt_with_eps,
 )
 from gradxform.transforms.momentum import scale_by_momentum
-from gradxform.transforms.scaling import add_decayed_weights, scale_by_learning_rate
+from gradxform.transforms.scaling import (
+    add_decayed_weights,
+    decay_blocks,
+    scale_by_learning_rate,
+)
 
 __all__ = ["adagrad", "adam", "adamw", "rmsprop", "sgd"]
 
@@ -49,11 +53,6 @@ __all__ = ["adagrad", "adam", "adamw", "rmsprop", "sgd"]
 def _nonzero(**specs: Any) -> dict[str, Any]:
     """The keyword arguments other than the number 0 (torch's "off")."""
     return {k: v for k, v in specs.items() if not (isinstance(v, numbers.Real) and v == 0)}
-
-
-def _l2(hp: Hyperparams) -> list[GradientTransformationExtraArgs]:
-    """torch's ``weight_decay``: ``g + wd * x`` before everything else, if the store has it."""
-    return [add_decayed_weights(hp["weight_decay"])] if "weight_decay" in hp.specs else []
 
 
 def sgd(
@@ -95,7 +94,7 @@ def sgd(
     if with_momentum:
         specs["momentum"] = momentum
     hp = Hyperparams(learning_rate=lr, **specs)
-    parts = _l2(hp)
+    parts = decay_blocks(hp)
     if with_momentum:
         damp = hp["dampening"] if "dampening" in specs else None
         parts.append(scale_by_momentum(hp["momentum"], nesterov=nesterov, dampening=damp))
@@ -141,7 +140,7 @@ def adagrad(
         learning_rate = schedules.inverse_time_decay(checks.real("lr", lr, lower=0), lr_decay)
     hp = Hyperparams(learning_rate=learning_rate, eps=eps, **_nonzero(weight_decay=weight_decay))
     return hp.chain(
-        *_l2(hp),
+        *decay_blocks(hp),
         scale_by_sum_of_squares(initial_accumulator_value, hp["eps"], eps_in_sqrt=False),
         scale_by_learning_rate(hp["learning_rate"]),
     )
@@ -186,7 +185,8 @@ def rmsprop(
     """
     specs = _nonzero(weight_decay=weight_decay, momentum=momentum)
     hp = Hyperparams(learning_rate=lr, decay=alpha, eps=eps, **specs)
-    parts = [*_l2(hp), scale_by_rms(hp["decay"], hp["eps"], eps_in_sqrt=False, centered=centered)]
+    rms = scale_by_rms(hp["decay"], hp["eps"], eps_in_sqrt=False, centered=centered)
+    parts = [*decay_blocks(hp), rms]
     if "momentum" in specs:
         parts.append(scale_by_momentum(hp["momentum"]))
     return hp.chain(*parts, scale_by_learning_rate(hp["learning_rate"]))
@@ -243,7 +243,7 @@ def adam(
         -0.1
     """
     hp, direction = _adam(lr, betas, eps, amsgrad, _nonzero(weight_decay=weight_decay))
-    return hp.chain(*_l2(hp), direction, scale_by_learning_rate(hp["learning_rate"]))
+    return hp.chain(*decay_blocks(hp), direction, scale_by_learning_rate(hp["learning_rate"]))
 
 
 def adamw(

@@ -305,8 +305,7 @@ def test_hyperparameters_live_in_the_state():
         "decay_offset",  # the block's own (torch has none), 0
         "decay_rate",
         "learning_rate",
-        "min_scale",
-        "weight_decay",
+        "min_scale",  # and no weight_decay: its default 0 leaves the decay block out
     ]
 
 

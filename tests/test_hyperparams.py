@@ -543,3 +543,60 @@ def test_eps_is_read_and_set_under_the_name_given(make, accumulate, inside):
     acc = accumulate(EPS_G**2)
     denominator = np.sqrt(acc + 0.5) if inside else np.sqrt(acc) + 0.5
     np.testing.assert_allclose(updates, -0.1 * EPS_G / denominator, rtol=1e-6)
+
+
+# every alias with a weight decay, built with the decay given: name -> weight_decay -> tx
+WEIGHT_DECAYED = {
+    "sgd": lambda wd: gx.sgd(0.1, 0.9, weight_decay=wd),
+    "adamw": lambda wd: gx.adamw(0.1, weight_decay=wd),
+    "lamb": lambda wd: gx.lamb(0.1, weight_decay=wd),
+    "lars": lambda wd: gx.lars(0.1, weight_decay=wd),
+    "adadelta": lambda wd: gx.adadelta(0.1, weight_decay=wd),
+    "nadam_momentum_decay": lambda wd: gx.nadam_momentum_decay(0.1, weight_decay=wd),
+    "adafactor_torch": lambda wd: gx.adafactor_torch(0.1, weight_decay=wd),
+    "muon": lambda wd: gx.muon(0.1, weight_decay=wd, adam_weight_decay=wd),
+    "soap": lambda wd: gx.soap(0.1, weight_decay=wd),
+    "lion": lambda wd: gx.lion(0.1, weight_decay=wd),
+    "adamaxw": lambda wd: gx.adamaxw(0.1, weight_decay=wd),
+    "nadamw": lambda wd: gx.nadamw(0.1, weight_decay=wd),
+    "schedule_free_adamw": lambda wd: gx.schedule_free_adamw(0.1, weight_decay=wd),
+    "schedule_free_sgd": lambda wd: gx.schedule_free_sgd(0.1, weight_decay=wd),
+    "torch_adam": lambda wd: gx.torch_compat.adam(lr=0.1, weight_decay=wd),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHT_DECAYED))
+def test_a_zero_weight_decay_number_leaves_the_block_out(name):
+    """As ``optax.add_decayed_weights`` skips a zero given as a number: no decay block, no
+    ``weight_decay`` in the state (setting one names the way to keep it), and the steps
+    of a settable zero (``jnp.asarray(0.0)``; ``g + 0 * x`` is ``g`` exactly, but XLA may
+    contract another product into a multiply-add: to 4 ulps of the largest) from a
+    smaller program."""
+    params = {"w": jnp.asarray(np.linspace(-1, 1, 6).reshape(2, 3), jnp.float32)}
+    grads = {"w": jnp.asarray(np.cos(np.arange(6.0)).reshape(2, 3), jnp.float32)}
+    off, settable = WEIGHT_DECAYED[name](0.0), WEIGHT_DECAYED[name](jnp.asarray(0.0))
+
+    def names(values):  # a partition's (muon's) values are by group
+        return {k for k, v in values.items() for k in (names(v) if isinstance(v, dict) else [k])}
+
+    state = off.init(params)
+    assert "weight_decay" not in names(gx.get_hyperparams(state))
+    with pytest.raises(ValueError, match=r"weight_decay must be .*jnp.asarray\(0.0\)"):
+        gx.set_hyperparams(state, weight_decay=0.1)
+    assert "weight_decay" in names(gx.get_hyperparams(settable.init(params)))
+
+    def steps(tx):
+        def run(params):
+            state = tx.init(params)
+            for _ in range(2):
+                updates, state = tx.update(grads, state, params)
+                params = gx.apply_updates(params, updates)
+            return params
+
+        compiled = jax.jit(run).lower(params).compile()
+        return compiled(params), compiled.as_text().count("\n")
+
+    (ours, size_off), (theirs, size_settable) = steps(off), steps(settable)
+    ulp = np.finfo(np.float32).eps * max(1.0, float(np.abs(theirs["w"]).max()))
+    np.testing.assert_allclose(ours["w"], theirs["w"], rtol=0, atol=4 * ulp)
+    assert size_off < size_settable

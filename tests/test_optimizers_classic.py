@@ -239,11 +239,10 @@ def test_hyperparameters_are_in_the_state_once_and_settable():
     names = {
         "lamb": ["b1", "b2", "eps", "eps_root", "learning_rate", "min_norm"],
         "lars": ["eps", "learning_rate", "min_norm", "momentum", "trust_coefficient"],
-        "adadelta": ["eps", "learning_rate", "rho", "weight_decay"],
+        "adadelta": ["eps", "learning_rate", "rho"],  # weight_decay=0: no decay block
         "rprop": ["eta_minus", "eta_plus", "max_step_size", "min_step_size", "step_scale"],
     }
-    names["lamb"] += ["trust_coefficient", "trust_eps", "weight_decay"]
-    names["lars"] += ["weight_decay"]
+    names["lamb"] += ["trust_coefficient", "trust_eps"]
     for name, expected in names.items():
         assert sorted(gx.get_hyperparams(getattr(gx, name)(0.1).init(params))) == expected
     # set without recompiling: a zero trust coefficient stops LARS; step_scale 0 stops Rprop

@@ -264,7 +264,7 @@ def test_eval_params_in_a_partition_and_before_any_update():
 
 
 def test_hyperparameters_are_in_the_store_once():
-    state = gx.schedule_free_adamw(0.01).init({"w": jnp.zeros(2)})
+    state = gx.schedule_free_adamw(0.01, weight_decay=1e-4).init({"w": jnp.zeros(2)})
     names = ["b1", "b2", "eps", "learning_rate", "r", "weight_decay", "weight_lr_power"]
     assert sorted(gx.get_hyperparams(state)) == names
     state = gx.schedule_free_sgd(0.01, 5, warmup="optax").init({"w": jnp.zeros(2)})

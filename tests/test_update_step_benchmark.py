@@ -118,7 +118,9 @@ def test_gpt_step_pairs_are_the_same_optimizer_in_both_libraries():
     # paper's), tests/test_optimizers_more.py; early updates differ by more than rounding
     # schedule-free: an update is the difference of two iterates (y_new - y), so its rounding
     # is the parameters' (relative to their magnitude, as in tests/test_schedule_free.py)
-    atol = {"yogi": 1e-3, "adopt": 5e-6}
+    # muon: Newton-Schulz's matrix products carry a last-bit difference of the momentum
+    # (which product XLA contracts into a multiply-add) to ~2e-6 of the update
+    atol = {"yogi": 1e-3, "adopt": 5e-6, "muon": 5e-6}
     for name, (make_gx, make_optax) in module.PAIRS.items():
         for ours, theirs in zip(three_updates(make_gx()), three_updates(make_optax())):
             for k in shapes:

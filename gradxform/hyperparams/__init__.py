@@ -66,9 +66,8 @@ traced value too, so derivatives with respect to the value flow), and a
 scheduled decay's complement is ``1 - value`` of this update's value. An
 update uses the stored complement while it agrees with the value to within
 two ulps, and ``1 - value`` otherwise, so a value written alone with
-``optax.tree_utils.tree_set`` is used correctly. That check is scalar work
-done once per step (on CPU in a ``lax.cond``, which XLA does not fuse into
-the leaves' kernels).
+``optax.tree_utils.tree_set`` is used correctly. That check is a ``where`` of
+scalars, fused into the kernels that read the complement.
 """
 
 from gradxform.hyperparams.access import get_hyperparams, set_hyperparams

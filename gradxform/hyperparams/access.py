@@ -140,7 +140,11 @@ def _check_new_value(
     holders = [node for node in stores if name in node.values]
     if not holders:
         known = sorted({key for node in stores for key in node.values})
-        checks.fail(name, f"a hyperparameter of {where} (one of {', '.join(known)})", value)
+        what = f"a hyperparameter of {where} (one of {', '.join(known)})"
+        if "weight_decay" in name:
+            what += "; a weight decay built as the number 0 is left out: build with an array,"
+            what += " e.g. jnp.asarray(0.0), to set it later"
+        checks.fail(name, what, value)
     if value is None:
         if not all(override_key(name) in node.overrides for node in holders):
             what = "a number or a scalar array (None clears a value set on a scheduled "

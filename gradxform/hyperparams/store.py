@@ -201,35 +201,17 @@ def _current_complement(stored: jax.Array, value: jax.Array) -> jax.Array:
     value written behind the store's back (``optax.tree_utils.tree_set`` of
     the value alone) is further away, and its own ``1 - value`` is used. The
     derivative with respect to ``value`` is -1 either way (the stored
-    complement's own derivative is not followed). Computed once per
-    step: on CPU inside a ``lax.cond``, which XLA keeps as its own scalar
-    computation (a ``where`` would be fused into, and repeated in, every
-    leaf's kernel); elsewhere a ``where`` (a conditional would read its
-    predicate back to the host).
+    complement's own derivative is not followed). A ``where`` of scalars: XLA
+    fuses it into the kernels that read the complement, where it is
+    loop-invariant work. (A ``lax.cond`` here, once kept on CPU as its own
+    scalar computation, made XLA's scheduler run every leaf's second-moment
+    kernel before any first-moment one, so each gradient leaf was read from
+    memory twice: Adam's step 7-11% slower than optax's on the GPT tree.)
     """
     fresh = 1 - value
     agrees = jnp.abs(stored - fresh) <= 2 * jnp.finfo(value.dtype).eps
-    return jax.lax.platform_dependent(
-        agrees, stored, fresh, cpu=_complement_on_cpu, default=_complement_elsewhere
-    )
-
-
-# module functions, not closures: jax caches a conditional's traced branches by function,
-# so an update called outside jit compiles this conditional once, not at every call
-def _kept_complement(stored: jax.Array, fresh: jax.Array) -> jax.Array:
-    return jax.lax.stop_gradient(stored) + (fresh - jax.lax.stop_gradient(fresh))
-
-
-def _fresh_complement(stored: jax.Array, fresh: jax.Array) -> jax.Array:
-    return fresh
-
-
-def _complement_on_cpu(agrees: jax.Array, stored: jax.Array, fresh: jax.Array) -> jax.Array:
-    return jax.lax.cond(agrees, _kept_complement, _fresh_complement, stored, fresh)
-
-
-def _complement_elsewhere(agrees: jax.Array, stored: jax.Array, fresh: jax.Array) -> jax.Array:
-    return jnp.where(agrees, _kept_complement(stored, fresh), fresh)
+    kept = jax.lax.stop_gradient(stored) + (fresh - jax.lax.stop_gradient(fresh))
+    return jnp.where(agrees, kept, fresh)
 
 
 class Values(Mapping):

@@ -188,3 +188,28 @@ def add_decayed_weights(
         return out if mask is None else _masked(mask, params, out, updates)
 
     return hp.transform(apply, AddDecayedWeightsState)
+
+
+def decay_off(weight_decay: Any) -> bool:
+    """Whether an alias's ``weight_decay`` asks for no decay block: ``None``, or a
+    Python or NumPy number equal to 0 (as ``optax.add_decayed_weights`` skips a zero
+    given as a number).
+
+    A scalar array or a schedule keeps the block, so its value can be set later
+    (``gx.set_hyperparams(state, weight_decay=...)``), ``jnp.asarray(0.0)`` included.
+    Leaving the block out matters for speed: ``g + 0 * x`` is one more pass over the
+    parameters, which XLA cannot drop for a value read from the state.
+    """
+    return weight_decay is None or (checks.is_real_number(weight_decay) and weight_decay == 0)
+
+
+def decay_spec(weight_decay: Any, name: str = "weight_decay") -> dict[str, Any]:
+    """``{name: weight_decay}`` for an alias's store, or ``{}`` when :func:`decay_off`."""
+    return {} if decay_off(weight_decay) else {name: weight_decay}
+
+
+def decay_blocks(
+    hp: Hyperparams, mask: Any = None, name: str = "weight_decay"
+) -> list[GradientTransformationExtraArgs]:
+    """``[add_decayed_weights(hp[name], mask)]`` if the store declares ``name``, else ``[]``."""
+    return [add_decayed_weights(hp[name], mask)] if name in hp.specs else []
