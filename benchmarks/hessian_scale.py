@@ -99,7 +99,7 @@ def make_batch(seed: int, index: int, size: int, image: int = 32) -> tuple[np.nd
 class Source:
     """A re-iterable data set of ``batches`` batches generated on demand (one held at a time)."""
 
-    def __init__(self, seed: int, batches: int, size: int, image: int = 32) -> None:
+    def __init__(self, seed: int, batches: int, size: int, image: int) -> None:
         self.seed, self.batches, self.size, self.image = seed, batches, size, image
 
     def __call__(self):
@@ -721,13 +721,12 @@ def train(params, batches, steps: int):
     return params
 
 
-def analyse(params, batches, args, with_torch: bool) -> dict:
+def analyse(params, source: Source, args, with_torch: bool) -> dict:
+    """Every tool at ``params``, the data streamed from ``source`` (torch reads the same)."""
     objective = H.dataset_mean(
-        "softmax_cross_entropy",
-        Source(args.seed, len(batches), args.batch),
-        model=resnet,
-        progress=args.progress,
+        "softmax_cross_entropy", source, model=resnet, progress=args.progress
     )
+    batches = source.materialise()
     side = Torch(params, batches) if with_torch else None
     point: dict[str, Any] = {}
     if side is not None:
@@ -793,7 +792,8 @@ def main(argv=None) -> dict:
         args.ref_trace, args.ref_probes, args.ref_steps, args.block_matvecs = 6, 1, 4, 2
     with_torch = not args.no_torch and _torch_available()
     params = init_resnet(jax.random.PRNGKey(args.seed), tuple(map(int, args.widths.split(","))))
-    batches = Source(args.seed, args.images // args.batch, args.batch, args.image).materialise()
+    source = Source(args.seed, args.images // args.batch, args.batch, args.image)
+    batches = source.materialise()
     results: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "params": count(params),
@@ -805,11 +805,11 @@ def main(argv=None) -> dict:
     objective = H.dataset_mean("softmax_cross_entropy", batches, model=resnet)
     side = Torch(params, batches) if with_torch else None
     results["cost"] = log("cost", cost_rows(objective, params, side))
-    results["points"]["initialisation"] = analyse(params, batches, args, with_torch)
+    results["points"]["initialisation"] = analyse(params, source, args, with_torch)
     if args.train_steps:
         trained = train(params, batches, args.train_steps)
         results["points"][f"after {args.train_steps} Adam steps"] = analyse(
-            trained, batches, args, with_torch
+            trained, source, args, with_torch
         )
 
     if args.memory:
