@@ -38,6 +38,12 @@ gradient of the same batch (both jitted).
 
     python benchmarks/hessian_scale.py                 # the full run (~1 h on one thread)
     python benchmarks/hessian_scale.py --smoke         # seconds: tiny data, tiny budgets
+    python benchmarks/hessian_scale.py --model transformer --images 256 --batch 32
+
+``--model transformer`` runs every row on the small transformer of
+``benchmarks/hessian_transformer.py`` (next-token prediction on synthetic Markov-chain
+sequences; its per-layer row splits embeddings, each block, and the final norm with the
+head) in place of the ResNet.
 
 Timings are single-threaded (``XLA_FLAGS`` and ``torch.set_num_threads(1)`` are set
 here); the compared runs are interleaved. Writes ``benchmarks/results/hessian_scale.{json,md}``.
@@ -62,7 +68,8 @@ import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any, NamedTuple  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -70,6 +77,9 @@ import numpy as np  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import gradxform as gx  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import hessian_transformer as TR  # noqa: E402
 
 H = gx.hessian
 WIDTHS = (16, 32, 64)
@@ -277,25 +287,72 @@ def timed_cold_warm(fn):
     return out, cold, warm
 
 
+# ------------------------------------------------------------------------ the models
+class Model(NamedTuple):
+    """A model both sides run: its parameters, data, JAX function and torch twin."""
+
+    name: str
+    description: str
+    params: dict
+    source: Any  # re-iterable: a call gives a fresh generator of (x, y) batches
+    apply: Callable
+    torch_module: Callable  # (params, torch) -> torch.nn.Module
+    torch_index: Callable  # params -> where each torch entry sits in ravel_pytree's order
+    torch_input: Callable  # a JAX-side input batch -> the torch module's (a NumPy array)
+    blocks: dict  # the per-layer partition for block_spectra
+    positions: int = 1  # labels per example: torch's mean cross-entropy is scaled by it
+
+
+def build_model(args) -> Model:
+    batches = args.images // args.batch
+    if args.model == "transformer":
+        params = TR.init_transformer(jax.random.PRNGKey(args.seed), args.d_model, args.layers)
+        return Model(
+            "transformer",
+            f"a pre-norm transformer ({args.layers} layers, width {args.d_model}, 4 heads, "
+            f"context {TR.CONTEXT}, vocabulary {TR.VOCAB}); {args.images} synthetic Markov-chain "
+            f"sequences (next-token labels at every position) in batches of {args.batch}",
+            params,
+            TR.TokenSource(args.seed, batches, args.batch),
+            TR.transformer,
+            TR.torch_transformer,
+            lambda p: np.arange(count(p)),
+            lambda x: x.astype(np.int64),
+            TR.BLOCKS,
+            TR.CONTEXT,
+        )
+    widths = tuple(map(int, args.widths.split(",")))
+    return Model(
+        "resnet",
+        f"norm-free ResNet-20; {args.images} synthetic {args.image}x{args.image}x3 images "
+        f"(teacher labels) in batches of {args.batch}",
+        init_resnet(jax.random.PRNGKey(args.seed), widths),
+        Source(args.seed, batches, args.batch, args.image),
+        resnet,
+        torch_model,
+        torch_flat_index,
+        lambda x: np.transpose(x, (0, 3, 1, 2)).copy(),
+        BLOCKS,
+    )
+
+
 # ------------------------------------------------------------------------ the runs
 class Torch:
     """The torch side: the model, the same batches as tensors, product counting."""
 
-    def __init__(self, params, batches):
+    def __init__(self, spec: Model, params, batches):
         import torch
 
         torch.set_num_threads(1)
         self.torch = torch
-        self.model = torch_model(params, torch).eval()
+        self.model = spec.torch_module(params, torch).eval()
         self.loader = [
-            (
-                torch.from_numpy(np.transpose(x, (0, 3, 1, 2)).copy()),
-                torch.from_numpy(y.astype(np.int64)),
-            )
+            (torch.from_numpy(spec.torch_input(x)), torch.from_numpy(y.astype(np.int64).ravel()))
             for x, y in batches
         ]
-        self.criterion = torch.nn.CrossEntropyLoss()
-        self.index = torch_flat_index(params)
+        mean = torch.nn.CrossEntropyLoss()
+        self.criterion = mean if spec.positions == 1 else lambda o, y: mean(o, y) * spec.positions
+        self.index = spec.torch_index(params)
 
     def loss(self, model, batch):
         return self.criterion(model(batch[0]), batch[1])
@@ -464,12 +521,12 @@ BLOCKS = {
 }
 
 
-def block_rows(objective, params, args) -> dict:
+def block_rows(objective, params, args, blocks: dict) -> dict:
     out, seconds = timed(
         lambda: H.block_spectra(
             objective,
             params,
-            BLOCKS,
+            blocks,
             k=1,
             max_matvecs=args.block_matvecs,
             trace_matvecs=3,
@@ -626,12 +683,11 @@ def _top_note(top: dict) -> str:
 def markdown(results: dict) -> str:
     cfg = results["config"]
     lines = [
-        "# Hessian analysis at scale: ResNet-20, streamed (CPU)",
+        f"# Hessian analysis at scale: {results['model']}, streamed (CPU)",
         "",
         f"Machine: {results['machine']}; single-threaded JAX and torch on a shared box, interleaved.",
-        f"Model: norm-free ResNet-20, {results['params']:,} parameters, float32. Data: "
-        f"{cfg['images']} synthetic 32x32x3 images (teacher labels) in batches of {cfg['batch']}, streamed "
-        "through `gx.hessian.dataset_mean`.",
+        f"Model: {results['description']}; {results['params']:,} parameters, float32, the data "
+        "streamed through `gx.hessian.dataset_mean`.",
         "",
         f"Command: `{results['command']}`",
         "",
@@ -704,14 +760,14 @@ def markdown(results: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- main
-def train(params, batches, steps: int):
+def train(apply, params, batches, steps: int):
     """``steps`` Adam steps (learning rate 1e-3) cycling over the batches."""
     tx = gx.adam(1e-3)
     state = tx.init(params)
 
     @jax.jit
     def step(p, s, x, y):
-        g = jax.grad(lambda q: H.softmax_cross_entropy(resnet(q, x), y))(p)
+        g = jax.grad(lambda q: H.softmax_cross_entropy(apply(q, x), y))(p)
         u, s = tx.update(g, s, p)
         return gx.apply_updates(p, u), s
 
@@ -721,13 +777,13 @@ def train(params, batches, steps: int):
     return params
 
 
-def analyse(params, source: Source, args, with_torch: bool) -> dict:
-    """Every tool at ``params``, the data streamed from ``source`` (torch reads the same)."""
+def analyse(spec: Model, params, args, with_torch: bool) -> dict:
+    """Every tool at ``params``, the data streamed from ``spec.source`` (torch reads the same)."""
     objective = H.dataset_mean(
-        "softmax_cross_entropy", source, model=resnet, progress=args.progress
+        "softmax_cross_entropy", spec.source, model=spec.apply, progress=args.progress
     )
-    batches = source.materialise()
-    side = Torch(params, batches) if with_torch else None
+    batches = spec.source.materialise()
+    side = Torch(spec, params, batches) if with_torch else None
     point: dict[str, Any] = {}
     if side is not None:
         point["parity"] = log("parity", parity(objective, params, side))
@@ -739,7 +795,7 @@ def analyse(params, source: Source, args, with_torch: bool) -> dict:
         top_products = point["gx"]["top"]["products"]
         point["eigenthings"] = log("eigenthings", eigenthings_rows(side, args, top_products))
     if args.block_matvecs:
-        point["blocks"] = log("blocks", block_rows(objective, params, args))
+        point["blocks"] = log("blocks", block_rows(objective, params, args, spec.blocks))
     point["reference"] = log("reference", reference(objective, params, args))
     return {k: v for k, v in point.items() if v is not None}
 
@@ -756,7 +812,10 @@ def main(argv=None) -> dict:
     # imports this module must not change the precision of every test after it
     jax.config.update("jax_enable_x64", True)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--model", choices=("resnet", "transformer"), default="resnet")
+    parser.add_argument("--d-model", type=int, default=64, help="the transformer's width")
+    parser.add_argument("--layers", type=int, default=2, help="the transformer's blocks")
+    parser.add_argument("--images", type=int, default=512, help="examples (images or sequences)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--widths", default="16,32,64", help="channels of the three stages")
     parser.add_argument("--image", type=int, default=32, help="image side (a multiple of 8)")
@@ -787,29 +846,32 @@ def main(argv=None) -> dict:
         return {}
     if args.smoke:
         args.images, args.batch, args.image, args.k, args.budget = 4, 2, 8, 2, 8
-        args.widths = "2,2,2"
+        args.widths, args.d_model = "2,2,2", 8
         args.trace_matvecs, args.pyhessian_trace, args.density_steps = 3, 2, 3
         args.ref_trace, args.ref_probes, args.ref_steps, args.block_matvecs = 6, 1, 4, 2
     with_torch = not args.no_torch and _torch_available()
-    params = init_resnet(jax.random.PRNGKey(args.seed), tuple(map(int, args.widths.split(","))))
-    source = Source(args.seed, args.images // args.batch, args.batch, args.image)
-    batches = source.materialise()
+    if args.model == "transformer" and args.memory:
+        parser.error("--memory measures the ResNet only")
+    spec = build_model(args)
+    params, batches = spec.params, spec.source.materialise()
     results: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "params": count(params),
+        "model": {"resnet": "ResNet-20", "transformer": "a small transformer"}[spec.name],
+        "description": spec.description,
         "config": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "command": "python benchmarks/hessian_scale.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "points": {},
     }
-    objective = H.dataset_mean("softmax_cross_entropy", batches, model=resnet)
-    side = Torch(params, batches) if with_torch else None
+    objective = H.dataset_mean("softmax_cross_entropy", batches, model=spec.apply)
+    side = Torch(spec, params, batches) if with_torch else None
     results["cost"] = log("cost", cost_rows(objective, params, side))
-    results["points"]["initialisation"] = analyse(params, source, args, with_torch)
+    results["points"]["initialisation"] = analyse(spec, params, args, with_torch)
     if args.train_steps:
-        trained = train(params, batches, args.train_steps)
+        trained = train(spec.apply, params, batches, args.train_steps)
         results["points"][f"after {args.train_steps} Adam steps"] = analyse(
-            trained, source, args, with_torch
+            spec, trained, args, with_torch
         )
 
     if args.memory:
