@@ -158,15 +158,15 @@ def _windows(steps: int) -> tuple[int, ...]:
     return (*sizes, steps)
 
 
-def _on_window(size, steps: int, branch: Callable[[int], Any], first: int = 0) -> Any:
+def _on_window(size, steps: int, branch: Callable[[int], Any]) -> Any:
     """``branch(s)`` for the smallest window ``s >= size``, chosen by ``lax.switch``.
 
-    Each branch works on the leading ``s`` rows of the basis or of ``T`` only,
-    so the cost of a step follows the steps taken, not the budget ``steps``;
-    the windows do not depend on ``steps`` below it, so two budgets stopping
-    at the same size run the same computations.
+    Each branch works on the leading ``s`` rows of the basis only, so the cost of
+    a step follows the steps taken, not the budget ``steps``; the windows do not
+    depend on ``steps`` below it, so two budgets stopping at the same size run the
+    same computations.
     """
-    sizes = tuple(s for s in _windows(steps) if s >= min(first, steps))
+    sizes = _windows(steps)
     if len(sizes) == 1:
         return branch(sizes[0])
     index = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), size), len(sizes) - 1)
