@@ -777,12 +777,12 @@ def train(apply, params, batches, steps: int):
     return params
 
 
-def analyse(spec: Model, params, args, with_torch: bool) -> dict:
-    """Every tool at ``params``, the data streamed from ``spec.source`` (torch reads the same)."""
+def analyse(spec: Model, params, batches, args, with_torch: bool) -> dict:
+    """Every tool at ``params``, the data streamed from ``spec.source``; torch reads
+    ``batches``, the same data materialised."""
     objective = H.dataset_mean(
         "softmax_cross_entropy", spec.source, model=spec.apply, progress=args.progress
     )
-    batches = spec.source.materialise()
     side = Torch(spec, params, batches) if with_torch else None
     point: dict[str, Any] = {}
     if side is not None:
@@ -867,11 +867,11 @@ def main(argv=None) -> dict:
     objective = H.dataset_mean("softmax_cross_entropy", batches, model=spec.apply)
     side = Torch(spec, params, batches) if with_torch else None
     results["cost"] = log("cost", cost_rows(objective, params, side))
-    results["points"]["initialisation"] = analyse(spec, params, args, with_torch)
+    results["points"]["initialisation"] = analyse(spec, params, batches, args, with_torch)
     if args.train_steps:
         trained = train(spec.apply, params, batches, args.train_steps)
         results["points"][f"after {args.train_steps} Adam steps"] = analyse(
-            spec, trained, args, with_torch
+            spec, trained, batches, args, with_torch
         )
 
     if args.memory:
