@@ -45,41 +45,37 @@ gradient of the same batch (both jitted).
 sequences; its per-layer row splits embeddings, each block, and the final norm with the
 head) in place of the ResNet.
 
-Timings are single-threaded (``XLA_FLAGS`` and ``torch.set_num_threads(1)`` are set
-here); the compared runs are interleaved. Writes ``benchmarks/results/hessian_scale.{json,md}``.
+Both sides run on the same ``--cpus`` CPUs (default 2; the process is pinned to them and
+``torch.set_num_threads`` matches; XLA sizes its CPU thread pool by them). Not 1: a
+streamed gx tool holds one of XLA's CPU threads while its products' per-batch programs
+run on the others, so with one CPU they would deadlock (the tools raise). The compared runs are
+interleaved. Writes ``benchmarks/results/hessian_scale.{json,md}``.
 PyHessian and hessian-eigenthings are optional: their rows are skipped when absent.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import pathlib
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import pathlib  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any, NamedTuple  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
-
-import gradxform as gx  # noqa: E402
+import gradxform as gx
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import hessian_transformer as TR  # noqa: E402
+import hessian_transformer as TR
 
 H = gx.hessian
 WIDTHS = (16, 32, 64)
@@ -343,7 +339,7 @@ class Torch:
     def __init__(self, spec: Model, params, batches):
         import torch
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
         self.torch = torch
         self.model = spec.torch_module(params, torch).eval()
         self.loader = [
@@ -685,7 +681,7 @@ def markdown(results: dict) -> str:
     lines = [
         f"# Hessian analysis at scale: {results['model']}, streamed (CPU)",
         "",
-        f"Machine: {results['machine']}; single-threaded JAX and torch on a shared box, interleaved.",
+        f"Machine: {results['machine']}; JAX and torch on the same pinned CPUs, interleaved.",
         f"Model: {results['description']}; {results['params']:,} parameters, float32, the data "
         "streamed through `gx.hessian.dataset_mean`.",
         "",
@@ -807,10 +803,14 @@ def log(name: str, value: Any) -> Any:
     return value
 
 
+def pin(cpus: int) -> None:
+    """Runs this process on its first ``cpus`` CPUs: before JAX's first computation (XLA
+    sizes its CPU thread pool when its client is made)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, allowed[: max(2, cpus)])
+
+
 def main(argv=None) -> dict:
-    # float64 for the reference sums, switched on here rather than at import: a test that
-    # imports this module must not change the precision of every test after it
-    jax.config.update("jax_enable_x64", True)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=("resnet", "transformer"), default="resnet")
     parser.add_argument("--d-model", type=int, default=64, help="the transformer's width")
@@ -835,10 +835,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--memory", action="store_true", help="peak RSS at 1x and 10x the data")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs for both sides (>= 2)")
     parser.add_argument("--smoke", action="store_true", help="seconds: tiny data and budgets")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    pin(args.cpus)
+    # float64 for the reference sums, switched on here rather than at import: a test that
+    # imports this module must not change the precision of every test after it
+    jax.config.update("jax_enable_x64", True)
     if args.memory_child:
         memory_child(
             args.memory_child, args.batch, args.image, tuple(map(int, args.widths.split(",")))
@@ -855,7 +860,8 @@ def main(argv=None) -> dict:
     spec = build_model(args)
     params, batches = spec.params, spec.source.materialise()
     results: dict[str, Any] = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+        f"({len(os.sched_getaffinity(0))} used by each side)",
         "params": count(params),
         "model": {"resnet": "ResNet-20", "transformer": "a small transformer"}[spec.name],
         "description": spec.description,

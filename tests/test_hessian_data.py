@@ -6,6 +6,9 @@ at once, and NumPy's ``eigvalsh`` / ``trace`` of it.
 """
 
 import gc
+import os
+import subprocess
+import sys
 import weakref
 
 import jax
@@ -306,3 +309,39 @@ def test_no_flat_vector_is_joined_on_the_stacked_or_streamed_path(problem):
         shapes = [v.aval.shape for v in e.invars]
         assert len(shapes) == 2 * len(jax.tree.leaves(params)), shapes  # params and v, per leaf
         assert not any(n in s for s in shapes), shapes
+
+
+_ONE_CPU = """
+import os, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+import gradxform as gx
+x = np.random.default_rng(0).normal(size=(12, 3))
+loss = lambda p, b: jnp.mean(jnp.tanh(b[0] @ p) ** 2)
+streamed = gx.hessian.dataset_mean(loss, [(x[:6],), (x[6:],)])
+stacked = gx.hessian.dataset_mean(loss, (x.reshape(2, 6, 3),))
+p = jnp.linspace(0.5, 1.5, 3)
+try:
+    gx.hessian.hessian_eigenpairs(streamed, p, k=1, max_matvecs=3)
+except RuntimeError as error:
+    print("RuntimeError:", error)
+pairs = gx.hessian.hessian_eigenpairs(stacked, p, k=1, tol=1e-10, max_matvecs=3)
+dense = np.linalg.eigvalsh(np.asarray(jax.hessian(lambda q: loss(q, (x,)))(p)))
+print("values", float(pairs.values[0]), float(dense[-1]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity")
+def test_on_one_cpu_a_streamed_tool_is_an_error_and_a_stacked_one_runs():
+    # the compiled tool holds XLA's one CPU thread while its products' programs wait for it
+    done = subprocess.run(
+        [sys.executable, "-c", _ONE_CPU], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    error, values = done.stdout.strip().splitlines()[-2:]
+    assert error.startswith("RuntimeError: the CPUs a streamed objective's tools run on must ")
+    assert "use a stacked source" in error and error.endswith("got '1 CPU'")
+    got, want = map(float, values.split()[1:])
+    np.testing.assert_allclose(got, want, rtol=1e-10)

@@ -30,6 +30,13 @@ batch). A batch whose product or loss is NaN or infinite is reported, not
 averaged in silently: the result's ``finite`` is False and its
 ``nonfinite_batch`` is the index of the first such batch, on both paths.
 
+On JAX's CPU backend a streamed pass runs inside the tool's compiled loop: the
+loop holds one of XLA's CPU threads while the pass's per-batch programs run on
+the others. With one CPU they would wait for each other forever, so there the
+tools raise (a stacked source, which needs no callback, still works); with
+more, a pass inside a tool costs ~1.5x a pass outside one (measured on two
+cores, see docs/results/hessian_scale_cpu.md).
+
 ``progress=True`` writes a one-line report of each streamed pass to stderr
 (pass, batch ``i/N``, examples, seconds), rewritten in place.
 """
@@ -37,6 +44,7 @@ averaged in silently: the result's ``finite`` is False and its
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -359,6 +367,12 @@ class DatasetObjective:
         self._first_description = _describe(batch)
         return sizes.pop()
 
+    def _check_tool(self, params: Any) -> None:
+        """:meth:`_check_at`, and for a streamed source :func:`check_nested_products`."""
+        self._check_at(params)
+        if not self.stacked:
+            check_nested_products(params)
+
     def _check_at(self, params: Any) -> None:
         """Raises unless the loss of the first batch at ``params`` is a real floating scalar."""
         first = jax.tree.map(lambda leaf: leaf[0], self._batches) if self.stacked else None
@@ -424,6 +438,39 @@ def _to_wire_host(x: np.ndarray) -> np.ndarray:
     if x.dtype.itemsize == 8:
         return np.ascontiguousarray(x).view(np.uint32).reshape(*x.shape, 2)
     return x
+
+
+def check_nested_products(params: Any) -> None:
+    """Raises where a streamed tool could deadlock: JAX's CPU backend with one CPU.
+
+    The compiled tool holds one of XLA's CPU threads in its product's callback,
+    and the per-batch programs the callback runs wait for another: with one
+    thread, forever (whether or not ``jax_cpu_enable_async_dispatch`` is set;
+    small programs, run inline, may escape, a network's do not).
+    """
+    devices = {d.platform for leaf in jax.tree.leaves(params) for d in _devices(leaf)}
+    if devices - {"cpu"} or _cpus() > 1:
+        return
+    checks.fail(
+        "the CPUs a streamed objective's tools run on",
+        "at least 2 (the compiled tool and its products' per-batch programs would wait for "
+        "each other on XLA's one CPU thread); use a stacked source (arrays with a leading "
+        "batch axis, no callback) or more CPUs",
+        f"{_cpus()} CPU",
+        RuntimeError,
+    )
+
+
+def _devices(leaf: Any) -> Any:
+    devices = getattr(leaf, "devices", None)
+    return devices() if callable(devices) else jax.local_devices()[:1]
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (what XLA sizes its CPU thread pool by)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class _ActiveStream:

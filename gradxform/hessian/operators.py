@@ -105,7 +105,7 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **opt
         return _on_hessian_compiled(impl, f, None, key, tuple(sorted(options.items())), None)
     shardings = V.shardings_of(params)
     if hasattr(f, "_tree_operator_at"):  # a DatasetObjective: its passes' errors raised here
-        f._check_at(params)
+        f._check_tool(params)
         options_ = tuple(sorted(options.items()))
         return f.run(
             lambda: _on_hessian_compiled(impl, f.cache_key, params, key, options_, shardings)
