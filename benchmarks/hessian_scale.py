@@ -50,7 +50,11 @@ Both sides run on the same ``--cpus`` CPUs (default 2; the process is pinned to 
 streamed gx tool holds one of XLA's CPU threads while its products' per-batch programs
 run on the others, so with one CPU they would deadlock (the tools raise). The compared runs are
 interleaved. Writes ``benchmarks/results/hessian_scale.{json,md}``.
-PyHessian and hessian-eigenthings are optional: their rows are skipped when absent.
+PyHessian and hessian-eigenthings are optional: their rows are skipped when absent. They
+are not in the project's extras (torch's CPU wheel comes from its own index)::
+
+    python3 -m pip install torch --index-url https://download.pytorch.org/whl/cpu
+    python3 -m pip install pyhessian hessian-eigenthings
 """
 
 from __future__ import annotations

@@ -309,7 +309,8 @@ def adabelief(
     Composition: ``chain(scale_by_belief(b1, b2, eps, eps_root),
     scale_by_learning_rate(learning_rate))`` where :func:`gradxform.scale_by_belief` is
     ``divide(chain(ema_first_moment(b1), bias_correct(b1)), chain(ema_belief_moment(b1, b2,
-    eps_root), bias_correct(b2), sqrt_with_eps(eps, None)))``.
+    eps_root), bias_correct(b2), sqrt_with_eps(eps, None)))`` in one block that keeps the
+    one :math:`m` both halves read.
 
     Args:
         learning_rate: :math:`\eta \ge 0`, a number or a schedule.
@@ -317,12 +318,12 @@ def adabelief(
         b2: :math:`\beta_2` in [0, 1).
         eps: :math:`\epsilon \ge 0`, outside the root.
         eps_root: :math:`\epsilon_r \ge 0`, added to :math:`s` each update.
-        mu_dtype: dtype of the first moments (default: each parameter's dtype).
+        mu_dtype: dtype of :math:`m` (default: each parameter's dtype).
         nu_dtype: dtype of :math:`s` (default: real, at least float32).
 
     Returns:
-        AdaBelief; its state holds one store, two first moments (the numerator's
-        and the belief block's) and :math:`s`.
+        AdaBelief; its state holds :math:`m`, :math:`s` and the block's store
+        (:class:`gradxform.ScaleByBeliefState`), as optax's does.
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp

@@ -175,6 +175,32 @@ def test_adamax_by_hand_two_steps():
         np.testing.assert_allclose(np.asarray(out), -lr * m / (1 - b1**t) / u, rtol=1e-6)
 
 
+def test_scale_by_belief_is_its_composition_with_one_first_moment():
+    # the block is the documented divide(...) of named blocks, keeping the one m both read
+    b1, b2, eps, eps_root = 0.8, 0.9, 1e-3, 1e-6
+    numerator = gx.chain(gx.ema_first_moment(b1), gx.bias_correct(b1))
+    denominator = gx.chain(
+        gx.ema_belief_moment(b1, b2, eps_root), gx.bias_correct(b2), gx.sqrt_with_eps(eps, None)
+    )
+    composed, block = gx.divide(numerator, denominator), gx.scale_by_belief(b1, b2, eps, eps_root)
+    params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(4)}
+    grads = jax.random.normal(jax.random.PRNGKey(0), (12, 10))
+
+    def run(tx):
+        def step(state, g):
+            g = {"w": g[:6].reshape(3, 2), "b": g[6:]}
+            out, state = tx.update(g, state)
+            return state, out
+
+        return jax.lax.scan(step, tx.init(params), grads)
+
+    (state, outs), (_, want) = run(block), run(composed)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=4e-7, atol=0), outs, want)
+    assert isinstance(state, gx.ScaleByBeliefState)
+    moments = jax.tree.leaves((state.mu, state.nu))
+    assert sum(x.nbytes for x in moments) == 8 * 10  # float32 m and s: 8 bytes per parameter
+
+
 def test_hyperparameters_are_in_the_state_once():
     state = gx.lion(0.1).init({"w": jnp.zeros(2)})
     assert sorted(gx.get_hyperparams(state)) == ["b1", "b2", "learning_rate", "weight_decay"]

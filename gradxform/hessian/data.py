@@ -448,8 +448,7 @@ def check_nested_products(params: Any) -> None:
     thread, forever (whether or not ``jax_cpu_enable_async_dispatch`` is set;
     small programs, run inline, may escape, a network's do not).
     """
-    devices = {d.platform for leaf in jax.tree.leaves(params) for d in _devices(leaf)}
-    if devices - {"cpu"} or _cpus() > 1:
+    if _cpus() > 1 or {_platform(leaf) for leaf in jax.tree.leaves(params)} - {"cpu"}:
         return
     checks.fail(
         "the CPUs a streamed objective's tools run on",
@@ -461,9 +460,11 @@ def check_nested_products(params: Any) -> None:
     )
 
 
-def _devices(leaf: Any) -> Any:
-    devices = getattr(leaf, "devices", None)
-    return devices() if callable(devices) else jax.local_devices()[:1]
+def _platform(leaf: Any) -> str:
+    """Where a leaf lives: its devices' platform, JAX's default for a tracer or NumPy array."""
+    if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
+        return next(iter(leaf.devices())).platform
+    return jax.default_backend()
 
 
 def _cpus() -> int:

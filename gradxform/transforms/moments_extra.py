@@ -36,13 +36,13 @@ from gradxform.hyperparams import (
 from gradxform.transforms.moments import (
     bias_correct,
     ema_first_moment,
-    sqrt_with_eps,
 )
 
 __all__ = [
     "EmaBeliefMomentState",
     "EmaInfinityMomentState",
     "LionMomentState",
+    "ScaleByBeliefState",
     "ScaleBySignState",
     "ema_belief_moment",
     "ema_infinity_moment",
@@ -340,15 +340,34 @@ def ema_belief_moment(
         del params
         tree.check_structure(state.nu, updates, "belief moment", "updates")
         values, hyper = hp.step(state.hyperparams, extra_args)
-        mu = tree.ema(values["b1"], values.complement("b1"), state.mu, updates)
-        errors = jax.tree.map(
-            lambda g, m, s: tree.squared_magnitude(g - m, s), updates, mu, state.nu
-        )
-        nu = tree.ema(values["b2"], values.complement("b2"), state.nu, errors)
-        nu = jax.tree.map(lambda s: s + tree.to_dtype(values["eps_root"], s.dtype), nu)
+        mu, nu = _belief_moments(values, state, updates)
         return nu, EmaBeliefMomentState(mu, nu, hyper)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _belief_moments(values: Any, state: Any, updates: Any) -> tuple[Any, Any]:
+    """AdaBelief's ``m`` and ``s`` after one update (``state`` has ``mu`` and ``nu``)."""
+    mu = tree.ema(values["b1"], values.complement("b1"), state.mu, updates)
+    errors = jax.tree.map(lambda g, m, s: tree.squared_magnitude(g - m, s), updates, mu, state.nu)
+    nu = tree.ema(values["b2"], values.complement("b2"), state.nu, errors)
+    nu = jax.tree.map(lambda s: s + tree.to_dtype(values["eps_root"], s.dtype), nu)
+    return mu, nu
+
+
+class ScaleByBeliefState(NamedTuple):
+    """State of :func:`scale_by_belief`.
+
+    Attributes:
+        mu: the first moment :math:`m`, both the numerator and the prediction.
+        nu: the moment :math:`s` of the squared prediction error (real-valued).
+        hyperparams: the block's store (``b1``, ``b2``, ``eps``, ``eps_root`` and
+            the step count).
+    """
+
+    mu: Any
+    nu: Any
+    hyperparams: HyperparamState | EmptyState
 
 
 def scale_by_belief(
@@ -364,20 +383,25 @@ def scale_by_belief(
 
     See :func:`gradxform.adabelief` for the optimizer.
 
-    Composition: ``divide(chain(ema_first_moment(b1), bias_correct(b1)),
+    One block: :func:`ema_belief_moment`'s update of :math:`m` and :math:`s`,
+    then :math:`\hat m / (\sqrt{\hat s} + \epsilon)` with both bias-corrected
+    (:func:`bias_correct`) and a zero denominator giving zero (:func:`divide`).
+    It is ``divide(chain(ema_first_moment(b1), bias_correct(b1)),
     chain(ema_belief_moment(b1, b2, eps_root), bias_correct(b2),
-    sqrt_with_eps(eps, None)))``, with one store holding ``b1``, ``b2``,
-    ``eps``, ``eps_root`` and the step count.
+    sqrt_with_eps(eps, None)))`` with the one :math:`m` the two halves would
+    each keep: 8 bytes of state per float32 parameter, not 12 (the tests check
+    the two are the same steps).
 
     Args:
         b1, b2: the decays in [0, 1): numbers, schedules or handles.
         eps: :math:`\epsilon \ge 0`, outside the root.
         eps_root: :math:`\epsilon_r \ge 0`, added to :math:`s` each update.
-        mu_dtype: dtype of the first moments (default: each parameter's dtype).
+        mu_dtype: dtype of :math:`m` (default: each parameter's dtype).
         nu_dtype: dtype of :math:`s` (default: real, at least float32).
 
     Returns:
-        AdaBelief's direction (before the learning rate).
+        AdaBelief's direction (before the learning rate); its state is
+        :class:`ScaleByBeliefState`.
 
     Example:
         >>> import gradxform as gx, jax.numpy as jnp
@@ -386,8 +410,29 @@ def scale_by_belief(
         >>> [round(float(x), 4) for x in u]  # m_hat = g, s_hat = 0.81 g^2
         [1.1111, -1.1111]
     """
-    hp = Hyperparams(b1=b1, b2=b2, eps=eps, eps_root=eps_root)
-    numerator = chain(ema_first_moment(hp["b1"], dtype=mu_dtype), bias_correct(hp["b1"]))
-    belief = ema_belief_moment(hp["b1"], hp["b2"], hp["eps_root"], dtype=nu_dtype)
-    denominator = chain(belief, bias_correct(hp["b2"]), sqrt_with_eps(hp["eps"], None))
-    return hp.chain(divide(numerator, denominator))
+    hp = Hyperparams(b1=b1, b2=b2, eps=eps, eps_root=eps_root).use_count()
+    for name in ("eps", "eps_root"):
+        hp.check(name, lower=0)
+    for name in ("b1", "b2"):
+        hp.check(name, **_DECAY).use_complement(name)
+
+    def init_fn(params):
+        mu = tree.zeros_like(params, mu_dtype)
+        return ScaleByBeliefState(mu, tree.squares_like(params, 0.0, nu_dtype), hp.init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params
+        tree.check_structure(state.nu, updates, "belief moment", "updates")
+        values, hyper = hp.step(state.hyperparams, extra_args)
+        mu, nu = _belief_moments(values, state, updates)
+        first, second = (1 - values[b] ** values.count for b in ("b1", "b2"))
+
+        def root(s):
+            s_hat = s / tree.to_dtype(second, tree.real_dtype(s.dtype))
+            return jnp.sqrt(s_hat) + tree.to_dtype(values["eps"], s_hat.dtype)
+
+        m_hat = jax.tree.map(lambda m: m / tree.to_dtype(first, tree.real_dtype(m.dtype)), mu)
+        out = tree.safe_divide(m_hat, jax.tree.map(root, nu))
+        return out, ScaleByBeliefState(mu, nu, hyper)
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
