@@ -332,27 +332,30 @@ def ema_belief_moment(
     for name in ("b1", "b2"):
         hp.check(name, **_DECAY).use_complement(name)
 
+    return _belief_block(hp, EmaBeliefMomentState, dtype, dtype, lambda values, mu, nu: nu)
+
+
+def _belief_block(hp, state_type, mu_dtype, nu_dtype, output) -> GradientTransformationExtraArgs:
+    """A block updating AdaBelief's ``m`` and ``s`` (state ``state_type(mu, nu, store)``)
+    and emitting ``output(values, m, s)``; ``hp`` holds ``b1``, ``b2`` and ``eps_root``."""
+
     def init_fn(params):
-        mu = tree.zeros_like(params, dtype)
-        return EmaBeliefMomentState(mu, tree.squares_like(params, 0.0, dtype), hp.init(params))
+        mu = tree.zeros_like(params, mu_dtype)
+        return state_type(mu, tree.squares_like(params, 0.0, nu_dtype), hp.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params
         tree.check_structure(state.nu, updates, "belief moment", "updates")
         values, hyper = hp.step(state.hyperparams, extra_args)
-        mu, nu = _belief_moments(values, state, updates)
-        return nu, EmaBeliefMomentState(mu, nu, hyper)
+        mu = tree.ema(values["b1"], values.complement("b1"), state.mu, updates)
+        errors = jax.tree.map(
+            lambda g, m, s: tree.squared_magnitude(g - m, s), updates, mu, state.nu
+        )
+        nu = tree.ema(values["b2"], values.complement("b2"), state.nu, errors)
+        nu = jax.tree.map(lambda s: s + tree.to_dtype(values["eps_root"], s.dtype), nu)
+        return output(values, mu, nu), state_type(mu, nu, hyper)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _belief_moments(values: Any, state: Any, updates: Any) -> tuple[Any, Any]:
-    """AdaBelief's ``m`` and ``s`` after one update (``state`` has ``mu`` and ``nu``)."""
-    mu = tree.ema(values["b1"], values.complement("b1"), state.mu, updates)
-    errors = jax.tree.map(lambda g, m, s: tree.squared_magnitude(g - m, s), updates, mu, state.nu)
-    nu = tree.ema(values["b2"], values.complement("b2"), state.nu, errors)
-    nu = jax.tree.map(lambda s: s + tree.to_dtype(values["eps_root"], s.dtype), nu)
-    return mu, nu
 
 
 class ScaleByBeliefState(NamedTuple):
@@ -416,15 +419,7 @@ def scale_by_belief(
     for name in ("b1", "b2"):
         hp.check(name, **_DECAY).use_complement(name)
 
-    def init_fn(params):
-        mu = tree.zeros_like(params, mu_dtype)
-        return ScaleByBeliefState(mu, tree.squares_like(params, 0.0, nu_dtype), hp.init(params))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params
-        tree.check_structure(state.nu, updates, "belief moment", "updates")
-        values, hyper = hp.step(state.hyperparams, extra_args)
-        mu, nu = _belief_moments(values, state, updates)
+    def direction(values, mu, nu):
         first, second = (1 - values[b] ** values.count for b in ("b1", "b2"))
 
         def root(s):
@@ -432,7 +427,6 @@ def scale_by_belief(
             return jnp.sqrt(s_hat) + tree.to_dtype(values["eps"], s_hat.dtype)
 
         m_hat = jax.tree.map(lambda m: m / tree.to_dtype(first, tree.real_dtype(m.dtype)), mu)
-        out = tree.safe_divide(m_hat, jax.tree.map(root, nu))
-        return out, ScaleByBeliefState(mu, nu, hyper)
+        return tree.safe_divide(m_hat, jax.tree.map(root, nu))
 
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    return _belief_block(hp, ScaleByBeliefState, mu_dtype, nu_dtype, direction)
