@@ -368,10 +368,10 @@ class DatasetObjective:
         return sizes.pop()
 
     def _check_tool(self, params: Any) -> None:
-        """:meth:`_check_at`, and for a streamed source :func:`check_nested_products`."""
+        """:meth:`_check_at`, and for a streamed source :func:`_check_nested_products`."""
         self._check_at(params)
         if not self.stacked:
-            check_nested_products(params)
+            _check_nested_products(params)
 
     def _check_at(self, params: Any) -> None:
         """Raises unless the loss of the first batch at ``params`` is a real floating scalar."""
@@ -440,7 +440,7 @@ def _to_wire_host(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def check_nested_products(params: Any) -> None:
+def _check_nested_products(params: Any) -> None:
     """Raises where a streamed tool could deadlock: JAX's CPU backend with one CPU.
 
     The compiled tool holds one of XLA's CPU threads in its product's callback,

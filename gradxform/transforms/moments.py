@@ -321,12 +321,16 @@ def bias_correct(decay: ScalarOrSchedule | Hyperparam = 0.9) -> GradientTransfor
     hp = Hyperparams(decay=decay).check("decay", **_DECAY).use_count()
 
     def apply(updates, values, params):
-        correction = 1 - values["decay"] ** values.count
-        return jax.tree.map(
-            lambda u: u / tree.to_dtype(correction, tree.real_dtype(u.dtype)), updates
-        )
+        return _unbiased(updates, values["decay"], values.count)
 
     return hp.transform(apply, BiasCorrectState)
+
+
+def _unbiased(moment: Any, decay: Any, count: Any) -> Any:
+    """``moment / (1 - decay^count)`` leaf by leaf: :func:`bias_correct`'s step, for blocks
+    that keep a moment and correct it themselves (:func:`gradxform.scale_by_belief`)."""
+    correction = 1 - decay**count
+    return jax.tree.map(lambda u: u / tree.to_dtype(correction, tree.real_dtype(u.dtype)), moment)
 
 
 class RunningMaxState(NamedTuple):

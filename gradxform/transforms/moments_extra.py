@@ -34,6 +34,7 @@ from gradxform.hyperparams import (
     ScalarOrSchedule,
 )
 from gradxform.transforms.moments import (
+    _unbiased,
     bias_correct,
     ema_first_moment,
 )
@@ -420,13 +421,9 @@ def scale_by_belief(
         hp.check(name, **_DECAY).use_complement(name)
 
     def direction(values, mu, nu):
-        first, second = (1 - values[b] ** values.count for b in ("b1", "b2"))
-
-        def root(s):
-            s_hat = s / tree.to_dtype(second, tree.real_dtype(s.dtype))
-            return jnp.sqrt(s_hat) + tree.to_dtype(values["eps"], s_hat.dtype)
-
-        m_hat = jax.tree.map(lambda m: m / tree.to_dtype(first, tree.real_dtype(m.dtype)), mu)
-        return tree.safe_divide(m_hat, jax.tree.map(root, nu))
+        m_hat = _unbiased(mu, values["b1"], values.count)
+        s_hat = _unbiased(nu, values["b2"], values.count)
+        root = jax.tree.map(lambda s: jnp.sqrt(s) + tree.to_dtype(values["eps"], s.dtype), s_hat)
+        return tree.safe_divide(m_hat, root)
 
     return _belief_block(hp, ScaleByBeliefState, mu_dtype, nu_dtype, direction)
