@@ -46,9 +46,11 @@ sequences; its per-layer row splits embeddings, each block, and the final norm w
 head) in place of the ResNet.
 
 Both sides run on the same ``--cpus`` CPUs (default 2; the process is pinned to them and
-``torch.set_num_threads`` matches; XLA sizes its CPU thread pool by them). Not 1: a
-streamed gx tool holds one of XLA's CPU threads while its products' per-batch programs
-run on the others, so with one CPU they would deadlock (the tools raise). The compared runs are
+``torch.set_num_threads`` matches). XLA sizes its CPU thread pool by them, or by the
+environment variable ``NPROC``, which this script sets to the CPUs plus one unless it is
+set: a streamed gx tool holds one pool thread while its products' per-batch programs run
+on the others, and the extra thread gives those programs every CPU (with one CPU and no
+extra thread they would deadlock; the tools raise). The compared runs are
 interleaved. Writes ``benchmarks/results/hessian_scale.{json,md}``.
 PyHessian and hessian-eigenthings are optional: their rows are skipped when absent. They
 are not in the project's extras (torch's CPU wheel comes from its own index)::
@@ -522,8 +524,11 @@ BLOCKS = {
 
 
 def block_rows(objective, params, args, blocks: dict) -> dict:
-    out, seconds = timed(
-        lambda: H.block_spectra(
+    """Every block's top eigenvalue (traces and densities at minimal settings), twice:
+    the first call compiles; the second's data passes are counted."""
+
+    def spectra():
+        return H.block_spectra(
             objective,
             params,
             blocks,
@@ -533,17 +538,22 @@ def block_rows(objective, params, args, blocks: dict) -> dict:
             density_probes=1,
             density_steps=2,
         )
-    )
+
+    out, seconds = timed(spectra)
+    before = objective.report.passes
+    _, warm = timed(spectra)
     rows = {
         label: {
             "size": s.size,
             "top": float(s.top.values[0]),
             "residual": float(s.top.residuals[0]),
             "converged": bool(s.top.converged[0]),
+            "products": int(s.top.num_matvecs),
         }
         for label, s in out.items()
     }
-    return {"seconds": seconds, "blocks": rows}
+    passes = objective.report.passes - before
+    return {"seconds": seconds, "warm_seconds": warm, "passes": passes, "blocks": rows}
 
 
 def cost_rows(objective, params, side: Torch | None) -> dict:
@@ -715,16 +725,20 @@ def markdown(results: dict) -> str:
         if "blocks" in point:
             lines += [
                 "",
-                f"Per-stage top eigenvalue (`block_spectra`, {point['blocks']['seconds']:.1f} s):",
+                "Per-stage top eigenvalue (`block_spectra`, all blocks in lockstep: "
+                f"{point['blocks']['seconds']:.1f} s with compiling, "
+                f"{point['blocks'].get('warm_seconds', float('nan')):.1f} s warm, "
+                f"{point['blocks'].get('passes', '?')} data passes in all):",
                 "",
             ]
             lines += [
-                "| block | size | top eigenvalue | residual | converged |",
-                "|---|---:|---:|---:|---|",
+                "| block | size | top eigenvalue | residual | converged | products |",
+                "|---|---:|---:|---:|---|---:|",
             ]
             for label, b in point["blocks"]["blocks"].items():
                 lines.append(
-                    f"| {label} | {b['size']:,} | {b['top']:.5g} | {b['residual']:.2g} | {b['converged']} |"
+                    f"| {label} | {b['size']:,} | {b['top']:.5g} | {b['residual']:.2g} "
+                    f"| {b['converged']} | {b.get('products', '?')} |"
                 )
         if "parity" in point:
             lines += [
@@ -808,10 +822,12 @@ def log(name: str, value: Any) -> Any:
 
 
 def pin(cpus: int) -> None:
-    """Runs this process on its first ``cpus`` CPUs: before JAX's first computation (XLA
-    sizes its CPU thread pool when its client is made)."""
+    """Runs this process on its first ``cpus`` CPUs with XLA's CPU pool one thread larger
+    (``NPROC``, unless set): before JAX's first computation, when XLA makes its CPU client
+    and sizes the pool."""
     allowed = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, allowed[:cpus])
+    os.environ.setdefault("NPROC", str(cpus + 1))
 
 
 def main(argv=None) -> dict:
@@ -839,13 +855,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--memory", action="store_true", help="peak RSS at 1x and 10x the data")
     parser.add_argument("--progress", action="store_true")
-    parser.add_argument("--cpus", type=int, default=2, help="CPUs for both sides (>= 2)")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs for both sides")
     parser.add_argument("--smoke", action="store_true", help="seconds: tiny data and budgets")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.cpus < 2:
-        parser.error("--cpus must be at least 2 (a streamed gx tool needs two of XLA's threads)")
+    if args.cpus < 1:
+        parser.error("--cpus must be at least 1")
     pin(args.cpus)
     # float64 for the reference sums, switched on here rather than at import: a test that
     # imports this module must not change the precision of every test after it
@@ -867,7 +883,8 @@ def main(argv=None) -> dict:
     params, batches = spec.params, spec.source.materialise()
     results: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-        f"({len(os.sched_getaffinity(0))} used by each side)",
+        f"({len(os.sched_getaffinity(0))} used by each side; XLA's pool NPROC="
+        f"{os.environ.get('NPROC')})",
         "params": count(params),
         "model": {"resnet": "ResNet-20", "transformer": "a small transformer"}[spec.name],
         "description": spec.description,

@@ -4,14 +4,17 @@
 paths (the patterns of :func:`gradxform.partition`: ``"conv*"``,
 ``"layer1/*"``, ``"*"``), and analyses each block's diagonal block ``H_bb`` of
 the curvature (the Hessian, or any kind a
-:class:`~gradxform.hessian.DatasetObjective` names) in one compiled call. The
-trace and density estimates of all blocks run in lockstep, their products
-batched into one product per step (one data pass per step for a streamed
-objective, whatever the number of blocks), on the masked operators
-``M_b = P_b H P_b`` (``P_b`` the block's 0/1 mask), whose spectra are ``H_bb``'s
-plus zeros that the masked probes never see. The top eigenpairs run block by
-block, on the operator restricted to the block (Lanczos' steps depend on the
-block's spectrum, so they are not batched).
+:class:`~gradxform.hessian.DatasetObjective` names) in one compiled call. All
+blocks run in lockstep, their products batched into one product per step (one
+data pass per step for a streamed objective, whatever the number of blocks),
+on the masked operators ``M_b = P_b H P_b`` (``P_b`` the block's 0/1 mask),
+whose spectra are ``H_bb``'s plus zeros that the masked start vectors and
+probes never see. The top eigenpairs are :func:`~gradxform.hessian.eigenpairs`
+``vmap``-ped over the masks: a block whose search has ended keeps its result
+while the others go on, so the passes are those of the slowest block, not the
+sum over blocks. The price is memory: each block's Lanczos basis has the
+params' full shape (zeros off the block), ``blocks x max_matvecs x n``
+entries in all.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from gradxform.hessian.estimators import (
     _spectral_density,
     _trace,
 )
-from gradxform.hessian.extreme import Eigenpairs, eigenpairs
+from gradxform.hessian.extreme import Eigenpairs, _eigenpairs, _spec
 from gradxform.hessian.operators import on_hessian
 from gradxform.transforms.partition import _glob_match, _path_string
 
@@ -79,21 +82,6 @@ def _leaf_groups(groups: dict[str, list[int]]) -> tuple[tuple[str, tuple[int, ..
     return tuple((label, tuple(sorted(leaves))) for label, leaves in groups.items())
 
 
-def _restricted(op: V.TreeOperator, chosen: tuple[int, ...]) -> V.TreeOperator:
-    """``H_bb`` on the block's leaves (a tuple of them): embed with zeros, multiply, pick."""
-    structs, treedef = jax.tree.flatten(op.like)
-
-    def matvec(v):
-        full = [jnp.zeros(s.shape, s.dtype) for s in structs]
-        for i, x in zip(chosen, v):
-            full[i] = x
-        out = jax.tree.leaves(op.matvec(jax.tree.unflatten(treedef, full)))
-        return tuple(out[i] for i in chosen)
-
-    like = tuple(structs[i] for i in chosen)
-    return V.TreeOperator(matvec, like, V.size_of(like), op.dtype, lambda v: v)
-
-
 def _masked(op: V.TreeOperator, mask: Any) -> V.TreeOperator:
     """``P H P`` for ``mask``, one 0/1 scalar per leaf (a pytree like the vectors)."""
 
@@ -104,19 +92,23 @@ def _masked(op: V.TreeOperator, mask: Any) -> V.TreeOperator:
 
 
 def _blocks(op: V.TreeOperator, key, *, groups, k, max_matvecs, trace_matvecs, probes, steps):
-    """Every block's top pairs (one by one), traces and densities (all blocks in lockstep)."""
-    top = []
-    for _, chosen in groups:
-        block = _restricted(op, chosen)
-        top.append(eigenpairs(block, k=min(k, block.size), max_matvecs=max_matvecs, key=key))
+    """Every block's top pairs, trace and density, all blocks in lockstep (``vmap`` over
+    their masks, so each step's products are one batched product)."""
     treedef = jax.tree.structure(op.like)
     rows = np.zeros((len(groups), len(jax.tree.leaves(op.like))), op.dtype)
     for row, (_, chosen) in zip(rows, groups):
         row[list(chosen)] = 1
+    leaf_sizes = [int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(op.like)]
+    sizes = np.array([sum(leaf_sizes[i] for i in chosen) for _, chosen in groups], np.int32)
+    spec, work = _spec(op, k, "top", None, max_matvecs, False)
 
     def mask_of(row):
         return jax.tree.unflatten(treedef, list(row))
 
+    def top(m, n):
+        return _eigenpairs(_masked(op, mask_of(m)), key, spec._replace(n=n), work, mask_of(m))
+
+    tops = jax.vmap(top)(jnp.asarray(rows), jnp.asarray(sizes))
     traces = jax.vmap(
         lambda m: _trace(_masked(op, mask_of(m)), key, num_matvecs=trace_matvecs, method="hutch++")
     )(jnp.asarray(rows))
@@ -124,7 +116,7 @@ def _blocks(op: V.TreeOperator, key, *, groups, k, max_matvecs, trace_matvecs, p
     densities = jax.vmap(
         lambda m: _spectral_density(_masked(op, mask_of(m)), key, mask=mask_of(m), **options)
     )(jnp.asarray(rows))
-    return top, traces, densities
+    return tops, traces, densities
 
 
 def block_spectra(
@@ -189,6 +181,13 @@ def block_spectra(
     return _assemble(f, params, leaf_groups, top, traces, densities)
 
 
+_PER_PAIR = ("values", "vectors", "residuals", "converged", "tol")
+
+
+def _head(batched: Any, count: int) -> Any:
+    return jax.tree.map(lambda x: x[:count], batched)
+
+
 def _row(batched: Any, b: int) -> Any:
     return jax.tree.map(lambda x: x[b], batched)
 
@@ -200,12 +199,16 @@ def _assemble(f, params, groups, top, traces, densities) -> dict[str, BlockSpect
     sizes = [int(np.size(leaf)) for _, leaf in with_paths]
     bad = getattr(getattr(f, "report", None), "nonfinite_batch", None)
     out = {}
-    for b, ((label, chosen), pairs) in enumerate(zip(groups, top)):
-        vectors = {paths[i]: v for i, v in zip(chosen, pairs.vectors)}
+    for b, (label, chosen) in enumerate(groups):
+        size = sum(sizes[i] for i in chosen)
+        kept = min(int(top.values.shape[1]), size)  # a block smaller than k has fewer pairs
+        pairs = _row(top._replace(nonfinite_batch=None), b)
+        pairs = pairs._replace(**{f: _head(getattr(pairs, f), kept) for f in _PER_PAIR})
+        leaves = jax.tree.leaves(pairs.vectors)
         record = BlockSpectrum(
             paths=tuple(paths[i] for i in chosen),
-            size=sum(sizes[i] for i in chosen),
-            top=pairs._replace(vectors=vectors),
+            size=size,
+            top=pairs._replace(vectors={paths[i]: leaves[i] for i in chosen}),
             trace=_row(traces, b),
             density=_row(densities, b),
         )

@@ -31,11 +31,15 @@ averaged in silently: the result's ``finite`` is False and its
 ``nonfinite_batch`` is the index of the first such batch, on both paths.
 
 On JAX's CPU backend a streamed pass runs inside the tool's compiled loop: the
-loop holds one of XLA's CPU threads while the pass's per-batch programs run on
-the others. With one CPU they would wait for each other forever, so there the
-tools raise (a stacked source, which needs no callback, still works); with
-more, a pass inside a tool costs ~1.5x a pass outside one (measured on two
-cores, see docs/results/hessian_scale_cpu.md).
+loop holds one thread of XLA's CPU thread pool while the pass's per-batch
+programs run on the others. XLA sizes that pool by the CPUs the process may use,
+or by the environment variable ``NPROC`` when it is set before JAX starts its
+CPU backend. With the default pool a pass inside a tool runs on one thread
+fewer (about 1.9x slower than the same pass outside one on two cores), and on
+one CPU the two would wait for each other forever, so there the tools raise.
+``NPROC`` set to the CPUs plus one gives the pass every core (measured equal to
+the pass outside a tool; see docs/results/hessian_scale_cpu.md and the guide's
+"Streaming on CPU: threads"). A stacked source needs no callback.
 
 ``progress=True`` writes a one-line report of each streamed pass to stderr
 (pass, batch ``i/N``, examples, seconds), rewritten in place.
@@ -441,21 +445,22 @@ def _to_wire_host(x: np.ndarray) -> np.ndarray:
 
 
 def _check_nested_products(params: Any) -> None:
-    """Raises where a streamed tool could deadlock: JAX's CPU backend with one CPU.
+    """Raises where a streamed tool would deadlock: JAX's CPU backend with a one-thread pool.
 
     The compiled tool holds one of XLA's CPU threads in its product's callback,
     and the per-batch programs the callback runs wait for another: with one
     thread, forever (whether or not ``jax_cpu_enable_async_dispatch`` is set;
     small programs, run inline, may escape, a network's do not).
     """
-    if _cpus() > 1 or {_platform(leaf) for leaf in jax.tree.leaves(params)} - {"cpu"}:
+    if _cpu_threads() > 1 or {_platform(leaf) for leaf in jax.tree.leaves(params)} - {"cpu"}:
         return
     checks.fail(
-        "the CPUs a streamed objective's tools run on",
+        "the threads of XLA's CPU pool that a streamed objective's tools run on",
         "at least 2 (the compiled tool and its products' per-batch programs would wait for "
-        "each other on XLA's one CPU thread); use a stacked source (arrays with a leading "
-        "batch axis, no callback) or more CPUs",
-        f"{_cpus()} CPU",
+        "each other on one thread); set the environment variable NPROC to the CPUs plus one "
+        "(e.g. NPROC=2) before JAX starts, use more CPUs, or use a stacked source (arrays "
+        "with a leading batch axis, no callback)",
+        f"{_cpu_threads()} thread on {_cpus()} CPU",
         RuntimeError,
     )
 
@@ -468,10 +473,17 @@ def _platform(leaf: Any) -> str:
 
 
 def _cpus() -> int:
-    """The CPUs this process may run on (what XLA sizes its CPU thread pool by)."""
+    """The CPUs this process may run on."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def _cpu_threads() -> int:
+    """The size of XLA's CPU thread pool: ``NPROC`` when it is a whole number, else the CPUs
+    (XLA reads ``NPROC`` when JAX starts its CPU backend)."""
+    value = os.environ.get("NPROC", "").strip()
+    return max(int(value), 0) if value.isdigit() else _cpus()
 
 
 class _ActiveStream:

@@ -335,13 +335,18 @@ def _ritz_vectors(X, result: LanczosResult, s: int):
     return V.combine(X[:s], _used_rows(result.basis, result.size, s))
 
 
-def _round(operator: V.TreeOperator, key, spec: _Spec, c: _State) -> _State:
-    """One Lanczos run on the operator deflated against the pool, merged into it."""
+def _round(operator: V.TreeOperator, key, spec: _Spec, mask, c: _State) -> _State:
+    """One Lanczos run on the operator deflated against the pool, merged into it.
+
+    ``mask`` (a 0/1 scalar per leaf, or None) confines the start vectors to a block's
+    leaves: on ``P H P`` the run then stays in the block (see :func:`_eigenpairs`)."""
     work = c.scale.dtype
     first = c.rounds == 0
     Y = V.where_rows(c.pool.valid, c.pool.vectors)
     start = jax.lax.cond(first, lambda: key, lambda: jax.random.fold_in(key, c.rounds))
     v0 = V.cast(V.draw(jax.random.normal, start, operator, (operator.size,), 0), work)
+    if mask is not None:
+        v0 = jax.tree.map(lambda m, x: m.astype(work) * x, mask, v0)
     v0 = V.project_out(Y, v0)
     kth = _kth(c, spec)
     stop = _stop(spec, first, c.scale, kth)
@@ -434,8 +439,21 @@ def eigenpairs(
         options = dict(tol=tol, max_matvecs=max_matvecs, float64_accumulation=float64_accumulation)
         return on_hessian(_eigenpairs_of_operator, operator, None, key, k=k, which=which, **options)
     key = jax.random.PRNGKey(0) if key is None else key
+    return _eigenpairs(op, key, spec, work)
+
+
+def _eigenpairs(op: V.TreeOperator, key, spec: _Spec, work, mask: Any = None) -> Eigenpairs:
+    """:func:`eigenpairs` on a pytree operator with checked settings.
+
+    With ``mask`` (a 0/1 scalar per leaf) the operator is to be ``P H P`` for the
+    mask's projector ``P`` and ``spec.n`` the block's size (a traced scalar may
+    stand for it): the start vectors are masked, so the Krylov spaces stay in
+    the block, and the pairs are ``H_bb``'s. So a ``vmap`` over masks finds the
+    pairs of every block in lockstep (:func:`~gradxform.hessian.block_spectra`).
+    """
     init = _initial_state(spec, work, op.like)
-    final = jax.lax.while_loop(lambda c: ~c.done, functools.partial(_round, op, key, spec), init)
+    body = functools.partial(_round, op, key, spec, mask)
+    final = jax.lax.while_loop(lambda c: ~c.done, body, init)
     idx, values, residuals, tol_used, converged = _report(final, spec)
     finite = jnp.all(jnp.isfinite(values)) & jnp.all(jnp.isfinite(residuals))
     vectors = V.cast_like(V.take(final.pool.vectors, idx), op.like)
