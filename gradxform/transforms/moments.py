@@ -415,14 +415,19 @@ def sqrt_with_eps(
         hp.check(name, lower=0)
 
     def apply(updates, values, params):
-        def leaf(u):
-            dt = tree.real_dtype(u.dtype)
-            root = jnp.sqrt(u + tree.to_dtype(values["eps_root"], dt) if "eps_root" in specs else u)
-            return root + tree.to_dtype(values["eps"], dt) if "eps" in specs else root
-
-        return jax.tree.map(leaf, updates)
+        eps, eps_root = (values[name] if name in specs else None for name in ("eps", "eps_root"))
+        return jax.tree.map(lambda u: _root_plus(u, eps, eps_root), updates)
 
     return hp.transform(apply, SqrtWithEpsState)
+
+
+def _root_plus(u: jax.Array, eps: Any, eps_root: Any) -> jax.Array:
+    """``sqrt(u + eps_root) + eps`` of one leaf (a ``None`` term left out):
+    :func:`sqrt_with_eps`'s step, for blocks that build their denominator themselves
+    (:func:`gradxform.scale_by_belief`)."""
+    dt = tree.real_dtype(u.dtype)
+    root = jnp.sqrt(u if eps_root is None else u + tree.to_dtype(eps_root, dt))
+    return root if eps is None else root + tree.to_dtype(eps, dt)
 
 
 def _root(eps: Hyperparam, eps_in_sqrt: bool) -> GradientTransformationExtraArgs:

@@ -34,6 +34,7 @@ from gradxform.hyperparams import (
     ScalarOrSchedule,
 )
 from gradxform.transforms.moments import (
+    _root_plus,
     _unbiased,
     bias_correct,
     ema_first_moment,
@@ -423,7 +424,7 @@ def scale_by_belief(
     def direction(values, mu, nu):
         m_hat = _unbiased(mu, values["b1"], values.count)
         s_hat = _unbiased(nu, values["b2"], values.count)
-        root = jax.tree.map(lambda s: jnp.sqrt(s) + tree.to_dtype(values["eps"], s.dtype), s_hat)
+        root = jax.tree.map(lambda s: _root_plus(s, values["eps"], None), s_hat)
         return tree.safe_divide(m_hat, root)
 
     return _belief_block(hp, ScaleByBeliefState, mu_dtype, nu_dtype, direction)
