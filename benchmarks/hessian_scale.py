@@ -727,8 +727,8 @@ def markdown(results: dict) -> str:
                 "",
                 "Per-stage top eigenvalue (`block_spectra`, all blocks in lockstep: "
                 f"{point['blocks']['seconds']:.1f} s with compiling, "
-                f"{point['blocks'].get('warm_seconds', float('nan')):.1f} s warm, "
-                f"{point['blocks'].get('passes', '?')} data passes in all):",
+                f"{point['blocks']['warm_seconds']:.1f} s warm, "
+                f"{point['blocks']['passes']} data passes in all):",
                 "",
             ]
             lines += [
@@ -738,7 +738,7 @@ def markdown(results: dict) -> str:
             for label, b in point["blocks"]["blocks"].items():
                 lines.append(
                     f"| {label} | {b['size']:,} | {b['top']:.5g} | {b['residual']:.2g} "
-                    f"| {b['converged']} | {b.get('products', '?')} |"
+                    f"| {b['converged']} | {b['products']} |"
                 )
         if "parity" in point:
             lines += [

@@ -82,6 +82,11 @@ def _leaf_groups(groups: dict[str, list[int]]) -> tuple[tuple[str, tuple[int, ..
     return tuple((label, tuple(sorted(leaves))) for label, leaves in groups.items())
 
 
+def _block_sizes(leaves: list, groups: tuple[tuple[str, tuple[int, ...]], ...]) -> list[int]:
+    """Each block's number of entries ``n_b``, from the leaves (arrays or shape structs)."""
+    return [sum(int(np.prod(np.shape(leaves[i]))) for i in chosen) for _, chosen in groups]
+
+
 def _masked(op: V.TreeOperator, mask: Any) -> V.TreeOperator:
     """``P H P`` for ``mask``, one 0/1 scalar per leaf (a pytree like the vectors)."""
 
@@ -98,8 +103,7 @@ def _blocks(op: V.TreeOperator, key, *, groups, k, max_matvecs, trace_matvecs, p
     rows = np.zeros((len(groups), len(jax.tree.leaves(op.like))), op.dtype)
     for row, (_, chosen) in zip(rows, groups):
         row[list(chosen)] = 1
-    leaf_sizes = [int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(op.like)]
-    sizes = np.array([sum(leaf_sizes[i] for i in chosen) for _, chosen in groups], np.int32)
+    sizes = np.array(_block_sizes(jax.tree.leaves(op.like), groups), np.int32)
     spec, work = _spec(op, k, "top", None, max_matvecs, False)
 
     def mask_of(row):
@@ -196,11 +200,10 @@ def _assemble(f, params, groups, top, traces, densities) -> dict[str, BlockSpect
     """The per-block records, vectors as dicts path -> leaf-shaped arrays."""
     with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
     paths = [_path_string(path) for path, _ in with_paths]
-    sizes = [int(np.size(leaf)) for _, leaf in with_paths]
+    sizes = _block_sizes([leaf for _, leaf in with_paths], groups)
     bad = getattr(getattr(f, "report", None), "nonfinite_batch", None)
     out = {}
-    for b, (label, chosen) in enumerate(groups):
-        size = sum(sizes[i] for i in chosen)
+    for b, ((label, chosen), size) in enumerate(zip(groups, sizes)):
         kept = min(int(top.values.shape[1]), size)  # a block smaller than k has fewer pairs
         pairs = _row(top._replace(nonfinite_batch=None), b)
         pairs = pairs._replace(**{f: _head(getattr(pairs, f), kept) for f in _PER_PAIR})
