@@ -362,15 +362,25 @@ def test_float32_converges():
 
 @pytest.mark.slow
 def test_float64_accumulation_keeps_float32_params_and_solves():
-    # extended Rosenbrock from its symmetric start: scipy BFGS keeps its model in float64
-    # around the float32 objective; with the same arrangement gx BFGS needs about as many
-    # evaluations as the 2-D problem (<= 60), and it ends at the minimizer (1, ..., 1)
+    # extended Rosenbrock (50 copies of the 2-D problem) from its symmetric start. scipy
+    # BFGS keeps its model in float64 around a float32 objective; with the same
+    # arrangement gx keeps float32 params and ends at the minimizer (1, ..., 1) in no
+    # more evaluations than an all-float64 solve takes (1.25x: the paths differ by
+    # rounding), and BFGS in far fewer than with its model in float32. The counts
+    # depend on how rounding breaks the copies' symmetry, so on the CPU's kernels:
+    # measured on a Xeon VM, BFGS 72 (float64: 227, float32 model: 175), L-BFGS 39
+    # (43, 44); 2-D BFGS alone takes 38.
     x0 = jnp.tile(jnp.array([-1.2, 1.0], jnp.float32), 50)
     for method in ("bfgs", "lbfgs"):
         sol = gx.minimize(rosenbrock, x0, method=method, tol=1e-5, float64_accumulation=True)
         assert sol.success and sol.params.dtype == jnp.float32, (method, sol.message)
-        assert int(sol.num_grad_evals) <= 60, (method, int(sol.num_grad_evals))
         np.testing.assert_allclose(sol.params, 1.0, atol=1e-3)
+        f64 = gx.minimize(rosenbrock, x0.astype(jnp.float64), method=method, tol=1e-5)
+        evals = (int(sol.num_grad_evals), int(f64.num_grad_evals))
+        assert f64.success and evals[0] <= 1.25 * evals[1], (method, evals)
+        if method == "bfgs":
+            f32 = gx.minimize(rosenbrock, x0, method=method, tol=1e-5)
+            assert 1.5 * evals[0] < int(f32.num_grad_evals), (evals, int(f32.num_grad_evals))
     with jax.enable_x64(False), pytest.raises(ValueError, match="float64_accumulation"):
         gx.minimize(rosenbrock, x0, method="bfgs", float64_accumulation=True)
 

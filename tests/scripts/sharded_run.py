@@ -13,7 +13,8 @@ Parameters are sharded FSDP-style (first axis over the mesh's one axis, one
 small leaf replicated). For each optimizer the report says whether every
 state leaf shaped like a parameter has that parameter's sharding, whether the
 compiled step contains a collective, and the largest difference from the same
-steps on a single device.
+steps on a single device. Rows run in float32, or in float64 for a table built
+as ``InFloat64({...})``.
 
 Several tables run in one interpreter with ``--tables SPEC ... --out FILE``
 (tests/helpers.py's ``sharded_report`` does this once per test session for every
@@ -46,10 +47,22 @@ OPTIMIZERS = {**ALIASES, "adam_scheduled": WRAPPED["adam_scheduled"]}
 COLLECTIVES = re.compile(r"all-gather|all-reduce|reduce-scatter|collective-permute|all-to-all")
 
 
-def params_and_grads(seed):
+class InFloat64(dict):
+    """A table (``name -> factory``) whose rows run in float64: params, gradients and
+    state, with x64 enabled for the table's run only.
+
+    For optimizers whose float32 result is set by a conditioning that summation order
+    can tip (an inverse root of a rank-deficient statistic): there sharded and
+    one-device float32 runs differ by as much as float32 differs from float64, and the
+    claim that sharding changes nothing is checked in float64 instead."""
+
+    dtype = np.float64  # read by table_report (the class seen by ``-m`` is another object)
+
+
+def params_and_grads(seed, dtype=np.float32):
     rng = np.random.default_rng(seed)
     shapes = {"w1": (64, 24), "b1": (24,), "w2": (32, 8), "scale": (3,)}
-    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    return {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
 
 
 def state_has_param_shardings(state, shardings, host_params):
@@ -72,7 +85,14 @@ def load_table(spec: str | None):
 
 
 def table_report(table: dict) -> dict:
-    """Each row of ``table`` (``name -> factory``) run sharded and on one device."""
+    """Each row of ``table`` (``name -> factory``) run sharded and on one device, in
+    float64 for an :class:`InFloat64` table, else in float32."""
+    dtype = getattr(table, "dtype", np.float32)
+    with jax.enable_x64(dtype == np.float64):
+        return _rows_report(table, dtype)
+
+
+def _rows_report(table: dict, dtype) -> dict:
     devices = np.array(jax.devices())
     assert devices.size == 8, devices
     mesh = Mesh(devices, ("fsdp",))
@@ -83,8 +103,8 @@ def table_report(table: dict) -> dict:
         "scale": PartitionSpec(),
     }
     shardings = {k: NamedSharding(mesh, s) for k, s in specs.items()}
-    host_params = params_and_grads(0)
-    host_grads = [params_and_grads(seed) for seed in range(1, 6)]
+    host_params = params_and_grads(0, dtype)
+    host_grads = [params_and_grads(seed, dtype) for seed in range(1, 6)]
     report = {}
     for name, make in table.items():
         made = make()
@@ -137,6 +157,7 @@ def table_report(table: dict) -> dict:
             "collectives": sorted(set(COLLECTIVES.findall(hlo))),
             "max_abs_diff": diff,
             "bitwise": bitwise,
+            "dtype": np.dtype(dtype).name,
         }
     return report
 
