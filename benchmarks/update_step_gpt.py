@@ -23,6 +23,10 @@ number of donated buffers aliased to outputs, and the state's leaves.
         OMP_NUM_THREADS=1 nice -n 10 python3 benchmarks/update_step_gpt.py --rounds 200
     python3 benchmarks/update_step_gpt.py --only adamw,lion --hlo
 
+``--constant`` adds a third program per pair, gradxform's optimizer wrapped in
+``gx.constant_hyperparams`` (its hyperparameters compile-time constants, as
+optax's numbers are), reported as ``gxc`` and ``constant_*_ratio``.
+
 Writes ``update_step_gpt_<device>.json`` under ``--out``.
 """
 
@@ -133,7 +137,7 @@ class Runner:
         return time.perf_counter() - start, time.process_time() - cpu
 
 
-def one_layout(names: list[str], rounds: int, layout: int) -> dict:
+def one_layout(names: list[str], rounds: int, layout: int, constant: bool = False) -> dict:
     params = gpt_params()
     grads = gpt_grads(params)
     runners = {}
@@ -142,6 +146,9 @@ def one_layout(names: list[str], rounds: int, layout: int) -> dict:
         pad = 1024 * ((7 * layout + 3 * i) % 17)
         runners[name, "gx"] = Runner(make_gx(), gx.apply_updates, params, grads, pad)
         runners[name, "optax"] = Runner(make_optax(), optax.apply_updates, params, grads, pad + 512)
+        if constant:  # the same optimizer, its hyperparameters compile-time constants
+            tx = gx.constant_hyperparams(make_gx())
+            runners[name, "gxc"] = Runner(tx, gx.apply_updates, params, grads, pad + 256)
     times: dict[tuple, list[tuple[float, float]]] = {k: [] for k in runners}
     # a fresh random order every round: with a rotated fixed order each program always runs
     # after the same one (optax's after gradxform's twin, whose grads it finds in cache; the
@@ -155,8 +162,10 @@ def one_layout(names: list[str], rounds: int, layout: int) -> dict:
     }
     for name in names:
         gx_ms, optax_ms = medians[name, "gx"], medians[name, "optax"]
+        const = medians.get((name, "gxc"))
+        tail = f"  constant wall {const[0]:8.3f} cpu {const[1]:8.3f} ms" if const else ""
         print(f"layout {layout} {name:20s} wall {gx_ms[0]:8.3f} / {optax_ms[0]:8.3f} ms  "
-              f"cpu {gx_ms[1]:8.3f} / {optax_ms[1]:8.3f} ms", flush=True)  # fmt: skip
+              f"cpu {gx_ms[1]:8.3f} / {optax_ms[1]:8.3f} ms{tail}", flush=True)  # fmt: skip
     return medians
 
 
@@ -200,6 +209,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--layouts", type=int, default=1)
     parser.add_argument("--hlo", action="store_true", help="print compiled-program facts only")
     parser.add_argument(
+        "--constant",
+        action="store_true",
+        help="also time gx.constant_hyperparams(gradxform's optimizer), as 'gxc'",
+    )
+    parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "results"
     )
     args = parser.parse_args(argv)
@@ -212,21 +226,26 @@ def main(argv=None) -> dict:
             make_gx, make_optax = PAIRS[name]
             facts[name] = {"gx": hlo_facts(make_gx(), params, grads)}
             facts[name]["optax"] = hlo_facts(make_optax(), params, grads)
+            if args.constant:
+                tx = gx.constant_hyperparams(make_gx())
+                facts[name]["gxc"] = hlo_facts(tx, params, grads)
             print(name, json.dumps(facts[name]), flush=True)
         return facts
     load0 = os.getloadavg()
     started = time.time()
-    layouts = [one_layout(names, args.rounds, k) for k in range(args.layouts)]
+    layouts = [one_layout(names, args.rounds, k, args.constant) for k in range(args.layouts)]
+    libs = ("gx", "optax", "gxc") if args.constant else ("gx", "optax")
     rows = {}
     for name in names:
         rows[name] = {}
         for i, what in enumerate(("wall", "cpu")):
-            ratios = [lay[name, "gx"][i] / lay[name, "optax"][i] for lay in layouts]
-            for lib in ("gx", "optax"):
+            for lib in libs:
                 ms = statistics.median(lay[name, lib][i] for lay in layouts)
                 rows[name][f"{lib}_{what}_ms"] = round(ms, 4)
-            rows[name][f"{what}_ratio"] = round(statistics.median(ratios), 3)
-            rows[name][f"{what}_ratios"] = [round(r, 3) for r in ratios]
+            for lib, key in (("gx", ""), ("gxc", "constant_"))[: len(libs) - 1]:
+                ratios = [lay[name, lib][i] / lay[name, "optax"][i] for lay in layouts]
+                rows[name][f"{key}{what}_ratio"] = round(statistics.median(ratios), 3)
+                rows[name][f"{key}{what}_ratios"] = [round(r, 3) for r in ratios]
         print(f"{name:22s} {json.dumps(rows[name])}", flush=True)
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -52,6 +52,7 @@ from gradxform.hyperparams import (
     Hyperparams,
     HyperparamState,
     ScalarOrSchedule,
+    constant_hyperparams,
     get_hyperparams,
     set_hyperparams,
 )
@@ -397,6 +398,7 @@ __all__ = [
     "chain",
     "clip",
     "clip_by_global_norm",
+    "constant_hyperparams",
     "divide",
     "ema_first_moment",
     "ema_second_moment",

@@ -15,6 +15,12 @@ A run interrupted after step ``k`` and resumed from such a checkpoint takes
 bit-for-bit the same steps as the run that was never interrupted
 (``tests/test_reliability.py``).
 
+A state of :func:`gradxform.constant_hyperparams` holds its hyperparameters in
+its tree structure, not as arrays; :func:`save` writes each as the 0-d array it
+would otherwise be, so its file is the same as the array form's, and
+:func:`restore` reads either file into either template (orbax, which restores
+arrays only, keeps the template's constants).
+
 The state of :func:`gradxform.grouped` is saved per parameter (as
 :func:`gradxform.ungroup_state` shows it), so a checkpoint is the same file in
 either layout, and :func:`restore` reads it into a grouped or an ungrouped
@@ -41,14 +47,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradxform.grouped import GroupedState, group_state, ungroup_state
+from gradxform.hyperparams.store import Constant
 
 __all__ = ["load_state_dict", "restore", "save", "state_dict"]
 
 _DTYPES_KEY = "__dtypes__"
 
 
+def _is_constant(x: Any) -> bool:
+    return isinstance(x, Constant)
+
+
 def _keyed_leaves(tree: Any) -> list[tuple[str, Any]]:
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    """Every leaf, and every hyperparameter held as a :class:`Constant`, by its tree path."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_constant)
     return [(jax.tree_util.keystr(path) or "<root>", leaf) for path, leaf in leaves]
 
 
@@ -72,6 +84,9 @@ def state_dict(tree: Any) -> dict[str, np.ndarray]:
     """
     out = {}
     for key, leaf in _keyed_leaves(ungroup_state(tree)):
+        if isinstance(leaf, Constant):  # constant_hyperparams: saved as the scalar it is
+            out[key] = np.asarray(leaf.value, leaf.dtype)
+            continue
         if not hasattr(leaf, "shape"):
             kind = type(leaf).__name__
             raise TypeError(f"state_dict: the leaf at {key} is a {kind}, not an array")
@@ -109,17 +124,22 @@ def load_state_dict(like: Any, arrays: dict[str, np.ndarray]) -> Any:
             f"load_state_dict: the checkpoint has an array at {extra[0]}, which the "
             "template does not (was it saved from a different optimizer or params tree?)"
         )
-    leaves = []
-    for key, template in keyed:
+    leaves: list[Any] = []
+    for key, held in keyed:
         array = arrays[key]
+        constant = isinstance(held, Constant)  # checked as an array, put back as a constant
+        template = held.array() if constant else held
         if array.shape != template.shape or array.dtype != template.dtype:
             raise ValueError(
                 f"load_state_dict: at {key} the checkpoint has {array.dtype}{list(array.shape)}"
                 f" but the template has {template.dtype}{list(template.shape)}"
             )
+        if constant:
+            leaves.append(Constant.of(array))
+            continue
         sharding = getattr(template, "sharding", None)
         leaves.append(jax.device_put(array, sharding) if sharding is not None else array)
-    return jax.tree.unflatten(jax.tree.structure(like), leaves)
+    return jax.tree.unflatten(jax.tree.structure(like, is_leaf=_is_constant), leaves)
 
 
 def save(path: str | os.PathLike, tree: Any) -> None:

@@ -70,9 +70,10 @@ two ulps, and ``1 - value`` otherwise, so a value written alone with
 scalars, fused into the kernels that read the complement.
 """
 
-from gradxform.hyperparams.access import get_hyperparams, set_hyperparams
+from gradxform.hyperparams.access import constant_hyperparams, get_hyperparams, set_hyperparams
 from gradxform.hyperparams.limits import Limit, Limits
 from gradxform.hyperparams.store import (
+    Constant,
     Hyperparam,
     HyperparamChainState,
     Hyperparams,
@@ -83,6 +84,7 @@ from gradxform.hyperparams.store import (
 )
 
 __all__ = [
+    "Constant",
     "Hyperparam",
     "HyperparamChainState",
     "HyperparamState",
@@ -91,6 +93,7 @@ __all__ = [
     "Limits",
     "ScalarOrSchedule",
     "Values",
+    "constant_hyperparams",
     "get_hyperparams",
     "increment_count",
     "set_hyperparams",

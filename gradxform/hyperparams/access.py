@@ -9,17 +9,20 @@ import jax
 import jax.numpy as jnp
 
 from gradxform import checks
+from gradxform.base import GradientTransformation, GradientTransformationExtraArgs, with_extra_args
 from gradxform.hyperparams.limits import Limit
 from gradxform.hyperparams.store import (
+    Constant,
     HyperparamState,
     check_spec,
     complement_key,
+    current,
     exact_complement,
     override_key,
     stored,
 )
 
-__all__ = ["get_hyperparams", "set_hyperparams"]
+__all__ = ["constant_hyperparams", "get_hyperparams", "set_hyperparams"]
 
 
 def _is_hyperparam_state(x: Any) -> bool:
@@ -124,7 +127,7 @@ def _read(stores: list[HyperparamState]) -> dict[str, jax.Array]:
     found: dict[str, jax.Array] = {}
     for node in stores:
         for name, value in node.values.items():
-            found.setdefault(name, value)
+            found.setdefault(name, current(value))
     return found
 
 
@@ -153,9 +156,14 @@ def _check_new_value(
     if callable(value):
         what = "a number or a scalar array (a schedule is fixed when the transform is built)"
         checks.fail(name, what, value, TypeError)
+    if isinstance(value, jax.core.Tracer) and any(
+        isinstance(node.values[name], Constant) for node in holders
+    ):
+        what = "a concrete value: it is a compile-time constant of this state"
+        checks.fail(name, what + " (constant_hyperparams), not a traced array", value, TypeError)
     check_spec(name, value)
     for node in holders:
-        integer = jnp.issubdtype(jnp.result_type(node.values[name]), jnp.integer)
+        integer = jnp.issubdtype(current(node.values[name]).dtype, jnp.integer)
         for limit in node.limits.get(name) or (Limit(integer=integer),):
             limit.check(name, value)
 
@@ -171,10 +179,14 @@ def _replaced(node: HyperparamState, values: dict[str, Any]) -> HyperparamState:
             overrides[override_key(name)] = jnp.asarray(value is not None)
         if value is None:
             continue
-        new_values[name] = stored(value, jnp.result_type(new_values[name]))
+        held = new_values[name]
+        new_value = stored(value, current(held).dtype)
         key = complement_key(name)
+        constant = isinstance(held, Constant)  # a new constant: the next jitted step compiles
+        new_values[name] = Constant.of(new_value) if constant else new_value
         if key in new_complements:
-            new_complements[key] = exact_complement(value, new_values[name])
+            complement = exact_complement(value, new_value)
+            new_complements[key] = Constant.of(complement) if constant else complement
     return node._replace(values=new_values, complements=new_complements, overrides=overrides)
 
 
@@ -262,3 +274,66 @@ def _check_group(opt_state: Any, group: Any) -> Group:
         names = ", ".join(repr(".".join(g)) for g in groups)
         checks.fail("group", f"a group of this state (one of {names})", group)
     return target
+
+
+def _as_constants(node: HyperparamState) -> HyperparamState:
+    """``node`` with each value that is not scheduled (and its complement) a :class:`Constant`."""
+    values, complements = dict(node.values), dict(node.complements)
+    for name, value in node.values.items():
+        if override_key(name) in node.overrides or isinstance(value, Constant):
+            continue  # scheduled (the value changes every step), or a constant already
+        if isinstance(value, jax.core.Tracer):
+            what = "initialised outside jit (constant_hyperparams reads the values when built)"
+            checks.fail("constant_hyperparams", what, value, TypeError)
+        values[name] = Constant.of(value)
+        key = complement_key(name)
+        if key in complements:
+            complements[key] = Constant.of(complements[key])
+    return node._replace(values=values, complements=complements)
+
+
+def constant_hyperparams(transform: GradientTransformation) -> GradientTransformationExtraArgs:
+    """``transform`` with its hyperparameters compile-time constants, as optax's literals.
+
+    Every hyperparameter that is not a schedule is held in the state's tree
+    structure (a :class:`~gradxform.hyperparams.store.Constant`, no array), so
+    a jitted step sees it as a literal and XLA folds it into the kernels, as
+    it does optax's hyperparameters given as numbers. The updates are those of
+    ``transform``, bit for bit. The step count and scheduled values stay arrays.
+
+    What changes: :func:`set_hyperparams` still sets a value (checked as
+    before) and the next update uses it, but the state's structure changes,
+    so a jitted step compiles again for it (once per new value). A traced
+    value cannot be set, and the state must be initialised outside ``jit``.
+    :func:`get_hyperparams` reads the values as arrays;
+    ``optax.tree_utils.tree_get`` finds the ``Constant`` objects.
+    :func:`gradxform.checkpoint.save` writes the constants beside the arrays and
+    :func:`gradxform.checkpoint.restore` reads them back (into a template with
+    constants or with arrays); orbax restores the template's own constants.
+
+    Args:
+        transform: any transform whose state holds gradxform hyperparameter
+            stores (an optimizer, a chain or partition of them, an optax chain
+            holding them).
+
+    Returns:
+        The same transform, its ``init`` turning the stores' values into constants.
+
+    Raises:
+        TypeError: from ``init`` if it runs under ``jit`` (the values are traced).
+
+    Example:
+        >>> import gradxform as gx, jax, jax.numpy as jnp
+        >>> tx = gx.constant_hyperparams(gx.adam(1e-3))
+        >>> state = tx.init(jnp.zeros(3))
+        >>> len(jax.tree.leaves(state)) < len(jax.tree.leaves(gx.adam(1e-3).init(jnp.zeros(3))))
+        True
+        >>> float(gx.get_hyperparams(gx.set_hyperparams(state, b1=0.5))["b1"])
+        0.5
+    """
+    transform = with_extra_args(transform)
+
+    def init_fn(params):
+        return _map_stores(transform.init(params), lambda _, node: _as_constants(node))
+
+    return GradientTransformationExtraArgs(init_fn, transform.update)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -21,6 +22,7 @@ from gradxform.base import (
 from gradxform.hyperparams.limits import Limit, Limits, is_real_scalar_array
 
 __all__ = [
+    "Constant",
     "Hyperparam",
     "HyperparamChainState",
     "HyperparamState",
@@ -57,7 +59,8 @@ class HyperparamState(NamedTuple):
         count: number of updates taken (int32, saturating at ``2**31 - 1``),
             or ``None`` when no update reads it.
         values: name -> value used by the latest update (before the first
-            update: the value the first update will use).
+            update: the value the first update will use); a :class:`Constant`
+            under :func:`gradxform.constant_hyperparams`.
         complements: ``"one_minus_<name>"`` -> ``1 - value`` rounded once from
             the exact difference, for the decays whose complement is read;
             set with the value (:func:`set_hyperparams`, a schedule) and read
@@ -72,8 +75,8 @@ class HyperparamState(NamedTuple):
     """
 
     count: jax.Array | None  # type: ignore[assignment]  # optax's field name, over tuple.count
-    values: dict[str, jax.Array]
-    complements: dict[str, jax.Array]
+    values: dict[str, jax.Array | Constant]
+    complements: dict[str, jax.Array | Constant]
     overrides: dict[str, jax.Array]
     clamped: dict[str, jax.Array]
     limits: Limits
@@ -115,6 +118,53 @@ class Hyperparam:
 
     def __repr__(self) -> str:
         return f"Hyperparam({self.name!r}, {self.spec!r})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Constant:
+    """A hyperparameter value held in the state's structure instead of as an array.
+
+    Made by :func:`gradxform.constant_hyperparams`. It is a pytree node without
+    leaves (as :class:`Limits`), so a jitted step sees the value as a
+    compile-time constant, as optax's hyperparameters given as Python numbers
+    are, and a new value compiles a new program.
+
+    Args:
+        value: the stored scalar as a Python number (exactly the rounded value).
+        dtype_name: its dtype's name (``"float32"``, ``"float64"``, ``"int32"``).
+    """
+
+    value: float | int
+    dtype_name: str
+
+    @classmethod
+    def of(cls, array: Any) -> Constant:
+        """The constant of a concrete scalar array.
+
+        Args:
+            array: a concrete (not traced) 0-d array.
+
+        Returns:
+            The constant holding its value and dtype.
+        """
+        held = np.asarray(array)
+        return cls(held.item(), held.dtype.name)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.dtype_name)
+
+    def array(self) -> jax.Array:
+        """The value as a scalar array of its dtype (a literal inside ``jit``)."""
+        return jnp.asarray(np.asarray(self.value, self.dtype))
+
+
+jax.tree_util.register_static(Constant)
+
+
+def current(value: jax.Array | Constant) -> jax.Array:
+    """A stored value as an array, whether held as an array or as a :class:`Constant`."""
+    return value.array() if isinstance(value, Constant) else jnp.asarray(value)
 
 
 def _check_schedule(name: str, schedule: Callable) -> None:
@@ -393,12 +443,14 @@ class Hyperparams:
             return EmptyState()
         tree.check_params(params)
         dtype = _storage_dtype(params)
-        values, complements, overrides, clamped = {}, {}, {}, {}
+        values: dict[str, jax.Array | Constant] = {}
+        complements: dict[str, jax.Array | Constant] = {}
+        overrides, clamped = {}, {}
         for h in self._owned:
             spec = h.spec(jnp.zeros([], jnp.int32)) if callable(h.spec) else h.spec
-            values[h.name] = stored(spec, jnp.int32 if h.integer else dtype)
+            value = values[h.name] = stored(spec, jnp.int32 if h.integer else dtype)
             if h.complement:
-                complements[complement_key(h.name)] = exact_complement(spec, values[h.name])
+                complements[complement_key(h.name)] = exact_complement(spec, value)
             if callable(h.spec):
                 overrides[override_key(h.name)] = jnp.asarray(False)
                 if _bounded(h.limits):
@@ -434,16 +486,19 @@ class Hyperparams:
         assert isinstance(state, HyperparamState)  # a store that owns a value has a state
         new_values, new_complements, clamped = {}, {}, dict(state.clamped)
         for h in self._owned:
-            stored = jnp.asarray(state.values[h.name])
-            value = _scheduled(h, state, clamped) if callable(h.spec) else stored
-            values[h] = new_values[h.name] = value
+            held = state.values[h.name]  # a Constant (constant_hyperparams) stays one
+            value = _scheduled(h, state, clamped) if callable(h.spec) else current(held)
+            values[h] = value
+            new_values[h.name] = held if isinstance(held, Constant) else value
             if h.complement:
                 key = complement_key(h.name)
-                complement = state.complements[key]  # set with the value by set_hyperparams
+                held_complement = state.complements[key]  # set with the value by set_hyperparams
+                complement = current(held_complement)
                 if callable(h.spec):  # a scheduled value's, unless a set value replaces it
                     is_set = state.overrides[override_key(h.name)]
                     complement = jnp.where(is_set, complement, 1 - value)
-                new_complements[key] = complement
+                constant = isinstance(held_complement, Constant)
+                new_complements[key] = held_complement if constant else complement
                 complements[h] = _current_complement(complement, value)  # tree_set: value alone
         old_count: jax.Array | None = state.count
         next_count = None if old_count is None else increment_count(old_count)
