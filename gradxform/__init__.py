@@ -124,6 +124,7 @@ from gradxform.transforms.averaging import (
 from gradxform.transforms.classic_extra import (
     MomentumDecayFirstMomentState,
     ScaleByAdadeltaState,
+    ScaleByRpropLaggedState,
     ScaleByRpropState,
     momentum_decay_first_moment,
     scale_by_adadelta,
@@ -259,6 +260,7 @@ __all__ = [
     "rprop",
     "MomentumDecayFirstMomentState",
     "ScaleByAdadeltaState",
+    "ScaleByRpropLaggedState",
     "ScaleByRpropState",
     "ScaleByTrustRatioState",
     "momentum_decay_first_moment",

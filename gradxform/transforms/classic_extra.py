@@ -26,6 +26,7 @@ from gradxform.hyperparams import Hyperparam, Hyperparams, HyperparamState, Scal
 __all__ = [
     "MomentumDecayFirstMomentState",
     "ScaleByAdadeltaState",
+    "ScaleByRpropLaggedState",
     "ScaleByRpropState",
     "momentum_decay_first_moment",
     "scale_by_adadelta",
@@ -128,6 +129,25 @@ class ScaleByRpropState(NamedTuple):
     hyperparams: HyperparamState | EmptyState
 
 
+class ScaleByRpropLaggedState(NamedTuple):
+    """State of :func:`scale_by_rprop` with ``lagged=True`` (optax's form).
+
+    Attributes:
+        step_sizes: each element's step size :math:`\\delta` (in the params' dtypes).
+        previous_step: the signed step :math:`\\delta \\operatorname{sign}(g)` of
+            the previous update, 0 where that update changed sign (and before the
+            first): the next update's output, as optax's ``prev_updates``. One array
+            holds both what the next update emits and the sign it compares, so the
+            output reads one old array, as optax's does (two made XLA copy both).
+        hyperparams: the block's store of ``eta_minus``, ``eta_plus``,
+            ``min_step_size`` and ``max_step_size``.
+    """
+
+    step_sizes: Any
+    previous_step: Any
+    hyperparams: HyperparamState | EmptyState
+
+
 def _rprop_bounds(min_step_size: Any, max_step_size: Any) -> None:
     """``min_step_size <= max_step_size`` when both are numbers (build time)."""
     if checks.is_real_number(min_step_size) and checks.is_real_number(max_step_size):
@@ -136,19 +156,23 @@ def _rprop_bounds(min_step_size: Any, max_step_size: Any) -> None:
 
 
 def _rprop_leaf(values: Any, lagged: bool, g: jax.Array, step: jax.Array, previous: jax.Array):
-    """One leaf of :func:`scale_by_rprop`: ``(output, new step sizes, new previous signs)``."""
+    """One leaf of :func:`scale_by_rprop`: ``(output, new step sizes, new previous signs)``
+    (lagged: the new signed steps)."""
     dt = step.dtype
     v = {k: tree.to_dtype(values[k], dt) for k in values}
-    sign = jnp.sign(tree.to_dtype(g, dt))
-    agree = sign * previous
+    grad = tree.to_dtype(g, dt)
+    sign = jnp.sign(grad)
+    # lagged (optax's form): the product with the signed step, as optax compares them (a
+    # product that underflows to 0 counts as no sign; one sign op, not three, per kernel)
+    agree = grad * previous if lagged else sign * previous
     factor = jnp.where(agree > 0, v["eta_plus"], v["eta_minus"])
     grown = jnp.clip(step * factor, v["min_step_size"], v["max_step_size"])
     held = step if lagged else jnp.clip(step, v["min_step_size"], v["max_step_size"])
     new_step = jnp.where(agree == 0, held, grown)  # torch clips a factor of 1 too, optax not
     kept = jnp.where(agree < 0, jnp.zeros_like(previous), sign)
-    emitted = step * previous if lagged else new_step * kept
+    emitted = previous if lagged else new_step * kept
     out = jnp.where(agree < 0, jnp.zeros_like(emitted), emitted)
-    return tree.to_dtype(out, g.dtype), new_step, kept
+    return tree.to_dtype(out, g.dtype), new_step, new_step * kept if lagged else kept
 
 
 def scale_by_rprop(
@@ -175,7 +199,10 @@ def scale_by_rprop(
 
     as torch's ``Rprop``. ``lagged=True`` is optax 0.2.8's ``scale_by_rprop``:
     the *previous* update's output (zero at the first; optax pull request
-    1725), and a step size whose factor is 1 left unclipped.
+    1725), and a step size whose factor is 1 left unclipped. That form keeps
+    the signed step instead of the sign (:class:`ScaleByRpropLaggedState`) and
+    compares it with :math:`g` by their product, as optax does, so a product
+    that underflows to 0 counts as no previous sign.
 
     Args:
         initial_step_size: :math:`\delta_0 > 0`, every element's first step size
@@ -187,7 +214,8 @@ def scale_by_rprop(
         lagged: optax's one-update-late output (see above).
 
     Returns:
-        The block; its state is :class:`ScaleByRpropState`. Its ``init``
+        The block; its state is :class:`ScaleByRpropState`
+        (:class:`ScaleByRpropLaggedState` with ``lagged=True``). Its ``init``
         raises ``TypeError`` for complex params.
 
     Example:
@@ -212,10 +240,12 @@ def scale_by_rprop(
     hp.check("min_step_size", lower=0).check("max_step_size", lower=0)
     _rprop_bounds(min_step_size, max_step_size)
 
+    state_type = ScaleByRpropLaggedState if lagged else ScaleByRpropState
+
     def init_fn(params):
         tree.check_real_floating(params, "params")
         step_sizes = jax.tree.map(lambda x: jnp.full_like(x, step0), params)
-        return ScaleByRpropState(step_sizes, tree.zeros_like(params), hp.init(params))
+        return state_type(step_sizes, tree.zeros_like(params), hp.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params
@@ -224,10 +254,10 @@ def scale_by_rprop(
 
         leaves, treedef = jax.tree.flatten(updates)
         steps = treedef.flatten_up_to(state.step_sizes)
-        signs = treedef.flatten_up_to(state.previous_sign)
-        triples = [_rprop_leaf(values, lagged, *args) for args in zip(leaves, steps, signs)]
-        out, step_sizes, signs = (treedef.unflatten([t[i] for t in triples]) for i in range(3))
-        return out, ScaleByRpropState(step_sizes, signs, hyper)
+        previous = treedef.flatten_up_to(state[1])  # the signs, or the signed steps
+        triples = [_rprop_leaf(values, lagged, *args) for args in zip(leaves, steps, previous)]
+        out, step_sizes, previous = (treedef.unflatten([t[i] for t in triples]) for i in range(3))
+        return out, state_type(step_sizes, previous, hyper)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
