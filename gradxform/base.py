@@ -192,7 +192,10 @@ class DivideState(NamedTuple):
 
 
 def divide(
-    numerator: GradientTransformation, denominator: GradientTransformation
+    numerator: GradientTransformation,
+    denominator: GradientTransformation,
+    *,
+    positive_if: Any = None,
 ) -> GradientTransformationExtraArgs:
     r"""Feeds the same updates to two transforms and returns ``numerator / denominator``.
 
@@ -207,6 +210,14 @@ def divide(
         numerator: the transform whose output is divided.
         denominator: the transform whose output divides; its output must have
             the numerator's tree structure.
+        positive_if: a hyperparameter handle of the store this ``divide`` is
+            built in (:class:`gradxform.Hyperparams`), whose value, when
+            positive, keeps the denominator away from zero (Adam's
+            :math:`\epsilon`: :math:`\sqrt{v} + \epsilon \ge \epsilon`).
+            Where that value is a compile-time constant
+            (:func:`gradxform.constant_hyperparams`) and positive, the zero
+            guard is left out: the same quotients, a compare and a select per
+            element fewer. A value held as an array keeps the guard.
 
     Returns:
         A ``GradientTransformationExtraArgs`` with state :class:`DivideState`.
@@ -231,10 +242,21 @@ def divide(
         num, num_state = num_tx.update(updates, state.numerator, params, **extra_args)
         den, den_state = den_tx.update(updates, state.denominator, params, **extra_args)
         tree.check_structure(num, den, "numerator output", "denominator output")
-        out = tree.safe_divide(num, den)  # one custom JVP for the tree
+        if _never_zero(positive_if, extra_args):
+            out = jax.tree.map(jnp.divide, num, den)
+        else:
+            out = tree.safe_divide(num, den)  # one custom JVP for the tree
         return out, DivideState(num_state, den_state)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _never_zero(handle: Any, extra_args: dict) -> bool:
+    """Whether ``handle``'s value for this update is known while tracing, and positive."""
+    if handle is None:
+        return False
+    value = extra_args["hyperparams"].known(handle)  # the store's values (gradxform.hyperparams)
+    return value is not None and value > 0
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:

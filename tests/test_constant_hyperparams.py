@@ -7,6 +7,8 @@ value (set_hyperparams), trace counts (a new value compiles once), and the
 checkpoint written from the other layout.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,6 +93,40 @@ def test_every_update_equals_the_array_form_bitwise(name):
         params = gx.apply_updates(params, updates)
 
 
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (lambda: gx.adam(1e-2), lambda: optax.adam(1e-2)),
+        (lambda: gx.rmsprop(1e-2), lambda: optax.rmsprop(1e-2)),
+        (lambda: gx.adagrad(0.1), lambda: optax.adagrad(0.1)),
+    ],
+    ids=["adam", "rmsprop", "adagrad"],
+)
+def test_a_positive_constant_eps_drops_the_zero_guard_and_equals_optax_bitwise(ours, theirs):
+    """``divide``'s guard ``where(den == 0, 0, n / d)`` is left out when eps is a positive
+    constant (the denominator is at least eps or its root): the compiled update has no
+    select. Without the guard's second read of the root, XLA computes RMSProp's and
+    AdaGrad's ``g / sqrt(v + eps)`` as ``g * rsqrt(v + eps)``, optax's own expression, so
+    these rows, a last bit apart from optax as arrays (tests/test_optax_parity.py's
+    NOT_BITWISE), equal it bitwise as constants over 50 steps, as Adam does."""
+    tx, ref = gx.constant_hyperparams(ours()), theirs()
+    elementwise_select = re.compile(r"= f32\[\d[\d,]*\]\S* select\(")  # not the count's
+    hlo = jax.jit(tx.update).lower(PARAMS, tx.init(PARAMS), PARAMS).compile().as_text()
+    assert not elementwise_select.search(hlo)
+    array_hlo = jax.jit(ours().update).lower(PARAMS, ours().init(PARAMS), PARAMS)
+    assert elementwise_select.search(array_hlo.compile().as_text())  # the guard stays
+    updates = {}
+    for name, t in (("ours", tx), ("optax", ref)):
+        update, state, params, out = jax.jit(t.update), t.init(PARAMS), PARAMS, []
+        for k in range(50):
+            u, state = update(grads_at(k), state, params)
+            params = optax.apply_updates(params, u)
+            out.append(u)
+        updates[name] = out
+    for a, b in zip(updates["ours"], updates["optax"]):
+        assert_bitwise(a, b)
+
+
 def test_adams_state_holds_what_optaxs_holds():
     """The count, mu and nu: no hyperparameter is an array of the state (optax's numbers are
     not either); a scheduled learning rate stays one, with its override flag."""
@@ -110,7 +146,11 @@ def test_adams_state_holds_what_optaxs_holds():
     "make, change",
     [
         (lambda: gx.adam(1e-2), {"learning_rate": 1e-4, "b1": 0.5}),
-        (lambda: gx.apply_if_finite(gx.rmsprop(0.1), 3), {"max_consecutive_skips": 7}),
+        # centered: the zero guard stays (the array form's quotient, see below)
+        (
+            lambda: gx.apply_if_finite(gx.rmsprop(0.1, centered=True), 3),
+            {"max_consecutive_skips": 7},
+        ),
     ],
 )
 def test_a_set_value_is_used_and_compiles_once_per_value(make, change):

@@ -277,6 +277,8 @@ class Values(Mapping):
         complements: handle -> this update's ``1 - value``.
         count: the step count including this update (1 at the first update),
             or ``None`` if no store on the way keeps one.
+        constants: handle -> its value as a Python number, for the values held
+            as :class:`Constant` (known while tracing; see :meth:`known`).
     """
 
     def __init__(
@@ -285,9 +287,11 @@ class Values(Mapping):
         values: dict[Hyperparam, jax.Array],
         complements: dict[Hyperparam, jax.Array],
         count: jax.Array | None,
+        constants: dict[Hyperparam, float | int] | None = None,
     ):
         self._names, self._values, self._complements = names, values, complements
         self.count = count
+        self._constants = constants or {}
 
     def _find(self, table: dict, name: str) -> jax.Array:
         handle = self._names[name]
@@ -306,6 +310,21 @@ class Values(Mapping):
 
     def __len__(self) -> int:
         return len(self._names)
+
+    def known(self, handle: Hyperparam) -> float | int | None:
+        """A handle's value as a Python number when it is a compile-time constant.
+
+        Args:
+            handle: a :class:`Hyperparam` of this store or of one it is inside.
+
+        Returns:
+            The number, for a value held as a :class:`Constant`
+            (:func:`gradxform.constant_hyperparams`); ``None`` for one held as
+            an array (traced inside ``jit``) or a schedule's.
+        """
+        if handle not in self._values:
+            raise LookupError(f"the hyperparameter {handle.name!r} is read outside its store")
+        return self._constants.get(handle)
 
     def complement(self, name: str) -> jax.Array:
         """``1 - value`` of a decay, rounded once from the exact difference.
@@ -480,9 +499,10 @@ class Hyperparams:
         outer = (extra_args or {}).get(_VALUES_ARG)
         values = dict(outer._values) if outer is not None else {}
         complements = dict(outer._complements) if outer is not None else {}
+        constants = dict(outer._constants) if outer is not None else {}
         count = outer.count if outer is not None else None
         if not self._owned:
-            return Values(self._handles, values, complements, count), state
+            return Values(self._handles, values, complements, count, constants), state
         assert isinstance(state, HyperparamState)  # a store that owns a value has a state
         new_values, new_complements, clamped = {}, {}, dict(state.clamped)
         for h in self._owned:
@@ -490,6 +510,8 @@ class Hyperparams:
             value = _scheduled(h, state, clamped) if callable(h.spec) else current(held)
             values[h] = value
             new_values[h.name] = held if isinstance(held, Constant) else value
+            if isinstance(held, Constant) and not callable(h.spec):
+                constants[h] = held.value
             if h.complement:
                 key = complement_key(h.name)
                 held_complement = state.complements[key]  # set with the value by set_hyperparams
@@ -505,7 +527,7 @@ class Hyperparams:
         count = next_count if next_count is not None else count
         new_state = state._replace(count=next_count, values=new_values)
         new_state = new_state._replace(complements=new_complements, clamped=clamped)
-        return Values(self._handles, values, complements, count), new_state
+        return Values(self._handles, values, complements, count, constants), new_state
 
     def chain(self, *transforms: GradientTransformation) -> GradientTransformationExtraArgs:
         """:func:`gradxform.chain` of ``transforms`` with this store in front.

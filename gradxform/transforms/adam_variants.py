@@ -143,8 +143,8 @@ def scale_by_radam(
         bias_correct(hp["b2"]),
         sqrt_with_eps(hp["eps"], hp["eps_root"]),
         rectify(hp["b2"], hp["threshold"]),
-    )
-    return hp.chain(divide(numerator, denominator))
+    )  # the root is >= eps; rectify divides it by r_t > 0, or gives 1
+    return hp.chain(divide(numerator, denominator, positive_if=hp["eps"]))
 
 
 class YogiSecondMomentState(NamedTuple):
@@ -253,7 +253,7 @@ def scale_by_yogi(
     numerator = chain(ema_first_moment(hp["b1"], dtype=mu_dtype), bias_correct(hp["b1"]))
     second = yogi_second_moment(hp["b2"], initial_value=initial_accumulator_value, dtype=nu_dtype)
     denominator = chain(second, bias_correct(hp["b2"]), sqrt_with_eps(hp["eps"], hp["eps_root"]))
-    return hp.chain(divide(numerator, denominator))
+    return hp.chain(divide(numerator, denominator, positive_if=hp["eps"]))  # Yogi keeps v >= 0
 
 
 class NormalizeByPreviousMomentState(NamedTuple):

@@ -477,7 +477,10 @@ def scale_by_rms(
     second = ema_second_moment(
         hp["decay"], centered=centered, initial_value=initial_scale, dtype=dtype
     )
-    return hp.chain(divide(identity(), chain(second, _root(hp["eps"], eps_in_sqrt))))
+    # v >= 0, so the root is at least eps or its root (centered: v - m^2 may round below 0)
+    positive_if = None if centered else hp["eps"]
+    root = _root(hp["eps"], eps_in_sqrt)
+    return hp.chain(divide(identity(), chain(second, root), positive_if=positive_if))
 
 
 def scale_by_sum_of_squares(
@@ -514,7 +517,8 @@ def scale_by_sum_of_squares(
     """
     hp = Hyperparams(eps=eps)
     accumulate = accumulate_squares(initial_accumulator_value, dtype=dtype)
-    return hp.chain(divide(identity(), chain(accumulate, _root(hp["eps"], eps_in_sqrt))))
+    denominator = chain(accumulate, _root(hp["eps"], eps_in_sqrt))  # the sum >= 0
+    return hp.chain(divide(identity(), denominator, positive_if=hp["eps"]))
 
 
 def scale_by_adam(
@@ -570,8 +574,8 @@ def scale_by_adam(
     second = [ema_second_moment(hp["b2"], dtype=nu_dtype), bias_correct(hp["b2"])]
     if amsgrad:
         second.append(running_max())
-    root = sqrt_with_eps(hp["eps"], hp["eps_root"])
-    return hp.chain(divide(numerator, chain(*second, root)))
+    root = sqrt_with_eps(hp["eps"], hp["eps_root"])  # >= eps
+    return hp.chain(divide(numerator, chain(*second, root), positive_if=hp["eps"]))
 
 
 def scale_by_nadam(
