@@ -72,6 +72,7 @@ from gradxform.base import (
     OptState,
     with_extra_args,
 )
+from gradxform.hyperparams.store import Constant
 from gradxform.second_order.linesearch import ScaleByLinesearchState
 from gradxform.second_order.transforms import SecondOrderState
 from gradxform.transforms.clipping import ClipByGlobalNormState
@@ -468,13 +469,22 @@ def ungroup_state(state: Any) -> Any:
     return jax.tree.map(_ungroup_one, state, is_leaf=_is_grouped_state)
 
 
+def _grouped_leaves_or_constant(x: Any) -> bool:
+    # a Constant (constant_hyperparams) is taken from ``state``, its value as the state holds it
+    return _is_grouped_leaves(x) or isinstance(x, Constant)
+
+
+def _grouped_state_or_constant(x: Any) -> bool:
+    return _is_grouped_state(x) or isinstance(x, Constant)
+
+
 def _group_one(state: Any, like: GroupedState) -> GroupedState:
-    inner_def = jax.tree.structure(like.inner, is_leaf=_is_grouped_leaves)
+    inner_def = jax.tree.structure(like.inner, is_leaf=_grouped_leaves_or_constant)
     try:
         parts = inner_def.flatten_up_to(state)  # type: ignore[attr-defined]
     except (ValueError, TypeError) as error:
         checks.fail("state", "structured as ungroup_state(like)", f"{error}", ValueError)
-    like_parts = jax.tree.leaves(like.inner, is_leaf=_is_grouped_leaves)
+    like_parts = jax.tree.leaves(like.inner, is_leaf=_grouped_leaves_or_constant)
     packed = [
         node.layout.pack(part, "state") if isinstance(node, GroupedLeaves) else part
         for part, node in zip(parts, like_parts)
@@ -506,12 +516,12 @@ def group_state(state: Any, like: Any) -> Any:
         >>> jax.tree.structure(state) == jax.tree.structure(like)
         True
     """
-    like_def = jax.tree.structure(like, is_leaf=_is_grouped_state)
+    like_def = jax.tree.structure(like, is_leaf=_grouped_state_or_constant)
     try:
         parts = like_def.flatten_up_to(state)  # type: ignore[attr-defined]
     except (ValueError, TypeError) as error:
         checks.fail("state", "structured as ungroup_state(like)", f"{error}", ValueError)
-    like_parts = jax.tree.leaves(like, is_leaf=_is_grouped_state)
+    like_parts = jax.tree.leaves(like, is_leaf=_grouped_state_or_constant)
     grouped_parts = [
         _group_one(part, node) if isinstance(node, GroupedState) else part
         for part, node in zip(parts, like_parts)

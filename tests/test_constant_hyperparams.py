@@ -211,3 +211,26 @@ def test_checkpoints_carry_the_constants_both_ways(tmp_path):
     gx.checkpoint.save(tmp_path / "p.npz", as_arrays)
     again = gx.checkpoint.restore(tmp_path / "p.npz", like=constant.init(PARAMS))
     assert jax.tree.structure(again) == jax.tree.structure(state)
+
+
+def test_composes_with_grouped_and_optax_chains_both_ways():
+    """Inside or around gx.grouped (one buffer per dtype), and inside an optax chain: the
+    array form's updates bitwise, the constants settable and checkpointed."""
+    grads = grads_at(0)
+    forms = {
+        "around_grouped": (gx.constant_hyperparams(gx.grouped(gx.adam(1e-2))), gx.grouped),
+        "inside_grouped": (gx.grouped(gx.constant_hyperparams(gx.adam(1e-2))), gx.grouped),
+        "in_optax_chain": (
+            optax.chain(gx.constant_hyperparams(gx.adam(1e-2)), optax.clip(1.0)),
+            lambda tx: optax.chain(tx, optax.clip(1.0)),
+        ),
+    }
+    for name, (tx, wrap) in forms.items():
+        plain = wrap(gx.adam(1e-2))
+        ours, state = jax.jit(tx.update)(grads, tx.init(PARAMS), PARAMS)
+        assert_bitwise(ours, jax.jit(plain.update)(grads, plain.init(PARAMS), PARAMS)[0])
+        assert len(jax.tree.leaves(state)) < len(jax.tree.leaves(plain.init(PARAMS))), name
+        state = gx.set_hyperparams(state, learning_rate=0.5)
+        saved = gx.checkpoint.state_dict(state)
+        back = gx.checkpoint.load_state_dict(tx.init(PARAMS), saved)
+        assert float(gx.get_hyperparams(back)["learning_rate"]) == 0.5, name

@@ -261,6 +261,8 @@ def himmelblau_points():
 @pytest.mark.parametrize("method", ["dense", pytest.param("lanczos", marks=pytest.mark.slow)])
 def test_classification_of_standard_critical_points(method, himmelblau_points):
     for name, (f, x, want) in TWO_D.items():
+        if method == "lanczos" and name in ("cap", "quartic_bowl", "rosenbrock_min"):
+            continue  # each verdict once (the maximum below): each function compiles its loop
         got = H.classify_critical_point(f, jnp.asarray(x), method=method)
         assert got.verdict == want, (name, got)
     for name, (_, want) in HIMMELBLAU.items():
