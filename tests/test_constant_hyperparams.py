@@ -234,3 +234,37 @@ def test_composes_with_grouped_and_optax_chains_both_ways():
         saved = gx.checkpoint.state_dict(state)
         back = gx.checkpoint.load_state_dict(tx.init(PARAMS), saved)
         assert float(gx.get_hyperparams(back)["learning_rate"]) == 0.5, name
+
+
+def _entry(tx, apply):
+    """The compiled step's ENTRY computation, names and metadata normalised away."""
+
+    def step(p, s, g):
+        updates, s = tx.update(g, s, p)
+        return apply(p, updates), s
+
+    text = jax.jit(step, donate_argnums=(0, 1)).lower(PARAMS, tx.init(PARAMS), PARAMS)
+    text = text.compile().as_text()
+    entry = text[text.index("ENTRY") :]
+    entry = entry[: entry.index("\n}\n")]
+    lines = [re.sub(r", metadata=\{[^}]*\}", "", ln) for ln in entry.splitlines() if " = " in ln]
+    return [re.sub(r"%[\w.\-]+", "%", ln).strip() for ln in lines]
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (lambda: gx.adam(1e-3), lambda: optax.adam(1e-3)),
+        (lambda: gx.adamw(1e-3, weight_decay=0.1), lambda: optax.adamw(1e-3, weight_decay=0.1)),
+        (lambda: gx.rprop(1e-3, lagged=True), lambda: optax.rprop(1e-3)),
+    ],
+    ids=["adam", "adamw", "rprop"],
+)
+def test_the_compiled_step_is_optaxs_program(ours, theirs):
+    """With constants, the jitted, donated training step compiles to optax's program: the
+    ENTRY computation line for line (kernels, parameters, aliasing, order), names aside.
+    This is what the GPT step benchmark times (docs/results/update_step_gpt_cpu.md); the
+    array form has a scalar parameter per hyperparameter, and Adam's its zero guard."""
+    got = _entry(gx.constant_hyperparams(ours()), gx.apply_updates)
+    assert got == _entry(theirs(), optax.apply_updates)
+    assert _entry(ours(), gx.apply_updates) != got
