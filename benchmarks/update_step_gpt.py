@@ -234,7 +234,8 @@ def main(argv=None) -> dict:
     load0 = os.getloadavg()
     started = time.time()
     layouts = [one_layout(names, args.rounds, k, args.constant) for k in range(args.layouts)]
-    libs = ("gx", "optax", "gxc") if args.constant else ("gx", "optax")
+    compared = [("gx", "")] + ([("gxc", "constant_")] if args.constant else [])  # over optax
+    libs = [lib for lib, _ in compared] + ["optax"]
     rows = {}
     for name in names:
         rows[name] = {}
@@ -242,7 +243,7 @@ def main(argv=None) -> dict:
             for lib in libs:
                 ms = statistics.median(lay[name, lib][i] for lay in layouts)
                 rows[name][f"{lib}_{what}_ms"] = round(ms, 4)
-            for lib, key in (("gx", ""), ("gxc", "constant_"))[: len(libs) - 1]:
+            for lib, key in compared:
                 ratios = [lay[name, lib][i] / lay[name, "optax"][i] for lay in layouts]
                 rows[name][f"{key}{what}_ratio"] = round(statistics.median(ratios), 3)
                 rows[name][f"{key}{what}_ratios"] = [round(r, 3) for r in ratios]

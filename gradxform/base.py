@@ -16,7 +16,8 @@ Invariants every gradxform transform keeps:
 * ``update`` never changes the structure, shapes or dtypes of the state, so a
   jitted step compiles once;
 * every numeric hyperparameter lives in the state (see
-  :mod:`gradxform.hyperparams`), so changing it does not recompile;
+  :mod:`gradxform.hyperparams`), so changing it does not recompile (unless
+  :func:`gradxform.constant_hyperparams` holds it as a compile-time constant);
 * only :func:`gradxform.scale_by_learning_rate` flips the sign: every
   ``scale_by_*`` transform returns a direction to *descend* along;
 * arguments are validated when the transform is built, never inside ``update``;
@@ -251,11 +252,16 @@ def divide(
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+# the extra argument that carries a hyperparameter store's values to its blocks
+# (gradxform.hyperparams, which builds on this module)
+_VALUES_ARG = "hyperparams"
+
+
 def _never_zero(handle: Any, extra_args: dict) -> bool:
     """Whether ``handle``'s value for this update is known while tracing, and positive."""
     if handle is None:
         return False
-    value = extra_args["hyperparams"].known(handle)  # the store's values (gradxform.hyperparams)
+    value = extra_args[_VALUES_ARG].known(handle)
     return value is not None and value > 0
 
 

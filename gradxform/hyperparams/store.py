@@ -13,6 +13,7 @@ import numpy as np
 
 from gradxform import checks, tree
 from gradxform.base import (
+    _VALUES_ARG,
     EmptyState,
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -36,7 +37,6 @@ ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], jax.Array]
 """A hyperparameter given as a number, a scalar array, or a schedule ``step count -> value``."""
 
 _INT32_MAX = np.iinfo(np.int32).max
-_VALUES_ARG = "hyperparams"  # the extra argument that carries a store's values to its blocks
 _SPEC = "a real number, a real scalar array or a schedule (a function of the step count)"
 
 
@@ -295,12 +295,16 @@ class Values(Mapping):
 
     def _find(self, table: dict, name: str) -> jax.Array:
         handle = self._names[name]
+        self._check_inside(handle, table)
+        return table[handle]
+
+    @staticmethod
+    def _check_inside(handle: Hyperparam, table: dict) -> None:
         if handle not in table:
             raise LookupError(
                 f"the hyperparameter {handle.name!r} is read outside its store: build the "
                 "transform that reads it inside that Hyperparams' chain(...)"
             )
-        return table[handle]
 
     def __getitem__(self, name: str) -> jax.Array:
         return self._find(self._values, name)
@@ -322,8 +326,7 @@ class Values(Mapping):
             (:func:`gradxform.constant_hyperparams`); ``None`` for one held as
             an array (traced inside ``jit``) or a schedule's.
         """
-        if handle not in self._values:
-            raise LookupError(f"the hyperparameter {handle.name!r} is read outside its store")
+        self._check_inside(handle, self._values)
         return self._constants.get(handle)
 
     def complement(self, name: str) -> jax.Array:
@@ -506,11 +509,12 @@ class Hyperparams:
         assert isinstance(state, HyperparamState)  # a store that owns a value has a state
         new_values, new_complements, clamped = {}, {}, dict(state.clamped)
         for h in self._owned:
-            held = state.values[h.name]  # a Constant (constant_hyperparams) stays one
+            held = state.values[h.name]
+            constant = isinstance(held, Constant)  # constant_hyperparams: it stays one
             value = _scheduled(h, state, clamped) if callable(h.spec) else current(held)
             values[h] = value
-            new_values[h.name] = held if isinstance(held, Constant) else value
-            if isinstance(held, Constant) and not callable(h.spec):
+            new_values[h.name] = held if constant else value
+            if isinstance(held, Constant):  # never a schedule's (those stay arrays)
                 constants[h] = held.value
             if h.complement:
                 key = complement_key(h.name)

@@ -254,7 +254,7 @@ def scale_by_rprop(
 
         leaves, treedef = jax.tree.flatten(updates)
         steps = treedef.flatten_up_to(state.step_sizes)
-        previous = treedef.flatten_up_to(state[1])  # the signs, or the signed steps
+        previous = treedef.flatten_up_to(state.previous_step if lagged else state.previous_sign)
         triples = [_rprop_leaf(values, lagged, *args) for args in zip(leaves, steps, previous)]
         out, step_sizes, previous = (treedef.unflatten([t[i] for t in triples]) for i in range(3))
         return out, state_type(step_sizes, previous, hyper)
