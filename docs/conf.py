@@ -5,9 +5,9 @@ Build (offline, warnings as errors), from the repository root::
     python3 -m pip install -e ".[docs]"
     python3 -m sphinx -W --keep-going -b html docs docs/_build/html
 
-The API pages in ``docs/api/`` list every public name in ``autosummary``
-blocks; the one-object stubs under ``docs/api/generated/`` are written at build
-time from ``docs/_templates/autosummary/`` (and ignored by git). The notebooks
+The API pages in ``docs/api/`` are one per family: each lists its public names
+in ``api-summary`` blocks, a summary table followed by every name's full entry
+(the directive is defined below). The notebooks
 (``docs/notebooks`` links to ``notebooks/``) are rendered from their committed
 outputs, never executed here.
 """
@@ -18,7 +18,6 @@ import enum
 import inspect
 import pathlib
 import re
-import shutil
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -46,18 +45,15 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
-templates_path = ["_templates"]
+templates_path: list[str] = []
 exclude_patterns = ["_build", "**/.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 
 # --- API reference ------------------------------------------------------------------
-# The stubs are rewritten from the API pages at every build; clearing them first
-# means a name that left the API leaves no orphan page behind.
-shutil.rmtree(pathlib.Path(__file__).parent / "api" / "generated", ignore_errors=True)
-autosummary_generate = True
-autosummary_generate_overwrite = True
-autosummary_imported_members = True
-# stub file names must differ without regard to case (macOS, Windows checkouts)
-autosummary_filename_map = {"gradxform.hessian.Eigenpairs": "gradxform.hessian.Eigenpairs-class"}
+# One page per family (``docs/api/*.rst``): an ``api-summary`` block is the family's
+# summary table followed by every name's full entry on the same page (see ApiSummary).
+# No per-name stub pages: with ~270 of them every page's navigation tree listed them
+# all, and building those trees was two thirds of the build's time.
+autosummary_generate = False
 autodoc_default_options = {"member-order": "bysource"}
 autodoc_typehints = "signature"
 autodoc_typehints_format = "short"
@@ -267,8 +263,49 @@ class CompositionTable(SphinxDirective):
         return container.children
 
 
+def _autodoc_kind(obj) -> str:
+    """The autodoc directive for a public object: ``function`` for a Python function
+    (wrappers unwrapped), ``class`` or ``exception``, else ``data`` (a type alias, a
+    ``jax.custom_jvp`` object)."""
+    if inspect.isclass(obj):
+        return "exception" if issubclass(obj, BaseException) else "class"
+    return "function" if inspect.isroutine(inspect.unwrap(obj)) else "data"
+
+
+class ApiSummary(SphinxDirective):
+    """``api-summary``: a family's table of names, then each name's full entry below it.
+
+    The content lists names relative to the current module. The table is an
+    ``autosummary`` without stub pages (its links go to the entries on the same
+    page); each entry is the autodoc directive autosummary would choose for the
+    object (``autofunction``, ``autoclass`` with its members, ``autodata``, ...).
+    """
+
+    has_content = True
+
+    def run(self):
+        module = self.env.ref_context.get("py:module")
+        names = [line.strip() for line in self.content if line.strip()]
+        lines = [".. autosummary::", "   :nosignatures:", ""] + [f"   {n}" for n in names] + [""]
+        for name in names:
+            obj = _lookup(module)  # an attribute of the module (gx.grouped is not the module)
+            for part in name.split("."):
+                obj = getattr(obj, part, None)
+            if obj is None:
+                raise self.error(f"api-summary: {module}.{name} does not exist")
+            kind = _autodoc_kind(obj)
+            lines.append(f".. auto{kind}:: {name}")
+            if kind == "class":
+                lines += ["   :members:", "   :undoc-members:"]
+            lines.append("")
+        container = nodes.container()
+        self.state.nested_parse(StringList(lines, self.get_source_info()[0]), 0, container)
+        return container.children
+
+
 def setup(app):
     app.add_directive("composition-table", CompositionTable)
+    app.add_directive("api-summary", ApiSummary)
     app.connect("autodoc-process-docstring", _dollar_math_to_role)
     app.connect("autodoc-skip-member", _skip_tuple_plumbing)
     app.connect("missing-reference", _resolve_by_object)
