@@ -110,11 +110,13 @@ def _trace(op: V.TreeOperator, key, *, num_matvecs, method):
     k1, k2 = jax.random.split(key)
     S = V.draw(_rademacher, k1, op, (op.size, third), 0)
     Q = _orthonormal(_products(batched, S, op), op, k1)
-    exact = jnp.sum(V.row_dots(Q, _products(batched, Q, op), dtype))
     rest = num_matvecs - 2 * third
     G = V.draw(_rademacher, k2, op, (op.size, rest), 0)
     G = V.sub(G, V.combine(V.gram(Q, G), Q))
-    samples = V.row_dots(G, _products(batched, G, op), dtype)
+    # H Q and H G as one batch: one product program (one data pass for a streamed objective)
+    QG = V.concatenate(Q, G)
+    products = V.row_dots(QG, _products(batched, QG, op), dtype)
+    exact, samples = jnp.sum(products[:third]), products[third:]
     return _trace_estimate(
         exact + jnp.mean(samples), jnp.std(samples, ddof=1) / jnp.sqrt(rest), num_matvecs
     )
