@@ -10,7 +10,6 @@ vectors, is accepted in place of ``f`` and is then the pytree of one leaf.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -19,6 +18,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from gradxform import checks
+from gradxform._xla_options import SolverJit
 from gradxform.curvature import check_objective, dense_hessian, linearized_hvp
 from gradxform.hessian import _vectors as V
 
@@ -115,9 +115,12 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **opt
     return _on_hessian_compiled(impl, f, params, key, tuple(sorted(options.items())), shardings)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 4, 5))
-def _on_hessian_compiled(impl, f, params, key, options, shardings):
+def _on_hessian(impl, f, params, key, options, shardings):
     return impl(operator_at(f, params, shardings), key, **dict(options))
+
+
+# compiled with the solver programs' options (faster compiles on CPU, see _xla_options)
+_on_hessian_compiled = SolverJit(_on_hessian, static_argnums=(0, 1, 4, 5))
 
 
 def operator_at(f: Any, params: Any, shardings: Any = None) -> V.TreeOperator:
