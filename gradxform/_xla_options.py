@@ -2,13 +2,15 @@
 
 The Hessian tools compile one program per objective, parameter shapes and
 options: a Lanczos driver (restarts, Ritz checks, bisection, small QR and
-tridiagonal solves) around the objective's products. On XLA's CPU backend that
-program compiles 30-40% faster with the elemental emitters than with the MLIR
-fusion emitters (the default), and runs as fast: the time of a run is the
-products' (convolutions and matrix products, which neither emitter generates).
-Measured on a 2-core x86 VM (docs/results/hessian_scale_cpu.md, tenth session).
-The option concerns the CPU backend only; an XLA that does not know it gets the
-default emitters.
+tridiagonal solves) around the objective's products. On XLA's CPU backend the
+driver compiles 30-40% faster with the elemental emitters than with the MLIR
+fusion emitters (the default). Where the products are one vector at a time
+(eigenpairs) or not in the program at all (a streamed objective's host
+callbacks) it runs as fast; batched products (Hutch++, SLQ) ran up to 15% slower,
+so those programs keep XLA's defaults (``gradxform.hessian.operators``).
+Measured on a 2-core x86 VM: ``benchmarks/hessian_compile.py``, results in
+docs/results/hessian_scale_cpu.md (tenth session). The option concerns the CPU
+backend only; an XLA that does not know it gets the default emitters.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def test_lanczos_relation_and_orthonormality():
 def test_eigenpairs_match_eigvalsh_with_valid_certificates(which):
     spectrum = np.concatenate([[-5.0, -4.0, -3.5], np.linspace(-1, 1, 200), [6.0, 8.0, 12.0]])
     op, A = known_operator(spectrum)
-    programs = operators._on_hessian_compiled._cache_size
+    programs = operators._on_hessian_solver_compiled._cache_size
     before = programs()
     pairs = H.eigenpairs(op, k=3, which=which, tol=1e-10, max_matvecs=120)
     assert programs() == before + 1  # one compiled program for the operator and options

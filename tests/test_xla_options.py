@@ -23,14 +23,20 @@ def quadratic(scale):
 F = quadratic(1.0)  # one objective object: its programs are cached across the tests
 
 
-def test_this_xla_takes_the_solver_options_at_top_level():
+def test_eigenpairs_take_the_solver_options_and_batched_products_the_defaults():
+    """Eigenpairs apply the operator to one vector at a time: compiled with the solver
+    options. Hutch++ batches its products: compiled with XLA's defaults."""
     assert _xla_options.solver_options() == {"xla_cpu_use_fusion_emitters": False}
-    programs = operators._on_hessian_compiled._cache_size
-    before = programs()
+    solver = operators._on_hessian_solver_compiled._cache_size
+    default = operators._on_hessian_compiled._cache_size
+    before = solver(), default()
     pairs = gx.hessian.hessian_eigenpairs(F, jnp.zeros(5), k=2, which="both", tol=1e-10)
-    assert programs() == before + 1  # the options' program, compiled once
+    assert (solver(), default()) == (before[0] + 1, before[1])
     np.testing.assert_allclose(pairs.values, [-2.0, 0.5, 7.0, 3.0], rtol=1e-10)
     assert bool(pairs.converged.all())
+    trace = gx.hessian.trace(F, jnp.zeros(5), num_matvecs=15)
+    assert (solver(), default()) == (before[0] + 1, before[1] + 1)
+    np.testing.assert_allclose(trace.estimate, SPECTRUM.sum(), rtol=1e-10)
 
 
 def test_inside_jit_and_vmap_the_tools_are_part_of_the_callers_program():
@@ -85,3 +91,16 @@ def test_a_refusal_of_the_options_inside_a_trace_falls_back_to_a_plain_jit(monke
     monkeypatch.setattr(solve, "_top", fail)
     with pytest.raises(ValueError, match="something else"):
         solve(np.array([1.0]))
+
+
+def test_a_streamed_objectives_tools_all_take_the_solver_options():
+    """Its products are host callbacks, not part of the program: every tool's program is
+    the driver alone. The trace of ``mean_b(b w^2)`` over examples 1, 1, 4 is 2 mean(b) = 4."""
+    batches = [np.array([[1.0], [1.0]]), np.array([[4.0]])]
+    objective = gx.hessian.dataset_mean(lambda w, b: jnp.mean(b[:, 0] * w**2), batches)
+    solver = operators._on_hessian_solver_compiled._cache_size
+    default = operators._on_hessian_compiled._cache_size
+    before = solver(), default()
+    estimate = gx.hessian.trace(objective, jnp.ones(1), num_matvecs=3).estimate
+    assert (solver(), default()) == (before[0] + 1, before[1])
+    np.testing.assert_allclose(estimate, 4.0, rtol=1e-12)

@@ -42,7 +42,12 @@ from gradxform.hessian.lanczos import (
     _tridiagonal_eigenvalues,
     _used_rows,
 )
-from gradxform.hessian.operators import FlatOperator, as_tree_operator, on_hessian
+from gradxform.hessian.operators import (
+    FlatOperator,
+    as_tree_operator,
+    on_hessian,
+    products_one_at_a_time,
+)
 
 __all__ = ["Eigenpairs", "eigenpairs", "hessian_eigenpairs"]
 
@@ -535,5 +540,6 @@ def hessian_eigenpairs(
     return on_hessian(_eigenpairs_of_operator, f, params, key, k=k, which=which, **options)
 
 
+@products_one_at_a_time
 def _eigenpairs_of_operator(operator, key, **options):
     return eigenpairs(operator, key=key, **options)

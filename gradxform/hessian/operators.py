@@ -102,25 +102,47 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **opt
     if isinstance(f, FlatOperator):  # compiled once per operator object (its matvec's identity)
         if not _hashable(f):
             return impl(as_tree_operator(f), key, **options)
-        return _on_hessian_compiled(impl, f, None, key, tuple(sorted(options.items())), None)
+        compiled = _entry(impl, streamed=False)
+        return compiled(impl, f, None, key, tuple(sorted(options.items())), None)
     shardings = V.shardings_of(params)
     if hasattr(f, "_tree_operator_at"):  # a DatasetObjective: its passes' errors raised here
         f._check_tool(params)
         options_ = tuple(sorted(options.items()))
-        return f.run(
-            lambda: _on_hessian_compiled(impl, f.cache_key, params, key, options_, shardings)
-        )
+        compiled = _entry(impl, streamed=not f.stacked)
+        return f.run(lambda: compiled(impl, f.cache_key, params, key, options_, shardings))
     if not _hashable(f):  # no compile cache for an unhashable callable
         return impl(operator_at(f, params, shardings), key, **options)
-    return _on_hessian_compiled(impl, f, params, key, tuple(sorted(options.items())), shardings)
+    compiled = _entry(impl, streamed=False)
+    return compiled(impl, f, params, key, tuple(sorted(options.items())), shardings)
 
 
 def _on_hessian(impl, f, params, key, options, shardings):
     return impl(operator_at(f, params, shardings), key, **dict(options))
 
 
-# compiled with the solver programs' options (faster compiles on CPU, see _xla_options)
-_on_hessian_compiled = SolverJit(_on_hessian, static_argnums=(0, 1, 4, 5))
+# The tools' programs: with XLA's default options, and with the solver options (XLA's
+# elemental emitters on CPU: the driver compiles 30-40% faster, see _xla_options), which
+# are taken where they cost no run time: when the program is the driver alone (a
+# streamed objective's products are host callbacks) or applies the operator to one
+# vector at a time. Batched products (Hutch++, SLQ's probes, block_spectra's blocks) run
+# up to 15% slower with the elemental emitters (benchmarks/hessian_compile.py).
+_on_hessian_compiled = jax.jit(_on_hessian, static_argnums=(0, 1, 4, 5))
+_on_hessian_solver_compiled = SolverJit(_on_hessian, static_argnums=(0, 1, 4, 5))
+_ONE_PRODUCT_AT_A_TIME: set[Callable] = set()
+
+
+def products_one_at_a_time(impl: Callable) -> Callable:
+    """Marks a tool ``impl`` that applies the operator to one vector at a time (so its
+    program is compiled with the solver options); returns ``impl``."""
+    _ONE_PRODUCT_AT_A_TIME.add(impl)
+    return impl
+
+
+def _entry(impl: Callable, streamed: bool) -> Any:
+    """The compiled entry point for ``impl`` (see above)."""
+    if streamed or impl in _ONE_PRODUCT_AT_A_TIME:
+        return _on_hessian_solver_compiled
+    return _on_hessian_compiled
 
 
 def operator_at(f: Any, params: Any, shardings: Any = None) -> V.TreeOperator:
