@@ -10,7 +10,7 @@ with that option and with XLA's default (MLIR fusion) emitters, on
 * ``cnn``: two 3x3 convolutions and a dense layer on 512 scikit-learn digits
   (5,768 parameters), softmax cross-entropy.
 
-Run: ``python benchmarks/hessian_compile.py`` (about a minute on 2 cores). Each
+Run: ``python benchmarks/hessian_compile.py`` (about three minutes on 2 cores). Each
 (problem, emitters) pair runs in its own subprocess so that no compile is cached;
 the table gives seconds for the first call (compile and run) and the best of three
 repeats (run only), and the values, which agree to rounding.

@@ -13,7 +13,7 @@ transposes). This script measures:
    ``gx.hessian.dataset_mean`` over a one-element list of batches (products as
    their own programs, called back from the loop).
 
-Run: ``python benchmarks/hessian_products_in_loops.py`` (about a minute on 2 cores).
+Run: ``python benchmarks/hessian_products_in_loops.py`` (a few minutes on 2 cores).
 """
 
 from __future__ import annotations

@@ -61,9 +61,12 @@ class SolverJit:
         functools.update_wrapper(self, fun)
 
     def _get(self) -> Any:
-        if self._top is None:
-            options = solver_options() or None
-            self._top = jax.jit(self._fun, compiler_options=options, **self._kwargs)
+        if self._top is None:  # without the options it is the plain jit: one program cache
+            options = solver_options()
+            if options:
+                self._top = jax.jit(self._fun, compiler_options=options, **self._kwargs)
+            else:
+                self._top = self._plain()
         return self._top
 
     def _plain(self) -> Any:
@@ -72,8 +75,7 @@ class SolverJit:
         return self._nested
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        leaves = jax.tree.leaves((args, kwargs))
-        if not solver_options() or any(isinstance(x, jax.core.Tracer) for x in leaves):
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs))):
             return self._plain()(*args, **kwargs)
         try:
             return self._get()(*args, **kwargs)

@@ -68,6 +68,7 @@ def test_an_xla_without_the_options_gets_the_default_compiler(monkeypatch):
         solve = _xla_options.SolverJit(lambda a, b: jnp.linalg.solve(a, b))
         a, b = np.array([[4.0, 1.0], [1.0, 3.0]]), np.array([1.0, 2.0])
         np.testing.assert_allclose(solve(a, b), np.linalg.solve(a, b), rtol=1e-12)
+        assert solve._cache_size() == 1  # its attributes are those of the program that ran
     finally:
         monkeypatch.undo()
         _xla_options.solver_options.cache_clear()
