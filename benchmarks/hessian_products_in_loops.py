@@ -9,9 +9,11 @@ transposes). This script measures:
 1. twelve weight- and input-gradient convolutions (512 images of 8x8x8), as
    twelve programs, unrolled in one program, and in a ``fori_loop``;
 2. the Hessian tools on the 5,768-parameter CNN of ``hessian_compile.py``, with
-   the objective as a closure (products inside the driver's loop) and as
-   ``gx.hessian.dataset_mean`` over a one-element list of batches (products as
-   their own programs, called back from the loop).
+   the objective as a closure, its products in the driver's loop (the tool
+   called inside ``jax.jit``, where the params are tracers) or as their own
+   programs called back from the loop (the tool called directly: gradxform
+   does this for a convolutional closure on CPU), and as
+   ``gx.hessian.dataset_mean`` over a one-element list of batches.
 
 Run: ``python benchmarks/hessian_products_in_loops.py`` (a few minutes on 2 cores).
 """
@@ -73,27 +75,44 @@ def tools() -> None:
     f, params, blocks = problem("cnn")
     streamed = gx.hessian.dataset_mean(lambda p, _: f(p), [np.zeros((1, 1))])
     calls = {
-        "eigenpairs (k=5)": lambda f: gx.hessian.hessian_eigenpairs(f, params, k=5, max_matvecs=80),
-        "block_spectra": lambda f: gx.hessian.block_spectra(f, params, blocks),
+        "eigenpairs (k=5)": lambda f, p: gx.hessian.hessian_eigenpairs(f, p, k=5, max_matvecs=80),
+        "spectral_density": lambda f, p: gx.hessian.spectral_density(f, p),
+        "block_spectra": lambda f, p: gx.hessian.block_spectra(f, p, blocks),
+    }
+    ways = {  # a jitted call sees tracers: its products stay in the driver's loop
+        "in the loop": lambda call: jax.jit(lambda p: top_value(call(f, p))),
+        "as programs": lambda call: lambda p: top_value(call(f, p)),
+        "one-batch list": lambda call: lambda p: top_value(call(streamed, p)),
     }
     print()
-    print(
-        "| CNN tool | closure: first | closure: again | one-batch list: first | again | top values |"
-    )
-    print("|---|---:|---:|---:|---:|---|")
+    print("| CNN tool | " + " | ".join(f"{w}: first | again" for w in ways) + " | top value |")
+    print("|---|" + "---:|---:|" * len(ways) + "---|")
     for name, call in calls.items():
         row, values = [], []
-        for objective in (f, streamed):
+        for way in ways.values():
+            run = way(call)
             start = time.perf_counter()
-            jax.block_until_ready(call(objective))
+            jax.block_until_ready(run(params))
             first = time.perf_counter() - start
             start = time.perf_counter()
-            out = jax.block_until_ready(call(objective))
+            top, _ = jax.block_until_ready(run(params))
             row += [first, time.perf_counter() - start]
-            top = out.values if isinstance(out, gx.hessian.Eigenpairs) else out["conv"].top.values
-            values.append(round(float(top[0]), 5))
+            values.append(round(float(top), 5))
         cells = " | ".join(f"{t:.2f}" for t in row)
-        print(f"| {name} | {cells} | {values[0]} / {values[1]} |", flush=True)
+        print(f"| {name} | {cells} | {' / '.join(map(str, values))} |", flush=True)
+
+
+def top_value(out) -> tuple:
+    """The top eigenvalue found (of the conv block for block_spectra; the largest Ritz
+    value of the density's probes), and every array of the result (so that a jitted
+    call computes all of it)."""
+    if isinstance(out, gx.hessian.Eigenpairs):
+        top = out.values[0]
+    elif isinstance(out, dict):
+        top = out["conv"].top.values[0]
+    else:
+        top = jnp.max(out.nodes)
+    return top, [x for x in jax.tree.leaves(out) if isinstance(x, jax.Array)]
 
 
 if __name__ == "__main__":

@@ -41,12 +41,19 @@ one CPU the two would wait for each other forever, so there the tools raise.
 the pass outside a tool; see docs/results/hessian_scale_cpu.md and the guide's
 "Streaming on CPU: threads"). A stacked source needs no callback.
 
+The same callback serves a closure ``f(params)`` that convolves, on CPU: the
+tools whose products sit in a loop run its products as their own programs
+(:class:`ClosureProducts`, :func:`products_as_programs`), since XLA's CPU
+backend compiles a convolution's weight gradient inside a loop to a generic
+loop, about 10x slower.
+
 ``progress=True`` writes a one-line report of each streamed pass to stderr
 (pass, batch ``i/N``, examples, seconds), rewritten in place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -54,11 +61,13 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gradxform import checks, tree
+from gradxform.curvature import check_objective, linearized_hvp
 from gradxform.hessian import _vectors as V
 from gradxform.hessian._progress import ProgressLine
 from gradxform.hessian.kinds import _NAMED_LOSSES, CURVATURES, _Kind
@@ -256,13 +265,12 @@ class DatasetObjective:
             not finite.
         """
         self._error, self._nonfinite = None, None
-        previous, _STREAM.objective = _STREAM.objective, self
         try:
-            result = jax.block_until_ready(compute())
+            with _streaming(self):
+                result = jax.block_until_ready(compute())
             if self.stacked:
                 jax.effects_barrier()  # the scan's non-finite reports (debug callbacks) are in
         finally:
-            _STREAM.objective = previous
             if self.progress is not None:
                 self.progress.close()
         return self.check(result)
@@ -292,34 +300,17 @@ class DatasetObjective:
         return result
 
     def _host_matvec(self, leaves, vs, treedef, shapes):
-        """The host side of a streamed product: one pass for all the vectors in ``vs``.
+        """The host side of a streamed product: one pass for all the vectors in ``vs``
+        (see :func:`_host_products`); none for a NaN vector or after a failed pass."""
+        return _host_products(self, leaves, vs, treedef, shapes, self._pass_products)
 
-        ``leaves`` are the params' leaves and ``vs`` the vectors' (``(*lead, *shape)``
-        each, the leading axes those of ``vmap``, of size 1 on an unbatched leaf)."""
-        lead = np.broadcast_shapes(
-            *(np.shape(v)[: np.ndim(v) - len(s)] for v, s in zip(vs, shapes))
-        )
-        vs = [np.broadcast_to(v, (*lead, *s)) for v, s in zip(vs, shapes)]
-
-        def failed():
-            return [np.full(v.shape, np.nan, v.dtype) for v in vs]
-
-        if self._error is not None or not all(np.all(np.isfinite(v)) for v in vs):
+    def _pass_products(self, params, vectors):
+        if self._error is not None or not bool(V.finite(vectors)):
             # a pass already failed (the tool raises it when it returns), or a NaN product
             # came back as a vector: no batch is to blame, and no pass is made
-            return failed()
-        stacks = [jnp.asarray(np.reshape(v, (-1, *s))) for v, s in zip(vs, shapes)]
-        vectors = jax.tree.unflatten(treedef, stacks)
+            return None
         init = jax.tree.map(lambda x: jnp.zeros(x.shape, _work(x)), vectors)
-        try:  # vmap added leading axes of size 1 to the params
-            params = [jnp.asarray(np.reshape(leaf, s)) for leaf, s in zip(leaves, shapes)]
-            params = jax.tree.unflatten(treedef, params)
-            out = self._host_pass(_product_step, params, vectors, init)
-        except Exception as error:  # noqa: BLE001  (re-raised by the tool, outside the callback)
-            self._error = error
-            return failed()
-        out = jax.tree.leaves(out)
-        return [np.asarray(o).astype(v.dtype).reshape(v.shape) for o, v in zip(out, vs)]
+        return self._host_pass(_product_step, params, vectors, init)
 
     def _host_pass(self, step, params, vectors, init):
         """One pass: ``step`` per batch, weighted by ``N_b``, divided by ``sum N_b``."""
@@ -421,6 +412,30 @@ def _streamed_matvec(objective_of: Callable[[], Any], params: Any) -> Callable[[
     return matvec
 
 
+def _host_products(owner: Any, leaves, vs, treedef, shapes, products: Callable) -> list:
+    """The host side of a product called back from a compiled tool.
+
+    ``leaves`` are the params' leaves and ``vs`` the vectors' (``(*lead, *shape)``
+    each, the leading axes those of ``vmap``, of size 1 on an unbatched leaf);
+    ``products(params, vectors)`` gets them as pytrees, the vectors stacked on one
+    leading axis, and returns the stacked products, or None for NaN vectors. An
+    error gives NaN vectors too and is kept in ``owner._error``, for the tool to
+    raise when it returns (an exception cannot cross the callback).
+    """
+    lead = np.broadcast_shapes(*(np.shape(v)[: np.ndim(v) - len(s)] for v, s in zip(vs, shapes)))
+    vs = [np.broadcast_to(v, (*lead, *s)) for v, s in zip(vs, shapes)]
+    stacks = [jnp.asarray(np.reshape(v, (-1, *s))) for v, s in zip(vs, shapes)]
+    try:  # vmap added leading axes of size 1 to the params
+        params = [jnp.asarray(np.reshape(leaf, s)) for leaf, s in zip(leaves, shapes)]
+        out = products(jax.tree.unflatten(treedef, params), jax.tree.unflatten(treedef, stacks))
+    except Exception as error:  # noqa: BLE001  (re-raised by the tool, outside the callback)
+        owner._error, out = error, None
+    if out is None:
+        return [np.full(v.shape, np.nan, v.dtype) for v in vs]
+    out = jax.tree.leaves(out)
+    return [np.asarray(o).astype(v.dtype).reshape(v.shape) for o, v in zip(out, vs)]
+
+
 def _to_wire(x: jax.Array) -> jax.Array:
     """64-bit floats cross the callback as ``uint32`` pairs: the callback's thread may not
     have the caller's ``jax.enable_x64`` context, and JAX would round them to 32 bits."""
@@ -497,6 +512,121 @@ class _ActiveStream:
 
 
 _STREAM = _ActiveStream()
+
+
+@contextlib.contextmanager
+def _streaming(objective: Any) -> Iterator[None]:
+    """Makes ``objective`` the one whose ``_host_matvec`` the compiled tools call back."""
+    previous, _STREAM.objective = _STREAM.objective, objective
+    try:
+        yield
+    finally:
+        _STREAM.objective = previous
+
+
+# ----------------------------------------------------- a closure's products as programs
+class ClosureProducts:
+    """A closure's Hessian whose products run as their own compiled programs, called back
+    from a tool's loop as a streamed objective's passes are (:func:`products_as_programs`).
+
+    Attributes:
+        f: the objective ``f(params) -> scalar``.
+    """
+
+    stacked = False
+    cache_key = _STREAM  # one compiled tool serves every closure, as every streamed source
+
+    def __init__(self, f: Callable[[Any], jax.Array]) -> None:
+        self.f = f
+        self._error: BaseException | None = None
+
+    def _check_tool(self, params: Any) -> None:
+        check_objective(self.f, params)
+
+    def _tree_operator_at(self, params: Any) -> Callable[[Any], Any]:
+        return _streamed_matvec(lambda: self, params)
+
+    def _host_matvec(self, leaves, vs, treedef, shapes):
+        return _host_products(self, leaves, vs, treedef, shapes, self._products)
+
+    def _products(self, params: Any, vectors: Any) -> Any:
+        return None if self._error is not None else _closure_products(self.f, params, vectors)
+
+    def run(self, compute: Callable[[], Any]) -> Any:
+        """``compute()``, re-raising an error of its products."""
+        self._error = None
+        with _streaming(self):
+            result = jax.block_until_ready(compute())
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return result
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _closure_products(f, params, vectors):
+    """``[H v for v in vectors]``: one program, ``grad f`` linearised once for the stack."""
+    return jax.vmap(linearized_hvp(f, params))(vectors)
+
+
+def products_as_programs(f: Any, params: Any) -> bool:
+    """Whether a tool whose products sit in a loop should run a closure's products as
+    their own programs, called back from the loop.
+
+    XLA's CPU backend compiles a convolution's weight gradient inside a ``while``
+    loop to a generic loop, about 10x slower than the library convolution it
+    becomes in a program of its own (benchmarks/hessian_products_in_loops.py):
+    so yes for an ``f`` with a convolution whose params live on one CPU device,
+    outside any trace (a ``jit`` or ``vmap`` of the tool keeps its products in
+    the loop), with a CPU thread pool of at least 2 threads (the loop holds one
+    while the products run; see :func:`_check_nested_products`).
+
+    Args:
+        f: a hashable objective ``f(params) -> scalar``.
+        params: the point.
+
+    Returns:
+        True to route the products through :class:`ClosureProducts`.
+    """
+    leaves = jax.tree.leaves(params)
+    if not leaves or _cpu_threads() < 2:
+        return False
+    devices = set()
+    for leaf in leaves:
+        if isinstance(leaf, jax.core.Tracer):
+            return False
+        devices |= set(leaf.devices()) if isinstance(leaf, jax.Array) else {None}
+    platforms = {jax.default_backend() if d is None else d.platform for d in devices}
+    if platforms != {"cpu"} or len(devices - {None}) > 1:
+        return False
+    treedef = jax.tree.structure(params)
+    signature = tuple((np.shape(leaf), np.dtype(jnp.result_type(leaf))) for leaf in leaves)
+    return _has_convolution(f, treedef, signature)
+
+
+@functools.lru_cache(maxsize=256)
+def _has_convolution(f: Any, treedef: Any, signature: tuple) -> bool:
+    """Whether ``f`` traced at params of this structure and ``signature`` convolves."""
+    like = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in signature])
+    try:
+        jaxpr = jax.make_jaxpr(f)(like)
+    except Exception:  # noqa: BLE001  (the tool's own checks report a bad objective)
+        return False
+    return "conv_general_dilated" in _primitive_names(jaxpr.jaxpr)
+
+
+def _primitive_names(jaxpr: Any) -> set[str]:
+    """The primitives of a jaxpr and of the jaxprs in its equations' parameters."""
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    names |= _primitive_names(sub.jaxpr)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    names |= _primitive_names(sub)
+    return names
 
 
 def _describe(batch: Any) -> str:
