@@ -305,6 +305,7 @@ class DatasetObjective:
         return _host_products(self, leaves, vs, treedef, shapes, self._pass_products)
 
     def _pass_products(self, params, vectors):
+        """One pass's products of the stacked ``vectors``, or None (no pass made)."""
         if self._error is not None or not bool(V.finite(vectors)):
             # a pass already failed (the tool raises it when it returns), or a NaN product
             # came back as a vector: no batch is to blame, and no pass is made
