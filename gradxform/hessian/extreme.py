@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.lax.linalg import tridiagonal_solve
 
-from gradxform import checks
+from gradxform import _linalg, checks
 from gradxform.hessian import _vectors as V
 from gradxform.hessian.lanczos import (
     LanczosResult,
@@ -174,7 +174,7 @@ def _window_pairs(result: LanczosResult, spec: _Spec, s: int):
     diagonal, values = _selected_values(a, off, used, s, spec.k, ends)
     x = _inverse_iteration((diagonal[:, None] - values[:, :, None]).reshape(-1, s), off, used)
     # orthonormal: a cluster gets distinct vectors
-    blocks = jnp.linalg.qr(x.reshape(len(ends), spec.k, s).transpose(0, 2, 1))[0]
+    blocks = _linalg.batched(_linalg.qr_basis, x.reshape(len(ends), spec.k, s).transpose(0, 2, 1))
     X = blocks.transpose(1, 0, 2).reshape(s, -1)  # (s, K)
     TX = a[:, None] * X + jnp.pad(off[:, None] * X[1:], ((0, 1), (0, 0)))
     TX = TX + jnp.pad(off[:, None] * X[:-1], ((1, 0), (0, 0)))

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform import checks
+from gradxform import _linalg, checks
 from gradxform.hessian import _vectors as V
 
 __all__ = ["LanczosResult", "lanczos", "ritz_pairs"]
@@ -77,7 +77,7 @@ def ritz_pairs(result: LanczosResult) -> tuple[jax.Array, jax.Array, jax.Array, 
         ([1.0, 2.0, 3.0], True)
     """
     T, used = _tridiagonal(result.alpha, result.beta, result.size)
-    theta, S = jnp.linalg.eigh(T)
+    theta, S = _linalg.eigh(T)
     real = jnp.sum(jnp.where(used[:, None], S, 0) ** 2, axis=0) > 0.5
     last = jnp.take(S, jnp.maximum(result.size - 1, 0), axis=0)
     beta_last = jnp.take(result.beta, jnp.maximum(result.size - 1, 0))

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from gradxform import checks
+from gradxform import _linalg, checks
 from gradxform._xla_options import SolverJit
 from gradxform.curvature import check_objective, dense_hessian, linearized_hvp
 from gradxform.hessian import _vectors as V
@@ -213,7 +213,7 @@ def eigh(f: Callable[[Any], jax.Array], params: Any) -> tuple[jax.Array, jax.Arr
         >>> values
         Array([-6.,  2.], dtype=float32)
     """
-    return jnp.linalg.eigh(hessian_matrix(f, params))
+    return _linalg.eigh(hessian_matrix(f, params))
 
 
 class FlatOperator(NamedTuple):

@@ -25,6 +25,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradxform import _linalg
+
 __all__ = ["Box", "Compact", "cauchy_point", "empty", "push", "subspace_step"]
 
 
@@ -104,7 +106,7 @@ def _padded_solve(blocks, valid, rhs) -> tuple[jax.Array, jax.Array]:
         ]
     )
     both = jnp.concatenate([valid, valid])
-    x = jnp.where(both.reshape(-1, *([1] * (rhs.ndim - 1))), jnp.linalg.solve(k, rhs), 0)
+    x = jnp.where(both.reshape(-1, *([1] * (rhs.ndim - 1))), _linalg.solve(k, rhs), 0)
     return x, jnp.all(jnp.isfinite(x))
 
 

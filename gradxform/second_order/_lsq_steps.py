@@ -30,6 +30,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradxform import _linalg
 from gradxform.second_order import directions
 
 
@@ -99,7 +100,7 @@ def dense_model(jac: jax.Array, r: jax.Array, diag: jax.Array, rcond) -> DenseMo
 
     Singular values at or below ``rcond * s_max`` count as zero.
     """
-    u, s, vt = jnp.linalg.svd(jac / diag, full_matrices=False)
+    u, s, vt = _linalg.svd(jac / diag)
     kept = s > s[0] * rcond
     full_rank = jnp.all(kept) & (s.size == jac.shape[1])
     return DenseModel(jac, s, vt, u, u.T @ r, kept, full_rank)

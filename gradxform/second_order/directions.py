@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradxform import _linalg
 from gradxform.second_order import _tree
 
 __all__ = [
@@ -224,7 +225,7 @@ def _positive_definite(chol: jax.Array, hessian: jax.Array) -> jax.Array:
 
 def _modified_newton(hessian: jax.Array, g: jax.Array, x: jax.Array | None) -> NewtonDirection:
     """The absolute-value modification of ``H`` and, at negative curvature, the escape."""
-    lam, V = jnp.linalg.eigh(hessian)
+    lam, V = _linalg.eigh(hessian)
     root_eps = jnp.sqrt(jnp.finfo(g.dtype).eps)
     size = jnp.max(jnp.abs(lam))
     delta = root_eps * jnp.where(size > 0, size, 1)
@@ -277,7 +278,7 @@ def newton_direction(
     Returns:
         A :class:`NewtonDirection`.
     """
-    chol = jax.lax.linalg.cholesky(hessian, symmetrize_input=False)
+    chol = _linalg.cholesky(hessian)
     positive = _positive_definite(chol, hessian)
     # solved on both paths (NaN where the factorisation failed), so the factor never
     # crosses into the conditional, which would copy it into another layout

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from gradxform import checks, curvature
+from gradxform import _linalg, checks, curvature
 from gradxform.second_order import _tree
 
 __all__ = ["METHODS", "differentiable", "half_squared_norm"]
@@ -259,7 +259,7 @@ def _dense_solve(matvec, b):
     """The minimum-norm solution of ``H v = b`` from the eigendecomposition of the dense ``H``
     (eigenvalues below ``n eps |lambda|max`` dropped)."""
     matrix = jax.vmap(matvec)(jnp.eye(b.size, dtype=b.dtype))
-    lam, q = jnp.linalg.eigh(0.5 * (matrix + matrix.T))
+    lam, q = _linalg.eigh(0.5 * (matrix + matrix.T))
     cutoff = b.size * jnp.finfo(b.dtype).eps * jnp.max(jnp.abs(lam))
     inverse = jnp.where(jnp.abs(lam) > cutoff, 1 / jnp.where(lam == 0, 1, lam), 0)
     return q @ (inverse * (q.T @ b))

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradxform import checks, curvature
+from gradxform import _linalg, checks, curvature
 from gradxform.second_order import _tree
 from gradxform.second_order import trust_subproblem as sub
 from gradxform.second_order._packed import packed_while_loop
@@ -144,7 +144,7 @@ def exact_method(subproblem: str = "more-sorensen") -> TrustMethod:
         norm_inf = jnp.max(jnp.sum(jnp.abs(h), axis=1))  # >= |lam|max
         shift = jnp.sqrt(eps) * jnp.maximum(1.0, norm_inf)
         sym = (h + h.T) / 2 + shift * jnp.eye(h.shape[0], dtype=h.dtype)
-        near_psd = jnp.all(jnp.isfinite(jnp.linalg.cholesky(sym)))  # lam_1 > -shift
+        near_psd = jnp.all(jnp.isfinite(_linalg.cholesky(sym)))  # lam_1 > -shift
         return Curvature(h, near_psd, jnp.all(jnp.isfinite(h)), one)
 
     def solve_chol(model, memory, objective, x, g, radius):

@@ -35,6 +35,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradxform import _linalg
+
 __all__ = [
     "HessianEigh",
     "MsMemory",
@@ -91,7 +93,7 @@ def hessian_eigh(hessian: jax.Array) -> HessianEigh:
         A :class:`HessianEigh`.
     """
     h = (hessian + hessian.T) / 2
-    lam, q = jnp.linalg.eigh(h)
+    lam, q = _linalg.eigh(h)
     return HessianEigh(h, lam, q)
 
 
@@ -360,7 +362,7 @@ def _upper_cholesky(a: jax.Array) -> jax.Array:
     """``U`` upper triangular with ``U^T U = a`` (read from ``a``'s upper triangle, as
     LAPACK's ``potrf(uplo='U')``); all NaN where ``a`` is not positive definite."""
     sym = jnp.triu(a) + jnp.triu(a, 1).T
-    return jnp.linalg.cholesky(sym, symmetrize_input=False).T
+    return _linalg.cholesky(sym).T
 
 
 def smallest_singular_estimate(u: jax.Array) -> tuple[jax.Array, jax.Array]:

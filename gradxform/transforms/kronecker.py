@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
-from gradxform import checks
+from gradxform import _linalg, checks
 from gradxform.base import EmptyState, GradientTransformationExtraArgs
 from gradxform.hyperparams import Hyperparam, Hyperparams, HyperparamState, ScalarOrSchedule
 from gradxform.transforms.orthogonal import _matrix_shape
@@ -127,37 +127,9 @@ def _leafwise(
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _one_matrix_at_a_time_on_cpu(decompose: Callable[[jax.Array], Any]) -> Callable:
-    """``decompose`` (of one ``(d, d)`` matrix) on ``(..., d, d)``: on CPU a loop over the
-    matrices, also under ``vmap``; elsewhere one batched call.
-
-    XLA's CPU runtime can deadlock when batched LAPACK calls (``eigh``, QR: each
-    spreads its batch over XLA's CPU thread pool and waits) run in conditionals
-    that execute at the same time, as the leaves' refresh branches do. Measured
-    on 2 cores: SOAP ``vmap``-ed over 15 models hung at its first refresh, and so
-    do four QRs of 15 matrices in four ``lax.cond`` (tests/test_kronecker.py). A
-    loop of one-matrix calls (``custom_batching.sequential_vmap``) does not, and
-    gives the same matrices.
-    """
-    sequential = jax.custom_batching.sequential_vmap(decompose)
-
-    def apply(m: jax.Array) -> Any:
-        flat = m.reshape(-1, *m.shape[-2:])
-        out = jax.lax.platform_dependent(
-            flat, cpu=jax.vmap(sequential), default=jax.vmap(decompose)
-        )
-        return jax.tree.map(lambda o: o.reshape(*m.shape[:-2], *o.shape[1:]), out)
-
-    return apply
-
-
-_eigh = _one_matrix_at_a_time_on_cpu(lambda m: jnp.linalg.eigh(m, symmetrize_input=True))
-_qr_basis = _one_matrix_at_a_time_on_cpu(lambda m: jnp.linalg.qr(m)[0])
-
-
 def _eigh_descending(m: jax.Array, dtype: Any) -> tuple[jax.Array, jax.Array]:
     """Eigenvalues (descending) and eigenvectors of symmetric ``m``, computed in ``dtype``."""
-    w, v = _eigh(m.astype(dtype))
+    w, v = _linalg.batched(_linalg.eigh, m.astype(dtype))
     return w[..., ::-1].astype(m.dtype), v[..., ::-1].astype(m.dtype)
 
 
@@ -188,7 +160,7 @@ def _power_qr_step(m: jax.Array, q: jax.Array, dtype: Any) -> tuple[jax.Array, j
     estimate = jnp.sum(q * mq, axis=-2)
     order = jnp.argsort(-estimate, axis=-1, stable=True)
     power = jnp.take_along_axis(mq, order[..., None, :], axis=-1)
-    basis = _qr_basis(power.astype(dtype))
+    basis = _linalg.batched(_linalg.qr_basis, power.astype(dtype))
     return basis.astype(m.dtype), order
 
 
