@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["cholesky", "eigh", "one_matrix_at_a_time_on_cpu", "qr_basis", "solve", "svd"]
+__all__ = ["batched", "cholesky", "eigh", "one_matrix_at_a_time_on_cpu", "qr_basis", "solve", "svd"]
 
 
 def one_matrix_at_a_time_on_cpu(decompose: Callable[..., Any]) -> Callable[..., Any]:
