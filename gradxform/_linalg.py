@@ -14,7 +14,9 @@ The functions here are the decompositions of one matrix. Called on one matrix
 they are the ``jnp.linalg`` call itself; under ``vmap`` on CPU they become a loop
 of one-matrix calls (``jax.custom_batching.sequential_vmap``), which gives the
 same matrices and does not hang; on GPU and TPU a ``vmap`` stays one batched
-call (``jax.lax.platform_dependent``).
+call (``jax.lax.platform_dependent``). Derivatives, forward and reverse, are the
+``jnp`` call's own (a ``custom_jvp`` whose tangents come from the plain call: in
+a differentiated ``vmap`` on CPU that part is still one batched call).
 """
 
 from __future__ import annotations
@@ -35,13 +37,21 @@ def one_matrix_at_a_time_on_cpu(decompose: Callable[..., Any]) -> Callable[..., 
         decompose: a function of one matrix (and other unbatched arrays).
 
     Returns:
-        The same function; a ``vmap`` of it is a loop of calls on CPU and one
-        batched call elsewhere.
+        The same function, differentiable in both modes by ``decompose``'s own
+        rules; a ``vmap`` of it is a loop of calls on CPU and one batched call
+        elsewhere.
     """
     sequential = jax.custom_batching.sequential_vmap(decompose)
 
+    @jax.custom_jvp
     def call(*args: Any) -> Any:
         return jax.lax.platform_dependent(*args, cpu=sequential, default=decompose)
+
+    @call.defjvp
+    def call_jvp(primals: tuple, tangents: tuple) -> tuple[Any, Any]:
+        # the tangents by ``decompose``'s own rule: a loop of custom_vmap calls has no
+        # transpose, so reverse mode (``jax.grad`` of an eigenvalue) needs this
+        return call(*primals), jax.jvp(decompose, primals, tangents)[1]
 
     return call
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import gradxform as gx
 from gradxform import _linalg
 
 BATCH, N = 5, 6
@@ -60,6 +61,38 @@ def test_decompositions_reconstruct_their_matrices():
         np.testing.assert_allclose(
             np.swapaxes(q, -1, -2) @ q, np.broadcast_to(np.eye(N), m.shape), atol=1e-13
         )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_derivatives_in_both_modes_are_the_one_matrix_calls(name):
+    ours, reference = CASES[name]
+    m = _symmetric(3)
+
+    def loss(decompose):
+        return lambda a: sum(jnp.sum(jnp.abs(x) ** 1.5) for x in jax.tree.leaves(decompose(a)))
+
+    # a custom_vmap alone has no transpose: reverse mode must still work, under vmap too
+    got = jax.jit(jax.vmap(jax.grad(loss(ours))))(m)
+    want = jnp.stack([jax.jit(jax.grad(loss(reference)))(m[i]) for i in range(BATCH)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    tangent = jnp.ones_like(m[0])
+    np.testing.assert_allclose(
+        jax.jvp(loss(ours), (m[0],), (tangent,))[1],
+        jax.jvp(loss(reference), (m[0],), (tangent,))[1],
+        rtol=1e-5,
+    )
+
+
+def test_the_top_hessian_eigenvalue_is_differentiable():
+    def f(p):
+        return jnp.sum(p**4) + p[0] * p[1]
+
+    def top(p):
+        return jnp.linalg.eigh(jax.hessian(f)(p))[0][-1]  # the reference, plain jnp
+
+    p = jnp.array([1.0, 2.0])
+    got = jax.grad(lambda q: gx.hessian.eigh(f, q)[0][-1])(p)
+    np.testing.assert_allclose(got, jax.grad(top)(p), rtol=1e-6)
 
 
 def test_on_cpu_the_lapack_call_gets_one_matrix_in_a_loop():
