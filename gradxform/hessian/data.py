@@ -592,13 +592,10 @@ def products_as_programs(f: Any, params: Any) -> bool:
     leaves = jax.tree.leaves(params)
     if not leaves or _cpu_threads() < 2:
         return False
-    devices = set()
-    for leaf in leaves:
-        if isinstance(leaf, jax.core.Tracer):
-            return False
-        devices |= set(leaf.devices()) if isinstance(leaf, jax.Array) else {None}
-    platforms = {jax.default_backend() if d is None else d.platform for d in devices}
-    if platforms != {"cpu"} or len(devices - {None}) > 1:
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return False
+    devices = {d for leaf in leaves if isinstance(leaf, jax.Array) for d in leaf.devices()}
+    if {_platform(leaf) for leaf in leaves} != {"cpu"} or len(devices) > 1:
         return False
     treedef = jax.tree.structure(params)
     signature = tuple((np.shape(leaf), np.dtype(jnp.result_type(leaf))) for leaf in leaves)
