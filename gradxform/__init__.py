@@ -45,6 +45,7 @@ from gradxform.base import (
     identity,
     with_extra_args,
 )
+from gradxform.convolutions import canonical_convolutions
 from gradxform.grouped import GroupedLeaves, GroupedState, group_state, grouped, ungroup_state
 from gradxform.hyperparams import (
     Hyperparam,
@@ -407,6 +408,7 @@ __all__ = [
     "get_hyperparams",
     "group_state",
     "grouped",
+    "canonical_convolutions",
     "checkpoint",
     "curvature",
     "hessian",

@@ -1,12 +1,14 @@
-"""A convolutional closure's products as their own programs, called back from a tool's loop.
+"""The Hessian tools and ``gx.minimize`` on a convolutional closure: library-layout
+convolutions inside their loops (``gx.canonical_convolutions``, applied on CPU).
 
-On CPU the tools whose products sit in a Lanczos loop (eigenpairs, spectral
-density, block spectra) run a closure's products through
-``gradxform.hessian.data.ClosureProducts`` when the closure convolves (see
-``products_as_programs``). The references: NumPy's ``eigvalsh`` of the dense
-Hessian (``jax.hessian``), and the same tool with its products kept in the loop
-(the routing switched off), which must agree with it to rounding.
+XLA's CPU backend leaves a convolution inside a loop in its own layout (a generic,
+~10x slower kernel for a kernel's gradient); the tools and solvers put every
+convolution of their program in the library layout. The references: NumPy's
+``eigvalsh`` of the dense Hessian (``jax.hessian``), and the same tool or solver
+with the rewrite switched off, which must agree with it to rounding.
 """
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -15,13 +17,15 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import gradxform as gx
-from gradxform.hessian import data
+from gradxform.hessian import operators
+from gradxform.second_order import minimize as minimize_module
 
 H = gx.hessian
 
 pytestmark = pytest.mark.usefixtures("x64")
 
 EIGENPAIRS = dict(k=1, which="both", tol=1e-9, max_matvecs=80)
+LIBRARY = "b01f_01io->b01f"
 
 
 def _images_and_labels():
@@ -41,11 +45,6 @@ def cnn_loss(p):
     return H.softmax_cross_entropy(logits, jnp.asarray(LABELS))
 
 
-def mlp_loss(p):
-    logits = jnp.tanh(jnp.asarray(IMAGES).reshape(12, -1) @ p["dense"][:25, :3]) + p["bias"]
-    return H.softmax_cross_entropy(logits, jnp.asarray(LABELS))
-
-
 @pytest.fixture(scope="module")
 def problem():
     with jax.enable_x64(True):
@@ -59,18 +58,29 @@ def problem():
         yield params, dense
 
 
-def compiled_products() -> int:
-    return data._closure_products._cache_size()
+def layouts(fn, *args):
+    """The layouts of the convolutions in ``jit(fn)``'s compiled program."""
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    return set(re.findall(r"dim_labels=([^,\s}]+)", text))
 
 
-def test_eigenpairs_of_a_convolutional_closure_run_products_as_programs(problem, monkeypatch):
+@pytest.fixture
+def without_rewrite(monkeypatch):
+    """Switches the rewrite off in the tools and the solver (their programs recompiled),
+    and the programs compiled without it are dropped afterwards."""
+
+    def switch_off():
+        for module in (operators, minimize_module):
+            monkeypatch.setattr(module, "canonical_convolutions", lambda fn: fn)
+        jax.clear_caches()
+
+    yield switch_off
+    jax.clear_caches()
+
+
+def test_eigenpairs_of_a_convolutional_closure(problem, without_rewrite):
     params, dense = problem
-    assert data.products_as_programs(cnn_loss, params)
-    before = compiled_products()
     pairs = H.hessian_eigenpairs(cnn_loss, params, **EIGENPAIRS)
-    assert compiled_products() == before + 1  # the per-product program, compiled once
-    again = H.hessian_eigenpairs(cnn_loss, jax.tree.map(lambda x: 1.1 * x, params), **EIGENPAIRS)
-    assert compiled_products() == before + 1 and bool(again.finite)  # a new point: no compile
     exact = np.linalg.eigvalsh(dense)
     assert bool(pairs.converged.all()) and bool(pairs.finite)
     np.testing.assert_allclose(pairs.values, [exact[0], exact[-1]], rtol=1e-9)
@@ -80,28 +90,26 @@ def test_eigenpairs_of_a_convolutional_closure_run_products_as_programs(problem,
         residual = np.linalg.norm(dense @ y - float(value) * y)
         assert residual <= 1e-9 * max(1.0, abs(float(value)))
 
-    monkeypatch.setattr(data, "products_as_programs", lambda f, params: False)
+    def tool(p):
+        return H.hessian_eigenpairs(cnn_loss, p, **EIGENPAIRS).values
+
+    assert layouts(tool, params) == {LIBRARY}  # every product in the loop, library layout
+    without_rewrite()
+    assert layouts(tool, params) - {LIBRARY}  # XLA leaves the loop's kernel gradient as is
     in_loop = H.hessian_eigenpairs(cnn_loss, params, **EIGENPAIRS)
     np.testing.assert_allclose(pairs.values, in_loop.values, rtol=1e-11)
 
 
-def test_density_agrees_with_products_in_the_loop_and_block_tops_with_dense(problem, monkeypatch):
+def test_density_agrees_without_the_rewrite_and_block_tops_with_dense(problem, without_rewrite):
     params, dense = problem
     options = dict(num_probes=2, steps=12)
     blocks = {"conv": "conv", "dense": "dense", "bias": "dense"}
     block_options = dict(k=1, max_matvecs=40, trace_matvecs=6, density_probes=1, density_steps=6)
-    before = compiled_products()
     density = H.spectral_density(cnn_loss, params, **options)
     spectra = H.block_spectra(cnn_loss, params, blocks, **block_options)
-    assert compiled_products() > before
-    monkeypatch.setattr(data, "products_as_programs", lambda f, params: False)
-    density_in_loop = H.spectral_density(cnn_loss, params, **options)
-    # the same probes, the same Lanczos recurrences: equal to rounding
-    np.testing.assert_allclose(density.nodes, density_in_loop.nodes, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(density.density, density_in_loop.density, rtol=1e-7, atol=1e-10)
-    assert bool(density.finite)
     # SLQ's quadrature is exact on the trace of H^0 and H^1 per probe: nodes in the spectrum
     exact = np.linalg.eigvalsh(dense)
+    assert bool(density.finite)
     assert exact[0] - 1e-9 <= float(np.min(density.nodes)) <= float(np.max(density.nodes))
     assert float(np.max(density.nodes)) <= exact[-1] + 1e-9
     flat, unravel = ravel_pytree(params)
@@ -111,38 +119,28 @@ def test_density_agrees_with_products_in_the_loop_and_block_tops_with_dense(prob
         top = np.linalg.eigvalsh(dense[np.ix_(index, index)])[-1]
         np.testing.assert_allclose(spectra[name].top.values[0], top, rtol=1e-8)
         assert bool(spectra[name].top.converged.all())
+    without_rewrite()
+    density_in_loop = H.spectral_density(cnn_loss, params, **options)
+    # the same probes, the same Lanczos recurrences: equal to rounding
+    np.testing.assert_allclose(density.nodes, density_in_loop.nodes, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(density.density, density_in_loop.density, rtol=1e-7, atol=1e-10)
 
 
-def test_which_closures_and_tools_keep_their_products_in_the_loop(problem, monkeypatch):
-    params, _ = problem
-    assert not data.products_as_programs(mlp_loss, params)  # no convolution
-    seen = []
-
-    @jax.jit
-    def traced(p):
-        seen.append(data.products_as_programs(cnn_loss, p))
-        return H.hessian_eigenpairs(cnn_loss, p, **EIGENPAIRS).values
-
-    before = compiled_products()
-    untraced = H.hessian_eigenpairs(cnn_loss, params, **EIGENPAIRS).values
-    np.testing.assert_allclose(traced(params), untraced, rtol=1e-9)
-    assert seen == [False]  # inside a trace: products in the loop
-    H.trace(cnn_loss, params, num_matvecs=6)  # Hutch++: one batch of products, no loop
-    H.diagonal(cnn_loss, params, num_matvecs=4)
-    assert compiled_products() <= before + 1  # the untraced eigenpairs' program only
-    monkeypatch.setattr(data, "_cpu_threads", lambda: 1)  # the loop would hold the only thread
-    assert not data.products_as_programs(cnn_loss, params)
-
-
-def test_an_error_in_a_product_program_is_raised_by_the_tool(problem, monkeypatch):
+@pytest.mark.parametrize("method", ["newton-cg", "bfgs"])
+def test_minimize_runs_its_loop_in_the_library_layout(problem, without_rewrite, method):
+    """The solver's gradients (and Newton-CG's products) sit in its loop."""
     params, _ = problem
 
-    def failing(f, params, vectors):
-        raise FloatingPointError("the product program failed")
+    def solve(p):
+        return gx.minimize(cnn_loss, p, method=method, maxiter=4).params
 
-    monkeypatch.setattr(data, "_closure_products", failing)
-    with pytest.raises(FloatingPointError, match="the product program failed"):
-        H.hessian_eigenpairs(cnn_loss, params, **EIGENPAIRS)
+    assert layouts(solve, params) == {LIBRARY}
+    ours = jax.jit(solve)(params)
+    without_rewrite()
+    assert layouts(solve, params) - {LIBRARY}
+    theirs = jax.jit(solve)(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12), ours, theirs)
+    assert float(cnn_loss(ours)) < float(cnn_loss(params))
 
 
 def test_a_nan_product_is_reported_not_converged(problem):

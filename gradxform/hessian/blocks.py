@@ -35,7 +35,7 @@ from gradxform.hessian.estimators import (
     _trace,
 )
 from gradxform.hessian.extreme import Eigenpairs, _eigenpairs, _spec
-from gradxform.hessian.operators import on_hessian, products_in_a_loop
+from gradxform.hessian.operators import on_hessian
 from gradxform.transforms.partition import _glob_match, _path_string
 
 __all__ = ["BlockSpectrum", "block_spectra"]
@@ -96,7 +96,6 @@ def _masked(op: V.TreeOperator, mask: Any) -> V.TreeOperator:
     return op._replace(matvec=matvec)
 
 
-@products_in_a_loop
 def _blocks(op: V.TreeOperator, key, *, groups, k, max_matvecs, trace_matvecs, probes, steps):
     """Every block's top pairs, trace and density, all blocks in lockstep (``vmap`` over
     their masks, so each step's products are one batched product)."""

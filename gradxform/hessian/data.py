@@ -41,12 +41,6 @@ one CPU the two would wait for each other forever, so there the tools raise.
 the pass outside a tool; see docs/results/hessian_scale_cpu.md and the guide's
 "Streaming on CPU: threads"). A stacked source needs no callback.
 
-The same callback serves a closure ``f(params)`` that convolves, on CPU: the
-tools whose products sit in a loop run its products as their own programs
-(:class:`ClosureProducts`, :func:`products_as_programs`), since XLA's CPU
-backend compiles a convolution's weight gradient inside a loop to a generic
-loop, about 10x slower.
-
 ``progress=True`` writes a one-line report of each streamed pass to stderr
 (pass, batch ``i/N``, examples, seconds), rewritten in place.
 """
@@ -61,13 +55,11 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gradxform import checks, tree
-from gradxform.curvature import check_objective, linearized_hvp
 from gradxform.hessian import _vectors as V
 from gradxform.hessian._progress import ProgressLine
 from gradxform.hessian.kinds import _NAMED_LOSSES, CURVATURES, _Kind
@@ -523,108 +515,6 @@ def _streaming(objective: Any) -> Iterator[None]:
         yield
     finally:
         _STREAM.objective = previous
-
-
-# ----------------------------------------------------- a closure's products as programs
-class ClosureProducts:
-    """A closure's Hessian whose products run as their own compiled programs, called back
-    from a tool's loop as a streamed objective's passes are (:func:`products_as_programs`).
-
-    Attributes:
-        f: the objective ``f(params) -> scalar``.
-    """
-
-    stacked = False
-    cache_key = _STREAM  # one compiled tool serves every closure, as every streamed source
-
-    def __init__(self, f: Callable[[Any], jax.Array]) -> None:
-        self.f = f
-        self._error: BaseException | None = None
-
-    def _check_tool(self, params: Any) -> None:
-        check_objective(self.f, params)
-
-    def _tree_operator_at(self, params: Any) -> Callable[[Any], Any]:
-        return _streamed_matvec(lambda: self, params)
-
-    def _host_matvec(self, leaves, vs, treedef, shapes):
-        return _host_products(self, leaves, vs, treedef, shapes, self._products)
-
-    def _products(self, params: Any, vectors: Any) -> Any:
-        return None if self._error is not None else _closure_products(self.f, params, vectors)
-
-    def run(self, compute: Callable[[], Any]) -> Any:
-        """``compute()``, re-raising an error of its products."""
-        self._error = None
-        with _streaming(self):
-            result = jax.block_until_ready(compute())
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
-        return result
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _closure_products(f, params, vectors):
-    """``[H v for v in vectors]``: one program, ``grad f`` linearised once for the stack."""
-    return jax.vmap(linearized_hvp(f, params))(vectors)
-
-
-def products_as_programs(f: Any, params: Any) -> bool:
-    """Whether a tool whose products sit in a loop should run a closure's products as
-    their own programs, called back from the loop.
-
-    XLA's CPU backend compiles a convolution's weight gradient inside a ``while``
-    loop to a generic loop, about 10x slower than the library convolution it
-    becomes in a program of its own (benchmarks/hessian_products_in_loops.py):
-    so yes for an ``f`` with a convolution whose params live on one CPU device,
-    outside any trace (a ``jit`` or ``vmap`` of the tool keeps its products in
-    the loop), with a CPU thread pool of at least 2 threads (the loop holds one
-    while the products run; see :func:`_check_nested_products`).
-
-    Args:
-        f: a hashable objective ``f(params) -> scalar``.
-        params: the point.
-
-    Returns:
-        True to route the products through :class:`ClosureProducts`.
-    """
-    leaves = jax.tree.leaves(params)
-    if not leaves or _cpu_threads() < 2:
-        return False
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
-        return False
-    devices = {d for leaf in leaves if isinstance(leaf, jax.Array) for d in leaf.devices()}
-    if {_platform(leaf) for leaf in leaves} != {"cpu"} or len(devices) > 1:
-        return False
-    treedef = jax.tree.structure(params)
-    signature = tuple((np.shape(leaf), np.dtype(jnp.result_type(leaf))) for leaf in leaves)
-    return _has_convolution(f, treedef, signature)
-
-
-@functools.lru_cache(maxsize=256)
-def _has_convolution(f: Any, treedef: Any, signature: tuple) -> bool:
-    """Whether ``f`` traced at params of this structure and ``signature`` convolves."""
-    like = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in signature])
-    try:
-        jaxpr = jax.make_jaxpr(f)(like)
-    except Exception:  # noqa: BLE001  (the tool's own checks report a bad objective)
-        return False
-    return "conv_general_dilated" in _primitive_names(jaxpr.jaxpr)
-
-
-def _primitive_names(jaxpr: Any) -> set[str]:
-    """The primitives of a jaxpr and of the jaxprs in its equations' parameters."""
-    names = set()
-    for eqn in jaxpr.eqns:
-        names.add(eqn.primitive.name)
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                if isinstance(sub, jax.extend.core.ClosedJaxpr):
-                    names |= _primitive_names(sub.jaxpr)
-                elif isinstance(sub, jax.extend.core.Jaxpr):
-                    names |= _primitive_names(sub)
-    return names
 
 
 def _describe(batch: Any) -> str:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from gradxform import checks
 from gradxform.hessian import _vectors as V
 from gradxform.hessian.lanczos import ritz_pairs, run
-from gradxform.hessian.operators import on_hessian, products_in_a_loop
+from gradxform.hessian.operators import on_hessian
 
 __all__ = [
     "DiagonalEstimate",
@@ -296,7 +296,6 @@ def spectral_density(
     return on_hessian(_spectral_density, f, params, key, kernel_width=kernel_width, **options)
 
 
-@products_in_a_loop
 def _spectral_density(op, key, *, num_probes, steps, grid_size, kernel_width, mask=None):
     """SLQ on ``op``; with ``mask`` (0/1 per leaf, ``op`` zero off it) on the masked block."""
     steps = min(steps, op.size)

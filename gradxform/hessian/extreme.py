@@ -46,7 +46,6 @@ from gradxform.hessian.operators import (
     FlatOperator,
     as_tree_operator,
     on_hessian,
-    products_in_a_loop,
     products_one_at_a_time,
 )
 
@@ -541,7 +540,6 @@ def hessian_eigenpairs(
     return on_hessian(_eigenpairs_of_operator, f, params, key, k=k, which=which, **options)
 
 
-@products_in_a_loop
 @products_one_at_a_time
 def _eigenpairs_of_operator(operator, key, **options):
     return eigenpairs(operator, key=key, **options)

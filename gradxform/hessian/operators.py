@@ -19,6 +19,7 @@ from jax.flatten_util import ravel_pytree
 
 from gradxform import _linalg, checks
 from gradxform._xla_options import SolverJit
+from gradxform.convolutions import canonical_convolutions
 from gradxform.curvature import check_objective, dense_hessian, linearized_hvp
 from gradxform.hessian import _vectors as V
 
@@ -84,10 +85,9 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **opt
     shapes and shardings, options) and reused at every new point: a notebook or
     a training loop that asks again at new params does not recompile. A
     :class:`FlatOperator` is compiled once per operator (its fields hash by
-    identity: the same ``matvec`` object reuses the program). On CPU a tool
-    whose products sit in a loop (:func:`products_in_a_loop`) runs a
-    convolutional closure's products as their own programs, called back from
-    the loop (:func:`~gradxform.hessian.data.products_as_programs`).
+    identity: the same ``matvec`` object reuses the program). On CPU every
+    convolution of the program is put in XLA's library layout, inside the tools'
+    loops too (:func:`~gradxform.convolutions.canonical_convolutions`).
 
     Args:
         impl: a module-level function ``impl(operator, key, **options)``.
@@ -108,24 +108,22 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **opt
         compiled = _entry(impl, streamed=False)
         return compiled(impl, f, None, key, tuple(sorted(options.items())), None)
     shardings = V.shardings_of(params)
-    if impl in _PRODUCTS_IN_A_LOOP and _hashable(f) and not hasattr(f, "_tree_operator_at"):
-        from gradxform.hessian import data  # (data imports this module)
-
-        if data.products_as_programs(f, params):  # a convolution on CPU: see there
-            f = data.ClosureProducts(f)
     if hasattr(f, "_tree_operator_at"):  # a DatasetObjective: its passes' errors raised here
         f._check_tool(params)
         options_ = tuple(sorted(options.items()))
         compiled = _entry(impl, streamed=not f.stacked)
         return f.run(lambda: compiled(impl, f.cache_key, params, key, options_, shardings))
     if not _hashable(f):  # no compile cache for an unhashable callable
-        return impl(operator_at(f, params, shardings), key, **options)
+        return _on_hessian(impl, f, params, key, tuple(sorted(options.items())), shardings)
     compiled = _entry(impl, streamed=False)
     return compiled(impl, f, params, key, tuple(sorted(options.items())), shardings)
 
 
 def _on_hessian(impl, f, params, key, options, shardings):
-    return impl(operator_at(f, params, shardings), key, **dict(options))
+    def run(params, key):
+        return impl(operator_at(f, params, shardings), key, **dict(options))
+
+    return canonical_convolutions(run)(params, key)
 
 
 # The tools' programs: with XLA's default options, and with the solver options (XLA's
@@ -137,21 +135,12 @@ def _on_hessian(impl, f, params, key, options, shardings):
 _on_hessian_compiled = jax.jit(_on_hessian, static_argnums=(0, 1, 4, 5))
 _on_hessian_solver_compiled = SolverJit(_on_hessian, static_argnums=(0, 1, 4, 5))
 _ONE_PRODUCT_AT_A_TIME: set[Callable] = set()
-_PRODUCTS_IN_A_LOOP: set[Callable] = set()
 
 
 def products_one_at_a_time(impl: Callable) -> Callable:
     """Marks a tool ``impl`` that applies the operator to one vector at a time (so its
     program is compiled with the solver options); returns ``impl``."""
     _ONE_PRODUCT_AT_A_TIME.add(impl)
-    return impl
-
-
-def products_in_a_loop(impl: Callable) -> Callable:
-    """Marks a tool ``impl`` whose products sit in a ``while`` loop (a Lanczos driver), so
-    that a convolutional closure's products run as their own programs on CPU
-    (:func:`~gradxform.hessian.data.products_as_programs`); returns ``impl``."""
-    _PRODUCTS_IN_A_LOOP.add(impl)
     return impl
 
 

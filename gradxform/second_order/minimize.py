@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradxform import checks, curvature, tree
+from gradxform.convolutions import canonical_convolutions
 from gradxform.second_order import _tree, implicit, iteration
 from gradxform.second_order import methods as meth
 from gradxform.second_order import trust_region as tr
@@ -308,7 +309,12 @@ def _compile(fun, settings: _Settings):
 
         curvature.check_objective(fun_of_params, x0_tree, "fun")
         x0, unravel = _tree.flat_view(x0_tree)
-        out = _solve(_problem(lambda v: fun_of_params(unravel(v)), x0_tree, settings, runtime), x0)
+
+        def solve(x0, args, runtime):  # on CPU, convolutions in the loop in library layout
+            objective = lambda v: fun(unravel(v), *args)  # noqa: E731
+            return _solve(_problem(objective, x0_tree, settings, runtime), x0)
+
+        out = canonical_convolutions(solve)(x0, args, runtime)
         return out._replace(params=unravel(out.params))
 
     return jax.jit(implicit.differentiable(solve_tree, fun, settings.implicit_diff))
