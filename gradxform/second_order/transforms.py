@@ -20,6 +20,8 @@ updated with the step the search took.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -27,6 +29,7 @@ import jax.numpy as jnp
 
 from gradxform import checks, tree
 from gradxform.base import GradientTransformationExtraArgs
+from gradxform.convolutions import canonical_convolutions
 from gradxform.hyperparams import Hyperparams, HyperparamState
 from gradxform.second_order import _tree, iteration
 from gradxform.second_order import methods as meth
@@ -94,6 +97,18 @@ def checked_linesearch(linesearch: ZoomLinesearch | None) -> ZoomLinesearch:
     )
 
 
+def _library_layout(update_fn: Callable) -> Callable:
+    """``update_fn`` with its convolutions in XLA CPU's library layout
+    (:func:`~gradxform.canonical_convolutions`): the line search's and CG's
+    evaluations sit in loops."""
+
+    @functools.wraps(update_fn)
+    def update(updates, state, params=None, **extra):
+        return canonical_convolutions(update_fn)(updates, state, params, **extra)
+
+    return update
+
+
 def _method_transform(
     method: meth.Method, name: str, linesearch: ZoomLinesearch | None, real_only: bool
 ) -> GradientTransformationExtraArgs:
@@ -142,7 +157,7 @@ def _method_transform(
         )
         return _tree.neg(taken), new_state
 
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    return GradientTransformationExtraArgs(init_fn, _library_layout(update_fn))
 
 
 def scale_by_lbfgs(
@@ -323,4 +338,4 @@ def scale_by_trust_region(
         )
         return _tree.neg(unravel(taken)), new_state
 
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    return GradientTransformationExtraArgs(init_fn, _library_layout(update_fn))

@@ -1,5 +1,6 @@
-"""The Hessian tools and ``gx.minimize`` on a convolutional closure: library-layout
-convolutions inside their loops (``gx.canonical_convolutions``, applied on CPU).
+"""The Hessian tools, ``gx.minimize`` and the second-order transforms on a
+convolutional objective: library-layout convolutions inside their loops
+(``gx.canonical_convolutions``, applied on CPU).
 
 XLA's CPU backend leaves a convolution inside a loop in its own layout (a generic,
 ~10x slower kernel for a kernel's gradient); the tools and solvers put every
@@ -19,6 +20,7 @@ from jax.flatten_util import ravel_pytree
 import gradxform as gx
 from gradxform.hessian import operators
 from gradxform.second_order import minimize as minimize_module
+from gradxform.second_order import transforms
 
 H = gx.hessian
 
@@ -70,7 +72,7 @@ def without_rewrite(monkeypatch):
     and the programs compiled without it are dropped afterwards."""
 
     def switch_off():
-        for module in (operators, minimize_module):
+        for module in (operators, minimize_module, transforms):
             monkeypatch.setattr(module, "canonical_convolutions", lambda fn: fn)
         jax.clear_caches()
 
@@ -148,3 +150,25 @@ def test_a_nan_product_is_reported_not_converged(problem):
     bad = {**params, "bias": params["bias"].at[0].set(jnp.nan)}
     pairs = H.hessian_eigenpairs(cnn_loss, bad, **EIGENPAIRS)
     assert not bool(pairs.finite) and not bool(pairs.converged.any())
+
+
+@pytest.mark.parametrize("make", [gx.newton_cg, gx.trust_ncg], ids=["newton_cg", "trust_ncg"])
+def test_a_second_order_transform_runs_its_loops_in_the_library_layout(
+    problem, without_rewrite, make
+):
+    """One jitted step: the line search's or the trust region's evaluations and CG's
+    products sit in loops inside ``update``."""
+    params, _ = problem
+    tx = make()
+
+    def step(p):
+        updates, _ = tx.update(jax.grad(cnn_loss)(p), tx.init(p), p, value_fn=cnn_loss)
+        return gx.apply_updates(p, updates)
+
+    assert layouts(step, params) == {LIBRARY}
+    ours = jax.jit(step)(params)
+    without_rewrite()
+    assert layouts(step, params) - {LIBRARY}
+    theirs = jax.jit(step)(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12), ours, theirs)
+    assert float(cnn_loss(ours)) < float(cnn_loss(params))
