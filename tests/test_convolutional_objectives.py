@@ -128,6 +128,18 @@ def test_density_agrees_without_the_rewrite_and_block_tops_with_dense(problem, w
     np.testing.assert_allclose(density.density, density_in_loop.density, rtol=1e-7, atol=1e-10)
 
 
+def descends_alike_without_the_rewrite(fn, params, without_rewrite):
+    """``jit(fn)`` (params -> new params) has only library-layout convolutions, and equals
+    itself compiled without the rewrite (which has others) to rounding; it descends."""
+    assert layouts(fn, params) == {LIBRARY}
+    ours = jax.jit(fn)(params)
+    without_rewrite()
+    assert layouts(fn, params) - {LIBRARY}
+    theirs = jax.jit(fn)(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12), ours, theirs)
+    assert float(cnn_loss(ours)) < float(cnn_loss(params))
+
+
 @pytest.mark.parametrize("method", ["newton-cg", "bfgs"])
 def test_minimize_runs_its_loop_in_the_library_layout(problem, without_rewrite, method):
     """The solver's gradients (and Newton-CG's products) sit in its loop."""
@@ -136,13 +148,7 @@ def test_minimize_runs_its_loop_in_the_library_layout(problem, without_rewrite, 
     def solve(p):
         return gx.minimize(cnn_loss, p, method=method, maxiter=4).params
 
-    assert layouts(solve, params) == {LIBRARY}
-    ours = jax.jit(solve)(params)
-    without_rewrite()
-    assert layouts(solve, params) - {LIBRARY}
-    theirs = jax.jit(solve)(params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12), ours, theirs)
-    assert float(cnn_loss(ours)) < float(cnn_loss(params))
+    descends_alike_without_the_rewrite(solve, params, without_rewrite)
 
 
 def test_a_nan_product_is_reported_not_converged(problem):
@@ -165,10 +171,4 @@ def test_a_second_order_transform_runs_its_loops_in_the_library_layout(
         updates, _ = tx.update(jax.grad(cnn_loss)(p), tx.init(p), p, value_fn=cnn_loss)
         return gx.apply_updates(p, updates)
 
-    assert layouts(step, params) == {LIBRARY}
-    ours = jax.jit(step)(params)
-    without_rewrite()
-    assert layouts(step, params) - {LIBRARY}
-    theirs = jax.jit(step)(params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12), ours, theirs)
-    assert float(cnn_loss(ours)) < float(cnn_loss(params))
+    descends_alike_without_the_rewrite(step, params, without_rewrite)
