@@ -19,8 +19,8 @@ from jax.flatten_util import ravel_pytree
 
 import gradxform as gx
 from gradxform.hessian import operators
+from gradxform.second_order import bounded, least_squares, transforms
 from gradxform.second_order import minimize as minimize_module
-from gradxform.second_order import transforms
 
 H = gx.hessian
 
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.usefixtures("x64")
 
 EIGENPAIRS = dict(k=1, which="both", tol=1e-9, max_matvecs=80)
 LIBRARY = "b01f_01io->b01f"
+DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 def _images_and_labels():
@@ -41,7 +42,7 @@ IMAGES, LABELS = _images_and_labels()
 def cnn_loss(p):
     """A convolution (3x3, 2 channels), tanh, a dense layer to 3 classes: 173 parameters."""
     h = jax.lax.conv_general_dilated(
-        jnp.asarray(IMAGES), p["conv"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        jnp.asarray(IMAGES), p["conv"], (1, 1), "SAME", dimension_numbers=DIMS
     )
     logits = jnp.tanh(h).reshape(h.shape[0], -1) @ p["dense"] + p["bias"]
     return H.softmax_cross_entropy(logits, jnp.asarray(LABELS))
@@ -72,7 +73,7 @@ def without_rewrite(monkeypatch):
     and the programs compiled without it are dropped afterwards."""
 
     def switch_off():
-        for module in (operators, minimize_module, transforms):
+        for module in (operators, minimize_module, bounded, least_squares, transforms):
             monkeypatch.setattr(module, "canonical_convolutions", lambda fn: fn)
         jax.clear_caches()
 
@@ -128,7 +129,7 @@ def test_density_agrees_without_the_rewrite_and_block_tops_with_dense(problem, w
     np.testing.assert_allclose(density.density, density_in_loop.density, rtol=1e-7, atol=1e-10)
 
 
-def descends_alike_without_the_rewrite(fn, params, without_rewrite):
+def descends_alike_without_the_rewrite(fn, params, without_rewrite, loss=None):
     """``jit(fn)`` (params -> new params) has only library-layout convolutions, and equals
     itself compiled without the rewrite (which has others) to rounding; it descends."""
     assert layouts(fn, params) == {LIBRARY}
@@ -137,18 +138,37 @@ def descends_alike_without_the_rewrite(fn, params, without_rewrite):
     assert layouts(fn, params) - {LIBRARY}
     theirs = jax.jit(fn)(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12), ours, theirs)
-    assert float(cnn_loss(ours)) < float(cnn_loss(params))
+    loss = loss or cnn_loss
+    assert float(loss(ours)) < float(loss(params))
 
 
-@pytest.mark.parametrize("method", ["newton-cg", "bfgs"])
+@pytest.mark.parametrize("method", ["newton-cg", "bfgs", "l-bfgs-b"])
 def test_minimize_runs_its_loop_in_the_library_layout(problem, without_rewrite, method):
     """The solver's gradients (and Newton-CG's products) sit in its loop."""
     params, _ = problem
+    bounds = (-2.0, 2.0) if method == "l-bfgs-b" else None
 
     def solve(p):
-        return gx.minimize(cnn_loss, p, method=method, maxiter=4).params
+        return gx.minimize(cnn_loss, p, method=method, maxiter=4, bounds=bounds).params
 
     descends_alike_without_the_rewrite(solve, params, without_rewrite)
+
+
+def test_least_squares_runs_its_loop_in_the_library_layout(problem, without_rewrite):
+    """Residuals through a convolution: the Jacobian's products sit in the solver's loop."""
+    params, _ = problem
+
+    def residuals(p):
+        h = jax.lax.conv_general_dilated(
+            jnp.asarray(IMAGES), p["conv"], (1, 1), "SAME", dimension_numbers=DIMS
+        )
+        return jnp.tanh(h).reshape(h.shape[0], -1) @ p["dense"] + p["bias"] - 0.1
+
+    def solve(p):
+        return gx.least_squares(residuals, p, jacobian="matvec", max_nfev=4).params
+
+    squares = lambda p: jnp.sum(residuals(p) ** 2)  # noqa: E731
+    descends_alike_without_the_rewrite(solve, params, without_rewrite, squares)
 
 
 def test_a_nan_product_is_reported_not_converged(problem):

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradxform import checks, curvature, tree
+from gradxform.convolutions import canonical_convolutions
 from gradxform.second_order import _lbfgsb_model as model
 from gradxform.second_order import _lbfgsb_search as search
 from gradxform.second_order import _tree, solution
@@ -354,7 +355,8 @@ def _compile(fun, settings: _Settings):
             maxiter=maxiter,
             eps=jnp.finfo(x0.dtype).eps,
         )
-        out = _solve(problem, jnp.clip(x0, lower, upper))
+        # on CPU, convolutions in the loop in library layout
+        out = canonical_convolutions(lambda x0: _solve(problem, x0))(jnp.clip(x0, lower, upper))
         return out._replace(params=unravel(out.params))
 
     return jax.jit(solve_tree)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from gradxform import checks, tree
+from gradxform.convolutions import canonical_convolutions
 from gradxform.second_order import _lsq_steps as steps
 from gradxform.second_order import _tree, implicit
 from gradxform.second_order._packed import packed_while_loop
@@ -293,7 +294,8 @@ def _compile(residual_fn, settings: _Settings):
             jacobian = "dense" if x0.size <= _DENSE_LIMIT else "matvec"
         cg_steps = x0.size if settings.max_cg_steps is None else settings.max_cg_steps
         problem = _Problem(settings._replace(jacobian=jacobian), runtime, residual, m, cg_steps)
-        out = _solve(problem, x0)
+        # on CPU, convolutions in the loop in library layout
+        out = canonical_convolutions(lambda x0: _solve(problem, x0))(x0)
         return out._replace(params=unravel(out.params))
 
     cost = implicit.half_squared_norm
