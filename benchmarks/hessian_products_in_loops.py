@@ -92,7 +92,7 @@ def tools() -> None:
         "spectral_density": lambda f, p: gx.hessian.spectral_density(f, p),
         "block_spectra": lambda f, p: gx.hessian.block_spectra(f, p, blocks),
         "minimize newton-cg (10 it.)": lambda f, p: solve(f, p, "newton-cg"),
-        "minimize l-bfgs (30 it.)": lambda f, p: solve(f, p, "l-bfgs"),
+        "minimize lbfgs (30 it.)": lambda f, p: solve(f, p, "lbfgs"),
     }
     ways = ("not rewritten", "rewritten", "one-batch list")
     print()

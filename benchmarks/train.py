@@ -958,7 +958,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--optimizers", default="default", help="comma list, 'default' or 'all'")
     parser.add_argument("--tasks", default="gpt,cnn")
     parser.add_argument("--budget-s", type=float, default=None)
+    parser.add_argument(
+        "--scale", choices=tuple(SCALES), default=None,
+        help="model and run sizes (default: the device's; 'gpu' on a CPU runs the issue's scale)",
+    )  # fmt: skip
+    parser.add_argument("--lr-factors", default=None, help="comma list (default: the scale's)")
+    parser.add_argument("--seeds", default=None, help="comma list (default: the scale's)")
     return parser.parse_args(argv)
+
+
+def _numbers(spec: str, kind: Callable, what: str) -> tuple:
+    try:
+        values = tuple(kind(v) for v in spec.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise SystemExit(f"{what} must be a comma list of numbers; got {spec!r}")
+    return values
 
 
 def selected(spec: str) -> list[str]:
@@ -974,8 +990,12 @@ def selected(spec: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
-    mode = "quick" if args.quick else args.device
+    mode = "quick" if args.quick else (args.scale or args.device)
     scale = SCALES[mode]
+    if args.lr_factors is not None:
+        scale = scale._replace(lr_factors=_numbers(args.lr_factors, float, "--lr-factors"))
+    if args.seeds is not None:
+        scale = scale._replace(seeds=_numbers(args.seeds, int, "--seeds"))
     budget = args.budget_s if args.budget_s is not None else scale.budget_s
     if args.device == "gpu":
         jax.config.update("jax_default_device", jax.devices("gpu")[0])
