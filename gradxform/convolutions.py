@@ -147,6 +147,8 @@ def _rewritten(value: Any) -> Any:
     if not isinstance(value, jcore.ClosedJaxpr) or not _has_other_layout(value.jaxpr):
         return value
     avals = [v.aval for v in value.jaxpr.invars]
+    if not all(isinstance(a, jax.core.ShapedArray) for a in avals):  # tokens, references
+        return value
     like = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in avals]
     return jax.make_jaxpr(lambda *xs: _evaluate(value.jaxpr, value.consts, xs))(*like)
 
