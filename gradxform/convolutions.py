@@ -48,12 +48,13 @@ def canonical_convolutions(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     Apply it to the function that contains the loop, after differentiation: a
     jitted training step that runs several steps in a ``lax.scan``, a solver, a
-    Lanczos driver. On a CPU backend the result equals ``fn``'s value for value
-    where ``fn``'s convolutions sit outside loops (XLA rewrites those the same
-    way), and runs the convolutions in loops with the library kernel. On other
-    backends (``jax.default_backend()`` not ``"cpu"``, checked when the function
-    is traced) ``fn`` runs unchanged. The Hessian tools and
-    :func:`gradxform.minimize` apply it themselves.
+    Lanczos driver. On a CPU backend a convolution outside any loop computes what
+    XLA computes for it anyway (XLA rewrites those the same way), and one inside a
+    loop runs the library kernel instead of a generic loop, with the values it
+    would have outside. On other backends (``jax.default_backend()`` not
+    ``"cpu"``, checked when the function is traced) ``fn`` runs unchanged. The
+    Hessian tools, :func:`gradxform.minimize`, :func:`gradxform.least_squares`
+    and the second-order transforms apply it themselves.
 
     Args:
         fn: a function of pytrees of arrays to a pytree of arrays (keyword
