@@ -169,7 +169,7 @@ def _evaluate(jaxpr: Any, consts: Any, args: Any) -> list:
         if eqn.primitive is lax.conv_general_dilated_p and not _is_canonical(
             params, eqn.invars[0].aval.ndim
         ):
-            outs = [_convolve_canonically(*invals, params)]
+            outs = [_convolve_canonically(invals[0], invals[1], params)]
         else:
             names = _NESTED.get(eqn.primitive.name, ())
             params = {k: _rewritten(v) if k in names else v for k, v in params.items()}
