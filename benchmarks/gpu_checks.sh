@@ -3,6 +3,7 @@
 # jax with CUDA, optax, torch; nothing is installed from the network). Stages by name:
 #   bash benchmarks/gpu_checks.sh env smoke update_step       # first call
 #   bash benchmarks/gpu_checks.sh floor train                  # second call: step floor, train.py
+#   bash benchmarks/gpu_checks.sh gpt_step                     # the GPT tree's step against optax
 # Results go under $OUT (default: benchmarks/results/gpu).
 set -u
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -37,6 +38,8 @@ PY
       timeout 290 python3 benchmarks/update_step.py --device gpu --budget-s 200 --out "$OUT" ;;
     floor)
       timeout "${FLOOR_TIMEOUT:-100}" python3 benchmarks/update_step_floor.py --device gpu --trees 1000 gpt2 --repeats 10 --out "$OUT" ;;
+    gpt_step)  # the H200 rows of train_gpu.md were measured with conditionals in the steps
+      timeout "${GPT_STEP_TIMEOUT:-240}" python3 benchmarks/update_step_gpt.py --only "${GPT_STEP_ONLY:-adamw,adam,muon,lion,adafactor,schedule_free_adamw,sgd,lamb}" --rounds "${GPT_STEP_ROUNDS:-60}" --layouts 1 --constant --out "$OUT" ;;
     train)
       timeout "${TRAIN_TIMEOUT:-420}" python3 benchmarks/train.py --device gpu --out "$OUT" ${TRAIN_ARGS:-} ;;
     *) echo "unknown stage $stage" ;;
