@@ -102,21 +102,18 @@ def on_hessian(impl: Callable, f: Any, params: Any, key: jax.Array | None, **opt
         What ``impl`` returns.
     """
     key = jax.random.PRNGKey(0) if key is None else key
+    options_ = tuple(sorted(options.items()))
     if isinstance(f, FlatOperator):  # compiled once per operator object (its matvec's identity)
-        if not _hashable(f):
-            return impl(as_tree_operator(f), key, **options)
-        compiled = _entry(impl, streamed=False)
-        return compiled(impl, f, None, key, tuple(sorted(options.items())), None)
-    shardings = V.shardings_of(params)
+        params, shardings = None, None
+    else:
+        shardings = V.shardings_of(params)
     if hasattr(f, "_tree_operator_at"):  # a DatasetObjective: its passes' errors raised here
         f._check_tool(params)
-        options_ = tuple(sorted(options.items()))
         compiled = _entry(impl, streamed=not f.stacked)
         return f.run(lambda: compiled(impl, f.cache_key, params, key, options_, shardings))
-    if not _hashable(f):  # no compile cache for an unhashable callable
-        return _on_hessian(impl, f, params, key, tuple(sorted(options.items())), shardings)
-    compiled = _entry(impl, streamed=False)
-    return compiled(impl, f, params, key, tuple(sorted(options.items())), shardings)
+    if not _hashable(f):  # no compile cache for an unhashable callable or operator
+        return _on_hessian(impl, f, params, key, options_, shardings)
+    return _entry(impl, streamed=False)(impl, f, params, key, options_, shardings)
 
 
 def _on_hessian(impl, f, params, key, options, shardings):
