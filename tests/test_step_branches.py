@@ -17,6 +17,7 @@ Shampoo's periodic refresh of their bases and roots, and Sophia's periodic
 Hessian-diagonal estimate.
 """
 
+import importlib
 import inspect
 import re
 
@@ -25,25 +26,19 @@ import jax.numpy as jnp
 import pytest
 
 import gradxform as gx
-from gradxform import (
-    optimizers,
-    optimizers_classic,
-    optimizers_factored,
-    optimizers_matrix,
-    optimizers_more,
-    optimizers_schedule_free,
-    optimizers_sophia,
-)
 
-MODULES = (
-    optimizers,
-    optimizers_classic,
-    optimizers_factored,
-    optimizers_matrix,
-    optimizers_more,
-    optimizers_schedule_free,
-    optimizers_sophia,
-)
+MODULES = [  # the modules that define the optimizer aliases
+    importlib.import_module(f"gradxform.{name}")
+    for name in (
+        "optimizers",
+        "optimizers_classic",
+        "optimizers_factored",
+        "optimizers_matrix",
+        "optimizers_more",
+        "optimizers_schedule_free",
+        "optimizers_sophia",
+    )
+]
 NAMES = sorted({name for module in MODULES for name in module.__all__})
 PERIODIC = {"soap", "shampoo", "sophia"}
 # a matrix, a vector and a batch of matrices (Muon, Adafactor and the Kronecker
